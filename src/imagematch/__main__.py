@@ -1,0 +1,3 @@
+from imagematch.cli import main
+
+main()

@@ -1,0 +1,206 @@
+"""CLIP-family encoders: the `Embedder` protocol and its open_clip (PyTorch) runtime.
+
+Vectors are L2-normalised float32, so a dot product is a cosine similarity. Loading is lazy and happens once
+per process, under a lock; encoding is safe to call from several threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from imagematch.ai.model_source import ModelSource, local_model_dir
+from imagematch.records import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+Matrix = npt.NDArray[np.float32]
+Prepared = npt.NDArray[np.float32]  # one preprocessed image, channels first
+
+
+@dataclass(frozen=True, slots=True)
+class FittedText:
+    """Text cut to the model's context length, with what was lost reported."""
+
+    text: str
+    truncated: bool
+    tokens: int  # tokens the whole input would need, special tokens included
+    limit: int  # the model's context length
+
+
+class Embedder(Protocol):
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def context_length(self) -> int: ...
+    def load(self) -> None: ...
+    def prepare(self, image: Image.Image) -> Prepared: ...
+    def encode_prepared(self, batch: Sequence[Prepared]) -> Matrix: ...
+    def encode_images(self, images: Sequence[Image.Image]) -> Matrix: ...
+    def encode_texts(self, texts: Sequence[str]) -> Matrix: ...
+    def fit_text(self, parts: Sequence[str]) -> FittedText: ...
+
+
+def normalise(matrix: npt.NDArray[Any]) -> Matrix:
+    values: Matrix = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(values, axis=-1, keepdims=True)
+    normalised: Matrix = (values / np.maximum(norms, 1e-12)).astype(np.float32)
+    return normalised
+
+
+class OpenClipEmbedder:
+    """open_clip models on PyTorch (CPU, or CUDA when present)."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        cache_dir: Path,
+        *,
+        batch_size: int = 16,
+        threads: int = 0,
+        device: str | None = None,
+    ) -> None:
+        self.source = source
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+        self.threads = threads or (os.cpu_count() or 1)
+        self._device = device
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._preprocess: Any = None
+        self._tokenizer: Any = None
+        self._dim = 0
+        self._context = 0
+
+    @property
+    def model_id(self) -> str:
+        return self.source.model_id
+
+    @property
+    def dim(self) -> int:
+        self.load()
+        return self._dim
+
+    @property
+    def context_length(self) -> int:
+        self.load()
+        return self._context
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        with self._lock:
+            if self._model is not None:
+                return
+            started = time.perf_counter()
+            folder = local_model_dir(self.source, self.cache_dir)
+            import open_clip
+            import torch
+
+            torch.set_num_threads(self.threads)
+            device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}", device=device)
+                tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+            except (OSError, RuntimeError, ValueError, KeyError) as error:
+                raise ModelUnavailable(f"cannot load model {self.model_id} from {folder}: {error}") from error
+            model.eval()
+            self._device = device
+            self._preprocess = preprocess
+            self._tokenizer = tokenizer
+            self._context = int(getattr(tokenizer, "context_length", 0) or 77)
+            with torch.inference_mode():
+                probe = model.encode_text(tokenizer(["a photo"]).to(device))
+            self._dim = int(probe.shape[-1])
+            self._model = model
+            log.info(
+                "model %s loaded on %s in %.1fs (%d dimensions, %d-token context, %d threads)",
+                self.model_id,
+                device,
+                time.perf_counter() - started,
+                self._dim,
+                self._context,
+                self.threads,
+            )
+
+    def prepare(self, image: Image.Image) -> Prepared:
+        self.load()
+        return np.asarray(self._preprocess(image), dtype=np.float32)
+
+    def encode_prepared(self, batch: Sequence[Prepared]) -> Matrix:
+        self.load()
+        import torch
+
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(batch), self.batch_size):
+                chunk = torch.from_numpy(np.stack(batch[start : start + self.batch_size])).to(self._device)
+                outputs.append(self._model.encode_image(chunk).float().cpu().numpy())
+        return normalise(np.concatenate(outputs)) if outputs else np.zeros((0, self.dim), np.float32)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> Matrix:
+        return self.encode_prepared([self.prepare(image) for image in images])
+
+    def encode_texts(self, texts: Sequence[str]) -> Matrix:
+        self.load()
+        import torch
+
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                tokens = self._tokenizer(list(texts[start : start + self.batch_size])).to(self._device)
+                outputs.append(self._model.encode_text(tokens).float().cpu().numpy())
+        return normalise(np.concatenate(outputs)) if outputs else np.zeros((0, self.dim), np.float32)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the text needs, special tokens included, before any truncation."""
+        self.load()
+        tokenizer = self._tokenizer
+        inner = getattr(tokenizer, "tokenizer", None)
+        if inner is not None and callable(inner):  # Hugging Face tokenizer wrapped by open_clip
+            return len(inner(text)["input_ids"])
+        return len(tokenizer.encode(text)) + 2  # start and end of text
+
+    def fit_text(self, parts: Sequence[str]) -> FittedText:
+        """Join parts in order, dropping words from the end of later parts first.
+
+        The first part (the user's own words) is never cut in favour of a later one (a caption); if it
+        alone exceeds the context, the tokenizer cuts it at the token limit and `truncated` says so.
+        """
+        limit = self.context_length
+        parts = [p.strip() for p in parts if p and p.strip()]
+        total = self.count_tokens(" ".join(parts)) if parts else 2
+        if total <= limit or not parts:
+            return FittedText(" ".join(parts), False, total, limit)
+        kept = parts[0]
+        if self.count_tokens(kept) < limit:
+            for part in parts[1:]:
+                words = part.split()
+                low, high = 0, len(words)
+                while low < high:  # the most words of this part that still fit
+                    middle = (low + high + 1) // 2
+                    if self.count_tokens(f"{kept} {' '.join(words[:middle])}") <= limit:
+                        low = middle
+                    else:
+                        high = middle - 1
+                if low:
+                    kept = f"{kept} {' '.join(words[:low])}"
+                if low < len(words):
+                    break
+        return FittedText(kept, True, total, limit)

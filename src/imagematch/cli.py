@@ -1,0 +1,306 @@
+"""The `imagematch` command. Thin: parse arguments, call the Library, print results."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from imagematch.filters import parse_where
+from imagematch.library import RESET_PHRASE, Library, SimpleSearch, Upload
+from imagematch.logs import configure_logging
+from imagematch.records import ImageMatchError, ImageRecord, IngestResult
+from imagematch.settings import Settings, SettingsError, load_settings
+from imagematch.web.schemas import ImageOut
+
+app = typer.Typer(
+    name="imagematch",
+    help="Find images by an example image, a sentence, or both.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".png",
+    ".webp",
+    ".gif",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".heic",
+    ".heif",
+    ".avif",
+}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Every expected failure is one line on stderr and a non-zero exit code, never a traceback."""
+
+    @wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (ImageMatchError, SettingsError) as error:
+            err.print(f"[red]error:[/red] {error}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return run
+
+
+def _settings(**overrides: Any) -> Settings:
+    settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _library(settings: Settings, check_model: bool = True) -> Library:
+    from imagematch.factory import build_library
+
+    library = build_library(settings)
+    if check_model:
+        library.verify_model()
+    return library
+
+
+@app.command()
+@friendly_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+) -> None:
+    """Start the web app and REST API."""
+    import uvicorn
+
+    from imagematch.web.app import create_app
+
+    settings = _settings(host=host, port=port)
+    library = _library(settings)
+    err.print(f"loading model {library.embedder.model_id} ...", highlight=False)
+    library.open()
+    out.print(f"ImageMatch on http://{settings.host}:{settings.port}  (API docs at /docs)", highlight=False)
+    uvicorn.run(
+        create_app(settings, library),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_config=None,
+    )
+
+
+def _image_files(paths: list[Path], recursive: bool) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            pattern = path.rglob("*") if recursive else path.glob("*")
+            for child in sorted(pattern):
+                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES and not child.name.startswith("."):
+                    yield child
+        else:
+            yield path
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _summary(results: list[IngestResult]) -> None:
+    counts = {status: sum(r.status == status for r in results) for status in ("added", "duplicate", "failed")}
+    out.print(f"added {counts['added']}, duplicates {counts['duplicate']}, failed {counts['failed']}")
+    for result in results:
+        if result.status == "failed":
+            out.print(f"  [red]failed[/red] {result.filename}: {result.reason}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
+    description: Annotated[str, typer.Option(help="Description given to every image.")] = "",
+) -> None:
+    """Add images to the library. Safe to re-run and to interrupt: stored images are reported as duplicates."""
+    settings = _settings()
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise typer.BadParameter(f"no such file or folder: {missing[0]}")
+    files = list(_image_files(paths, recursive))
+    library = _library(settings)
+    results: list[IngestResult] = []
+    cancel = threading.Event()
+    with _progress(err) as progress:
+        task = progress.add_task("indexing", total=len(files))
+
+        def advance(result: IngestResult) -> None:
+            progress.advance(task)
+
+        try:
+            results = library.add_many(
+                (Upload.from_path(f, description) for f in files), on_result=advance, cancel=cancel
+            )
+        except KeyboardInterrupt:
+            cancel.set()
+            err.print("interrupted: what was indexed is kept; run the same command again to finish")
+            raise typer.Exit(130) from None
+    _summary(results)
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)
+
+
+def _record_row(record: ImageRecord) -> str:
+    words = record.description or record.caption
+    return f"{record.filename}  {words[:60]}" if words else record.filename
+
+
+@app.command()
+@friendly_errors
+def search(
+    text: Annotated[str, typer.Argument(help="What to look for, in words (may be empty with --image).")] = "",
+    image: Annotated[Path | None, typer.Option(help="An example image file.")] = None,
+    image_id: Annotated[str, typer.Option("--id", help="A stored image id to use as the example.")] = "",
+    image_weight: Annotated[float, typer.Option(help="With text and an image: 1 = image only, 0 = text only.")] = 0.5,
+    k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
+    where: Annotated[list[str] | None, typer.Option(help="Filter, e.g. album=holiday or 'rating>=4'.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Search by text, by an image, or both."""
+    settings = _settings()
+    data = image.read_bytes() if image is not None else None
+    library = _library(settings)
+    result = library.simple_search(
+        SimpleSearch(
+            text=text,
+            image=data,
+            image_id=image_id,
+            image_weight=image_weight,
+            k=k,
+            filter=parse_where(where or []),
+        )
+    )
+    if as_json:
+        payload = [
+            {"id": h.record.id, "score": round(h.score, 6), **ImageOut.of(h.record).model_dump(mode="json")}
+            for h in result.hits
+        ]
+        out.print_json(json.dumps({"hits": payload, "truncated": result.truncated}))
+        return
+    if result.truncated:
+        err.print("note: the text was longer than the model's context and was truncated")
+    if not result.hits:
+        out.print("no matches")
+        return
+    table = Table("#", "score", "id", "image", box=None)
+    for rank, hit in enumerate(result.hits, 1):
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.record.id, _record_row(hit.record))
+    out.print(table)
+
+
+@app.command()
+@friendly_errors
+def show(image_id: Annotated[str, typer.Argument(help="The image id.")]) -> None:
+    """Show everything stored about one image."""
+    library = _library(_settings(), check_model=False)
+    data = ImageOut.of(library.get(image_id)).model_dump(mode="json")
+    out.print_json(json.dumps(data))
+
+
+@app.command()
+@friendly_errors
+def delete(image_id: Annotated[str, typer.Argument(help="The image id.")]) -> None:
+    """Delete one image, its file and thumbnail."""
+    library = _library(_settings(), check_model=False)
+    record = library.delete(image_id)
+    out.print(f"deleted {record.id} ({record.filename})", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def reset(yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
+    """Delete every image and file in the library."""
+    library = _library(_settings(), check_model=False)
+    count = library.count()
+    if not yes:
+        typer.confirm(f"Delete all {count} images and their files? This cannot be undone", abort=True)
+    deleted = library.reset(RESET_PHRASE)
+    out.print(f"deleted {deleted} images; the library is empty")
+
+
+@app.command()
+@friendly_errors
+def reindex() -> None:
+    """Re-embed every stored image with the configured model (after changing IMAGEMATCH_MODEL)."""
+    library = _library(_settings(), check_model=False)
+    with _progress(err) as progress:
+        task = progress.add_task("re-embedding", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        total = library.reindex(on_progress=update)
+    out.print(f"re-embedded {total} images with {library.embedder.model_id}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def info() -> None:
+    """Show the configuration, the model and the size of the library."""
+    settings = _settings()
+    library = _library(settings, check_model=False)
+    details = library.info()
+    table = Table(box=None, show_header=False)
+    table.add_row("model", details.model_id)
+    table.add_row("stored model", details.stored_model or "(empty library)")
+    table.add_row("store", f"{details.store} in {settings.store_dir}")
+    table.add_row("images", str(details.images))
+    table.add_row("data dir", details.data_dir)
+    table.add_row("model cache", str(settings.model_cache_dir))
+    out.print(table)
+    if details.stored_model and details.stored_model != details.model_id:
+        err.print("[yellow]the library was built with another model: run `imagematch reindex`[/yellow]")
+
+
+@app.command()
+def models() -> None:
+    """List model presets."""
+    from imagematch.ai.model_source import PRESETS
+
+    for name, spec in PRESETS.items():
+        out.print(f"{name:<10} {spec}", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except SettingsError as error:
+        err.print(f"[red]error:[/red] {error}", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,244 @@
+"""Plain data that crosses module boundaries, and the errors the library raises.
+
+Nothing here knows about HTTP, storage engines or models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+Vector = npt.NDArray[np.float32]
+MetadataValue = str | int | float | bool
+Metadata = dict[str, MetadataValue]
+
+MAX_METADATA_KEYS = 100
+MAX_METADATA_KEY_LENGTH = 128
+MAX_METADATA_VALUE_LENGTH = 2000
+MAX_DESCRIPTION_LENGTH = 5000
+MAX_FILENAME_LENGTH = 255
+
+
+class CaptionStatus(StrEnum):
+    NONE = "none"  # no captioner configured when the image arrived
+    PENDING = "pending"  # waiting for the caption worker
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """Everything we know about one stored image, except its vectors."""
+
+    id: str
+    phash: str  # 16 hex digits, the 64-bit perceptual hash
+    file_hash: str  # sha256 of the original bytes
+    filename: str
+    size: int  # bytes of the original
+    width: int
+    height: int
+    format: str  # Pillow's format name: JPEG, PNG, WEBP, ...
+    created_at: datetime
+    updated_at: datetime
+    model_id: str
+    description: str = ""
+    caption: str = ""
+    caption_status: CaptionStatus = CaptionStatus.NONE
+    caption_error: str = ""
+    caption_edited: bool = False  # the user corrected the caption; the worker leaves it alone
+    metadata: Metadata = field(default_factory=dict)
+    taken_at: datetime | None = None
+    camera: str = ""
+    lens: str = ""
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+    cutout: bool = False  # the embedding was made from the background-removed cut-out
+
+    @property
+    def words(self) -> str:
+        """The image's own words, in the order they count: the user's description first."""
+        return "\n".join(part for part in (self.description.strip(), self.caption.strip()) if part)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """A record with its vectors, as written to and read from a store."""
+
+    record: ImageRecord
+    vector: Vector  # image embedding, L2-normalised
+    words_vector: Vector | None = None  # text embedding of record.words, None when there are no words
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    record: ImageRecord
+    score: float  # cosine similarity (or fused score), higher is better
+
+
+@dataclass(frozen=True, slots=True)
+class TextTerm:
+    text: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ImageTerm:
+    """An image given with the query (not stored)."""
+
+    data: bytes
+    weight: float = 1.0
+    filename: str = "query"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImageTerm:
+    """An image already in the library, referred to by id: its stored vector is used."""
+
+    image_id: str
+    weight: float = 1.0
+
+
+QueryTerm = TextTerm | ImageTerm | StoredImageTerm
+
+FilterOp = Literal["eq", "ne", "in", "gt", "gte", "lt", "lte"]
+FilterScalar = str | int | float | bool | datetime
+FILTER_OPS: tuple[FilterOp, ...] = ("eq", "ne", "in", "gt", "gte", "lt", "lte")
+# Record fields a filter may name directly; anything else is a custom metadata key.
+FILTER_FIELDS = (
+    "format",
+    "filename",
+    "width",
+    "height",
+    "size",
+    "created_at",
+    "taken_at",
+    "camera",
+    "lens",
+    "caption_status",
+    "cutout",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One test on a record: a built-in field (FILTER_FIELDS) or a custom metadata key."""
+
+    key: str
+    op: FilterOp
+    value: FilterScalar | tuple[FilterScalar, ...]
+    builtin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """All conditions must hold."""
+
+    conditions: tuple[Condition, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.conditions)
+
+    def and_(self, other: Filter | None) -> Filter:
+        return Filter(self.conditions + (other.conditions if other else ()))
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    terms: tuple[QueryTerm, ...]
+    k: int = 10
+    filter: Filter | None = None
+
+    def __post_init__(self) -> None:
+        if not self.terms:
+            raise InvalidQuery("a search needs text, an image or an image id")
+        for term in self.terms:
+            if not math.isfinite(term.weight):
+                raise InvalidQuery("weights must be finite numbers")
+            if isinstance(term, TextTerm) and not term.text.strip():
+                raise InvalidQuery("text must not be empty")
+        if all(term.weight == 0 for term in self.terms):
+            raise InvalidQuery("at least one weight must be non-zero")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    hits: list[Hit]
+    truncated: bool = False  # some query text was cut at the model's context length
+    took_ms: float = 0.0
+
+
+IngestStatus = Literal["added", "duplicate", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    status: IngestStatus
+    filename: str
+    record: ImageRecord | None = None
+    existing: ImageRecord | None = None  # for duplicates: the image already stored
+    distance: int | None = None  # for duplicates: pHash Hamming distance to the existing image
+    reason: str = ""  # for failures and duplicates: why, in words
+
+    @property
+    def image_id(self) -> str | None:
+        if self.record is not None:
+            return self.record.id
+        if self.existing is not None:
+            return self.existing.id
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPatch:
+    """A user's edit of one record. None means leave unchanged."""
+
+    description: str | None = None
+    metadata: Metadata | None = None  # replaces the whole metadata mapping
+    caption: str | None = None  # a user's correction
+
+
+# Errors. The web layer maps each class to an HTTP status; the CLI prints the message.
+
+
+class ImageMatchError(Exception):
+    """Base of every error we raise on purpose; the message is meant for users."""
+
+
+class InvalidImage(ImageMatchError):
+    """The bytes are not an image we can read."""
+
+
+class UnsupportedFormat(InvalidImage):
+    """An image, but in a format we do not accept."""
+
+
+class TooLarge(ImageMatchError):
+    """The upload or the image exceeds a configured limit."""
+
+
+class InvalidInput(ImageMatchError):
+    """A description, metadata or another field is not acceptable."""
+
+
+class InvalidQuery(InvalidInput):
+    """The search request cannot be answered as asked."""
+
+
+class NotFound(ImageMatchError):
+    def __init__(self, image_id: str) -> None:
+        super().__init__(f"no image with id {image_id!r}")
+        self.image_id = image_id
+
+
+class StoreMismatch(ImageMatchError):
+    """The store was built with another model; its vectors cannot be compared with ours."""
+
+
+class ModelUnavailable(ImageMatchError):
+    """The configured model cannot be loaded (not cached, no network, bad path)."""

@@ -1,0 +1,139 @@
+"""All configuration in one place: environment variables and `.env`, validated once at start-up.
+
+Our own settings use the `IMAGEMATCH_` prefix. The seed's names (`PINECONE_API_KEY`, `INDEX_NAME`,
+`MOONDREAM_API_KEY`, ...) are accepted as they are, so an existing `.env` keeps working.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Literal
+
+from dotenv import dotenv_values
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "ViT-B-32-256/datacomp_s34b_b86k"
+ENV_PREFIX = "IMAGEMATCH_"
+
+
+class SettingsError(ValueError):
+    """Raised when a setting is missing, unknown or has a value we cannot use."""
+
+
+def _seed_alias(name: str) -> AliasChoices:
+    """Accept both IMAGEMATCH_<NAME> and the seed's bare <NAME>."""
+    return AliasChoices(f"{ENV_PREFIX}{name}", name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # Where things live
+    data_dir: Path = Field(Path("data"), description="Embedded store, originals and thumbnails.")
+    samples_dir: Path = Field(Path("images"), description="Folder indexed by /upload-samples.")
+    model_cache_dir: Path = Field(
+        Path.home() / ".cache" / "imagematch",
+        description="Downloaded model weights (Hugging Face cache layout).",
+    )
+
+    # Backends
+    store: Literal["lancedb", "milvus", "pinecone"] = "lancedb"
+    model: str = Field(DEFAULT_MODEL, min_length=1)
+    captioner: Literal["auto", "moondream", "none"] = "auto"
+    background_removal: Literal["off", "on", "auto"] = "off"
+
+    # Web server
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Limits
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(100_000_000, ge=64)
+    max_k: int = Field(1000, ge=1)
+
+    # Deduplication: Hamming distance on the 64-bit pHash (bench/dedup_threshold.py measures it).
+    duplicate_distance: int = Field(10, ge=0, le=32)
+
+    # Throughput
+    embed_batch_size: int = Field(16, ge=1, le=512)
+    decode_workers: int = Field(2, ge=1, le=64)
+    torch_threads: int = Field(0, ge=0, le=256, description="0 = one per CPU core.")
+
+    # Seed names (accepted with or without the prefix)
+    moondream_api_key: str = Field("", validation_alias=_seed_alias("MOONDREAM_API_KEY"))
+    pinecone_api_key: str = Field("", validation_alias=_seed_alias("PINECONE_API_KEY"))
+    pinecone_cloud: str = Field("aws", validation_alias=_seed_alias("PINECONE_CLOUD"))
+    pinecone_region: str = Field("us-east-1", validation_alias=_seed_alias("PINECONE_REGION"))
+    index_name: str = Field("image-match", validation_alias=_seed_alias("INDEX_NAME"))
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("model")
+    @classmethod
+    def _strip_model(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must name a model")
+        return value
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def model_is_default(self) -> bool:
+        return self.model == DEFAULT_MODEL
+
+
+def known_env_names() -> set[str]:
+    """Every environment variable name that configures us."""
+    names: set[str] = set()
+    for field_name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice) for choice in alias.choices)
+        else:
+            names.add(f"{ENV_PREFIX}{field_name.upper()}")
+    return names
+
+
+def _check_unknown_names(environ: dict[str, str]) -> None:
+    known = known_env_names()
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise SettingsError(f"unknown setting {name}{hint}")
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        loc = str(item["loc"][0]) if item["loc"] else "?"
+        name = loc if loc.isupper() else f"{ENV_PREFIX}{loc.upper()}"
+        parts.append(f"{name}: {item['msg']} (got {item.get('input')!r})")
+    return "invalid setting " + "; ".join(parts)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings; every problem becomes one readable SettingsError."""
+    from_file = {key: value or "" for key, value in dotenv_values(".env").items()}
+    _check_unknown_names({**from_file, **os.environ})
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None

@@ -1,0 +1,70 @@
+"""The `VectorStore` protocol every storage backend implements, and helpers they share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Literal, Protocol
+
+from imagematch.records import Filter, Hit, ImageRecord, StoredImage, Vector
+
+VectorField = Literal["image", "words"]
+
+
+class VectorStore(Protocol):
+    """Records, their two vectors, and the queries the library needs, in one place.
+
+    Writes of a batch are atomic: after a crash either every record of `upsert(items)` is there or none.
+    """
+
+    name: str
+
+    def open(self, model_id: str, dim: int) -> None:
+        """Create the store for this model, or check it was built with it (raises StoreMismatch)."""
+
+    def stored_model(self) -> tuple[str, int] | None:
+        """The model id and dimension the store was built with; None for a store never opened."""
+
+    def start_rebuild(self, model_id: str, dim: int) -> VectorStore:
+        """A staging store to re-embed the library into; an interrupted rebuild for the same model resumes."""
+
+    def finish_rebuild(self) -> None:
+        """Atomically make the staging store the library (and its model the stored model)."""
+
+    def upsert(self, items: Sequence[StoredImage]) -> None: ...
+
+    def update(self, record: ImageRecord, words_vector: Vector | None) -> None:
+        """Replace a record's fields and its words vector; its image vector is kept."""
+
+    def get(self, image_id: str) -> ImageRecord | None: ...
+
+    def get_many(self, ids: Sequence[str]) -> dict[str, ImageRecord]: ...
+
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, tuple[Vector, Vector | None]]: ...
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove records; returns how many existed."""
+
+    def count(self, flt: Filter | None = None) -> int: ...
+
+    def page(
+        self, *, offset: int = 0, limit: int = 50, newest_first: bool = True, flt: Filter | None = None
+    ) -> list[ImageRecord]:
+        """A page of records ordered by the time they were added."""
+
+    def ids(self) -> Iterator[str]: ...
+
+    def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
+        """The k records whose `field` vector is most similar (cosine) to `vector`, filter applied first."""
+
+    def find_file_hash(self, file_hash: str) -> ImageRecord | None: ...
+
+    def near_phash(self, phash: int, max_distance: int) -> list[tuple[ImageRecord, int]]:
+        """Records whose pHash is within max_distance bits of phash, closest first."""
+
+    def reset(self) -> None:
+        """Remove every record (the model guard is kept)."""
+
+    def maintain(self) -> None:
+        """Housekeeping after large writes: compaction, old versions, indexes."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,478 @@
+"""The default store: LanceDB, embedded, on disk under the data directory.
+
+Each write is a new table version, so a batch lands whole or not at all, even under kill -9. Filters are
+SQL pushed into the scan (`prefilter`), so top-k is taken among matching rows only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from imagematch.fingerprint import from_signed, hamming_many, phash_from_hex, phash_hex, to_signed
+from imagematch.records import (
+    CaptionStatus,
+    Condition,
+    Filter,
+    Hit,
+    ImageRecord,
+    StoredImage,
+    StoreMismatch,
+    Vector,
+)
+from imagematch.store.base import VectorField
+
+log = logging.getLogger(__name__)
+
+IMAGES = "images"
+STATE = "state"
+SCHEMA_VERSION = 1
+_VECTOR_COLUMNS = {"image": "vector", "words": "words_vector"}
+_NO_VECTORS = [
+    "id",
+    "phash",
+    "file_hash",
+    "filename",
+    "size",
+    "width",
+    "height",
+    "format",
+    "created_at",
+    "updated_at",
+    "model_id",
+    "description",
+    "caption",
+    "caption_status",
+    "caption_error",
+    "caption_edited",
+    "metadata",
+    "taken_at",
+    "camera",
+    "lens",
+    "gps_lat",
+    "gps_lon",
+    "cutout",
+]
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def images_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("phash", pa.int64(), nullable=False),  # the 64-bit hash, stored signed
+            pa.field("file_hash", pa.string(), nullable=False),
+            pa.field("filename", pa.string()),
+            pa.field("size", pa.int64()),
+            pa.field("width", pa.int32()),
+            pa.field("height", pa.int32()),
+            pa.field("format", pa.string()),
+            pa.field("created_at", _TIMESTAMP),
+            pa.field("updated_at", _TIMESTAMP),
+            pa.field("model_id", pa.string()),
+            pa.field("description", pa.string()),
+            pa.field("caption", pa.string()),
+            pa.field("caption_status", pa.string()),
+            pa.field("caption_error", pa.string()),
+            pa.field("caption_edited", pa.bool_()),
+            pa.field("metadata", pa.json_(pa.utf8())),
+            pa.field("taken_at", _TIMESTAMP),
+            pa.field("camera", pa.string()),
+            pa.field("lens", pa.string()),
+            pa.field("gps_lat", pa.float64()),
+            pa.field("gps_lon", pa.float64()),
+            pa.field("cutout", pa.bool_()),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+            pa.field("words_vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+_STATE_SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())])
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(float(value)) if isinstance(value, float) else str(value)
+    if isinstance(value, datetime):
+        utc = value.astimezone(UTC) if value.tzinfo else value
+        return f"TIMESTAMP '{utc.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+    return sql_string(str(value))
+
+
+def _metadata_expression(key: str, sample: object) -> str:
+    if isinstance(sample, bool):
+        function = "json_get_bool"
+    elif isinstance(sample, int | float):
+        function = "json_get_float"
+    else:
+        function = "json_get_string"
+    return f"{function}(metadata, {sql_string(key)})"
+
+
+_SQL_OPS = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def condition_sql(condition: Condition) -> str:
+    values = condition.value if isinstance(condition.value, tuple) else (condition.value,)
+    sample = values[0] if values else ""
+    column = condition.key if condition.builtin else _metadata_expression(condition.key, sample)
+    if condition.op == "in":
+        if not values:
+            return "false"
+        return f"{column} IN ({', '.join(_sql_literal(v) for v in values)})"
+    value = values[0]
+    if condition.builtin or not isinstance(value, int | float) or isinstance(value, bool):
+        return f"{column} {_SQL_OPS[condition.op]} {_sql_literal(value)}"
+    return f"{column} {_SQL_OPS[condition.op]} {float(value)!r}"
+
+
+def filter_sql(flt: Filter | None) -> str | None:
+    if not flt:
+        return None
+    return " AND ".join(f"({condition_sql(c)})" for c in flt.conditions)
+
+
+def _record_to_row(record: ImageRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "phash": to_signed(phash_from_hex(record.phash)),
+        "file_hash": record.file_hash,
+        "filename": record.filename,
+        "size": record.size,
+        "width": record.width,
+        "height": record.height,
+        "format": record.format,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "model_id": record.model_id,
+        "description": record.description,
+        "caption": record.caption,
+        "caption_status": str(record.caption_status),
+        "caption_error": record.caption_error,
+        "caption_edited": record.caption_edited,
+        "metadata": json.dumps(record.metadata, ensure_ascii=False),
+        "taken_at": record.taken_at,
+        "camera": record.camera,
+        "lens": record.lens,
+        "gps_lat": record.gps_lat,
+        "gps_lon": record.gps_lon,
+        "cutout": record.cutout,
+    }
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
+
+
+def _row_to_record(row: dict[str, Any]) -> ImageRecord:
+    created = _utc(row["created_at"]) or datetime.now(UTC)
+    return ImageRecord(
+        id=row["id"],
+        phash=phash_hex(from_signed(int(row["phash"]))),
+        file_hash=row["file_hash"],
+        filename=row["filename"] or "",
+        size=int(row["size"] or 0),
+        width=int(row["width"] or 0),
+        height=int(row["height"] or 0),
+        format=row["format"] or "",
+        created_at=created,
+        updated_at=_utc(row["updated_at"]) or created,
+        model_id=row["model_id"] or "",
+        description=row["description"] or "",
+        caption=row["caption"] or "",
+        caption_status=CaptionStatus(row["caption_status"] or "none"),
+        caption_error=row["caption_error"] or "",
+        caption_edited=bool(row["caption_edited"]),
+        metadata=json.loads(row["metadata"]) if row["metadata"] else {},
+        taken_at=_utc(row["taken_at"]),
+        camera=row["camera"] or "",
+        lens=row["lens"] or "",
+        gps_lat=row["gps_lat"],
+        gps_lon=row["gps_lon"],
+        cutout=bool(row["cutout"]),
+    )
+
+
+def _ids_sql(ids: Sequence[str]) -> str:
+    return f"id IN ({', '.join(sql_string(i) for i in ids)})"
+
+
+class LanceStore:
+    """VectorStore on LanceDB.
+
+    The state table names the live images table, so a rebuild (reindex with another model) fills a new
+    table and then switches over in one atomic write: a crash leaves the old library intact.
+    """
+
+    name = "lancedb"
+
+    def __init__(self, path: Path, *, table_name: str | None = None) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # Read consistency 0: every read sees writes from other processes (the CLI beside a server).
+        self._db = lancedb.connect(str(path), read_consistency_interval=timedelta(0))
+        self._write_lock = threading.Lock()
+        self._phash_cache: tuple[int, npt.NDArray[np.str_], npt.NDArray[np.uint64]] | None = None
+        existing = set(self._db.list_tables().tables)
+        self._state = (
+            self._db.open_table(STATE) if STATE in existing else self._db.create_table(STATE, schema=_STATE_SCHEMA)
+        )
+        self.table_name = table_name or self._get_state("table") or IMAGES
+        self._table: Any = None
+        self._dim = 0
+        if self.table_name in existing:
+            self._table = self._db.open_table(self.table_name)
+            self._dim = self._table.schema.field("vector").type.list_size
+
+    # guard and state
+
+    def _get_state(self, key: str) -> str | None:
+        rows = self._state.search().where(f"key = {sql_string(key)}").limit(1).to_list()
+        return rows[0]["value"] if rows else None
+
+    def _set_state(self, values: dict[str, str]) -> None:
+        """One atomic write, however many keys."""
+        rows = [{"key": key, "value": value} for key, value in values.items()]
+        self._state.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(
+            pa.Table.from_pylist(rows, schema=_STATE_SCHEMA)
+        )
+
+    def stored_model(self) -> tuple[str, int] | None:
+        model_id = self._get_state("model_id")
+        if model_id is None:
+            return None
+        return model_id, int(self._get_state("dim") or 0)
+
+    def open(self, model_id: str, dim: int) -> None:
+        stored = self.stored_model()
+        if stored is not None and stored != (model_id, dim):
+            raise StoreMismatch(
+                f"the library in {self.path} was built with model {stored[0]} ({stored[1]} dimensions), "
+                f"not {model_id} ({dim} dimensions). Run `imagematch reindex` to re-embed every image with "
+                f"the configured model, or set IMAGEMATCH_MODEL={stored[0]}"
+            )
+        with self._write_lock:
+            if self._table is None:
+                self._table = self._db.create_table(self.table_name, schema=images_schema(dim), exist_ok=True)
+                self._dim = dim
+            if stored is None:
+                self._set_state(
+                    {
+                        "model_id": model_id,
+                        "dim": str(dim),
+                        "table": self.table_name,
+                        "schema": str(SCHEMA_VERSION),
+                    }
+                )
+
+    def start_rebuild(self, model_id: str, dim: int) -> LanceStore:
+        """A staging store for re-embedding the library; resumes an interrupted rebuild for the same model."""
+        staging = self._get_state("staging_table")
+        resumable = staging and self._get_state("staging_model") == f"{model_id}@{dim}"
+        if staging and not resumable and staging in set(self._db.list_tables().tables):
+            self._db.drop_table(staging)
+        if not resumable:
+            staging = f"{IMAGES}_{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
+            self._db.create_table(staging, schema=images_schema(dim))
+            self._set_state({"staging_table": staging, "staging_model": f"{model_id}@{dim}"})
+        return LanceStore(self.path, table_name=staging)
+
+    def finish_rebuild(self) -> None:
+        """Make the staging table the library, in one atomic state write, then drop the old table."""
+        old = self.table_name
+        staging = self._get_state("staging_table")
+        if not staging:
+            raise RuntimeError("no rebuild in progress")
+        with self._write_lock:
+            model_id, _, dim = (self._get_state("staging_model") or "").rpartition("@")
+            self._set_state({"table": staging, "model_id": model_id, "dim": dim})
+            self._state.delete("key = 'staging_table' OR key = 'staging_model'")
+            self.table_name = staging
+            self._table = self._db.open_table(self.table_name)
+            self._dim = int(dim)
+            self._phash_cache = None
+            if old != self.table_name and old in set(self._db.list_tables().tables):
+                self._db.drop_table(old)
+
+    def _require_table(self) -> Any:
+        if self._table is None:
+            raise RuntimeError("the store is not open: call open(model_id, dim) first")
+        return self._table
+
+    # writes
+
+    def _arrow(self, items: Sequence[StoredImage]) -> pa.Table:
+        rows = []
+        for item in items:
+            row = _record_to_row(item.record)
+            row["vector"] = np.asarray(item.vector, dtype=np.float32)
+            row["words_vector"] = None if item.words_vector is None else np.asarray(item.words_vector, dtype=np.float32)
+            rows.append(row)
+        return pa.Table.from_pylist(rows, schema=images_schema(self._dim))
+
+    def upsert(self, items: Sequence[StoredImage]) -> None:
+        if not items:
+            return
+        table = self._require_table()
+        data = self._arrow(items)
+        with self._write_lock:
+            table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
+                data, on_bad_vectors="null"
+            )
+            self._phash_cache = None
+
+    def update(self, record: ImageRecord, words_vector: Vector | None) -> None:
+        table = self._require_table()
+        values = _record_to_row(record)
+        values.pop("id")
+        values["words_vector"] = None if words_vector is None else [float(x) for x in words_vector]
+        with self._write_lock:
+            table.update(where=f"id = {sql_string(record.id)}", values=values)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        if not ids or self._table is None:
+            return 0
+        where = _ids_sql(ids)
+        with self._write_lock:
+            before = self._table.count_rows(where)
+            if before:
+                self._table.delete(where)
+                self._phash_cache = None
+        return int(before)
+
+    def reset(self) -> None:
+        with self._write_lock:
+            if self._table is not None:
+                self._table.delete("true")
+                self._phash_cache = None
+        self.maintain()
+
+    def maintain(self) -> None:
+        if self._table is None:
+            return
+        with self._write_lock:
+            self._table.optimize(cleanup_older_than=timedelta(minutes=1))
+            self._state.optimize(cleanup_older_than=timedelta(minutes=1))
+
+    def close(self) -> None:
+        self._table = None
+
+    # reads
+
+    def _rows(self, where: str | None, limit: int | None = None, columns: list[str] | None = None) -> list[Any]:
+        if self._table is None:
+            return []
+        query = self._table.search().select(columns or _NO_VECTORS)
+        if where:
+            query = query.where(where)
+        return list(query.limit(limit).to_list())
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        rows = self._rows(f"id = {sql_string(image_id)}", 1)
+        return _row_to_record(rows[0]) if rows else None
+
+    def get_many(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
+        if not ids:
+            return {}
+        return {row["id"]: _row_to_record(row) for row in self._rows(_ids_sql(ids), len(ids))}
+
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, tuple[Vector, Vector | None]]:
+        if not ids:
+            return {}
+        rows = self._rows(_ids_sql(ids), len(ids), ["id", "vector", "words_vector"])
+        return {
+            row["id"]: (
+                np.asarray(row["vector"], dtype=np.float32),
+                None if row["words_vector"] is None else np.asarray(row["words_vector"], dtype=np.float32),
+            )
+            for row in rows
+        }
+
+    def count(self, flt: Filter | None = None) -> int:
+        if self._table is None:
+            return 0
+        where = filter_sql(flt)
+        return int(self._table.count_rows(where) if where else self._table.count_rows())
+
+    def page(
+        self, *, offset: int = 0, limit: int = 50, newest_first: bool = True, flt: Filter | None = None
+    ) -> list[ImageRecord]:
+        if self._table is None or limit <= 0:
+            return []
+        query = self._table.search().select(["id", "created_at"])
+        where = filter_sql(flt)
+        if where:
+            query = query.where(where)
+        keys = query.limit(None).to_arrow()
+        if keys.num_rows == 0 or offset >= keys.num_rows:
+            return []
+        order = "descending" if newest_first else "ascending"
+        ranked = keys.sort_by([("created_at", order), ("id", "ascending")])
+        page = ranked.column("id").to_pylist()[offset : offset + limit]
+        found = self.get_many(page)
+        return [found[i] for i in page if i in found]
+
+    def ids(self) -> Iterator[str]:
+        if self._table is None:
+            return iter(())
+        table = self._table.search().select(["id"]).limit(None).to_arrow()
+        return iter(table.column("id").to_pylist())
+
+    def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
+        if self._table is None or k <= 0:
+            return []
+        query = (
+            self._table.search(np.asarray(vector, dtype=np.float32), vector_column_name=_VECTOR_COLUMNS[field])
+            .metric("cosine")
+            .select([*_NO_VECTORS, "_distance"])
+            .limit(k)
+        )
+        where = filter_sql(flt)
+        if where:
+            query = query.where(where, prefilter=True)
+        return [Hit(_row_to_record(row), 1.0 - float(row["_distance"])) for row in query.to_list()]
+
+    def find_file_hash(self, file_hash: str) -> ImageRecord | None:
+        rows = self._rows(f"file_hash = {sql_string(file_hash)}", 1)
+        return _row_to_record(rows[0]) if rows else None
+
+    def _phashes(self) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.uint64]]:
+        table = self._require_table()
+        version = int(table.version)
+        cached = self._phash_cache
+        if cached is not None and cached[0] == version:
+            return cached[1], cached[2]
+        arrow = table.search().select(["id", "phash"]).limit(None).to_arrow()
+        ids = np.asarray(arrow.column("id").to_pylist(), dtype=np.str_)
+        hashes = arrow.column("phash").to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
+        self._phash_cache = (version, ids, hashes)
+        return ids, hashes
+
+    def near_phash(self, phash: int, max_distance: int) -> list[tuple[ImageRecord, int]]:
+        if self._table is None:
+            return []
+        ids, hashes = self._phashes()
+        if len(ids) == 0:
+            return []
+        distances = hamming_many(phash, hashes)
+        close = np.flatnonzero(distances <= max_distance)
+        close = close[np.argsort(distances[close], kind="stable")]
+        records = self.get_many([str(ids[i]) for i in close])
+        return [(records[str(ids[i])], int(distances[i])) for i in close if str(ids[i]) in records]

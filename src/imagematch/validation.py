@@ -1,0 +1,96 @@
+"""Rules for user-supplied text: filenames, descriptions, captions and custom metadata.
+
+Bad input is refused with an InvalidInput that says what to change; nothing is silently rewritten except
+filenames, which are only labels (their path parts and invisible characters are dropped).
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from typing import Any
+
+from imagematch.records import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_FILENAME_LENGTH,
+    MAX_METADATA_KEY_LENGTH,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE_LENGTH,
+    InvalidInput,
+    Metadata,
+    MetadataValue,
+)
+
+_ALLOWED_CONTROLS = {"\n", "\r", "\t"}
+_MAX_INT = 2**63 - 1
+
+
+def _has_controls(text: str, allow_newlines: bool) -> bool:
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cs") and not (allow_newlines and ch in _ALLOWED_CONTROLS):
+            return True
+    return False
+
+
+def clean_filename(name: str | None) -> str:
+    """Keep only the last path component, without control characters; never empty."""
+    text = (name or "").replace("\\", "/").split("/")[-1]
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf", "Cs")).strip()
+    if text in ("", ".", ".."):
+        return "upload"
+    return text[:MAX_FILENAME_LENGTH]
+
+
+def clean_text(value: Any, what: str, limit: int = MAX_DESCRIPTION_LENGTH) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be text")
+    if len(value) > limit:
+        raise InvalidInput(f"{what} is {len(value):,} characters long; the limit is {limit:,}")
+    if _has_controls(value, allow_newlines=True):
+        raise InvalidInput(f"{what} contains control characters")
+    return value.strip()
+
+
+def clean_description(value: Any) -> str:
+    return clean_text(value, "the description")
+
+
+def _clean_value(key: str, value: Any) -> MetadataValue:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if abs(value) > _MAX_INT:
+            raise InvalidInput(f"metadata {key!r}: the number is too large")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInput(f"metadata {key!r}: numbers must be finite")
+        return value
+    if isinstance(value, str):
+        return clean_text(value, f"metadata {key!r}", MAX_METADATA_VALUE_LENGTH)
+    raise InvalidInput(f"metadata {key!r}: values must be a string, a number or true/false, not {type(value).__name__}")
+
+
+def clean_metadata(value: Any) -> Metadata:
+    """A flat mapping of string keys to string, number or boolean values."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput("metadata must be a JSON object of key/value pairs")
+    if len(value) > MAX_METADATA_KEYS:
+        raise InvalidInput(f"metadata has {len(value)} keys; the limit is {MAX_METADATA_KEYS}")
+    cleaned: Metadata = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise InvalidInput("metadata keys must be strings")
+        name = key.strip()
+        if not name:
+            raise InvalidInput("metadata keys must not be empty")
+        if len(name) > MAX_METADATA_KEY_LENGTH:
+            raise InvalidInput(f"metadata key {name[:40]!r}… is longer than {MAX_METADATA_KEY_LENGTH} characters")
+        if _has_controls(name, allow_newlines=False):
+            raise InvalidInput(f"metadata key {name!r} contains control characters")
+        cleaned[name] = _clean_value(name, item)
+    return cleaned

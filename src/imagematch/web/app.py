@@ -1,0 +1,159 @@
+"""The FastAPI application: one Library per process, JSON errors, limits and security headers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imagematch import __version__
+from imagematch.factory import build_library
+from imagematch.library import Library
+from imagematch.records import (
+    ImageMatchError,
+    InvalidImage,
+    InvalidInput,
+    ModelUnavailable,
+    NotFound,
+    StoreMismatch,
+    TooLarge,
+    UnsupportedFormat,
+)
+from imagematch.settings import Settings
+from imagematch.web import api
+
+log = logging.getLogger(__name__)
+
+# Most specific first.
+ERROR_STATUS: list[tuple[type[ImageMatchError], int]] = [
+    (NotFound, 404),
+    (TooLarge, 413),
+    (UnsupportedFormat, 415),
+    (InvalidImage, 422),
+    (InvalidInput, 422),
+    (StoreMismatch, 409),
+    (ModelUnavailable, 503),
+]
+
+
+def status_for(error: ImageMatchError) -> int:
+    for kind, status in ERROR_STATUS:
+        if isinstance(error, kind):
+            return status
+    return 400
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit before they are parsed or spooled to disk (413)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse({"detail": f"the request is larger than {self.limit:,} bytes"}, status_code=413)
+        await response(
+            {"type": "http", "method": "POST", "path": "/", "headers": []},
+            _empty_receive,
+            send,
+        )
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path", "form"))
+        parts.append(f"{where or 'request'}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
+    """The web app. Pass a Library to share one (tests); otherwise it is built from settings at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if getattr(app.state, "library", None) is None:
+            app.state.library = build_library(settings)
+        app.state.library.verify_model()
+        app.state.library.open()  # load the model now, so the first search is fast
+        log.info("serving %d images with %s", app.state.library.count(), app.state.library.embedder.model_id)
+        yield
+
+    app = FastAPI(
+        title="ImageMatch",
+        version=__version__,
+        description="Find images by an example image, by a sentence, or both.",
+        lifespan=lifespan,
+    )
+    app.state.library = library
+    app.state.settings = settings
+    # Multipart overhead on top of the largest accepted file.
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+    @app.exception_handler(ImageMatchError)
+    async def library_error(request: Request, error: ImageMatchError) -> Response:
+        return JSONResponse({"detail": str(error)}, status_code=status_for(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        return JSONResponse({"detail": _validation_message(error)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        detail: Any = error.detail
+        return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
+
+    app.include_router(api.router)
+    return app

@@ -1,0 +1,172 @@
+"""JSON shapes of the REST API (they make the OpenAPI schema at /docs)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagematch.records import Hit, ImageRecord, IngestResult
+
+API = "/api/v1"
+
+
+class Exif(BaseModel):
+    taken_at: datetime | None = None
+    camera: str = ""
+    lens: str = ""
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+
+
+class Links(BaseModel):
+    self: str
+    file: str
+    thumbnail: str
+    page: str
+
+
+class ImageOut(BaseModel):
+    id: str = Field(description="Content-based id: the pHash, a dash, and 8 hex digits of the file's sha256.")
+    phash: str = Field(description="64-bit perceptual hash, hex.")
+    file_hash: str
+    filename: str
+    size: int = Field(description="Bytes of the stored original.")
+    width: int
+    height: int
+    format: str
+    created_at: datetime
+    updated_at: datetime
+    description: str
+    caption: str
+    caption_status: str
+    caption_error: str
+    caption_edited: bool
+    metadata: dict[str, str | int | float | bool]
+    model_id: str
+    cutout: bool
+    exif: Exif
+    links: Links
+
+    @classmethod
+    def of(cls, record: ImageRecord) -> ImageOut:
+        base = f"{API}/images/{record.id}"
+        return cls(
+            id=record.id,
+            phash=record.phash,
+            file_hash=record.file_hash,
+            filename=record.filename,
+            size=record.size,
+            width=record.width,
+            height=record.height,
+            format=record.format,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            description=record.description,
+            caption=record.caption,
+            caption_status=str(record.caption_status),
+            caption_error=record.caption_error,
+            caption_edited=record.caption_edited,
+            metadata=record.metadata,
+            model_id=record.model_id,
+            cutout=record.cutout,
+            exif=Exif(
+                taken_at=record.taken_at,
+                camera=record.camera,
+                lens=record.lens,
+                gps_lat=record.gps_lat,
+                gps_lon=record.gps_lon,
+            ),
+            links=Links(self=base, file=f"{base}/file", thumbnail=f"{base}/thumbnail", page=f"/images/{record.id}"),
+        )
+
+
+class ImagePage(BaseModel):
+    items: list[ImageOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class DuplicateOut(BaseModel):
+    detail: str
+    existing_id: str
+    distance: int
+    existing: ImageOut
+
+
+class ImagePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(None, description="Replaces the description.")
+    metadata: dict[str, Any] | None = Field(None, description="Replaces all custom metadata.")
+    caption: str | None = Field(None, description="A correction of the automatic caption; it wins from then on.")
+
+
+class HitOut(BaseModel):
+    id: str
+    score: float = Field(description="Cosine similarity to the query, higher is more similar.")
+    thumbnail_url: str
+    url: str
+    image: ImageOut
+
+    @classmethod
+    def of(cls, hit: Hit) -> HitOut:
+        image = ImageOut.of(hit.record)
+        return cls(
+            id=hit.record.id,
+            score=round(hit.score, 6),
+            thumbnail_url=image.links.thumbnail,
+            url=image.links.page,
+            image=image,
+        )
+
+
+class SearchOut(BaseModel):
+    hits: list[HitOut]
+    truncated: bool = Field(description="True when query text was cut at the model's context length.")
+    took_ms: float
+
+
+class ResetIn(BaseModel):
+    confirm: str = Field(description='Must be exactly "DELETE ALL".')
+
+
+class ResetOut(BaseModel):
+    deleted: int
+
+
+class UploadOut(BaseModel):
+    """One file's outcome in a multi-file upload."""
+
+    filename: str
+    status: Literal["added", "duplicate", "failed"]
+    id: str | None = None
+    reason: str = ""
+    distance: int | None = None
+    image: ImageOut | None = None
+
+    @classmethod
+    def of(cls, result: IngestResult) -> UploadOut:
+        record = result.record or result.existing
+        return cls(
+            filename=result.filename,
+            status=result.status,
+            id=result.image_id,
+            reason=result.reason,
+            distance=result.distance,
+            image=ImageOut.of(record) if record else None,
+        )
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    version: str
+    model: str
+    model_loaded: bool
+    dimensions: int | None
+    context_length: int | None
+    store: str
+    images: int
+    warnings: list[str] = []

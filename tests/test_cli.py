@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from imagematch.cli import app
+from tests.images import PHOTOS, encode, jpeg, photo
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path) -> dict[str, str]:
+    values = {
+        "IMAGEMATCH_DATA_DIR": str(tmp_path / "data"),
+        "IMAGEMATCH_MODEL": f"local-dir:{tiny_model_dir}",
+        "IMAGEMATCH_MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "IMAGEMATCH_LOG_LEVEL": "WARNING",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    for name in PHOTOS[:6]:
+        (folder / f"{name}.jpg").write_bytes(jpeg(name))
+    (folder / "nested" / "retina.png").write_bytes(encode(photo("retina"), "PNG"))
+    return folder
+
+
+runner = CliRunner()
+
+
+def test_index_search_show_delete(env: dict[str, str], photos: Path) -> None:
+    result = runner.invoke(app, ["index", str(photos)])
+    assert result.exit_code == 0, result.output
+    assert "added 6, duplicates 0, failed 0" in result.output
+
+    again = runner.invoke(app, ["index", str(photos), "--recursive"])
+    assert again.exit_code == 0
+    assert "added 1, duplicates 6, failed 0" in again.output
+
+    found = runner.invoke(app, ["search", "", "--image", str(photos / "coffee.jpg"), "-k", "2", "--json"])
+    assert found.exit_code == 0, found.output
+    hits = json.loads(found.output)["hits"]
+    assert len(hits) == 2 and hits[0]["filename"] == "coffee.jpg" and hits[0]["score"] >= 0.99
+
+    table = runner.invoke(
+        app, ["search", "a cup of coffee", "--image", str(photos / "coffee.jpg"), "--image-weight", "1"]
+    )
+    assert table.exit_code == 0 and "coffee.jpg" in table.output.splitlines()[1]
+
+    image_id = hits[0]["id"]
+    shown = runner.invoke(app, ["show", image_id])
+    assert shown.exit_code == 0 and json.loads(shown.output)["id"] == image_id
+
+    deleted = runner.invoke(app, ["delete", image_id])
+    assert deleted.exit_code == 0 and "deleted" in deleted.output
+    missing = runner.invoke(app, ["show", image_id])
+    assert missing.exit_code == 1 and "no image with id" in missing.output
+
+
+def test_index_reports_failures_and_exits_non_zero(env: dict[str, str], photos: Path) -> None:
+    (photos / "broken.jpg").write_bytes(jpeg("moon")[:1500])
+    (photos / "empty.png").write_bytes(b"")
+    result = runner.invoke(app, ["index", str(photos)])
+    assert result.exit_code == 1
+    assert "failed 2" in result.output
+    assert "broken.jpg" in result.output and "empty.png: the file is empty" in result.output
+
+
+def test_index_missing_path_is_a_usage_error(env: dict[str, str], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["index", str(tmp_path / "nope")])
+    assert result.exit_code != 0 and "no such file" in result.output
+
+
+def test_reset_asks_unless_yes(env: dict[str, str], photos: Path) -> None:
+    runner.invoke(app, ["index", str(photos)])
+    refused = runner.invoke(app, ["reset"], input="n\n")
+    assert refused.exit_code != 0
+    info = runner.invoke(app, ["info"])
+    assert "6" in info.output
+    done = runner.invoke(app, ["reset", "--yes"])
+    assert done.exit_code == 0 and "deleted 6 images" in done.output
+
+
+def test_search_errors_are_one_line(env: dict[str, str], photos: Path) -> None:
+    runner.invoke(app, ["index", str(photos)])
+    for args in (
+        ["search", "x", "-k", "0"],
+        ["search", "x", "--image-weight", "2", "--id", "abc"],
+        ["search"],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1
+        assert result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1
+
+
+def test_reindex_after_model_change(
+    env: dict[str, str], photos: Path, other_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner.invoke(app, ["index", str(photos)])
+    monkeypatch.setenv("IMAGEMATCH_MODEL", f"local-dir:{other_model_dir}")
+    refused = runner.invoke(app, ["search", "a rocket"])
+    assert refused.exit_code == 1 and "imagematch reindex" in refused.output
+    assert runner.invoke(app, ["reindex"]).exit_code == 0
+    assert runner.invoke(app, ["search", "a rocket"]).exit_code == 0
+
+
+def test_real_process_exit_codes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    environment = {**os.environ, "IMAGEMATCH_DATA_DIR": str(tmp_path / "d"), "IMAGEMATCH_STORE": "nosql"}
+    command = [sys.executable, "-m", "imagematch", "info"]
+    bad = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().startswith("error: invalid setting IMAGEMATCH_STORE")
+    assert "Traceback" not in bad.stderr
+    environment["IMAGEMATCH_STORE"] = "lancedb"
+    environment["IMAGEMATCH_MODEL"] = f"local-dir:{tiny_model_dir}"
+    good = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120, check=False)
+    assert good.returncode == 0, good.stderr
+    assert "local-dir:tiny-clip@" in good.stdout

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imagematch.ai.embedder import OpenClipEmbedder
+from imagematch.ai.model_source import parse_model_spec
+from tests.images import photo
+from tests.tinymodel import build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> OpenClipEmbedder:
+    folder = build_tiny_model(tmp_path_factory.mktemp("m") / "tiny")
+    return OpenClipEmbedder(parse_model_spec(f"local-dir:{folder}"), Path("unused"), batch_size=2)
+
+
+def test_vectors_are_normalised_float32(embedder: OpenClipEmbedder) -> None:
+    images = embedder.encode_images([photo(n) for n in ("astronaut", "coffee", "rocket")])
+    texts = embedder.encode_texts(["a dog", "a cat", "a rocket"])
+    for matrix in (images, texts):
+        assert matrix.dtype == np.float32 and matrix.shape == (3, 64)
+        assert np.allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+
+
+def test_batching_does_not_change_vectors(embedder: OpenClipEmbedder) -> None:
+    photos = [photo(n) for n in ("astronaut", "coffee", "rocket")]
+    together = embedder.encode_images(photos)
+    alone = np.stack([embedder.encode_images([p])[0] for p in photos])
+    assert np.allclose(together, alone, atol=1e-5)
+
+
+def test_fit_text_truncates_by_tokens_keeping_the_first_part(embedder: OpenClipEmbedder) -> None:
+    short = embedder.fit_text(["a red circle"])
+    assert not short.truncated and short.text == "a red circle" and short.limit == 77
+    user = " ".join(["user"] * 40)
+    caption = " ".join(["caption"] * 60)
+    fitted = embedder.fit_text([user, caption])
+    assert fitted.truncated and fitted.text.startswith(user)
+    assert embedder.count_tokens(fitted.text) <= 77
+    assert fitted.text.count("caption") > 0
+    huge = embedder.fit_text([" ".join(["user"] * 100), caption])
+    assert huge.truncated and "caption" not in huge.text
+
+
+def test_long_text_truncation_equals_token_cut(embedder: OpenClipEmbedder) -> None:
+    words = " ".join(f"w{i}" for i in range(200))
+    prefix_tokens = embedder.count_tokens(words)
+    assert prefix_tokens > 77
+    assert np.allclose(embedder.encode_texts([words]), embedder.encode_texts([words + " extra words"]), atol=1e-6)

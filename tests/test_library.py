@@ -1,0 +1,270 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageEnhance
+
+from imagematch.factory import build_library
+from imagematch.library import RESET_PHRASE, Library, SimpleSearch, Upload
+from imagematch.records import (
+    ImageMatchError,
+    InvalidImage,
+    InvalidInput,
+    InvalidQuery,
+    NotFound,
+    Query,
+    RecordPatch,
+    StoredImageTerm,
+    StoreMismatch,
+    TextTerm,
+    TooLarge,
+)
+from imagematch.settings import Settings
+from tests.images import PHOTOS, encode, jpeg, photo
+
+
+def _fill(library: Library, names: tuple[str, ...] = PHOTOS) -> dict[str, str]:
+    ids = {}
+    for name in names:
+        result = library.add(jpeg(name), filename=f"{name}.jpg")
+        assert result.status == "added", result
+        assert result.record is not None
+        ids[name] = result.record.id
+    return ids
+
+
+def _ranking(library: Library, request: SimpleSearch) -> list[str]:
+    return [hit.record.id for hit in library.simple_search(request).hits]
+
+
+def test_an_image_searched_by_itself_comes_first(library: Library) -> None:
+    ids = _fill(library)
+    for name in ("astronaut", "coins", "retina"):
+        hits = library.simple_search(SimpleSearch(image=jpeg(name), k=3)).hits
+        assert hits[0].record.id == ids[name]
+        assert hits[0].score >= 0.99
+        by_id = library.simple_search(SimpleSearch(image_id=ids[name], k=1)).hits
+        assert by_id[0].record.id == ids[name] and by_id[0].score >= 0.99
+
+
+def test_weight_one_is_image_only_and_zero_is_text_only(library: Library) -> None:
+    _fill(library)
+    image, text = jpeg("rocket"), "a rocket on a launch pad"
+    k = len(PHOTOS)
+    image_only = _ranking(library, SimpleSearch(image=image, k=k))
+    text_only = _ranking(library, SimpleSearch(text=text, k=k))
+    assert _ranking(library, SimpleSearch(text=text, image=image, image_weight=1.0, k=k)) == image_only
+    assert _ranking(library, SimpleSearch(text=text, image=image, image_weight=0.0, k=k)) == text_only
+    mixed = library.simple_search(SimpleSearch(text=text, image=image, image_weight=0.5, k=k)).hits
+    assert [h.score for h in mixed] == sorted((h.score for h in mixed), reverse=True)
+
+
+def test_results_are_ranked_best_first_with_scores(library: Library) -> None:
+    _fill(library)
+    hits = library.simple_search(SimpleSearch(text="a cup of coffee", k=5)).hits
+    assert len(hits) == 5
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert all(-1.0 <= s <= 1.0 for s in scores)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda im: encode(im, "JPEG", quality=40),
+        lambda im: encode(im.resize((im.width // 2, im.height // 2)), "JPEG"),
+        lambda im: encode(im, "PNG"),
+        lambda im: encode(ImageEnhance.Brightness(im).enhance(1.1), "WEBP", quality=80),
+    ],
+    ids=["jpeg-q40", "half-size", "png", "brighter-webp"],
+)
+def test_near_identical_copies_are_duplicates(library: Library, edit: object) -> None:
+    ids = _fill(library, ("astronaut", "coffee"))
+    before = library.count()
+    result = library.add(edit(photo("coffee")), filename="copy.jpg")  # type: ignore[operator]
+    assert result.status == "duplicate"
+    assert result.existing is not None and result.existing.id == ids["coffee"]
+    assert library.count() == before
+
+
+def test_identical_file_is_a_duplicate_with_distance_zero(library: Library) -> None:
+    ids = _fill(library, ("moon",))
+    result = library.add(jpeg("moon"), filename="again.jpg")
+    assert result.status == "duplicate" and result.distance == 0 and result.image_id == ids["moon"]
+
+
+def test_distinct_photos_are_not_duplicates(library: Library) -> None:
+    _fill(library)  # every photo added: none was taken for another
+    assert library.count() == len(PHOTOS)
+
+
+def test_ids_are_deterministic_and_show_the_phash(library: Library, settings: Settings, tmp_path: Path) -> None:
+    first = library.add(jpeg("clock"), filename="clock.jpg").record
+    assert first is not None
+    assert first.id.startswith(first.phash + "-")
+    other = build_library(settings.model_copy(update={"data_dir": tmp_path / "other"}))
+    second = other.add(jpeg("clock"), filename="renamed.jpg").record
+    assert second is not None and second.id == first.id
+
+
+def test_bad_inputs_are_refused_and_change_nothing(library: Library, settings: Settings) -> None:
+    ids = _fill(library, ("astronaut",))
+    bad: list[tuple[bytes, dict[str, object], type[ImageMatchError]]] = [
+        (b"", {}, InvalidImage),
+        (b"\x00\x01garbage" * 50, {}, InvalidImage),
+        (jpeg("coins")[:2000], {}, InvalidImage),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", {}, InvalidImage),
+        (jpeg("coins"), {"description": "x" * 10_000}, InvalidInput),
+        (jpeg("coins"), {"description": "bell\x07"}, InvalidInput),
+        (jpeg("coins"), {"metadata": {"nested": {"a": 1}}}, InvalidInput),
+        (jpeg("coins"), {"metadata": {1: "x"}}, InvalidInput),
+        (jpeg("coins"), {"metadata": ["not", "an", "object"]}, InvalidInput),
+        (b"x" * (settings.max_upload_bytes + 1), {}, TooLarge),
+    ]
+    for data, extra, error in bad:
+        with pytest.raises(error):
+            library.add(data, filename="bad.jpg", **extra)  # type: ignore[arg-type]
+    assert library.count() == 1
+    assert library.get(ids["astronaut"]).filename == "astronaut.jpg"
+
+
+def test_pixel_cap_refuses_decompression_bombs(settings: Settings) -> None:
+    library = build_library(settings.model_copy(update={"max_pixels": 100_000}))
+    with pytest.raises(TooLarge, match="pixels"):
+        library.add(encode(Image.new("L", (1000, 1000)), "PNG"), filename="bomb.png")
+    assert library.count() == 0
+
+
+def test_search_input_errors(library: Library) -> None:
+    _fill(library, ("astronaut",))
+    for request in (
+        SimpleSearch(),
+        SimpleSearch(text="x", k=0),
+        SimpleSearch(text="x", k=-1),
+        SimpleSearch(text="x", k=10**9),
+        SimpleSearch(text="x", image=jpeg("coffee"), image_weight=1.5),
+        SimpleSearch(text="x", image=jpeg("coffee"), image_weight=float("nan")),
+    ):
+        with pytest.raises(InvalidQuery):
+            library.simple_search(request)
+    with pytest.raises(NotFound):
+        library.simple_search(SimpleSearch(image_id="0000000000000000-00000000"))
+    with pytest.raises(InvalidQuery, match="cancel"):
+        library.search(Query((TextTerm("a dog", 1.0), TextTerm("a dog", -1.0))))
+
+
+def test_long_text_is_truncated_by_tokens_and_reported(library: Library) -> None:
+    _fill(library, ("astronaut",))
+    assert not library.simple_search(SimpleSearch(text="a short query")).truncated
+    assert library.simple_search(SimpleSearch(text=" ".join(["word"] * 100))).truncated
+
+
+def test_metadata_filter_is_applied_before_top_k(library: Library) -> None:
+    ids = _fill(library)
+    library.update(ids["coins"], RecordPatch(metadata={"album": "money", "year": 2020}))
+    library.update(ids["moon"], RecordPatch(metadata={"album": "sky", "year": 2021}))
+    from imagematch.filters import parse_filter
+
+    hits = library.simple_search(SimpleSearch(text="anything", k=1, filter=parse_filter({"album": "sky"}))).hits
+    assert [h.record.id for h in hits] == [ids["moon"]]
+    hits = library.simple_search(SimpleSearch(text="x", k=10, filter=parse_filter({"year": {"$gte": 2020}}))).hits
+    assert {h.record.id for h in hits} == {ids["coins"], ids["moon"]}
+
+
+def test_store_built_with_another_model_is_refused(settings: Settings, other_model_dir: Path) -> None:
+    _fill(build_library(settings), ("astronaut",))
+    other = build_library(settings.model_copy(update={"model": f"local-dir:{other_model_dir}"}))
+    with pytest.raises(StoreMismatch, match="imagematch reindex"):
+        other.verify_model()
+    with pytest.raises(StoreMismatch):
+        other.add(jpeg("coffee"), filename="coffee.jpg")
+
+
+def test_reindex_switches_the_library_to_the_new_model(settings: Settings, other_model_dir: Path) -> None:
+    first = build_library(settings)
+    ids = _fill(first, ("astronaut", "coffee", "rocket"))
+    first.update(ids["rocket"], RecordPatch(description="Saturn V", metadata={"mission": "Apollo"}))
+    library = build_library(settings.model_copy(update={"model": f"local-dir:{other_model_dir}"}))
+    progress: list[tuple[int, int]] = []
+    assert library.reindex(on_progress=lambda done, total: progress.append((done, total))) == 3
+    assert progress[-1] == (3, 3)
+    library.verify_model()
+    assert library.store.stored_model() == (library.embedder.model_id, library.embedder.dim)
+    hit = library.simple_search(SimpleSearch(image=jpeg("coffee"), k=1)).hits[0]
+    assert hit.record.id == ids["coffee"] and hit.score >= 0.99
+    rocket = library.get(ids["rocket"])
+    assert rocket.model_id == library.embedder.model_id
+    assert (rocket.description, rocket.metadata) == ("Saturn V", {"mission": "Apollo"})
+
+
+def test_reset_needs_the_exact_phrase(library: Library) -> None:
+    ids = _fill(library, ("astronaut", "coffee"))
+    for wrong in ("", "delete all", "yes"):
+        with pytest.raises(InvalidInput):
+            library.reset(wrong)
+    assert library.count() == 2
+    assert library.reset(RESET_PHRASE) == 2
+    assert library.count() == 0
+    assert library.blobs.original_path(ids["coffee"]) is None
+    assert library.add(jpeg("coffee"), filename="coffee.jpg").status == "added"
+
+
+def test_add_many_reports_each_file_and_rerun_adds_nothing(library: Library, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in PHOTOS:
+        (folder / f"{name}.jpg").write_bytes(jpeg(name))
+    (folder / "copy-of-coffee.png").write_bytes(encode(photo("coffee"), "PNG"))
+    (folder / "notes.jpg").write_text("not an image")
+    uploads = [Upload.from_path(p) for p in sorted(folder.iterdir())]
+    seen: list[str] = []
+    results = library.add_many(uploads, on_result=lambda r: seen.append(r.status))
+    statuses = {Path(r.filename).name: r.status for r in results}
+    assert statuses["notes.jpg"] == "failed"
+    assert sorted([statuses["coffee.jpg"], statuses["copy-of-coffee.png"]]) == ["added", "duplicate"]
+    assert sum(s == "added" for s in statuses.values()) == len(PHOTOS)
+    assert len(seen) == len(uploads)
+    again = library.add_many([Upload.from_path(p) for p in sorted(folder.iterdir())])
+    assert not [r for r in again if r.status == "added"]
+    assert library.count() == len(PHOTOS)
+
+
+def test_edit_description_and_metadata(library: Library) -> None:
+    ids = _fill(library, ("astronaut",))
+    updated = library.update(ids["astronaut"], RecordPatch(description="Eileen Collins", metadata={"crew": 4}))
+    assert updated.description == "Eileen Collins" and updated.metadata == {"crew": 4}
+    assert library.get(ids["astronaut"]).metadata == {"crew": 4}
+    vectors = library.store.get_vectors([ids["astronaut"]])[ids["astronaut"]]
+    assert vectors[1] is not None  # the words vector follows the description
+    with pytest.raises(InvalidInput):
+        library.update(ids["astronaut"], RecordPatch(metadata={"": "empty key"}))
+    with pytest.raises(NotFound):
+        library.update("ffffffffffffffff-00000000", RecordPatch(description="x"))
+
+
+def test_delete_removes_record_and_files(library: Library) -> None:
+    ids = _fill(library, ("astronaut", "coffee"))
+    original = library.original_path(ids["coffee"])
+    library.delete(ids["coffee"])
+    assert not original.exists()
+    with pytest.raises(NotFound):
+        library.get(ids["coffee"])
+    assert library.count() == 1
+    with pytest.raises(NotFound):
+        library.delete(ids["coffee"])
+
+
+def test_stored_image_terms_use_the_stored_vector(library: Library) -> None:
+    ids = _fill(library, ("astronaut", "coffee", "rocket"))
+    result = library.search(Query((StoredImageTerm(ids["rocket"]),), k=1))
+    assert result.hits[0].record.id == ids["rocket"]
+
+
+def test_listing_is_paginated_newest_first(library: Library) -> None:
+    ids = _fill(library)
+    order = [ids[name] for name in reversed(PHOTOS)]
+    first = library.page(limit=4)
+    second = library.page(offset=4, limit=4)
+    assert [r.id for r in first + second] == order[:8]
+    assert [r.id for r in library.page(limit=3, newest_first=False)] == [ids[n] for n in PHOTOS[:3]]

@@ -1,0 +1,41 @@
+"""A tiny random-weight CLIP of the real open_clip architecture, saved in the local-directory layout.
+
+It proves the plumbing (loading, preprocessing, tokenising, encoding, storing), not search quality.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import torch
+
+OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def build_tiny_model(folder: Path, *, context_length: int = 77, seed: int = 0) -> Path:
+    config = {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+        "text_cfg": {
+            "context_length": context_length,
+            "vocab_size": 49408,
+            "width": 64,
+            "heads": 2,
+            "layers": 2,
+        },
+    }
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**config)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    preprocess = {
+        "mean": OPENAI_MEAN,
+        "std": OPENAI_STD,
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}))
+    return folder
