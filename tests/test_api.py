@@ -202,3 +202,41 @@ def test_openapi_schema_is_served(client: TestClient) -> None:
 def test_unknown_route_is_json_404(client: TestClient) -> None:
     response = client.get("/api/v1/nothing-here")
     assert response.status_code == 404 and response.json()["detail"]
+
+
+def _wait_for(client: TestClient, job: dict[str, Any]) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + 60
+    while job["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = client.get(job["links"]["self"]).json()
+    return job
+
+
+def test_samples_job_indexes_the_folder_with_a_report(client: TestClient, settings: Settings) -> None:
+    folder = settings.samples_dir
+    (folder / "trip").mkdir(parents=True)
+    for name in ("astronaut", "coffee", "rocket"):
+        (folder / f"{name}.jpg").write_bytes(jpeg(name))
+    (folder / "trip" / "coffee-copy.png").write_bytes(encode(photo("coffee"), "PNG"))
+    (folder / "trip" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (folder / ".hidden.jpg").write_bytes(jpeg("moon"))
+    started = client.post("/api/v1/jobs/samples")
+    assert started.status_code == 202
+    job = _wait_for(client, started.json())
+    assert job["state"] == "done"
+    assert (job["total"], job["done"], job["added"], job["duplicates"], job["failed"]) == (5, 5, 3, 1, 1)
+    by_name = {item["filename"]: item for item in job["items"]}
+    assert by_name["trip/broken.jpg"]["status"] == "failed" and by_name["trip/broken.jpg"]["reason"]
+    assert by_name["trip/coffee-copy.png"]["status"] == "duplicate"
+    assert client.get("/api/v1/jobs").json()[0]["id"] == job["id"]
+    again = _wait_for(client, client.post("/api/v1/jobs/samples").json())
+    assert again["added"] == 0 and again["duplicates"] == 4
+    assert count(client) == 3
+
+
+def test_samples_job_without_folder_is_a_clear_error(client: TestClient) -> None:
+    response = client.post("/api/v1/jobs/samples")
+    assert response.status_code == 422 and "does not exist" in response.json()["detail"]
+    assert client.get("/api/v1/jobs/nope").status_code == 404

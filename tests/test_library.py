@@ -245,7 +245,8 @@ def test_edit_description_and_metadata(library: Library) -> None:
 
 def test_delete_removes_record_and_files(library: Library) -> None:
     ids = _fill(library, ("astronaut", "coffee"))
-    original = library.original_path(ids["coffee"])
+    _, original = library.original_file(ids["coffee"])
+    assert isinstance(original, Path) and original.is_file()
     library.delete(ids["coffee"])
     assert not original.exists()
     with pytest.raises(NotFound):

@@ -21,13 +21,20 @@ _EXTENSIONS = frozenset(ACCEPTED_FORMATS.values())
 
 
 class BlobStore(Protocol):
-    """Where the bytes of originals and thumbnails live."""
+    """Where the bytes of originals and thumbnails live.
+
+    `original_path`/`thumbnail_path` give a local file when the backend keeps one (so it can be streamed
+    from disk); backends without local files return None there and serve the bytes from `read_*`.
+    """
 
     def put_original(self, image_id: str, extension: str, data: bytes) -> None: ...
     def put_thumbnail(self, image_id: str, data: bytes) -> None: ...
+    def has_original(self, image_id: str) -> bool: ...
+    def has_thumbnail(self, image_id: str) -> bool: ...
     def original_path(self, image_id: str) -> Path | None: ...
     def thumbnail_path(self, image_id: str) -> Path | None: ...
     def read_original(self, image_id: str) -> bytes | None: ...
+    def read_thumbnail(self, image_id: str) -> bytes | None: ...
     def delete(self, image_id: str) -> None: ...
     def original_ids(self) -> Iterator[str]: ...
     def thumbnail_ids(self) -> Iterator[str]: ...
@@ -90,8 +97,18 @@ class LocalBlobStore:
         path = self._folder(THUMBNAILS, image_id) / f"{image_id}.jpg"
         return path if path.is_file() else None
 
+    def has_original(self, image_id: str) -> bool:
+        return self.original_path(image_id) is not None
+
+    def has_thumbnail(self, image_id: str) -> bool:
+        return self.thumbnail_path(image_id) is not None
+
     def read_original(self, image_id: str) -> bytes | None:
         path = self.original_path(image_id)
+        return path.read_bytes() if path else None
+
+    def read_thumbnail(self, image_id: str) -> bytes | None:
+        path = self.thumbnail_path(image_id)
         return path.read_bytes() if path else None
 
     def delete(self, image_id: str) -> None:

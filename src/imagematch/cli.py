@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from imagematch.files import image_files
 from imagematch.filters import parse_where
 from imagematch.library import RESET_PHRASE, Library, SimpleSearch, Upload
 from imagematch.logs import configure_logging
@@ -112,17 +113,6 @@ def serve(
     )
 
 
-def _image_files(paths: list[Path], recursive: bool) -> Iterator[Path]:
-    for path in paths:
-        if path.is_dir():
-            pattern = path.rglob("*") if recursive else path.glob("*")
-            for child in sorted(pattern):
-                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES and not child.name.startswith("."):
-                    yield child
-        else:
-            yield path
-
-
 def _progress(console: Console) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
@@ -154,7 +144,7 @@ def index(
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise typer.BadParameter(f"no such file or folder: {missing[0]}")
-    files = list(_image_files(paths, recursive))
+    files = list(image_files(paths, recursive=recursive))
     library = _library(settings)
     results: list[IngestResult] = []
     cancel = threading.Event()

@@ -80,6 +80,7 @@ class _Candidate:
     thumbnail: bytes
     pixels: Prepared
     phash: int
+    label: str  # how the caller named it (a path for folder imports); record.filename is the clean name
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,19 +252,19 @@ class Library:
 
     def _prepare_upload(self, upload: Upload) -> _Candidate | IngestResult:
         """Runs in a worker thread: read, validate, decode, fingerprint and preprocess one upload."""
-        name = clean_filename(upload.filename)
+        label = upload.filename
         try:
             data = upload.read()
             text = clean_description(upload.description)
             meta = clean_metadata(upload.metadata)
-            known = self._known_file(data, name)
+            known = self._known_file(data, label)
             if known is not None:
                 return known
-            return self._candidate(data, name, text, meta)
+            return self._candidate(data, clean_filename(label), text, meta, label=label)
         except ImageMatchError as error:
-            return IngestResult("failed", name, reason=str(error))
+            return IngestResult("failed", label, reason=str(error))
         except OSError as error:
-            return IngestResult("failed", name, reason=f"cannot read the file ({error.strerror or error})")
+            return IngestResult("failed", label, reason=f"cannot read the file ({error.strerror or error})")
 
     def _commit_batch(self, batch: list[_Candidate], emit: Callable[[IngestResult], None]) -> None:
         fresh: list[_Candidate] = []
@@ -289,7 +290,7 @@ class Library:
             self._write(keep)
         log.info("added %d images in %.0f ms", len(keep), (time.perf_counter() - started) * 1000)
         for candidate, _, _ in keep:
-            emit(IngestResult("added", candidate.record.filename, record=candidate.record))
+            emit(IngestResult("added", candidate.label, record=candidate.record))
 
     def _known_file(self, data: bytes, name: str) -> IngestResult | None:
         """Identical bytes are always a duplicate; checked before any decoding."""
@@ -303,7 +304,7 @@ class Library:
         log.info("duplicate %r: the same file as %s", name, existing.id)
         return IngestResult("duplicate", name, existing=existing, distance=0, reason="the same file is already stored")
 
-    def _candidate(self, data: bytes, name: str, description: str, metadata: Metadata) -> _Candidate:
+    def _candidate(self, data: bytes, name: str, description: str, metadata: Metadata, label: str = "") -> _Candidate:
         decoded = media.decode(data, max_pixels=self.settings.max_pixels)
         sha = file_hash(data)
         phash = perceptual_hash(decoded.image)
@@ -337,12 +338,13 @@ class Library:
             thumbnail=media.make_thumbnail(decoded.image),
             pixels=self.embedder.prepare(decoded.image),
             phash=phash,
+            label=label or name,
         )
 
     def _duplicate_of(self, candidate: _Candidate, pending: Sequence[_Candidate]) -> IngestResult | None:
         """A stored (or about to be stored) image that this one duplicates: same file or close pHash."""
         limit = self.settings.duplicate_distance
-        name = candidate.record.filename
+        name = candidate.label
         same_file = self.store.find_file_hash(candidate.record.file_hash)
         if same_file is not None:
             return IngestResult(
@@ -451,19 +453,20 @@ class Library:
         log.warning("reset: deleted %d images and their files", count)
         return count
 
-    def original_path(self, image_id: str) -> Path:
-        self.get(image_id)
-        path = self.blobs.original_path(image_id)
-        if path is None:
+    def original_file(self, image_id: str) -> tuple[ImageRecord, Path | bytes]:
+        """The stored original: a local file when the blob store has one, else its bytes."""
+        record = self.get(image_id)
+        found = self.blobs.original_path(image_id) or self.blobs.read_original(image_id)
+        if found is None:
             raise NotFound(image_id)
-        return path
+        return record, found
 
-    def thumbnail_path(self, image_id: str) -> Path:
+    def thumbnail_file(self, image_id: str) -> Path | bytes:
         self.get(image_id)
-        path = self.blobs.thumbnail_path(image_id)
-        if path is None:
+        found = self.blobs.thumbnail_path(image_id) or self.blobs.read_thumbnail(image_id)
+        if found is None:
             raise NotFound(image_id)
-        return path
+        return found
 
     # search
 

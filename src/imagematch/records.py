@@ -236,6 +236,10 @@ class NotFound(ImageMatchError):
         self.image_id = image_id
 
 
+class Conflict(ImageMatchError):
+    """The request clashes with the current state (for example, a batch job is already running)."""
+
+
 class StoreMismatch(ImageMatchError):
     """The store was built with another model; its vectors cannot be compared with ours."""
 

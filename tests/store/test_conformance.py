@@ -178,3 +178,15 @@ def test_rebuild_switches_atomically(open_store: StoreFactory) -> None:
     assert store.stored_model() == ("new-model", DIM)
     assert store.count() == 3
     assert open_store().stored_model() == ("new-model", DIM)
+
+
+def test_documents_are_shared_state(open_store: StoreFactory) -> None:
+    store = open_store()
+    store.open(MODEL, DIM)
+    store.put_document("job", "a", '{"state": "running"}')
+    store.put_document("job", "b", "two")
+    store.put_document("other", "a", "elsewhere")
+    store.put_document("job", "a", '{"state": "done"}')
+    assert open_store().list_documents("job") == {"a": '{"state": "done"}', "b": "two"}
+    store.delete_document("job", "b")
+    assert store.get_document("job", "b") is None and store.get_document("other", "a") == "elsewhere"

@@ -24,6 +24,15 @@ class VectorStore(Protocol):
     def stored_model(self) -> tuple[str, int] | None:
         """The model id and dimension the store was built with; None for a store never opened."""
 
+    def put_document(self, kind: str, key: str, value: str) -> None:
+        """Small shared state (batch jobs, queues) kept with the library, so every server process sees it."""
+
+    def get_document(self, kind: str, key: str) -> str | None: ...
+
+    def list_documents(self, kind: str) -> dict[str, str]: ...
+
+    def delete_document(self, kind: str, key: str) -> None: ...
+
     def start_rebuild(self, model_id: str, dim: int) -> VectorStore:
         """A staging store to re-embed the library into; an interrupted rebuild for the same model resumes."""
 

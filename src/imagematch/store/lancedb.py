@@ -254,6 +254,20 @@ class LanceStore:
             pa.Table.from_pylist(rows, schema=_STATE_SCHEMA)
         )
 
+    def put_document(self, kind: str, key: str, value: str) -> None:
+        self._set_state({f"doc:{kind}:{key}": value})
+
+    def get_document(self, kind: str, key: str) -> str | None:
+        return self._get_state(f"doc:{kind}:{key}")
+
+    def list_documents(self, kind: str) -> dict[str, str]:
+        prefix = f"doc:{kind}:"
+        rows = self._state.search().where(f"starts_with(key, {sql_string(prefix)})").limit(None).to_list()
+        return {row["key"][len(prefix) :]: row["value"] for row in rows}
+
+    def delete_document(self, kind: str, key: str) -> None:
+        self._state.delete(f"key = {sql_string(f'doc:{kind}:{key}')}")
+
     def stored_model(self) -> tuple[str, int] | None:
         model_id = self._get_state("model_id")
         if model_id is None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from imagematch import __version__
 from imagematch.filters import parse_filter
+from imagematch.jobs import JobRunner
 from imagematch.library import Library, SimpleSearch
 from imagematch.records import InvalidInput, RecordPatch, TooLarge
 from imagematch.web.schemas import (
@@ -20,6 +23,7 @@ from imagematch.web.schemas import (
     ImageOut,
     ImagePage,
     ImagePatch,
+    JobOut,
     ResetIn,
     ResetOut,
     SearchOut,
@@ -45,7 +49,13 @@ def get_library(request: Request) -> Library:
     return library
 
 
+def get_jobs(request: Request) -> JobRunner:
+    jobs: JobRunner = request.app.state.jobs
+    return jobs
+
+
 LibraryDep = Annotated[Library, Depends(get_library)]
+JobsDep = Annotated[JobRunner, Depends(get_jobs)]
 
 
 def read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -126,26 +136,26 @@ def delete_image(library: LibraryDep, image_id: str) -> Response:
     return Response(status_code=204)
 
 
-def _file_response(path: Any, media_type: str, filename: str | None = None) -> FileResponse:
+def _file_response(found: Path | bytes, media_type: str, filename: str | None = None) -> Response:
     headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=31536000, immutable"}
+    if isinstance(found, bytes):
+        if filename:
+            headers["Content-Disposition"] = f"inline; filename*=UTF-8''{quote(filename)}"
+        return Response(found, media_type=media_type, headers=headers)
     return FileResponse(
-        path, media_type=media_type, headers=headers, filename=filename, content_disposition_type="inline"
+        found, media_type=media_type, headers=headers, filename=filename, content_disposition_type="inline"
     )
 
 
 @router.get("/images/{image_id}/file", response_class=FileResponse)
-def image_file(library: LibraryDep, image_id: str) -> FileResponse:
-    record = library.get(image_id)
-    return _file_response(
-        library.original_path(image_id),
-        MEDIA_TYPES.get(record.format, "application/octet-stream"),
-        record.filename,
-    )
+def image_file(library: LibraryDep, image_id: str) -> Response:
+    record, found = library.original_file(image_id)
+    return _file_response(found, MEDIA_TYPES.get(record.format, "application/octet-stream"), record.filename)
 
 
 @router.get("/images/{image_id}/thumbnail", response_class=FileResponse)
-def image_thumbnail(library: LibraryDep, image_id: str) -> FileResponse:
-    return _file_response(library.thumbnail_path(image_id), "image/jpeg")
+def image_thumbnail(library: LibraryDep, image_id: str) -> Response:
+    return _file_response(library.thumbnail_file(image_id), "image/jpeg")
 
 
 @router.post("/search", response_model=SearchOut, tags=["search"])
@@ -174,6 +184,22 @@ def search(
     return SearchOut(
         hits=[HitOut.of(h) for h in result.hits], truncated=result.truncated, took_ms=round(result.took_ms, 1)
     )
+
+
+@router.post("/jobs/samples", status_code=202, response_model=JobOut, tags=["jobs"])
+def start_samples_job(library: LibraryDep, jobs: JobsDep) -> JobOut:
+    """Index every image in the configured samples folder, in the background. Poll the job for progress."""
+    return JobOut.of(jobs.start_folder(library.settings.samples_dir))
+
+
+@router.get("/jobs", response_model=list[JobOut], tags=["jobs"])
+def list_jobs(jobs: JobsDep) -> list[JobOut]:
+    return [JobOut.of(j) for j in jobs.recent()]
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
+def get_job(jobs: JobsDep, job_id: str) -> JobOut:
+    return JobOut.of(jobs.get(job_id))
 
 
 @router.post("/reset", response_model=ResetOut, tags=["admin"])

@@ -15,8 +15,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagematch import __version__
 from imagematch.factory import build_library
+from imagematch.jobs import JobRunner
 from imagematch.library import Library
 from imagematch.records import (
+    Conflict,
     ImageMatchError,
     InvalidImage,
     InvalidInput,
@@ -39,6 +41,7 @@ ERROR_STATUS: list[tuple[type[ImageMatchError], int]] = [
     (InvalidImage, 422),
     (InvalidInput, 422),
     (StoreMismatch, 409),
+    (Conflict, 409),
     (ModelUnavailable, 503),
 ]
 
@@ -115,8 +118,11 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
             app.state.library = build_library(settings)
         app.state.library.verify_model()
         app.state.library.open()  # load the model now, so the first search is fast
+        app.state.jobs = JobRunner(app.state.library)
         log.info("serving %d images with %s", app.state.library.count(), app.state.library.embedder.model_id)
         yield
+        app.state.jobs.cancel()
+        app.state.jobs.wait(timeout=30)
 
     app = FastAPI(
         title="ImageMatch",

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from imagematch.jobs import JobStatus
 from imagematch.records import Hit, ImageRecord, IngestResult
 
 API = "/api/v1"
@@ -170,3 +171,49 @@ class HealthOut(BaseModel):
     store: str
     images: int
     warnings: list[str] = []
+
+
+class JobItemOut(BaseModel):
+    filename: str
+    status: Literal["added", "duplicate", "failed"]
+    id: str | None = None
+    reason: str = ""
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    folder: str
+    state: Literal["running", "done", "failed", "interrupted", "cancelled"]
+    total: int
+    done: int
+    added: int
+    duplicates: int
+    failed: int
+    items: list[JobItemOut]
+    started_at: str
+    finished_at: str
+    message: str
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, status: JobStatus) -> JobOut:
+        return cls(
+            id=status.id,
+            kind=status.kind,
+            folder=status.folder,
+            state=status.state,
+            total=status.total,
+            done=status.done,
+            added=status.added,
+            duplicates=status.duplicates,
+            failed=status.failed,
+            items=[
+                JobItemOut(filename=i.filename, status=i.status, id=i.image_id, reason=i.reason)  # type: ignore[arg-type]
+                for i in status.items
+            ],
+            started_at=status.started_at,
+            finished_at=status.finished_at,
+            message=status.message,
+            links={"self": f"{API}/jobs/{status.id}", "page": f"/upload-samples?job={status.id}"},
+        )

@@ -1,0 +1,196 @@
+"""Batch jobs that outlive the request that started them: index a folder in the background, with progress.
+
+A job's status is a small JSON document kept in the store, so any server process (and a restarted one) can
+report it. A job whose process died is reported as interrupted; running it again finishes the rest, because
+images already stored come back as duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from imagematch.files import image_files
+from imagematch.library import Library, Upload
+from imagematch.records import Conflict, IngestResult, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+
+JobState = Literal["running", "done", "failed", "interrupted", "cancelled"]
+DOCUMENT_KIND = "job"
+MAX_REPORTED_ITEMS = 10_000  # beyond this, counts stay exact but per-file lines are dropped
+_SAVE_EVERY_S = 0.5
+_KEEP_JOBS = 20
+
+
+@dataclass(slots=True)
+class JobItem:
+    filename: str
+    status: str
+    image_id: str | None = None
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class JobStatus:
+    id: str
+    kind: str
+    folder: str
+    state: JobState = "running"
+    total: int = 0
+    done: int = 0
+    added: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    items: list[JobItem] = field(default_factory=list)
+    started_at: str = ""
+    finished_at: str = ""
+    message: str = ""
+    owner: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobStatus:
+        data = json.loads(text)
+        data["items"] = [JobItem(**item) for item in data.get("items", [])]
+        return cls(**data)
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_alive(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine: we cannot tell, so we trust its own reports
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobRunner:
+    """Starts and reports folder-indexing jobs; one at a time per process."""
+
+    def __init__(self, library: Library) -> None:
+        self.library = library
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+
+    def start_folder(self, folder: Path, kind: str = "samples") -> JobStatus:
+        if not folder.is_dir():
+            raise InvalidInput(f"the folder {folder} does not exist; create it and put images in it")
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                raise Conflict("a batch upload is already running; wait for it to finish")
+            files = list(image_files([folder], recursive=True, confine=True))
+            status = JobStatus(
+                id=uuid.uuid4().hex[:12],
+                kind=kind,
+                folder=str(folder),
+                total=len(files),
+                started_at=datetime.now(UTC).isoformat(),
+                owner=_owner(),
+            )
+            self._save(status)
+            self._cancel.clear()
+            self._thread = threading.Thread(
+                target=self._run, args=(status, files), name=f"job-{status.id}", daemon=True
+            )
+            self._thread.start()
+        log.info("job %s: indexing %d files from %s", status.id, len(files), folder)
+        return status
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def get(self, job_id: str) -> JobStatus:
+        text = self.library.store.get_document(DOCUMENT_KIND, job_id)
+        if text is None:
+            raise NotFound(job_id)
+        return self._checked(JobStatus.from_json(text))
+
+    def recent(self) -> list[JobStatus]:
+        jobs = [JobStatus.from_json(t) for t in self.library.store.list_documents(DOCUMENT_KIND).values()]
+        return [self._checked(j) for j in sorted(jobs, key=lambda j: j.started_at, reverse=True)]
+
+    def _checked(self, status: JobStatus) -> JobStatus:
+        """A running job whose process is gone was interrupted; say so instead of 'running' forever."""
+        if status.state == "running" and status.owner != _owner() and not _process_alive(status.owner):
+            status.state = "interrupted"
+            status.message = "the server stopped while this job ran; start it again to index the rest"
+            self._save(status)
+        return status
+
+    def _save(self, status: JobStatus) -> None:
+        self.library.store.put_document(DOCUMENT_KIND, status.id, status.to_json())
+
+    def _prune(self) -> None:
+        jobs = sorted(self.recent(), key=lambda j: j.started_at, reverse=True)
+        for old in jobs[_KEEP_JOBS:]:
+            self.library.store.delete_document(DOCUMENT_KIND, old.id)
+
+    def _run(self, status: JobStatus, files: list[Path]) -> None:
+        last_save = 0.0
+
+        def record(result: IngestResult) -> None:
+            nonlocal last_save
+            status.done += 1
+            if result.status == "added":
+                status.added += 1
+            elif result.status == "duplicate":
+                status.duplicates += 1
+            else:
+                status.failed += 1
+            if len(status.items) < MAX_REPORTED_ITEMS:
+                path = Path(result.filename)
+                name = str(path.relative_to(status.folder)) if path.is_relative_to(status.folder) else path.name
+                status.items.append(JobItem(name, result.status, result.image_id, result.reason))
+            now = time.monotonic()
+            if now - last_save >= _SAVE_EVERY_S:
+                last_save = now
+                self._save(status)
+
+        try:
+            self.library.add_many((Upload.from_path(f) for f in files), on_result=record, cancel=self._cancel)
+            status.state = "cancelled" if self._cancel.is_set() else "done"
+        except Exception as error:
+            log.exception("job %s failed", status.id)
+            status.state = "failed"
+            status.message = str(error) or type(error).__name__
+        status.finished_at = datetime.now(UTC).isoformat()
+        self._save(status)
+        self._prune()
+        log.info(
+            "job %s %s: %d added, %d duplicates, %d failed",
+            status.id,
+            status.state,
+            status.added,
+            status.duplicates,
+            status.failed,
+        )
