@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -13,9 +14,10 @@ from imagematch.filters import parse_filter
 from imagematch.fingerprint import phash_hex
 from imagematch.records import CaptionStatus, ImageRecord, StoredImage, StoreMismatch
 from imagematch.store.base import VectorStore
+from imagematch.store.shared import TRUNCATION_MARK
 from tests.store.conftest import StoreFactory
 
-DIM = 16
+DIM = 64  # the smallest Pinecone accepts: it keeps the 64-bit pHash as a vector of the index width
 MODEL = "test-model"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -190,3 +192,120 @@ def test_documents_are_shared_state(open_store: StoreFactory) -> None:
     assert open_store().list_documents("job") == {"a": '{"state": "done"}', "b": "two"}
     store.delete_document("job", "b")
     assert store.get_document("job", "b") is None and store.get_document("other", "a") == "elsewhere"
+
+
+def _ids(records: list[ImageRecord]) -> set[str]:
+    return {r.id for r in records}
+
+
+def _expect(*numbers: int) -> set[str]:
+    return {item(n).record.id for n in numbers}
+
+
+def test_large_batches_page_through_everything(store: VectorStore) -> None:
+    store.upsert([item(i) for i in range(2500)])
+    assert store.count() == 2500
+    seen: list[str] = []
+    while page := store.page(offset=len(seen), limit=400, newest_first=False):
+        seen.extend(r.id for r in page)
+    assert seen == [item(i).record.id for i in range(2500)]
+    pngs = store.page(offset=100, limit=3, flt=parse_filter({"image.format": "PNG"}))  # odd n, newest first
+    assert [r.id for r in pngs] == [item(n).record.id for n in (2299, 2297, 2295)]
+    assert store.delete([item(i).record.id for i in range(1500)]) == 1500
+    assert store.count() == 1000 and sorted(store.ids()) == sorted(item(i).record.id for i in range(1500, 2500))
+
+
+def test_filters_on_dates_lists_and_missing_values(store: VectorStore) -> None:
+    def custom(n: int) -> dict[str, str | int | float | bool]:
+        return {"album": "a" if n < 5 else "b", "flag": n == 3} if n % 2 else {"rating": n, "score": n / 2}
+
+    store.upsert(
+        [
+            item(
+                n,
+                metadata=custom(n),
+                taken_at=T0 + timedelta(days=n) if n % 3 else None,
+                camera="Canon" if n < 4 else "Nikon",
+            )
+            for n in range(8)
+        ]
+    )
+
+    def matching(spec: dict[str, object]) -> set[str]:
+        flt = parse_filter(spec)
+        listed = _ids(store.page(limit=100, flt=flt))
+        assert store.count(flt) == len(listed)
+        assert {h.record.id for h in store.search(unit(0), k=100, flt=flt)} == listed
+        return listed
+
+    day = timedelta(days=1)
+    assert matching({"image.taken_at": {"$gte": (T0 + 2 * day).isoformat(), "$lt": (T0 + 6 * day).isoformat()}}) == (
+        _expect(2, 4, 5)
+    )
+    created = {"$gt": (T0 + timedelta(minutes=2)).isoformat(), "$lte": (T0 + timedelta(minutes=5)).isoformat()}
+    assert matching({"image.created_at": created}) == _expect(3, 4, 5)
+    assert matching({"image.camera": {"$in": ["Canon", "Leica"]}}) == _expect(0, 1, 2, 3)
+    assert matching({"album": {"$in": ["b", "z"]}}) == _expect(5, 7)
+    assert matching({"album": {"$ne": "a"}}) == _expect(5, 7)  # records without an album do not match
+    assert matching({"image.taken_at": {"$ne": (T0 + 2 * day).isoformat()}}) == _expect(1, 4, 5, 7)
+    assert matching({"rating": {"$gte": 4}}) == _expect(4, 6)
+    assert matching({"score": {"$lt": 1.5}}) == _expect(0, 2)
+    assert matching({"flag": True}) == _expect(3)
+    assert matching({"album": "nowhere"}) == set()
+    assert matching({"image.format": {"$in": ["PNG"]}, "album": "a", "image.width": {"$lte": 103}}) == _expect(1, 3)
+
+
+def test_update_replaces_metadata_and_can_drop_the_words_vector(store: VectorStore) -> None:
+    store.upsert([item(1, words=True, metadata={"a": 1, "b": "x"}), item(2, words=True)])
+    record = item(1).record
+    store.update(replace(record, metadata={"a": 2}), None)
+    assert store.get(record.id) == replace(record, metadata={"a": 2})
+    assert store.count(parse_filter({"b": "x"})) == 0 and store.count(parse_filter({"a": 2})) == 1
+    assert store.get_vectors([record.id])[record.id][1] is None
+    assert [h.record.id for h in store.search(unit(1001), k=5, field="words")] == [item(2).record.id]
+    store.update(replace(record, description="now with words"), unit(55))
+    assert store.search(unit(55), k=1, field="words")[0].record.description == "now with words"
+
+
+def test_metadata_near_the_size_limit_round_trips(store: VectorStore) -> None:
+    """About 35 KB of text in one record, counted the strictest way (non-ASCII escaped as JSON does): under
+    every store's limits, so it comes back exactly."""
+    metadata: dict[str, str | int | float | bool] = {f"key-{i:02d}": "x" * 2000 for i in range(12)}
+    metadata["名前"] = "東京タワー 🗼 " * 100
+    big = item(4, metadata=metadata, description="ü" * 500 + "u" * 4000, caption="a caption")
+    store.upsert([big])
+    assert store.get(big.record.id) == big.record
+    assert store.count(parse_filter({"名前": "東京タワー 🗼 " * 100})) == 1
+
+
+def test_oversized_text_is_kept_or_cut_with_a_note_never_refused(store: VectorStore) -> None:
+    metadata: dict[str, str | int | float | bool] = {f"k{i:03d}": chr(0x4E00 + i) * 2000 for i in range(100)}
+    metadata["number"] = 7
+    huge = item(5, metadata=metadata, description="d" * 5000, caption="c" * 100_000)
+    store.upsert([huge])
+    got = store.get(huge.record.id)
+    assert got is not None and got.metadata.keys() == metadata.keys() and got.metadata["number"] == 7
+    pairs = [(got.caption, huge.record.caption), (got.description, huge.record.description)]
+    pairs += [(str(got.metadata[k]), str(v)) for k, v in metadata.items()]
+    for stored, original in pairs:
+        kept = stored.removesuffix(TRUNCATION_MARK)
+        assert stored == original or (stored.endswith(TRUNCATION_MARK) and original.startswith(kept))
+
+
+def test_search_edges(store: VectorStore) -> None:
+    store.upsert([item(i) for i in range(3)])
+    assert len(store.search(unit(0), k=10)) == 3
+    assert store.search(unit(0), k=5, flt=parse_filter({"album": "nowhere"})) == []
+    assert store.search(unit(0), k=5, field="words") == []
+    assert store.get_many([item(1).record.id, item(1).record.id, "missing"]).keys() == {item(1).record.id}
+
+
+def test_large_documents_and_odd_keys(open_store: StoreFactory) -> None:
+    store = open_store()
+    store.open(MODEL, DIM)
+    big = json.dumps([{"filename": f"фото-{i}.jpg", "status": "added", "note": 'a "quote"\n'} for i in range(15000)])
+    store.put_document("job", "ключ/1 ✓", big)
+    assert open_store().get_document("job", "ключ/1 ✓") == big
+    store.put_document("job", "ключ/1 ✓", "small")
+    assert store.get_document("job", "ключ/1 ✓") == "small"
+    assert store.list_documents("job") == {"ключ/1 ✓": "small"}

@@ -1,0 +1,612 @@
+"""Milvus: Milvus Lite in one local file (tests, small libraries) or a Milvus server or cluster.
+
+Layout, in collections named after IMAGEMATCH_MILVUS_COLLECTION (default `imagematch`):
+
+- `<name>_images`: one row per image. Scalar fields for everything a filter may name, custom metadata in a
+  JSON field (`metadata["album"] == "x"`), and three vectors: `vector` (image), `words_vector` and
+  `phash_vector`. Milvus needs a value in every vector field, so an image without words gets a placeholder
+  there and `has_words` false, which the words search filters on.
+- The pHash is also a ±1 vector of 64 floats (Milvus Lite has no binary vectors): cosine similarity is
+  exactly 1 - 2·hamming/64, so near duplicates are a top-k search, checked against the exact hash.
+- `<name>_state`: documents (batch jobs, queues) and the pointer that names the live images collection and
+  its model. A rebuild fills a new images collection and then switches the pointer in one row write.
+
+Vector indexes are FLAT (exact) on Milvus Lite and HNSW on a server; `file_hash` gets an inverted index
+there for the duplicate check on every upload. Collections use Strong consistency: a write is visible to
+the next read from any process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymilvus import DataType, MilvusClient, MilvusException
+
+from imagematch.fingerprint import PHASH_BITS, from_signed, hamming, phash_from_hex, phash_hex, to_signed
+from imagematch.records import (
+    CaptionStatus,
+    Condition,
+    Filter,
+    Hit,
+    ImageMatchError,
+    ImageRecord,
+    Metadata,
+    StoredImage,
+    StoreMismatch,
+    Vector,
+)
+from imagematch.store.base import VectorField
+from imagematch.store.shared import (
+    DocumentPart,
+    assemble,
+    fit_text,
+    from_micros,
+    json_len,
+    new_version,
+    phash_signs,
+    shorten_longest,
+    split_value,
+    to_micros,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+STORE_KIND = "_store"  # the documents that hold the pointer to the live collection and the staging one
+_COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
+_ID_BYTES = 1024
+_TEXT_BYTES = {
+    "filename": 4096,
+    "format": 64,
+    "model_id": 1024,
+    "description": 65535,
+    "caption": 65535,
+    "caption_status": 32,
+    "caption_error": 65535,
+    "camera": 4096,
+    "lens": 4096,
+}
+_METADATA_BYTES = 60_000  # Milvus caps a JSON value at 64 KiB
+_DOC_PART_BYTES = 60_000
+_BATCH_ROWS = 500  # rows per insert request; a few MB with large descriptions
+_IN_CHUNK = 500  # ids per `id in [...]` expression
+_SCAN_BATCH = 4000
+_PHASH_TOP_K = 64
+_MAX_LIMIT = 16384  # Milvus's cap on topk and on offset + limit
+_VECTOR_FIELDS = {"image": "vector", "words": "words_vector"}
+_RECORD_FIELDS = [
+    "id",
+    "phash",
+    "file_hash",
+    "filename",
+    "size",
+    "width",
+    "height",
+    "format",
+    "created_at",
+    "updated_at",
+    "model_id",
+    "description",
+    "caption",
+    "caption_status",
+    "caption_error",
+    "caption_edited",
+    "metadata",
+    "taken_at",
+    "camera",
+    "lens",
+    "gps_lat",
+    "gps_lon",
+    "cutout",
+]
+_DOC_FIELDS = ["doc_key", "version", "part", "parts", "value"]
+
+
+# Filter expressions. Lite implements the grammar of the server, except `in` on JSON paths, which becomes
+# a chain of `==`.
+
+
+def expr_string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return '"' + escaped.replace("\t", "\\t") + '"'
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return str(to_micros(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    return expr_string(str(value))
+
+
+_OPS = {"eq": "==", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def condition_expr(condition: Condition) -> str:
+    column = condition.key if condition.builtin else f"metadata[{expr_string(condition.key)}]"
+    if condition.op == "in":
+        values = condition.value if isinstance(condition.value, tuple) else (condition.value,)
+        if condition.builtin:
+            return f"{column} in [{', '.join(_literal(v) for v in values)}]"
+        return "(" + " or ".join(f"{column} == {_literal(v)}" for v in values) + ")"
+    test = f"{column} {_OPS[condition.op]} {_literal(condition.value)}"
+    if condition.op != "ne":
+        return test
+    # A record without the value does not match `!=`, as in SQL and in the other stores.
+    if not condition.builtin:
+        return f"(exists {column} and {test})"
+    return f"({column} is not null and {test})" if condition.key == "taken_at" else test
+
+
+def filter_expr(flt: Filter | None, *extra: str) -> str:
+    parts = [f"({condition_expr(c)})" for c in flt.conditions] if flt else []
+    return " and ".join([*parts, *extra])
+
+
+def _ids_expr(ids: Sequence[str]) -> str:
+    return f"id in [{', '.join(expr_string(i) for i in ids)}]"
+
+
+# Rows
+
+
+def _fit_metadata(metadata: Metadata) -> Metadata:
+    """Custom metadata within Milvus's JSON size limit: the longest text values are cut, with a note."""
+    fitted = dict(metadata)
+    texts = {k: v for k, v in fitted.items() if isinstance(v, str)}
+    while (excess := json_len(fitted) - _METADATA_BYTES) > 0:
+        cut = shorten_longest(texts, excess)
+        if cut is None:
+            break
+        fitted[cut] = texts[cut]
+        log.warning("metadata %r cut to fit Milvus's JSON size limit", cut)
+    return fitted
+
+
+def _placeholder(dim: int) -> list[float]:
+    """A unit vector for `words_vector` when an image has no words (never searched: has_words is false)."""
+    return [1.0] + [0.0] * (dim - 1)
+
+
+def record_row(record: ImageRecord) -> dict[str, Any]:
+    phash = phash_from_hex(record.phash)
+    row: dict[str, Any] = {
+        "id": record.id,
+        "phash": to_signed(phash),
+        "file_hash": record.file_hash,
+        "size": record.size,
+        "width": record.width,
+        "height": record.height,
+        "created_at": to_micros(record.created_at),
+        "updated_at": to_micros(record.updated_at),
+        "caption_edited": record.caption_edited,
+        "metadata": _fit_metadata(record.metadata),
+        "taken_at": to_micros(record.taken_at) if record.taken_at is not None else None,
+        "gps_lat": record.gps_lat,
+        "gps_lon": record.gps_lon,
+        "cutout": record.cutout,
+        "phash_vector": phash_signs(phash),
+    }
+    for name, limit in _TEXT_BYTES.items():
+        row[name] = fit_text(str(getattr(record, name)), limit)
+    return row
+
+
+def row_record(row: dict[str, Any]) -> ImageRecord:
+    created = from_micros(row["created_at"])
+    return ImageRecord(
+        id=row["id"],
+        phash=phash_hex(from_signed(int(row["phash"]))),
+        file_hash=row["file_hash"],
+        filename=row["filename"],
+        size=int(row["size"]),
+        width=int(row["width"]),
+        height=int(row["height"]),
+        format=row["format"],
+        created_at=created,
+        updated_at=from_micros(row["updated_at"]) if row["updated_at"] is not None else created,
+        model_id=row["model_id"],
+        description=row["description"],
+        caption=row["caption"],
+        caption_status=CaptionStatus(row["caption_status"] or "none"),
+        caption_error=row["caption_error"],
+        caption_edited=bool(row["caption_edited"]),
+        metadata=dict(row["metadata"] or {}),
+        taken_at=from_micros(row["taken_at"]) if row["taken_at"] is not None else None,
+        camera=row["camera"],
+        lens=row["lens"],
+        gps_lat=row["gps_lat"],
+        gps_lon=row["gps_lon"],
+        cutout=bool(row["cutout"]),
+    )
+
+
+def _hit_record(hit: dict[str, Any]) -> ImageRecord:
+    return row_record(hit["entity"])
+
+
+def _floats(vector: Vector) -> list[float]:
+    return np.asarray(vector, dtype=np.float32).tolist()  # type: ignore[no-any-return]
+
+
+class MilvusStore:
+    """VectorStore on Milvus (pymilvus MilvusClient); `uri` ending in `.db` is Milvus Lite in that file."""
+
+    name = "milvus"
+
+    def __init__(self, uri: str, *, token: str = "", collection: str = "imagematch", images: str | None = None) -> None:
+        if not _COLLECTION_NAME.match(collection):
+            raise ImageMatchError(
+                f"IMAGEMATCH_MILVUS_COLLECTION={collection!r}: use letters, digits and underscores, "
+                "starting with a letter or underscore"
+            )
+        self.uri = uri
+        self.token = token
+        self.collection = collection
+        self.lite = uri.endswith(".db")
+        if self.lite:
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()  # Milvus Lite takes one writer per collection at a time
+        self._state = f"{collection}_state"
+        try:
+            self._client = MilvusClient(uri=uri, token=token)
+            if not self._client.has_collection(self._state):
+                self._create_state()
+        except MilvusException as error:
+            raise ImageMatchError(
+                f"cannot use Milvus at {uri}: {error.message}. Check IMAGEMATCH_MILVUS_URI and IMAGEMATCH_MILVUS_TOKEN"
+            ) from error
+        library = self._pointer("library")
+        self.images = images or (library["collection"] if library else f"{collection}_images")
+        self._dim = self._collection_dim(self.images)
+
+    # collections
+
+    def _create_state(self) -> None:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("row", DataType.VARCHAR, is_primary=True, max_length=128)
+        schema.add_field("kind", DataType.VARCHAR, max_length=1024)
+        schema.add_field("doc_key", DataType.VARCHAR, max_length=4096)
+        schema.add_field("version", DataType.VARCHAR, max_length=64)
+        schema.add_field("part", DataType.INT64)
+        schema.add_field("parts", DataType.INT64)
+        schema.add_field("value", DataType.VARCHAR, max_length=65535)
+        schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector in every collection
+        self._client.create_collection(self._state, schema=schema, consistency_level="Strong")
+        index = self._client.prepare_index_params()
+        index.add_index(field_name="unused", index_type="FLAT", metric_type="L2")
+        self._client.create_index(self._state, index, sync=False)
+        self._client.load_collection(self._state)
+
+    def _vector_index(self) -> dict[str, Any]:
+        if self.lite:
+            return {"index_type": "FLAT", "metric_type": "COSINE"}
+        return {"index_type": "HNSW", "metric_type": "COSINE", "params": {"M": 16, "efConstruction": 200}}
+
+    def _create_images(self, name: str, dim: int) -> None:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=_ID_BYTES)
+        schema.add_field("phash", DataType.INT64)
+        schema.add_field("file_hash", DataType.VARCHAR, max_length=128)
+        for field in ("size", "width", "height", "created_at", "updated_at"):
+            schema.add_field(field, DataType.INT64)
+        for field, limit in _TEXT_BYTES.items():
+            schema.add_field(field, DataType.VARCHAR, max_length=limit)
+        schema.add_field("caption_edited", DataType.BOOL)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("taken_at", DataType.INT64, nullable=True)
+        schema.add_field("gps_lat", DataType.DOUBLE, nullable=True)
+        schema.add_field("gps_lon", DataType.DOUBLE, nullable=True)
+        schema.add_field("cutout", DataType.BOOL)
+        schema.add_field("has_words", DataType.BOOL)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("words_vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("phash_vector", DataType.FLOAT_VECTOR, dim=PHASH_BITS)
+        self._client.create_collection(name, schema=schema, consistency_level="Strong")
+        index = self._client.prepare_index_params()
+        for field in ("vector", "words_vector", "phash_vector"):
+            index.add_index(field_name=field, **self._vector_index())
+        if not self.lite:
+            index.add_index(field_name="file_hash", index_type="INVERTED")
+        # An empty collection has nothing to build; waiting would only poll (0.5 s per index).
+        self._client.create_index(name, index, sync=False)
+        self._client.load_collection(name)
+
+    def _collection_dim(self, name: str) -> int:
+        if not self._client.has_collection(name):
+            return 0
+        for field in self._client.describe_collection(name)["fields"]:
+            if field["name"] == "vector":
+                return int(field["params"]["dim"])
+        return 0
+
+    # documents and the pointer
+
+    def _doc_rows(self, expr: str) -> list[DocumentPart]:
+        rows = self._client.query(self._state, filter=expr, output_fields=_DOC_FIELDS)
+        return [DocumentPart(r["doc_key"], r["version"], int(r["part"]), int(r["parts"]), r["value"]) for r in rows]
+
+    def _doc_expr(self, kind: str, key: str | None = None) -> str:
+        expr = f"kind == {expr_string(kind)}"
+        return expr if key is None else f"{expr} and doc_key == {expr_string(key)}"
+
+    def put_document(self, kind: str, key: str, value: str) -> None:
+        version = new_version()
+        pieces = split_value(value, _DOC_PART_BYTES)
+        rows = [
+            {
+                "row": f"{version}/{i}",
+                "kind": kind,
+                "doc_key": key,
+                "version": version,
+                "part": i,
+                "parts": len(pieces),
+                "value": piece,
+                "unused": [1.0, 0.0],
+            }
+            for i, piece in enumerate(pieces)
+        ]
+        with self._write_lock:
+            self._client.upsert(self._state, rows)
+            self._client.delete(self._state, filter=f"{self._doc_expr(kind, key)} and version < {expr_string(version)}")
+
+    def get_document(self, kind: str, key: str) -> str | None:
+        return assemble(self._doc_rows(self._doc_expr(kind, key))).get(key)
+
+    def list_documents(self, kind: str) -> dict[str, str]:
+        return assemble(self._doc_rows(self._doc_expr(kind)))
+
+    def delete_document(self, kind: str, key: str) -> None:
+        with self._write_lock:
+            self._client.delete(self._state, filter=self._doc_expr(kind, key))
+
+    def _pointer(self, key: str) -> dict[str, Any] | None:
+        text = self.get_document(STORE_KIND, key)
+        return json.loads(text) if text else None
+
+    def stored_model(self) -> tuple[str, int] | None:
+        library = self._pointer("library")
+        return (library["model_id"], int(library["dim"])) if library else None
+
+    def open(self, model_id: str, dim: int) -> None:
+        stored = self.stored_model()
+        if stored is not None and stored != (model_id, dim):
+            raise StoreMismatch(
+                f"the Milvus collection {self.images} at {self.uri} was built with model {stored[0]} "
+                f"({stored[1]} dimensions), not {model_id} ({dim} dimensions). Run `imagematch reindex` to "
+                f"re-embed every image with the configured model, or set IMAGEMATCH_MODEL={stored[0]}"
+            )
+        with self._write_lock:
+            if not self._client.has_collection(self.images):
+                self._create_images(self.images, dim)
+            self._dim = dim
+        if stored is None:
+            self._put_pointer(
+                "library", {"model_id": model_id, "dim": dim, "collection": self.images, "schema": SCHEMA_VERSION}
+            )
+
+    def _put_pointer(self, key: str, value: dict[str, Any]) -> None:
+        self.put_document(STORE_KIND, key, json.dumps(value))
+
+    def start_rebuild(self, model_id: str, dim: int) -> MilvusStore:
+        """A staging collection for re-embedding; an interrupted rebuild for the same model resumes."""
+        staging = self._pointer("staging")
+        resumable = (
+            staging is not None
+            and (staging["model_id"], int(staging["dim"])) == (model_id, dim)
+            and self._client.has_collection(staging["collection"])
+        )
+        if staging is not None and not resumable and self._client.has_collection(staging["collection"]):
+            self._client.drop_collection(staging["collection"])
+        if staging is None or not resumable:
+            name = f"{self.collection}_images_{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
+            with self._write_lock:
+                self._create_images(name, dim)
+            staging = {"model_id": model_id, "dim": dim, "collection": name}
+            self._put_pointer("staging", staging)
+        return MilvusStore(self.uri, token=self.token, collection=self.collection, images=staging["collection"])
+
+    def finish_rebuild(self) -> None:
+        """Point the library at the staging collection (one row write), then drop the old collection."""
+        staging = self._pointer("staging")
+        if staging is None:
+            raise RuntimeError("no rebuild in progress")
+        old = self.images
+        self._put_pointer(
+            "library",
+            {
+                "model_id": staging["model_id"],
+                "dim": staging["dim"],
+                "collection": staging["collection"],
+                "schema": SCHEMA_VERSION,
+            },
+        )
+        self.delete_document(STORE_KIND, "staging")
+        self.images = staging["collection"]
+        self._dim = int(staging["dim"])
+        if old != self.images and self._client.has_collection(old):
+            self._client.drop_collection(old)
+
+    def _require_open(self) -> None:
+        if not self._dim:
+            raise RuntimeError("the store is not open: call open(model_id, dim) first")
+
+    # writes
+
+    def _image_row(self, record: ImageRecord, vector: Vector, words: Vector | None) -> dict[str, Any]:
+        row = record_row(record)
+        row["vector"] = _floats(vector)
+        row["has_words"] = words is not None
+        row["words_vector"] = _floats(words) if words is not None else _placeholder(self._dim)
+        return row
+
+    def upsert(self, items: Sequence[StoredImage]) -> None:
+        if not items:
+            return
+        self._require_open()
+        rows = [self._image_row(i.record, i.vector, i.words_vector) for i in items]
+        with self._write_lock:
+            for start in range(0, len(rows), _BATCH_ROWS):
+                self._client.upsert(self.images, rows[start : start + _BATCH_ROWS])
+
+    def update(self, record: ImageRecord, words_vector: Vector | None) -> None:
+        self._require_open()
+        stored = self._client.query(self.images, filter=_ids_expr([record.id]), output_fields=["vector"])
+        if not stored:
+            return
+        row = self._image_row(record, np.asarray(stored[0]["vector"], dtype=np.float32), words_vector)
+        with self._write_lock:
+            self._client.upsert(self.images, [row])
+
+    def delete(self, ids: Sequence[str]) -> int:
+        if not ids or not self._dim:
+            return 0
+        unique = list(dict.fromkeys(ids))
+        existing = [
+            row["id"]
+            for start in range(0, len(unique), _IN_CHUNK)
+            for row in self._query(_ids_expr(unique[start : start + _IN_CHUNK]), ["id"])
+        ]
+        with self._write_lock:
+            for start in range(0, len(existing), _IN_CHUNK):
+                self._client.delete(self.images, filter=_ids_expr(existing[start : start + _IN_CHUNK]))
+        return len(existing)
+
+    def reset(self) -> None:
+        if self._dim:
+            with self._write_lock:
+                self._client.delete(self.images, filter='id != ""')
+        self.maintain()
+
+    def maintain(self) -> None:
+        if not self._dim:
+            return
+        self._client.flush(self.images)
+        if not self.lite:
+            self._client.compact(self.images)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # reads
+
+    def _query(self, expr: str, fields: list[str], limit: int | None = None) -> list[dict[str, Any]]:
+        if not self._dim:
+            return []
+        options: dict[str, Any] = {"limit": limit} if limit is not None else {}
+        return list(self._client.query(self.images, filter=expr, output_fields=fields, **options))
+
+    def _scan(self, expr: str, fields: list[str]) -> Iterator[dict[str, Any]]:
+        """Every matching row: Milvus Lite answers in one query; a server needs an iterator past 16384 rows."""
+        if not self._dim:
+            return
+        if self.lite:
+            yield from self._query(expr, fields)
+            return
+        iterator = self._client.query_iterator(self.images, batch_size=_SCAN_BATCH, filter=expr, output_fields=fields)
+        try:
+            while batch := iterator.next():
+                yield from batch
+        finally:
+            iterator.close()
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        return self.get_many([image_id]).get(image_id)
+
+    def get_many(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
+        found: dict[str, ImageRecord] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), _IN_CHUNK):
+            for row in self._query(_ids_expr(unique[start : start + _IN_CHUNK]), _RECORD_FIELDS):
+                found[row["id"]] = row_record(row)
+        return found
+
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, tuple[Vector, Vector | None]]:
+        found: dict[str, tuple[Vector, Vector | None]] = {}
+        unique = list(dict.fromkeys(ids))
+        fields = ["id", "vector", "words_vector", "has_words"]
+        for start in range(0, len(unique), _IN_CHUNK):
+            for row in self._query(_ids_expr(unique[start : start + _IN_CHUNK]), fields):
+                words = np.asarray(row["words_vector"], dtype=np.float32) if row["has_words"] else None
+                found[row["id"]] = (np.asarray(row["vector"], dtype=np.float32), words)
+        return found
+
+    def count(self, flt: Filter | None = None) -> int:
+        if not self._dim:
+            return 0
+        rows = self._client.query(self.images, filter=filter_expr(flt), output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def page(
+        self, *, offset: int = 0, limit: int = 50, newest_first: bool = True, flt: Filter | None = None
+    ) -> list[ImageRecord]:
+        """Milvus cannot order by a field, so the ids and times of matching rows are read and sorted here."""
+        if limit <= 0:
+            return []
+        keys = [(row["created_at"], row["id"]) for row in self._scan(filter_expr(flt), ["id", "created_at"])]
+        keys.sort(key=lambda key: (-key[0] if newest_first else key[0], key[1]))
+        page = [image_id for _, image_id in keys[offset : offset + limit]]
+        found = self.get_many(page)
+        return [found[i] for i in page if i in found]
+
+    def ids(self) -> Iterator[str]:
+        return (row["id"] for row in self._scan("", ["id"]))
+
+    def _search_params(self, k: int) -> dict[str, Any]:
+        return {"metric_type": "COSINE"} if self.lite else {"metric_type": "COSINE", "params": {"ef": max(k, 64)}}
+
+    def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
+        if not self._dim or k <= 0:
+            return []
+        expr = filter_expr(flt, *(["has_words == true"] if field == "words" else []))
+        results = self._client.search(
+            self.images,
+            data=[_floats(vector)],
+            anns_field=_VECTOR_FIELDS[field],
+            limit=min(k, _MAX_LIMIT),
+            filter=expr,
+            output_fields=_RECORD_FIELDS,
+            search_params=self._search_params(k),
+        )
+        return [Hit(_hit_record(hit), float(hit["distance"])) for hit in results[0]]
+
+    def find_file_hash(self, file_hash: str) -> ImageRecord | None:
+        rows = self._query(f"file_hash == {expr_string(file_hash)}", _RECORD_FIELDS, limit=1)
+        return row_record(rows[0]) if rows else None
+
+    def near_phash(self, phash: int, max_distance: int) -> list[tuple[ImageRecord, int]]:
+        """The nearest ±1 pHash vectors, checked against the exact Hamming distance.
+
+        Cosine order is Hamming order, so once the farthest of the top `limit` is out of range, every
+        record in range has been seen; until then `limit` grows. (A top-k search is much faster than a
+        range search on Milvus Lite, and as exact with its FLAT index.)
+        """
+        if not self._dim:
+            return []
+        limit = _PHASH_TOP_K
+        while True:
+            results = self._client.search(
+                self.images,
+                data=[phash_signs(phash)],
+                anns_field="phash_vector",
+                limit=limit,
+                output_fields=_RECORD_FIELDS,
+                search_params=self._search_params(limit),
+            )[0]
+            found = [(record, hamming(phash, phash_from_hex(record.phash))) for record in map(_hit_record, results)]
+            if len(found) < limit or found[-1][1] > max_distance or limit >= _MAX_LIMIT:
+                break
+            limit = min(limit * 4, _MAX_LIMIT)
+        close = [(record, distance) for record, distance in found if distance <= max_distance]
+        close.sort(key=lambda pair: pair[1])
+        return close

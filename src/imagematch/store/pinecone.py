@@ -1,0 +1,818 @@
+"""Pinecone serverless, with the official SDK: the seed's store, now behind the same protocol.
+
+One index (INDEX_NAME), created on first use with the model's dimension and the cosine metric. Namespaces:
+
+- `images`: the image vector of each record, with the record's fields as metadata (what filters name).
+- `words`: the words vector of records that have words, with the same metadata, so filtered words
+  searches need no second lookup. An image without words simply has no entry here.
+- `phash`: the 64-bit pHash as ±1 in the first 64 dimensions (zeros after): cosine similarity is then
+  exactly 1 - 2·hamming/64, so near duplicates are a top-k query checked against the exact hash.
+- `state`: documents (batch jobs, queues) and the pointer naming the live generation and its model. A
+  rebuild writes a new generation of the three namespaces and switches the pointer with one record.
+
+Limits the service enforces are respected here: at most 1000 records and 2 MB per upsert, 40 KB of
+metadata per record (the longest texts are cut, with a note, and their names listed in `_cut`), no null
+metadata (absent values are left out), ASCII ids (others are percent-encoded). Sizes are measured as JSON
+with every non-ASCII character escaped, the most the service could count.
+
+Pinecone cannot sort: a listing page reads the ids and times of every matching record (1000 per request)
+and sorts them here, cached for a short while. Reads are eventually consistent: after a write, the next
+read of that namespace waits until the index reports it has caught up (LSN headers), at most
+`freshness_timeout` seconds. Calls that fail with 429, 5xx or a network error are retried with
+exponential backoff, on top of the SDK's own retries, and give up with PineconeUnavailable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote
+
+import numpy as np
+from pinecone import (
+    ConflictError,
+    DenseVectorField,
+    ForbiddenError,
+    Index,
+    IndexModel,
+    NotFoundError,
+    Pinecone,
+    PineconeConnectionError,
+    PineconeTimeoutError,
+    RateLimitError,
+    RetryConfig,
+    ServiceError,
+    UnauthorizedError,
+)
+
+from imagematch.fingerprint import PHASH_BITS, hamming, phash_from_hex
+from imagematch.records import (
+    CaptionStatus,
+    Condition,
+    Filter,
+    Hit,
+    ImageMatchError,
+    ImageRecord,
+    StoredImage,
+    StoreMismatch,
+    Vector,
+)
+from imagematch.store.base import VectorField
+from imagematch.store.shared import (
+    DocumentPart,
+    from_micros,
+    json_len_escaped,
+    new_version,
+    newest_complete,
+    phash_signs,
+    shorten_longest,
+    split_value,
+    superseded,
+    to_micros,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+STORE_KIND = "_store"  # the documents that hold the pointer to the live generation and the staging one
+CUSTOM = "m:"  # custom metadata keys, so they never clash with the record's own fields
+MAX_RECORDS = 1000  # per upsert request
+MAX_REQUEST_BYTES = 2_000_000  # per upsert request (the service allows 2 MB)
+MAX_METADATA_BYTES = 40_000  # per record (the service allows 40 KB)
+_DOC_PART_BYTES = 30_000
+_FETCH_IDS = 100  # ids travel in the URL of a fetch
+_DELETE_IDS = 1000
+_SCAN_PAGE = 1000
+_TOP_K_MAX = 10_000
+_KEYS_TTL_S = 30.0
+_ID_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) != "%") + " "
+_TEXT_FIELDS = (
+    "filename",
+    "format",
+    "model_id",
+    "description",
+    "caption",
+    "caption_status",
+    "caption_error",
+    "camera",
+    "lens",
+)
+_TRANSIENT = (RateLimitError, ServiceError, PineconeConnectionError, PineconeTimeoutError)
+
+
+class PineconeUnavailable(ImageMatchError):
+    """Pinecone kept refusing or failing a call after every retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """How often and how patiently a failing call is repeated: delays double from `first_delay` to `max_delay`."""
+
+    attempts: int = 6
+    first_delay: float = 0.5
+    max_delay: float = 8.0
+
+
+def vector_id(image_id: str) -> str:
+    """Pinecone ids are ASCII: anything else (and `%`) is percent-encoded; our own ids pass unchanged."""
+    return quote(image_id, safe=_ID_SAFE)
+
+
+def image_id_of(vid: str) -> str:
+    return unquote(vid)
+
+
+# Filters: Pinecone's MongoDB-style language, dates as microseconds since the epoch.
+
+
+def _operand(value: object) -> object:
+    if isinstance(value, tuple):
+        return [_operand(v) for v in value]
+    return to_micros(value) if isinstance(value, datetime) else value
+
+
+def condition_filter(condition: Condition) -> dict[str, Any]:
+    field = condition.key if condition.builtin else CUSTOM + condition.key
+    test = {field: {f"${condition.op}": _operand(condition.value)}}
+    if condition.op == "ne":  # a record without the value does not match, as in the other stores
+        return {"$and": [{field: {"$exists": True}}, test]}
+    return test
+
+
+def pinecone_filter(flt: Filter | None) -> dict[str, Any] | None:
+    if not flt:
+        return None
+    clauses = [condition_filter(c) for c in flt.conditions]
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+# Records as metadata
+
+
+def record_metadata(record: ImageRecord) -> dict[str, Any]:
+    """The record as flat metadata within the 40 KB limit; absent values are left out (Pinecone has no null)."""
+    meta: dict[str, Any] = {
+        "id": record.id,
+        "phash": record.phash,
+        "file_hash": record.file_hash,
+        "size": record.size,
+        "width": record.width,
+        "height": record.height,
+        "created_at": to_micros(record.created_at),
+        "updated_at": to_micros(record.updated_at),
+        "caption_edited": record.caption_edited,
+        "cutout": record.cutout,
+    }
+    if record.taken_at is not None:
+        meta["taken_at"] = to_micros(record.taken_at)
+    if record.gps_lat is not None and record.gps_lon is not None:
+        meta["gps_lat"], meta["gps_lon"] = record.gps_lat, record.gps_lon
+    texts = {name: str(getattr(record, name)) for name in _TEXT_FIELDS}
+    ints = []
+    for key, value in record.metadata.items():
+        if isinstance(value, str):
+            texts[CUSTOM + key] = value
+        else:
+            meta[CUSTOM + key] = value
+            if isinstance(value, int) and not isinstance(value, bool):
+                ints.append(key)
+    if ints:
+        meta["_ints"] = ints  # Pinecone keeps every number as a float; these were integers
+    cut: set[str] = set()
+    while (excess := json_len_escaped({**meta, **texts}) - MAX_METADATA_BYTES) > 0:
+        shortened = shorten_longest(texts, excess, json_len_escaped)
+        if shortened is None:
+            break
+        cut.add(shortened)
+        meta["_cut"] = sorted(cut)
+    if cut:
+        log.warning("record %s: %s cut to fit Pinecone's 40 KB metadata limit", record.id, ", ".join(sorted(cut)))
+    return {**meta, **texts}
+
+
+def metadata_record(meta: dict[str, Any]) -> ImageRecord:
+    ints = set(meta.get("_ints", []))
+    custom: dict[str, Any] = {}
+    for key, value in meta.items():
+        if key.startswith(CUSTOM):
+            name = key[len(CUSTOM) :]
+            custom[name] = int(value) if name in ints else value
+    has_gps = "gps_lat" in meta and "gps_lon" in meta
+    return ImageRecord(
+        id=meta["id"],
+        phash=meta["phash"],
+        file_hash=meta["file_hash"],
+        filename=meta["filename"],
+        size=int(meta["size"]),
+        width=int(meta["width"]),
+        height=int(meta["height"]),
+        format=meta["format"],
+        created_at=from_micros(meta["created_at"]),
+        updated_at=from_micros(meta["updated_at"]),
+        model_id=meta["model_id"],
+        description=meta["description"],
+        caption=meta["caption"],
+        caption_status=CaptionStatus(meta["caption_status"]),
+        caption_error=meta["caption_error"],
+        caption_edited=bool(meta["caption_edited"]),
+        metadata=custom,
+        taken_at=from_micros(meta["taken_at"]) if "taken_at" in meta else None,
+        camera=meta["camera"],
+        lens=meta["lens"],
+        gps_lat=float(meta["gps_lat"]) if has_gps else None,
+        gps_lon=float(meta["gps_lon"]) if has_gps else None,
+        cutout=bool(meta["cutout"]),
+    )
+
+
+def upsert_batches(vectors: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive groups of at most MAX_RECORDS records and MAX_REQUEST_BYTES of JSON."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for vector in vectors:
+        cost = json_len_escaped(vector) + 2
+        if batch and (len(batch) >= MAX_RECORDS or size + cost > MAX_REQUEST_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(vector)
+        size += cost
+    if batch:
+        yield batch
+
+
+def _floats(vector: Vector) -> list[float]:
+    return np.asarray(vector, dtype=np.float32).tolist()  # type: ignore[no-any-return]
+
+
+def _doc_prefix(kind: str, key: str | None = None) -> str:
+    prefix = f"doc/{quote(kind, safe='')}/"
+    return prefix if key is None else f"{prefix}{quote(key, safe='')}/"
+
+
+def _doc_id(kind: str, part: DocumentPart) -> str:
+    return f"{_doc_prefix(kind, part.key)}{part.version}/{part.part}/{part.parts}"
+
+
+def _doc_part(vid: str) -> DocumentPart:
+    """The part a document id names (its value is fetched separately)."""
+    _, _, key, version, part, parts = vid.split("/")
+    return DocumentPart(unquote(key), version, int(part), int(parts), "")
+
+
+class PineconeStore:
+    """VectorStore on one Pinecone serverless index; `namespace_prefix` lets several libraries share it."""
+
+    name = "pinecone"
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        index_name: str,
+        cloud: str = "aws",
+        region: str = "us-east-1",
+        namespace_prefix: str = "",
+        host: str | None = None,
+        generation: str | None = None,
+        retry: Retry | None = None,
+        freshness_timeout: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not api_key:
+            raise ImageMatchError("IMAGEMATCH_STORE=pinecone needs PINECONE_API_KEY (from app.pinecone.io)")
+        self.index_name = index_name
+        self.cloud = cloud
+        self.region = region
+        self.prefix = namespace_prefix
+        self._api_key = api_key
+        self._host = host
+        self.retry = retry or Retry()
+        self.freshness_timeout = freshness_timeout
+        self._sleep = sleep
+        # Control-plane retries are ours alone; the SDK's data-plane client keeps its own few.
+        self._pc = Pinecone(api_key=api_key, host=host, retry_config=RetryConfig(max_retries=0))
+        self._index: Index | None = None
+        self._dim = 0
+        self._lock = threading.Lock()
+        self._unseen: dict[str, int] = {}  # namespace -> log position of our last write there
+        self._keys: dict[str, tuple[float, list[tuple[float, str]]]] = {}
+        model = self._describe()
+        if model is not None:
+            self._attach(model)
+        library = self._pointer("library")
+        self.generation = generation if generation is not None else (library["generation"] if library else "")
+
+    # plumbing
+
+    def _call(self, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one SDK call, retrying 429, 5xx and network errors with exponential backoff."""
+        delay = self.retry.first_delay
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return function(*args, **kwargs)
+            except (UnauthorizedError, ForbiddenError) as error:
+                raise ImageMatchError(
+                    f"Pinecone refused the API key ({error}); check PINECONE_API_KEY at app.pinecone.io"
+                ) from error
+            except _TRANSIENT as error:
+                if attempt >= self.retry.attempts:
+                    raise PineconeUnavailable(
+                        f"Pinecone {what} failed {attempt} times in a row, the last time with: {error}. "
+                        "The service is rate-limiting or unavailable; try again in a minute"
+                    ) from error
+                wait = min(max(delay, getattr(error, "retry_after", None) or 0.0), self.retry.max_delay)
+                log.warning("Pinecone %s failed (%s); retry %d in %.1f s", what, error, attempt, wait)
+                self._sleep(wait)
+                delay = min(delay * 2, self.retry.max_delay)
+
+    def _describe(self) -> IndexModel | None:
+        try:
+            return self._call("describe index", self._pc.indexes.describe, self.index_name)
+        except NotFoundError:
+            return None
+
+    def _attach(self, model: IndexModel) -> None:
+        dense = [f for f in model.schema.fields.values() if isinstance(f, DenseVectorField)]
+        if model.host is None:
+            raise ImageMatchError(f"the Pinecone index {self.index_name} is still being created; try again shortly")
+        if len(dense) != 1:
+            raise StoreMismatch(
+                f"the Pinecone index {self.index_name} is not a plain dense-vector index; set INDEX_NAME to "
+                "a new name and it is created for ImageMatch on the next start"
+            )
+        if dense[0].metric != "cosine":
+            raise StoreMismatch(
+                f"the Pinecone index {self.index_name} uses the {dense[0].metric} metric; ImageMatch needs cosine. "
+                "Set INDEX_NAME to a new name and it is created with cosine on the next start"
+            )
+        self._index = self._pc.index(host=model.host)
+        self._dim = dense[0].dimension
+
+    def _require(self) -> Index:
+        if self._index is None:
+            raise RuntimeError("the store is not open: call open(model_id, dim) first")
+        return self._index
+
+    def _space(self, kind: str, generation: str | None = None) -> str:
+        return f"{self.prefix}{kind}{self.generation if generation is None else generation}"
+
+    @property
+    def _state(self) -> str:
+        return f"{self.prefix}state"
+
+    def _probe(self) -> list[float]:
+        """A unit vector for records that only carry metadata (Pinecone refuses all-zero vectors)."""
+        return [1.0] + [0.0] * (self._dim - 1)
+
+    def _upsert(self, namespace: str, vectors: Sequence[dict[str, Any]]) -> None:
+        index = self._require()
+        for batch in upsert_batches(vectors):
+            response = self._call("upsert", index.upsert, vectors=batch, namespace=namespace)
+            lsn = response.response_info.lsn_committed if response.response_info else None
+            if lsn is not None:
+                with self._lock:
+                    self._unseen[namespace] = max(self._unseen.get(namespace, 0), lsn)
+        self._keys.clear()
+
+    def _fresh(self, namespace: str) -> None:
+        """Wait until reads of `namespace` see our last write there (Pinecone is eventually consistent)."""
+        with self._lock:
+            target = self._unseen.pop(namespace, None)
+        if target is None or self._index is None:
+            return
+        deadline = time.monotonic() + self.freshness_timeout
+        pause = 0.05
+        while True:
+            response = self._call("query", self._index.query, namespace=namespace, vector=self._probe(), top_k=1)
+            info = response.response_info
+            if info is None or info.lsn_reconciled is None or info.is_reconciled(target):
+                return
+            if time.monotonic() > deadline:
+                log.warning(
+                    "Pinecone namespace %s still behind our writes after %.0f s", namespace, self.freshness_timeout
+                )
+                return
+            self._sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    def _delete_ids(self, namespace: str, vids: Sequence[str], *, wait: bool) -> None:
+        index = self._require()
+        for start in range(0, len(vids), _DELETE_IDS):
+            try:
+                self._call("delete", index.delete, ids=list(vids[start : start + _DELETE_IDS]), namespace=namespace)
+            except NotFoundError:
+                return  # the namespace was never written to
+        self._keys.clear()
+        if wait:  # a delete reports no log position, so wait until a fetch no longer finds the ids
+            deadline = time.monotonic() + self.freshness_timeout
+            while self._fetch(namespace, vids) and time.monotonic() < deadline:
+                self._sleep(0.1)
+
+    def _delete_namespace(self, namespace: str) -> None:
+        index = self._require()
+        try:
+            self._call("delete", index.delete, delete_all=True, namespace=namespace)
+        except NotFoundError:
+            return  # never written to
+        self._keys.clear()
+        deadline = time.monotonic() + self.freshness_timeout
+        while self._namespace_count(namespace) and time.monotonic() < deadline:
+            self._sleep(0.1)
+
+    def _fetch(self, namespace: str, vids: Sequence[str]) -> dict[str, tuple[list[float], dict[str, Any]]]:
+        if self._index is None or not vids:
+            return {}
+        self._fresh(namespace)
+        found: dict[str, tuple[list[float], dict[str, Any]]] = {}
+        unique = list(dict.fromkeys(vids))
+        for start in range(0, len(unique), _FETCH_IDS):
+            response = self._call(
+                "fetch", self._index.fetch, ids=unique[start : start + _FETCH_IDS], namespace=namespace
+            )
+            for vid, vector in response.vectors.items():
+                found[vid] = (list(vector.values), dict(vector.metadata or {}))
+        return found
+
+    def _list(self, namespace: str, prefix: str | None = None) -> Iterator[str]:
+        if self._index is None:
+            return
+        self._fresh(namespace)
+        token: str | None = None
+        while True:
+            page = self._call(
+                "list", self._index.list_paginated, namespace=namespace, prefix=prefix, pagination_token=token
+            )
+            yield from (item.id for item in page.vectors if item.id is not None)
+            token = page.pagination.next if page.pagination else None
+            if not token:
+                return
+
+    def _namespace_count(self, namespace: str) -> int:
+        if self._index is None:
+            return 0
+        stats = self._call("describe_index_stats", self._index.describe_index_stats)
+        summary = stats.namespaces.get(namespace)
+        return summary.vector_count if summary else 0
+
+    # documents and the pointer
+
+    def put_document(self, kind: str, key: str, value: str) -> None:
+        version = new_version()
+        pieces = split_value(value, _DOC_PART_BYTES, json_len_escaped)
+        parts = [DocumentPart(key, version, i, len(pieces), piece) for i, piece in enumerate(pieces)]
+        self._upsert(
+            self._state,
+            [
+                {
+                    "id": _doc_id(kind, p),
+                    "values": self._probe(),
+                    "metadata": {"kind": kind, "key": key, "version": version, "value": p.value},
+                }
+                for p in parts
+            ],
+        )
+        stored = [_doc_part(vid) for vid in self._list(self._state, _doc_prefix(kind, key))]
+        old = [_doc_id(kind, p) for p in superseded(stored, key, version)]
+        if old:
+            self._delete_ids(self._state, old, wait=False)
+
+    def _documents(self, kind: str, key: str | None = None) -> dict[str, str]:
+        listed = [_doc_part(vid) for vid in self._list(self._state, _doc_prefix(kind, key))]
+        chosen = newest_complete(listed)
+        wanted = [_doc_id(kind, p) for parts in chosen.values() for p in parts]
+        fetched = self._fetch(self._state, wanted)
+        documents = {}
+        for doc_key, parts in chosen.items():
+            ids = [_doc_id(kind, p) for p in parts]
+            if all(i in fetched for i in ids):
+                documents[doc_key] = "".join(str(fetched[i][1].get("value", "")) for i in ids)
+        return documents
+
+    def get_document(self, kind: str, key: str) -> str | None:
+        return self._documents(kind, key).get(key)
+
+    def list_documents(self, kind: str) -> dict[str, str]:
+        return self._documents(kind)
+
+    def delete_document(self, kind: str, key: str) -> None:
+        vids = list(self._list(self._state, _doc_prefix(kind, key)))
+        if vids:
+            self._delete_ids(self._state, vids, wait=True)
+
+    def _pointer(self, key: str) -> dict[str, Any] | None:
+        text = self.get_document(STORE_KIND, key)
+        return json.loads(text) if text else None
+
+    def stored_model(self) -> tuple[str, int] | None:
+        library = self._pointer("library")
+        return (library["model_id"], int(library["dim"])) if library else None
+
+    def open(self, model_id: str, dim: int) -> None:
+        if dim < PHASH_BITS:
+            raise ImageMatchError(
+                f"the Pinecone store needs a model of at least {PHASH_BITS} dimensions ({model_id} has {dim}): "
+                "the pHash is kept as a vector of the index's width"
+            )
+        model = self._describe()
+        if model is None:
+            log.info(
+                "creating Pinecone index %s (%d dimensions, cosine, %s %s)",
+                self.index_name,
+                dim,
+                self.cloud,
+                self.region,
+            )
+            try:
+                model = self._call(
+                    "create index",
+                    self._pc.indexes.create,
+                    name=self.index_name,
+                    schema={"fields": {"_values": {"type": "dense_vector", "dimension": dim, "metric": "cosine"}}},
+                    deployment={"deployment_type": "managed", "cloud": self.cloud, "region": self.region},
+                    timeout=300,
+                )
+            except ConflictError:  # another server, or a retried request, created it first
+                model = self._describe()
+                if model is None:
+                    raise
+        index_dim = next((f.dimension for f in model.schema.fields.values() if isinstance(f, DenseVectorField)), 0)
+        if index_dim != dim:
+            raise StoreMismatch(
+                f"the Pinecone index {self.index_name} has {index_dim} dimensions, but the model {model_id} makes "
+                f"{dim}-dimension vectors. Set INDEX_NAME to a new name (it is created with {dim} dimensions on "
+                f"the next start), or delete the index in the Pinecone console, or choose a model with {index_dim} "
+                "dimensions"
+            )
+        self._attach(model)
+        stored = self.stored_model()
+        if stored is not None and stored != (model_id, dim):
+            raise StoreMismatch(
+                f"the Pinecone index {self.index_name} holds a library built with model {stored[0]}, not "
+                f"{model_id}. Run `imagematch reindex` to re-embed every image with the configured model, or set "
+                f"IMAGEMATCH_MODEL={stored[0]}"
+            )
+        if stored is None:
+            self._put_pointer(
+                "library", {"model_id": model_id, "dim": dim, "generation": self.generation, "schema": SCHEMA_VERSION}
+            )
+
+    def _put_pointer(self, key: str, value: dict[str, Any]) -> None:
+        self.put_document(STORE_KIND, key, json.dumps(value))
+
+    def start_rebuild(self, model_id: str, dim: int) -> PineconeStore:
+        """A new generation of namespaces to re-embed into; an interrupted rebuild for the same model resumes."""
+        self._require()
+        if dim != self._dim:
+            raise StoreMismatch(
+                f"the Pinecone index {self.index_name} has {self._dim} dimensions and cannot hold the {dim}-dimension "
+                f"vectors of {model_id}: set INDEX_NAME to a new name and index your images again there"
+            )
+        staging = self._pointer("staging")
+        if staging is not None and (staging["model_id"], int(staging["dim"])) != (model_id, dim):
+            for kind in ("images", "words", "phash"):
+                self._delete_namespace(self._space(kind, staging["generation"]))
+            staging = None
+        if staging is None:
+            staging = {
+                "model_id": model_id,
+                "dim": dim,
+                "generation": f"-r{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}",
+            }
+            self._put_pointer("staging", staging)
+        return PineconeStore(
+            self._api_key,
+            index_name=self.index_name,
+            cloud=self.cloud,
+            region=self.region,
+            namespace_prefix=self.prefix,
+            host=self._host,
+            generation=staging["generation"],
+            retry=self.retry,
+            freshness_timeout=self.freshness_timeout,
+            sleep=self._sleep,
+        )
+
+    def finish_rebuild(self) -> None:
+        """Point the library at the staging generation (one record write), then delete the old namespaces."""
+        staging = self._pointer("staging")
+        if staging is None:
+            raise RuntimeError("no rebuild in progress")
+        old = self.generation
+        self._put_pointer(
+            "library",
+            {
+                "model_id": staging["model_id"],
+                "dim": staging["dim"],
+                "generation": staging["generation"],
+                "schema": SCHEMA_VERSION,
+            },
+        )
+        self.delete_document(STORE_KIND, "staging")
+        self.generation = staging["generation"]
+        self._keys.clear()
+        if old != self.generation:
+            for kind in ("images", "words", "phash"):
+                self._delete_namespace(self._space(kind, old))
+
+    # writes
+
+    def _image_vectors(
+        self, record: ImageRecord, vector: Vector, words: Vector | None
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+        vid = vector_id(record.id)
+        meta = record_metadata(record)
+        image = {"id": vid, "values": _floats(vector), "metadata": meta}
+        worded = {"id": vid, "values": _floats(words), "metadata": meta} if words is not None else None
+        phash = {
+            "id": vid,
+            "values": phash_signs(phash_from_hex(record.phash), self._dim),
+            "metadata": {"id": record.id, "phash": record.phash},
+        }
+        return image, worded, phash
+
+    def upsert(self, items: Sequence[StoredImage]) -> None:
+        """Words and pHash first, images last: a record counts as stored once its image vector is."""
+        if not items:
+            return
+        self._require()
+        built = [self._image_vectors(i.record, i.vector, i.words_vector) for i in items]
+        self._upsert(self._space("words"), [w for _, w, _ in built if w is not None])
+        wordless = [image["id"] for image, w, _ in built if w is None]
+        if wordless:
+            self._delete_ids(self._space("words"), wordless, wait=False)
+        self._upsert(self._space("phash"), [p for _, _, p in built])
+        self._upsert(self._space("images"), [image for image, _, _ in built])
+
+    def update(self, record: ImageRecord, words_vector: Vector | None) -> None:
+        stored = self._fetch(self._space("images"), [vector_id(record.id)]).get(vector_id(record.id))
+        if stored is None:
+            return
+        image, worded, _ = self._image_vectors(record, np.asarray(stored[0], dtype=np.float32), words_vector)
+        if worded is not None:
+            self._upsert(self._space("words"), [worded])
+        else:
+            self._delete_ids(self._space("words"), [image["id"]], wait=True)
+        self._upsert(self._space("images"), [image])
+
+    def delete(self, ids: Sequence[str]) -> int:
+        existing = list(self._fetch(self._space("images"), [vector_id(i) for i in ids]))
+        if not existing:
+            return 0
+        self._delete_ids(self._space("images"), existing, wait=True)
+        self._delete_ids(self._space("words"), existing, wait=False)
+        self._delete_ids(self._space("phash"), existing, wait=False)
+        return len(existing)
+
+    def reset(self) -> None:
+        if self._index is None:
+            return
+        for kind in ("images", "words", "phash"):
+            self._delete_namespace(self._space(kind))
+
+    def maintain(self) -> None:
+        """Nothing to do: Pinecone serverless compacts and indexes on its own."""
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+        self._pc.close()
+
+    # reads
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        return self.get_many([image_id]).get(image_id)
+
+    def get_many(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
+        fetched = self._fetch(self._space("images"), [vector_id(i) for i in ids])
+        return {image_id_of(vid): metadata_record(meta) for vid, (_, meta) in fetched.items()}
+
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, tuple[Vector, Vector | None]]:
+        vids = [vector_id(i) for i in ids]
+        images = self._fetch(self._space("images"), vids)
+        words = self._fetch(self._space("words"), list(images))
+        return {
+            image_id_of(vid): (
+                np.asarray(values, dtype=np.float32),
+                np.asarray(words[vid][0], dtype=np.float32) if vid in words else None,
+            )
+            for vid, (values, _) in images.items()
+        }
+
+    def _sorted_keys(self, flt: Filter | None) -> list[tuple[float, str]]:
+        """(created_at, id) of every matching record, oldest first: Pinecone cannot sort, so we read them all."""
+        spec = pinecone_filter(flt) or {"created_at": {"$exists": True}}
+        cache_key = json.dumps(spec, sort_keys=True, ensure_ascii=False)
+        cached = self._keys.get(cache_key)
+        if cached is not None and time.monotonic() - cached[0] < _KEYS_TTL_S:
+            return cached[1]
+        index = self._require()
+        namespace = self._space("images")
+        self._fresh(namespace)
+        keys: list[tuple[float, str]] = []
+        token: str | None = None
+        while True:
+            response = self._call(
+                "fetch_by_metadata",
+                index.fetch_by_metadata,
+                filter=spec,
+                namespace=namespace,
+                limit=_SCAN_PAGE,
+                pagination_token=token,
+            )
+            keys.extend((float((v.metadata or {})["created_at"]), vid) for vid, v in response.vectors.items())
+            token = response.pagination.next if response.pagination else None
+            if not token:
+                break
+        keys.sort()
+        self._keys[cache_key] = (time.monotonic(), keys)
+        return keys
+
+    def count(self, flt: Filter | None = None) -> int:
+        if self._index is None:
+            return 0
+        if not flt:
+            self._fresh(self._space("images"))
+            return self._namespace_count(self._space("images"))
+        return len(self._sorted_keys(flt))
+
+    def page(
+        self, *, offset: int = 0, limit: int = 50, newest_first: bool = True, flt: Filter | None = None
+    ) -> list[ImageRecord]:
+        if self._index is None or limit <= 0:
+            return []
+        keys = self._sorted_keys(flt)
+        ordered = sorted(keys, key=lambda key: (-key[0], key[1])) if newest_first else keys
+        page = [image_id_of(vid) for _, vid in ordered[offset : offset + limit]]
+        found = self.get_many(page)
+        return [found[i] for i in page if i in found]
+
+    def ids(self) -> Iterator[str]:
+        return (image_id_of(vid) for vid in self._list(self._space("images")))
+
+    def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
+        if self._index is None or k <= 0:
+            return []
+        namespace = self._space("images" if field == "image" else "words")
+        self._fresh(namespace)
+        response = self._call(
+            "query",
+            self._index.query,
+            namespace=namespace,
+            vector=_floats(vector),
+            top_k=min(k, _TOP_K_MAX),
+            filter=pinecone_filter(flt),
+            include_metadata=True,
+        )
+        return [Hit(metadata_record(m.metadata or {}), float(m.score)) for m in response.matches]
+
+    def find_file_hash(self, file_hash: str) -> ImageRecord | None:
+        if self._index is None:
+            return None
+        namespace = self._space("images")
+        self._fresh(namespace)
+        response = self._call(
+            "fetch_by_metadata",
+            self._index.fetch_by_metadata,
+            filter={"file_hash": {"$eq": file_hash}},
+            namespace=namespace,
+            limit=1,
+        )
+        return next((metadata_record(v.metadata or {}) for v in response.vectors.values()), None)
+
+    def near_phash(self, phash: int, max_distance: int) -> list[tuple[ImageRecord, int]]:
+        """The closest pHash vectors by cosine, checked against the exact Hamming distance."""
+        if self._index is None:
+            return []
+        namespace = self._space("phash")
+        self._fresh(namespace)
+        top_k = 100
+        while True:
+            response = self._call(
+                "query",
+                self._index.query,
+                namespace=namespace,
+                vector=phash_signs(phash, self._dim),
+                top_k=top_k,
+                include_metadata=True,
+            )
+            close = {
+                m.id: distance
+                for m in response.matches
+                if (distance := hamming(phash, phash_from_hex(str((m.metadata or {})["phash"])))) <= max_distance
+            }
+            if len(close) < top_k or top_k >= _TOP_K_MAX:
+                break
+            top_k = min(top_k * 4, _TOP_K_MAX)
+        records = self.get_many([image_id_of(vid) for vid in close])
+        found = [(records[image_id_of(vid)], d) for vid, d in close.items() if image_id_of(vid) in records]
+        found.sort(key=lambda pair: pair[1])
+        return found

@@ -1,0 +1,62 @@
+"""Milvus specifics beyond the conformance suite: where Milvus Lite lives, and the server layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pymilvus import MilvusClient
+
+from imagematch.factory import build_store
+from imagematch.fingerprint import phash_from_hex
+from imagematch.records import ImageMatchError
+from imagematch.settings import Settings, SettingsError, load_settings
+from imagematch.store.milvus import MilvusStore
+from tests.store.test_conformance import DIM, MODEL, item, unit
+
+
+def index_type(store: MilvusStore, field: str) -> str:
+    described = MilvusClient(store.uri).describe_index(store.images, field)
+    return str(described["index_type"])
+
+
+def test_default_is_milvus_lite_in_the_data_directory(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, store="milvus", data_dir=tmp_path / "data")  # type: ignore[call-arg]
+    store = build_store(settings)
+    assert isinstance(store, MilvusStore) and store.lite and store.uri == str(tmp_path / "data" / "milvus.db")
+    store.open(MODEL, DIM)
+    store.upsert([item(1)])
+    assert (tmp_path / "data" / "milvus.db").exists()
+    assert index_type(store, "vector") == "FLAT"  # exact search: Lite holds small libraries
+
+
+def test_server_layout_works_end_to_end(tmp_path: Path) -> None:
+    """HNSW, an inverted index on file_hash, iterator scans and compaction: the code a Milvus server runs,
+    exercised here on Milvus Lite, which implements the same calls."""
+    store = MilvusStore(str(tmp_path / "milvus.db"))
+    store.lite = False
+    store.open(MODEL, DIM)
+    assert index_type(store, "vector") == "HNSW" and index_type(store, "file_hash") == "INVERTED"
+    store.upsert([item(i, words=True) for i in range(40)])
+    assert [r.id for r in store.page(limit=3)] == [item(i).record.id for i in (39, 38, 37)]
+    assert sorted(store.ids()) == sorted(item(i).record.id for i in range(40))
+    assert store.search(unit(7), k=1)[0].record.id == item(7).record.id
+    assert store.search(unit(1007), k=1, field="words")[0].record.id == item(7).record.id
+    phash = phash_from_hex(item(9).record.phash)
+    assert store.near_phash(phash, 0)[0][0].id == item(9).record.id
+    assert store.find_file_hash(item(3).record.file_hash) == item(3).record
+    store.maintain()
+    assert store.count() == 40
+
+
+def test_collection_names_are_checked_before_connecting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ImageMatchError, match="letters, digits and underscores"):
+        MilvusStore(str(tmp_path / "milvus.db"), collection="my-images")
+    monkeypatch.setenv("IMAGEMATCH_MILVUS_COLLECTION", "my-images")
+    with pytest.raises(SettingsError, match="IMAGEMATCH_MILVUS_COLLECTION"):
+        load_settings()
+
+
+def test_an_unreachable_server_is_one_clear_error() -> None:
+    with pytest.raises(ImageMatchError, match=r"cannot use Milvus at http://127\.0\.0\.1:1.*IMAGEMATCH_MILVUS_URI"):
+        MilvusStore("http://127.0.0.1:1")

@@ -1,0 +1,120 @@
+"""Moving a library between stores: everything arrives, nothing is re-embedded, an interrupted copy resumes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from milvus_lite.server_manager import server_manager_instance
+
+from imagematch.filters import parse_filter
+from imagematch.migrate import MigrationError, migrate
+from imagematch.records import CaptionStatus, ImageMatchError, StoredImage, StoreMismatch
+from imagematch.store.base import VectorStore
+from imagematch.store.lancedb import LanceStore
+from imagematch.store.milvus import MilvusStore
+from tests.store.test_conformance import DIM, MODEL, item, unit
+
+
+@pytest.fixture(autouse=True)
+def _stop_milvus_lite() -> Iterator[None]:
+    yield
+    server_manager_instance.release_all()
+
+
+def library(n: int) -> list[StoredImage]:
+    """Records with captions, metadata and, for every other one, a words vector."""
+    return [
+        item(
+            i,
+            words=i % 2 == 0,
+            caption=f"caption {i}",
+            caption_status=CaptionStatus.DONE,
+            metadata={"album": f"a{i % 3}", "n": i},
+        )
+        for i in range(n)
+    ]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def stop_after_first_batch(done: int, total: int) -> None:
+    if 0 < done < total:
+        raise Interrupted
+
+
+def assert_same_library(source: VectorStore, target: VectorStore) -> None:
+    ids = sorted(source.ids())
+    assert sorted(target.ids()) == ids and target.stored_model() == source.stored_model()
+    assert target.get_many(ids) == source.get_many(ids)
+    before, after = source.get_vectors(ids), target.get_vectors(ids)
+    for image_id in ids:
+        assert np.allclose(before[image_id][0], after[image_id][0], atol=1e-6)
+        words_before, words_after = before[image_id][1], after[image_id][1]
+        assert (words_before is None) == (words_after is None)
+        assert words_before is None or np.allclose(words_before, words_after, atol=1e-6)  # type: ignore[arg-type]
+    flt = parse_filter({"album": "a1"})
+    assert [h.record.id for h in target.search(unit(4), k=5, flt=flt)] == [
+        h.record.id for h in source.search(unit(4), k=5, flt=flt)
+    ]
+    assert [h.record.id for h in target.search(unit(1002), k=3, field="words")] == [
+        h.record.id for h in source.search(unit(1002), k=3, field="words")
+    ]
+
+
+def test_lancedb_to_milvus_lite_resumes_after_an_interruption(tmp_path: Path) -> None:
+    source = LanceStore(tmp_path / "lance")
+    source.open(MODEL, DIM)
+    source.upsert(library(1200))
+    target = MilvusStore(str(tmp_path / "milvus.db"))
+    with pytest.raises(Interrupted):
+        migrate(source, target, batch=500, on_progress=stop_after_first_batch)
+    assert target.count() == 500
+    progress: list[tuple[int, int]] = []
+    report = migrate(
+        source, MilvusStore(str(tmp_path / "milvus.db")), batch=500, on_progress=lambda *p: progress.append(p)
+    )
+    assert (report.total, report.skipped, report.copied) == (1200, 500, 700)
+    assert (report.model_id, report.dim) == (MODEL, DIM)
+    assert progress == [(500, 1200), (1000, 1200), (1200, 1200)]
+    assert_same_library(source, target)
+
+
+def test_milvus_to_lancedb_round_trip(tmp_path: Path) -> None:
+    source = MilvusStore(str(tmp_path / "milvus.db"))
+    source.open(MODEL, DIM)
+    source.upsert(library(60))
+    target = LanceStore(tmp_path / "lance")
+    report = migrate(source, target, batch=25)
+    assert (report.total, report.copied, report.skipped) == (60, 60, 0)
+    assert_same_library(source, target)
+    again = migrate(source, target)  # nothing left to do
+    assert (again.copied, again.skipped) == (0, 60)
+
+
+def test_a_target_holding_another_model_is_refused(tmp_path: Path) -> None:
+    source = LanceStore(tmp_path / "lance")
+    source.open(MODEL, DIM)
+    source.upsert(library(3))
+    target = MilvusStore(str(tmp_path / "milvus.db"))
+    target.open("another-model", DIM)
+    with pytest.raises(StoreMismatch):
+        migrate(source, target)
+    assert target.count() == 0
+
+
+def test_counts_are_verified_and_an_empty_source_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ImageMatchError, match="nothing to migrate"):
+        migrate(LanceStore(tmp_path / "empty"), LanceStore(tmp_path / "other"))
+    source = LanceStore(tmp_path / "lance")
+    source.open(MODEL, DIM)
+    source.upsert(library(3))
+    target = LanceStore(tmp_path / "target")
+    target.open(MODEL, DIM)
+    target.upsert([item(99)])  # a record the source does not have
+    with pytest.raises(MigrationError, match="holds 3 records but the lancedb store 4"):
+        migrate(source, target)
