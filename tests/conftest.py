@@ -42,6 +42,8 @@ def settings(tmp_path: Path, tiny_model_dir: Path) -> Settings:
         model=f"local-dir:{tiny_model_dir}",
         model_cache_dir=tmp_path / "cache",
         embed_batch_size=4,
+        background_removal="off",
+        captioner="none",
     )
 
 

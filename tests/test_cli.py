@@ -20,6 +20,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path) -
         "IMAGEMATCH_MODEL": f"local-dir:{tiny_model_dir}",
         "IMAGEMATCH_MODEL_CACHE_DIR": str(tmp_path / "cache"),
         "IMAGEMATCH_LOG_LEVEL": "WARNING",
+        "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -50,7 +51,7 @@ def test_index_search_show_delete(env: dict[str, str], photos: Path) -> None:
 
     found = runner.invoke(app, ["search", "", "--image", str(photos / "coffee.jpg"), "-k", "2", "--json"])
     assert found.exit_code == 0, found.output
-    hits = json.loads(found.output)["hits"]
+    hits = json.loads(found.stdout)["hits"]
     assert len(hits) == 2 and hits[0]["filename"] == "coffee.jpg" and hits[0]["score"] >= 0.99
 
     table = runner.invoke(
@@ -60,7 +61,7 @@ def test_index_search_show_delete(env: dict[str, str], photos: Path) -> None:
 
     image_id = hits[0]["id"]
     shown = runner.invoke(app, ["show", image_id])
-    assert shown.exit_code == 0 and json.loads(shown.output)["id"] == image_id
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["id"] == image_id
 
     deleted = runner.invoke(app, ["delete", image_id])
     assert deleted.exit_code == 0 and "deleted" in deleted.output

@@ -17,6 +17,8 @@ from imagematch.media import ACCEPTED_FORMATS
 
 ORIGINALS = "originals"
 THUMBNAILS = "thumbnails"
+CUTOUTS = "cutouts"
+LOST_AND_FOUND = "lost+found"
 _EXTENSIONS = frozenset(ACCEPTED_FORMATS.values())
 
 
@@ -29,15 +31,25 @@ class BlobStore(Protocol):
 
     def put_original(self, image_id: str, extension: str, data: bytes) -> None: ...
     def put_thumbnail(self, image_id: str, data: bytes) -> None: ...
+    def put_cutout(self, image_id: str, data: bytes) -> None: ...
     def has_original(self, image_id: str) -> bool: ...
     def has_thumbnail(self, image_id: str) -> bool: ...
     def original_path(self, image_id: str) -> Path | None: ...
     def thumbnail_path(self, image_id: str) -> Path | None: ...
     def read_original(self, image_id: str) -> bytes | None: ...
     def read_thumbnail(self, image_id: str) -> bytes | None: ...
+    def cutout_path(self, image_id: str) -> Path | None: ...
+    def read_cutout(self, image_id: str) -> bytes | None: ...
     def delete(self, image_id: str) -> None: ...
+    def delete_derived(self, image_id: str) -> None:
+        """Remove the thumbnail and cut-out preview, which can be made again from the original."""
+
+    def quarantine_original(self, image_id: str) -> str:
+        """Move an original that has no record out of the way (never delete it); returns where it went."""
+
     def original_ids(self) -> Iterator[str]: ...
     def thumbnail_ids(self) -> Iterator[str]: ...
+    def cutout_ids(self) -> Iterator[str]: ...
     def temporary_files(self) -> list[Path]: ...
     def clear(self) -> None: ...
 
@@ -68,8 +80,8 @@ class LocalBlobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        (root / ORIGINALS).mkdir(parents=True, exist_ok=True)
-        (root / THUMBNAILS).mkdir(parents=True, exist_ok=True)
+        for kind in (ORIGINALS, THUMBNAILS, CUTOUTS):
+            (root / kind).mkdir(parents=True, exist_ok=True)
 
     def _folder(self, kind: str, image_id: str) -> Path:
         return self.root / kind / _valid_id(image_id)[:2]
@@ -84,6 +96,18 @@ class LocalBlobStore:
 
     def put_thumbnail(self, image_id: str, data: bytes) -> None:
         _write_atomic(self._folder(THUMBNAILS, image_id) / f"{image_id}.jpg", data)
+
+    def put_cutout(self, image_id: str, data: bytes) -> None:
+        """A preview of the background-removed image that was embedded, so users can check it."""
+        _write_atomic(self._folder(CUTOUTS, image_id) / f"{image_id}.jpg", data)
+
+    def cutout_path(self, image_id: str) -> Path | None:
+        path = self._folder(CUTOUTS, image_id) / f"{image_id}.jpg"
+        return path if path.is_file() else None
+
+    def read_cutout(self, image_id: str) -> bytes | None:
+        path = self.cutout_path(image_id)
+        return path.read_bytes() if path else None
 
     def original_path(self, image_id: str) -> Path | None:
         folder = self._folder(ORIGINALS, image_id)
@@ -115,9 +139,22 @@ class LocalBlobStore:
         original = self.original_path(image_id)
         if original:
             original.unlink(missing_ok=True)
-        thumb = self.thumbnail_path(image_id)
-        if thumb:
-            thumb.unlink(missing_ok=True)
+        self.delete_derived(image_id)
+
+    def delete_derived(self, image_id: str) -> None:
+        for path in (self.thumbnail_path(image_id), self.cutout_path(image_id)):
+            if path:
+                path.unlink(missing_ok=True)
+
+    def quarantine_original(self, image_id: str) -> str:
+        original = self.original_path(image_id)
+        if original is None:
+            return ""
+        folder = self.root / LOST_AND_FOUND
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / original.name
+        os.replace(original, target)
+        return str(target)
 
     def _ids(self, kind: str) -> Iterator[str]:
         for path in (self.root / kind).glob("*/*"):
@@ -130,10 +167,13 @@ class LocalBlobStore:
     def thumbnail_ids(self) -> Iterator[str]:
         return self._ids(THUMBNAILS)
 
+    def cutout_ids(self) -> Iterator[str]:
+        return self._ids(CUTOUTS)
+
     def temporary_files(self) -> list[Path]:
-        return [p for kind in (ORIGINALS, THUMBNAILS) for p in (self.root / kind).glob("*/.*.tmp")]
+        return [p for kind in (ORIGINALS, THUMBNAILS, CUTOUTS) for p in (self.root / kind).glob("*/.*.tmp")]
 
     def clear(self) -> None:
-        for kind in (ORIGINALS, THUMBNAILS):
+        for kind in (ORIGINALS, THUMBNAILS, CUTOUTS):
             shutil.rmtree(self.root / kind, ignore_errors=True)
             (self.root / kind).mkdir(parents=True, exist_ok=True)

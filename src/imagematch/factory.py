@@ -1,13 +1,20 @@
-"""Builds the Library from Settings: the one place where backends are chosen."""
+"""Builds the Library and its helpers from Settings: the one place where backends are chosen."""
 
 from __future__ import annotations
 
+import logging
+
+from imagematch.ai.background import BackgroundRemover, RembgRemover
+from imagematch.ai.captioner import Captioner, CaptionError, MoondreamCaptioner
 from imagematch.ai.embedder import OpenClipEmbedder
-from imagematch.ai.model_source import parse_model_spec
-from imagematch.blobs import LocalBlobStore
+from imagematch.ai.model_source import DEMO, ModelSource, parse_model_spec, unavailable_reason
+from imagematch.blobs import BlobStore, LocalBlobStore
+from imagematch.captions import CaptionWorker
 from imagematch.library import Library
 from imagematch.settings import Settings, SettingsError
 from imagematch.store.base import VectorStore
+
+log = logging.getLogger(__name__)
 
 
 def build_store(settings: Settings) -> VectorStore:
@@ -15,18 +22,111 @@ def build_store(settings: Settings) -> VectorStore:
         from imagematch.store.lancedb import LanceStore
 
         return LanceStore(settings.store_dir)
+    if settings.store == "milvus":
+        from imagematch.store.milvus import MilvusStore
+
+        return MilvusStore(settings.milvus_target, token=settings.milvus_token, collection=settings.milvus_collection)
+    if settings.store == "pinecone":
+        from imagematch.store.pinecone import PineconeStore
+
+        if not settings.pinecone_api_key:
+            raise SettingsError("IMAGEMATCH_STORE=pinecone needs PINECONE_API_KEY (from app.pinecone.io)")
+        return PineconeStore(
+            settings.pinecone_api_key,
+            index_name=settings.index_name,
+            cloud=settings.pinecone_cloud,
+            region=settings.pinecone_region,
+            namespace_prefix=settings.pinecone_namespace,
+        )
     raise SettingsError(f"IMAGEMATCH_STORE={settings.store} is not available in this build")
 
 
-def build_embedder(settings: Settings) -> OpenClipEmbedder:
+def build_blobs(settings: Settings) -> BlobStore:
+    """Originals and thumbnails: under the data directory, or in the bucket IMAGEMATCH_BLOBS_URI names."""
+    if settings.blobs_uri:
+        from imagematch.blobs_s3 import S3BlobStore
+
+        return S3BlobStore(settings.blobs_uri, endpoint_url=settings.s3_endpoint_url)
+    return LocalBlobStore(settings.data_dir)
+
+
+def choose_model(settings: Settings) -> tuple[ModelSource, str]:
+    """The configured model; or, when the default model cannot be had here, the built-in demo model and a
+    warning that says so. A model the user named explicitly is never swapped: it fails with its reason."""
+    source = parse_model_spec(settings.model)
+    if not settings.model_is_default:
+        return source, ""
+    reason = unavailable_reason(source, settings.model_cache_dir)
+    if reason is None:
+        return source, ""
+    return parse_model_spec(DEMO), (
+        f"Running on the small built-in demo model, which only knows simple coloured shapes: {reason}. "
+        "To search real photos, connect to the internet once and restart (the default model is downloaded "
+        "and cached), or set IMAGEMATCH_MODEL=local-dir:/path/to/model. A library built with the demo "
+        "model needs `imagematch reindex` after switching."
+    )
+
+
+def build_embedder(settings: Settings, source: ModelSource | None = None) -> OpenClipEmbedder:
     return OpenClipEmbedder(
-        parse_model_spec(settings.model),
+        source or parse_model_spec(settings.model),
         settings.model_cache_dir,
         batch_size=settings.embed_batch_size,
         threads=settings.torch_threads,
     )
 
 
+def build_remover(settings: Settings) -> BackgroundRemover | None:
+    if settings.background_removal == "off":
+        return None
+    return RembgRemover(
+        settings.background_removal,
+        model=settings.rembg_model,
+        model_path=settings.rembg_model_path,
+        min_coverage=settings.cutout_min_coverage,
+        max_coverage=settings.cutout_max_coverage,
+    )
+
+
 def build_library(settings: Settings) -> Library:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return Library(settings, build_embedder(settings), build_store(settings), LocalBlobStore(settings.data_dir))
+    source, warning = choose_model(settings)
+    library = Library(
+        settings,
+        build_embedder(settings, source),
+        build_store(settings),
+        build_blobs(settings),
+        remover=build_remover(settings),
+        captions_wanted=settings.captions_wanted,
+    )
+    if warning:
+        log.warning(warning)
+        library.warnings.append(warning)
+    return library
+
+
+def build_caption_worker(settings: Settings, library: Library) -> CaptionWorker:
+    """The worker exists even when captions are off (it then reports `off`); a setup problem is its status."""
+    captioner: Captioner | None = None
+    problem = ""
+    if settings.captions_wanted:
+        try:
+            captioner = MoondreamCaptioner(
+                api_key=settings.moondream_api_key,
+                endpoint=settings.moondream_endpoint,
+                timeout=settings.caption_timeout,
+            )
+        except CaptionError as error:
+            problem = str(error)
+    worker = CaptionWorker(
+        library,
+        captioner,
+        setup_error=problem,
+        length=settings.caption_length,
+        rate=settings.caption_rate,
+        retries=settings.caption_retries,
+        backoff=settings.caption_backoff,
+        backoff_cap=settings.caption_backoff_cap,
+    )
+    library.on_pending = worker.wake
+    return worker

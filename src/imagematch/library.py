@@ -20,14 +20,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from imagematch import media
+from imagematch.ai.background import BackgroundRemover
 from imagematch.ai.embedder import Embedder, Prepared
 from imagematch.blobs import BlobStore
 from imagematch.fingerprint import file_hash, hamming, image_id, perceptual_hash, phash_hex
+from imagematch.fusion import fuse
 from imagematch.records import (
     CaptionStatus,
+    Condition,
     Filter,
+    Hit,
     ImageMatchError,
     ImageRecord,
     ImageTerm,
@@ -35,6 +40,7 @@ from imagematch.records import (
     InvalidInput,
     InvalidQuery,
     Metadata,
+    ModelUnavailable,
     NotFound,
     Query,
     QueryTerm,
@@ -79,6 +85,7 @@ class _Candidate:
     extension: str
     thumbnail: bytes
     pixels: Prepared
+    cutout: bytes | None  # JPEG preview of the background-removed image that was embedded
     phash: int
     label: str  # how the caller named it (a path for folder imports); record.filename is the clean name
 
@@ -93,6 +100,8 @@ class LibraryInfo:
     stored_model: str | None
     images: int
     data_dir: str
+    background_removal: str
+    warnings: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +117,24 @@ class SimpleSearch:
 
 
 class Library:
-    def __init__(self, settings: Settings, embedder: Embedder, store: VectorStore, blobs: BlobStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder,
+        store: VectorStore,
+        blobs: BlobStore,
+        *,
+        remover: BackgroundRemover | None = None,
+        captions_wanted: bool = False,
+    ) -> None:
         self.settings = settings
         self.embedder = embedder
         self.store = store
         self.blobs = blobs
+        self.remover = remover
+        self.captions_wanted = captions_wanted  # new images wait for the caption worker
+        self.warnings: list[str] = []  # degraded features, shown in health and on every page
+        self.on_pending: Callable[[], None] | None = None  # told when images start waiting for a caption
         self._open_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._opened = False
@@ -139,7 +161,22 @@ class Library:
             if not self._opened:
                 self.verify_model()
                 self.store.open(self.embedder.model_id, self.embedder.dim)
+                self._load_remover()
                 self._opened = True
+
+    def _load_remover(self) -> None:
+        """`on` needs the model; `auto` carries on without cut-outs, saying so once."""
+        if self.remover is None:
+            return
+        try:
+            self.remover.load()
+        except ModelUnavailable as error:
+            if self.settings.background_removal == "on":
+                raise
+            message = f"background removal is off: {error}"
+            log.warning(message)
+            self.warnings.append(message)
+            self.remover = None
 
     def info(self) -> LibraryInfo:
         stored = self.store.stored_model()
@@ -153,6 +190,8 @@ class Library:
             stored_model=stored[0] if stored else None,
             images=self.store.count(),
             data_dir=str(self.settings.data_dir),
+            background_removal=self.remover.name if self.remover else "off",
+            warnings=tuple(self.warnings),
         )
 
     # ingest
@@ -309,7 +348,7 @@ class Library:
         sha = file_hash(data)
         phash = perceptual_hash(decoded.image)
         now = datetime.now(UTC)
-        caption_status = CaptionStatus.NONE
+        pixels, cutout = self._embeddable(decoded.image)
         record = ImageRecord(
             id=image_id(phash, sha),
             phash=phash_hex(phash),
@@ -323,23 +362,37 @@ class Library:
             updated_at=now,
             model_id=self.embedder.model_id,
             description=description,
-            caption_status=caption_status,
+            caption_status=CaptionStatus.PENDING if self.captions_wanted else CaptionStatus.NONE,
             metadata=metadata,
             taken_at=decoded.exif.taken_at,
             camera=decoded.exif.camera,
             lens=decoded.exif.lens,
             gps_lat=decoded.exif.gps_lat,
             gps_lon=decoded.exif.gps_lon,
+            cutout=cutout is not None,
         )
         return _Candidate(
             record=record,
             data=data,
             extension=decoded.extension,
             thumbnail=media.make_thumbnail(decoded.image),
-            pixels=self.embedder.prepare(decoded.image),
+            pixels=pixels,
+            cutout=cutout,
             phash=phash,
             label=label or name,
         )
+
+    def _embeddable(self, image: Image.Image) -> tuple[Prepared, bytes | None]:
+        """Model input for an image: the background-removed cut-out when the remover says it helps.
+
+        Stored and query images go through the same steps, so their vectors are comparable.
+        """
+        if self.remover is None:
+            return self.embedder.prepare(image), None
+        cut = self.remover.cutout(image)
+        if cut.image is None:
+            return self.embedder.prepare(image), None
+        return self.embedder.prepare(cut.image), media.make_thumbnail(cut.image, media.WORK_SIZE // 2)
 
     def _duplicate_of(self, candidate: _Candidate, pending: Sequence[_Candidate]) -> IngestResult | None:
         """A stored (or about to be stored) image that this one duplicates: same file or close pHash."""
@@ -386,7 +439,11 @@ class Library:
         for candidate, _, _ in items:
             self.blobs.put_original(candidate.record.id, candidate.extension, candidate.data)
             self.blobs.put_thumbnail(candidate.record.id, candidate.thumbnail)
+            if candidate.cutout is not None:
+                self.blobs.put_cutout(candidate.record.id, candidate.cutout)
         self.store.upsert([StoredImage(c.record, v, w) for c, v, w in items])
+        if self.captions_wanted and self.on_pending is not None:
+            self.on_pending()
 
     # read and edit
 
@@ -461,6 +518,14 @@ class Library:
             raise NotFound(image_id)
         return record, found
 
+    def cutout_file(self, image_id: str) -> Path | bytes:
+        """The background-removed image that was embedded, for users to check; 404 when none was used."""
+        self.get(image_id)
+        found = self.blobs.cutout_path(image_id) or self.blobs.read_cutout(image_id)
+        if found is None:
+            raise NotFound(image_id)
+        return found
+
     def thumbnail_file(self, image_id: str) -> Path | bytes:
         self.get(image_id)
         found = self.blobs.thumbnail_path(image_id) or self.blobs.read_thumbnail(image_id)
@@ -471,48 +536,156 @@ class Library:
     # search
 
     def search(self, query: Query) -> SearchResult:
+        """Top k for a query of weighted terms.
+
+        The query vector is the weighted sum of the terms' normalised vectors, re-normalised. When the query
+        has text and images have words (description, caption), each candidate is also scored by its words
+        vector against the text, fused by `words_weight` times the text's share of the query.
+        """
         started = time.perf_counter()
         if not 1 <= query.k <= self.settings.max_k:
             raise InvalidQuery(f"k must be between 1 and {self.settings.max_k}")
         self.open()
-        vector, truncated = self._query_vector(query.terms)
-        hits = self.store.search(vector, k=query.k, flt=query.filter)
+        vectors = self._query_vectors(query.terms)
+        weight = self.settings.words_weight * vectors.text_share
+        if vectors.text is None or weight <= 0:
+            hits = self.store.search(vectors.query, k=query.k, flt=query.filter)
+        else:
+            hits = self._fused_search(vectors.query, vectors.text, weight, query.k, query.filter)
         took = (time.perf_counter() - started) * 1000
         log.info("search %s k=%d: %d hits in %.0f ms", _describe_terms(query.terms), query.k, len(hits), took)
-        return SearchResult(hits=hits, truncated=truncated, took_ms=took)
+        return SearchResult(hits=hits, truncated=vectors.truncated, took_ms=took)
 
     def simple_search(self, request: SimpleSearch) -> SearchResult:
         """The seed's form: text and/or an image, mixed by image_weight in [0, 1]."""
-        return self.search(to_query(request))
+        query = to_query(request)
+        if self.settings.query_caption and request.text.strip():
+            caption = self._query_image_caption(request)
+            if caption:
+                query = replace(
+                    query,
+                    terms=tuple(replace(t, context=caption) if isinstance(t, TextTerm) else t for t in query.terms),
+                )
+        return self.search(query)
 
-    def _query_vector(self, terms: Sequence[QueryTerm]) -> tuple[Vector, bool]:
+    def _query_image_caption(self, request: SimpleSearch) -> str:
+        """The caption of the query image when it is a stored image (by id, or the same file as one)."""
+        record = None
+        if request.image_id:
+            record = self.store.get(request.image_id)
+        elif request.image is not None:
+            record = self.store.find_file_hash(file_hash(request.image))
+        return record.caption if record is not None else ""
+
+    def _fused_search(self, query: Vector, text: Vector, weight: float, k: int, flt: Filter | None) -> list[Hit]:
+        depth = min(max(k * 3, 100), self.settings.max_k * 3)
+        by_image = self.store.search(query, k=depth, flt=flt)
+        by_words = self.store.search(text, k=depth, flt=flt, field="words")
+        records = {hit.record.id: hit.record for hit in by_image + by_words}
+        ids = list(records)
+        stored = self.store.get_vectors(ids)
+        ids = [i for i in ids if i in stored]
+        if not ids:
+            return []
+        image_scores = np.array([float(stored[i][0] @ query) for i in ids])
+        has_words = np.array([stored[i][1] is not None for i in ids])
+        words_scores = np.array([float(w @ text) if (w := stored[i][1]) is not None else 0.0 for i in ids])
+        fused = fuse(image_scores, words_scores, has_words, weight)
+        order = np.argsort(-fused, kind="stable")[:k]
+        return [Hit(records[ids[i]], float(fused[i])) for i in order]
+
+    def _query_vectors(self, terms: Sequence[QueryTerm]) -> _QueryVectors:
         total = np.zeros(self.embedder.dim, dtype=np.float32)
+        text_total = np.zeros(self.embedder.dim, dtype=np.float32)
         truncated = False
+        text_weight = all_weight = 0.0
         for term in terms:
             if term.weight == 0:
                 continue
             vector, cut = self._term_vector(term)
             truncated = truncated or cut
             total += np.float32(term.weight) * vector
+            all_weight += abs(term.weight)
+            if isinstance(term, TextTerm):
+                text_total += np.float32(term.weight) * vector
+                text_weight += abs(term.weight)
         norm = float(np.linalg.norm(total))
         if norm < 1e-6:
             raise InvalidQuery("the query terms cancel each other out; change a weight")
-        return (total / norm).astype(np.float32), truncated
+        text_norm = float(np.linalg.norm(text_total))
+        text = (text_total / text_norm).astype(np.float32) if text_norm > 1e-6 else None
+        return _QueryVectors((total / norm).astype(np.float32), text, text_weight / all_weight, truncated)
 
     def _term_vector(self, term: QueryTerm) -> tuple[Vector, bool]:
         if isinstance(term, TextTerm):
-            fitted = self.embedder.fit_text([term.text])
-            return self.embedder.encode_texts([fitted.text])[0], fitted.truncated
+            fitted = self.embedder.fit_text([term.text, term.context])
+            user_cut = self.embedder.count_tokens(term.text) > fitted.limit
+            return self.embedder.encode_texts([fitted.text])[0], user_cut
         if isinstance(term, ImageTerm):
             if len(term.data) > self.settings.max_upload_bytes:
                 raise TooLarge(f"the query image is larger than {_human_bytes(self.settings.max_upload_bytes)}")
             decoded = media.decode(term.data, max_pixels=self.settings.max_pixels)
             with self._embed_slots:
-                return self.embedder.encode_images([decoded.image])[0], False
+                pixels, _ = self._embeddable(decoded.image)
+                return self.embedder.encode_prepared([pixels])[0], False
         stored = self.store.get_vectors([term.image_id]).get(term.image_id)
         if stored is None:
             raise NotFound(term.image_id)
         return stored[0], False
+
+    # captions
+
+    def pending_captions(self, limit: int = 20) -> list[ImageRecord]:
+        """Images waiting for a caption, oldest first: the queue lives in the store, so restarts resume it."""
+        return self.store.page(limit=limit, newest_first=False, flt=_status_filter(CaptionStatus.PENDING))
+
+    def caption_counts(self) -> dict[str, int]:
+        return {status.value: self.store.count(_status_filter(status)) for status in CaptionStatus}
+
+    def apply_caption(self, image_id: str, caption: str) -> ImageRecord | None:
+        """Store a generated caption and re-embed the image's words; a user's correction always wins."""
+        with self._write_lock:
+            record = self.store.get(image_id)
+            if record is None or record.caption_edited:
+                return record
+            updated = replace(
+                record,
+                caption=caption,
+                caption_status=CaptionStatus.DONE,
+                caption_error="",
+                updated_at=datetime.now(UTC),
+            )
+            self.store.update(updated, self._words_vectors([updated])[0])
+        log.info("captioned %s: %r", image_id, caption[:80])
+        return updated
+
+    def fail_caption(self, image_id: str, reason: str) -> None:
+        with self._write_lock:
+            record = self.store.get(image_id)
+            if record is None or record.caption_edited:
+                return
+            updated = replace(record, caption_status=CaptionStatus.FAILED, caption_error=reason)
+            words = self.store.get_vectors([image_id]).get(image_id, (None, None))[1]
+            self.store.update(updated, words)
+        log.warning("caption failed for %s: %s", image_id, reason)
+
+    def retry_captions(self, image_id: str | None = None) -> int:
+        """Queue failed captions again (or one image's caption, whatever its state). Returns how many."""
+        if not self.captions_wanted:
+            raise InvalidInput("captions are off: set MOONDREAM_API_KEY or IMAGEMATCH_MOONDREAM_ENDPOINT")
+        with self._write_lock:
+            if image_id is not None:
+                targets = [self.get(image_id)]
+            else:
+                targets = self.store.page(limit=100_000, flt=_status_filter(CaptionStatus.FAILED))
+            for record in targets:
+                words = self.store.get_vectors([record.id]).get(record.id, (None, None))[1]
+                queued = replace(record, caption_status=CaptionStatus.PENDING, caption_error="", caption_edited=False)
+                self.store.update(queued, words)
+        log.info("queued %d captions again", len(targets))
+        if targets and self.on_pending is not None:
+            self.on_pending()
+        return len(targets)
 
     # maintenance
 
@@ -534,14 +707,16 @@ class Library:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
                 records = self.store.get_many(chunk)
-                loaded = list(pool.map(self._reload, [records[i] for i in chunk if i in records]))
-                ready = [(r, p) for r, p in loaded if p is not None]
-                vectors = self.embedder.encode_prepared([p for _, p in ready])
-                words = self._words_vectors([r for r, _ in ready])
+                loaded = [r for r in pool.map(self._reload, [records[i] for i in chunk if i in records]) if r]
+                vectors = self.embedder.encode_prepared([pixels for _, pixels, _ in loaded])
+                words = self._words_vectors([record for record, _, _ in loaded])
+                for record, _, cutout in loaded:
+                    if cutout is not None:
+                        self.blobs.put_cutout(record.id, cutout)
                 staging.upsert(
                     [
-                        StoredImage(replace(r, model_id=self.embedder.model_id), v, w)
-                        for (r, _), v, w in zip(ready, vectors, words, strict=True)
+                        StoredImage(replace(r, model_id=self.embedder.model_id, cutout=c is not None), v, w)
+                        for (r, _, c), v, w in zip(loaded, vectors, words, strict=True)
                     ]
                 )
                 done.update(chunk)
@@ -554,13 +729,14 @@ class Library:
         log.info("reindexed %d images with %s", total, self.embedder.model_id)
         return total
 
-    def _reload(self, record: ImageRecord) -> tuple[ImageRecord, Prepared | None]:
+    def _reload(self, record: ImageRecord) -> tuple[ImageRecord, Prepared, bytes | None] | None:
         data = self.blobs.read_original(record.id)
         if data is None:
             log.error("reindex: the original of %s is missing; run `imagematch check`", record.id)
-            return record, None
+            return None
         decoded = media.decode(data, max_pixels=max(self.settings.max_pixels, record.width * record.height))
-        return record, self.embedder.prepare(decoded.image)
+        pixels, cutout = self._embeddable(decoded.image)
+        return record, pixels, cutout
 
     def iter_records(self, page: int = 500) -> Iterator[ImageRecord]:
         offset = 0
@@ -570,6 +746,18 @@ class Library:
             if len(records) < page:
                 return
             offset += page
+
+
+@dataclass(frozen=True, slots=True)
+class _QueryVectors:
+    query: Vector  # all terms
+    text: Vector | None  # the text terms alone, for the words vectors
+    text_share: float  # how much of the query's weight is text
+    truncated: bool
+
+
+def _status_filter(status: CaptionStatus) -> Filter:
+    return Filter((Condition("caption_status", "eq", status.value, builtin=True),))
 
 
 def to_query(request: SimpleSearch) -> Query:

@@ -85,6 +85,7 @@ class Hit:
 class TextTerm:
     text: str
     weight: float = 1.0
+    context: str = ""  # extra words (a query image's caption) appended only where they fit after `text`
 
 
 @dataclass(frozen=True, slots=True)

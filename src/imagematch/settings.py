@@ -50,7 +50,34 @@ class Settings(BaseSettings):
     store: Literal["lancedb", "milvus", "pinecone"] = "lancedb"
     model: str = Field(DEFAULT_MODEL, min_length=1)
     captioner: Literal["auto", "moondream", "none"] = "auto"
-    background_removal: Literal["off", "on", "auto"] = "off"
+    background_removal: Literal["off", "on", "auto"] = "auto"
+
+    # Scale-out stores and shared originals (docs/scaling.md)
+    milvus_uri: str = Field("", description="Milvus Lite file or server URI; empty: <data_dir>/milvus.db.")
+    milvus_token: str = Field("", description="user:password or API key of a Milvus server; empty for none.")
+    milvus_collection: str = Field("imagematch", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
+    pinecone_namespace: str = Field("", description="Prefix of this library's namespaces in the index.")
+    blobs_uri: str = Field("", pattern=r"^(s3://[^/]+(/.*)?)?$", description="s3://bucket/prefix; empty: data_dir.")
+    s3_endpoint_url: str = Field("", description="S3-compatible endpoint (MinIO, R2, ...); empty: AWS.")
+
+    # Captions (Moondream)
+    moondream_endpoint: str = Field("", description="A local Moondream Station, e.g. http://127.0.0.1:2020/v1.")
+    caption_length: Literal["short", "normal", "long"] = "normal"
+    caption_rate: float = Field(2.0, gt=0, le=100, description="Requests per second (the free tier allows 2).")
+    caption_timeout: float = Field(30.0, gt=0, le=600)
+    caption_retries: int = Field(4, ge=0, le=20)
+    caption_backoff: float = Field(2.0, gt=0, le=60, description="First retry delay in seconds; doubles.")
+    caption_backoff_cap: float = Field(60.0, gt=0, le=3600)
+    query_caption: bool = Field(True, description="Append a stored query image's caption to the query text.")
+
+    # Words in search: how much an image's own words (description, caption) count in text search.
+    words_weight: float = Field(0.3, ge=0, le=1)
+
+    # Background removal (rembg)
+    rembg_model: Literal["u2netp", "u2net", "isnet-general-use", "birefnet-general"] = "u2netp"
+    rembg_model_path: Path | None = None
+    cutout_min_coverage: float = Field(0.10, ge=0, le=1)
+    cutout_max_coverage: float = Field(0.85, ge=0, le=1)
 
     # Web server
     host: str = "127.0.0.1"
@@ -91,8 +118,20 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def captions_wanted(self) -> bool:
+        """Whether new images should wait for a caption: explicitly on, or auto with a key or endpoint."""
+        if self.captioner == "auto":
+            return bool(self.moondream_api_key or self.moondream_endpoint)
+        return self.captioner == "moondream"
+
+    @property
     def store_dir(self) -> Path:
         return self.data_dir / "store"
+
+    @property
+    def milvus_target(self) -> str:
+        """The Milvus URI to connect to: the configured one, or Milvus Lite in the data directory."""
+        return self.milvus_uri or str(self.data_dir / "milvus.db")
 
     @property
     def model_is_default(self) -> bool:

@@ -38,6 +38,22 @@ PRESETS: dict[str, str] = {
     "best": "ViT-L-16-SigLIP-256/webli",
 }
 
+# LongCLIP (Zhang et al., 2024): CLIP with a 248-token text context. The published checkpoints are in
+# OpenAI's CLIP layout; on first use they are converted into open_clip's local-directory layout.
+LONGCLIP: dict[str, tuple[str, str, str]] = {
+    "longclip-B": ("BeichenZhang/LongCLIP-B", "longclip-B.pt", "ViT-B-16"),  # 512-d
+    "longclip-L": ("BeichenZhang/LongCLIP-L", "longclip-L.pt", "ViT-L-14"),  # 768-d, as the seed's index
+}
+LONGCLIP_CONTEXT = 248
+LONGCLIP_KEPT_POSITIONS = 20  # positions taken from the original embedding; the rest from the stretched one
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The built-in demo model: a tiny CLIP trained by bench/quality/train_tiny.py on synthetic coloured shapes.
+# It ships with the package so the product runs on a machine that cannot download a real model.
+DEMO = "demo"
+DEMO_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
+
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -55,10 +71,14 @@ class ModelSource:
 def parse_model_spec(spec: str) -> ModelSource:
     """Turn `IMAGEMATCH_MODEL` into a ModelSource, without touching the network or loading weights."""
     spec = spec.strip()
+    if spec == DEMO:
+        return ModelSource(spec, f"demo@{_folder_fingerprint(DEMO_DIR)}", "local-dir", str(DEMO_DIR))
     resolved = PRESETS.get(spec, spec)
     if resolved.startswith(LOCAL_DIR):
         folder = Path(resolved[len(LOCAL_DIR) :]).expanduser().resolve()
         return ModelSource(spec, f"local-dir:{folder.name}@{_folder_fingerprint(folder)}", "local-dir", str(folder))
+    if resolved in LONGCLIP:
+        return ModelSource(spec, resolved, "longclip", resolved)
     if resolved.startswith(HF_HUB):
         repo = resolved[len(HF_HUB) :].strip("/")
         if repo.count("/") != 1:
@@ -70,7 +90,8 @@ def parse_model_spec(spec: str) -> ModelSource:
     if name not in open_clip.list_models():
         raise ModelUnavailable(
             f"unknown model {spec!r}: use a preset ({', '.join(PRESETS)}), an open_clip name/tag such as "
-            f"ViT-B-32/openai (see `imagematch models`), hf-hub:org/repo or local-dir:/path"
+            f"ViT-B-32/openai (see `imagematch models`), {' or '.join(LONGCLIP)}, hf-hub:org/repo or "
+            "local-dir:/path"
         )
     tags = open_clip.list_pretrained_tags_by_model(name)
     if tag not in tags:
@@ -118,9 +139,28 @@ def local_model_dir(source: ModelSource, cache_dir: Path) -> Path:
     log.info("downloading %s into %s (first use only)", source.model_id, folder)
     if source.kind == "hf-hub":
         _fetch_hf_hub(source.name, folder, cache_dir)
+    elif source.kind == "longclip":
+        repo, filename, architecture = LONGCLIP[source.name]
+        import open_clip
+
+        install_longclip(_download(repo, (filename,), cache_dir), folder, open_clip.get_model_config(architecture))
     else:
         _fetch_builtin(source.name, source.tag, folder, cache_dir)
     return folder
+
+
+def unavailable_reason(source: ModelSource, cache_dir: Path) -> str | None:
+    """Why this model cannot be loaded here (not cached and no hub), or None when it can be (or may be)."""
+    if source.kind == "local-dir":
+        return None
+    folder = cache_dir / "open_clip" / _SAFE.sub("_", source.model_id)
+    if (folder / CONFIG_NAME).is_file():
+        return None
+    try:
+        _require_hub(source, cache_dir)
+    except ModelUnavailable as error:
+        return str(error)
+    return None
 
 
 def _hub_host() -> tuple[str, int]:
@@ -221,3 +261,37 @@ def _fetch_hf_hub(repo: str, folder: Path, cache_dir: Path) -> None:
     model_cfg = config.get("model_cfg", config)
     _save_tokenizer(model_cfg, folder, cache_dir)
     _write_config(folder, {"model_cfg": model_cfg, "preprocess_cfg": config.get("preprocess_cfg", {})})
+
+
+def convert_longclip_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """LongCLIP keeps two text position tables and uses the first 20 rows of one and the rest of the other;
+    open_clip has one table, so we write the positions LongCLIP actually uses into it."""
+    import torch
+
+    converted = dict(state)
+    stretched = converted.pop("positional_embedding_res", None)
+    if stretched is not None:
+        kept = LONGCLIP_KEPT_POSITIONS
+        converted["positional_embedding"] = torch.cat([converted["positional_embedding"][:kept], stretched[kept:]])
+    for key in ("input_resolution", "context_length", "vocab_size"):
+        converted.pop(key, None)
+    return converted
+
+
+def install_longclip(checkpoint: Path, folder: Path, model_cfg: dict[str, Any]) -> None:
+    """Convert a LongCLIP checkpoint into open_clip's local-directory layout in `folder`."""
+    import torch
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ModelUnavailable(f"{checkpoint} is not a LongCLIP state dict: {error}") from error
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    config = json.loads(json.dumps(model_cfg))
+    config["quick_gelu"] = True  # OpenAI's activation, which LongCLIP keeps
+    config.setdefault("text_cfg", {})["context_length"] = LONGCLIP_CONTEXT
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(convert_longclip_state_dict(state), folder / WEIGHT_NAMES[1])
+    preprocess = {"mean": OPENAI_MEAN, "std": OPENAI_STD, "interpolation": "bicubic", "resize_mode": "shortest"}
+    _write_config(folder, {"model_cfg": config, "preprocess_cfg": preprocess})

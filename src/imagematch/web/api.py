@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ from imagematch.library import Library, SimpleSearch
 from imagematch.records import InvalidInput, RecordPatch, TooLarge
 from imagematch.web.schemas import (
     API,
+    CaptionerOut,
     DuplicateOut,
     HealthOut,
     HitOut,
@@ -26,6 +28,7 @@ from imagematch.web.schemas import (
     JobOut,
     ResetIn,
     ResetOut,
+    RetryOut,
     SearchOut,
 )
 
@@ -158,6 +161,12 @@ def image_thumbnail(library: LibraryDep, image_id: str) -> Response:
     return _file_response(library.thumbnail_file(image_id), "image/jpeg")
 
 
+@router.get("/images/{image_id}/cutout", response_class=FileResponse)
+def image_cutout(library: LibraryDep, image_id: str) -> Response:
+    """The background-removed image the embedding was made from (404 when the whole image was used)."""
+    return _file_response(library.cutout_file(image_id), "image/jpeg")
+
+
 @router.post("/search", response_model=SearchOut, tags=["search"])
 def search(
     library: LibraryDep,
@@ -207,9 +216,25 @@ def reset(library: LibraryDep, body: ResetIn) -> ResetOut:
     return ResetOut(deleted=library.reset(body.confirm))
 
 
+@router.post("/images/{image_id}/caption/retry", response_model=RetryOut, tags=["captions"])
+def retry_caption(library: LibraryDep, image_id: str) -> RetryOut:
+    """Caption this image again (also after a user's correction, which the new caption replaces)."""
+    return RetryOut(queued=library.retry_captions(image_id))
+
+
+@router.post("/captions/retry", response_model=RetryOut, tags=["captions"])
+def retry_failed_captions(library: LibraryDep) -> RetryOut:
+    """Queue every failed caption again."""
+    return RetryOut(queued=library.retry_captions())
+
+
 @router.get("/health", response_model=HealthOut, tags=["admin"])
-def health(library: LibraryDep) -> HealthOut:
+def health(library: LibraryDep, request: Request) -> HealthOut:
     info = library.info()
+    captions = request.app.state.captions.status()
+    warnings = list(info.warnings)
+    if captions.state == "error":
+        warnings.append(f"captions are paused: {captions.message}")
     return HealthOut(
         status="ok",
         version=__version__,
@@ -219,4 +244,7 @@ def health(library: LibraryDep) -> HealthOut:
         context_length=info.context_length,
         store=info.store,
         images=info.images,
+        background_removal=info.background_removal,
+        captioner=CaptionerOut(**dataclasses.asdict(captions)),
+        warnings=warnings,
     )

@@ -26,6 +26,7 @@ class Links(BaseModel):
     file: str
     thumbnail: str
     page: str
+    cutout: str | None = None
 
 
 class ImageOut(BaseModel):
@@ -79,7 +80,13 @@ class ImageOut(BaseModel):
                 gps_lat=record.gps_lat,
                 gps_lon=record.gps_lon,
             ),
-            links=Links(self=base, file=f"{base}/file", thumbnail=f"{base}/thumbnail", page=f"/images/{record.id}"),
+            links=Links(
+                self=base,
+                file=f"{base}/file",
+                thumbnail=f"{base}/thumbnail",
+                page=f"/images/{record.id}",
+                cutout=f"{base}/cutout" if record.cutout else None,
+            ),
         )
 
 
@@ -161,6 +168,14 @@ class UploadOut(BaseModel):
         )
 
 
+class CaptionerOut(BaseModel):
+    name: str
+    state: Literal["off", "idle", "working", "stopped", "error"]
+    message: str
+    pending: int
+    failed: int
+
+
 class HealthOut(BaseModel):
     status: Literal["ok"]
     version: str
@@ -170,7 +185,13 @@ class HealthOut(BaseModel):
     context_length: int | None
     store: str
     images: int
+    background_removal: str
+    captioner: CaptionerOut
     warnings: list[str] = []
+
+
+class RetryOut(BaseModel):
+    queued: int
 
 
 class JobItemOut(BaseModel):

@@ -1,0 +1,216 @@
+"""Captions end to end: ingest marks images pending, the worker captions them, words count in search."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from imagematch.captions import CaptionWorker
+from imagematch.factory import build_caption_worker, build_library
+from imagematch.library import Library, SimpleSearch
+from imagematch.records import CaptionStatus, RecordPatch
+from imagematch.settings import Settings
+from imagematch.web.app import create_app
+from tests.fake_moondream import FakeMoondream, running
+from tests.images import jpeg
+
+CAPTIONS = {"astronaut": "an astronaut in a white suit", "coffee": "a cup of coffee on a saucer"}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeMoondream]:
+    with running() as server:
+        yield server
+
+
+@pytest.fixture
+def caption_settings(settings: Settings, fake: FakeMoondream) -> Settings:
+    return settings.model_copy(
+        update={
+            "captioner": "moondream",
+            "moondream_endpoint": fake.endpoint,
+            "caption_rate": 50.0,
+            "caption_backoff": 0.01,
+            "caption_backoff_cap": 0.05,
+            "caption_retries": 2,
+            "caption_timeout": 2.0,
+        }
+    )
+
+
+@pytest.fixture
+def library(caption_settings: Settings) -> Library:
+    return build_library(caption_settings)
+
+
+def _worker(settings: Settings, library: Library) -> CaptionWorker:
+    return build_caption_worker(settings, library)
+
+
+def _add(library: Library, name: str) -> str:
+    record = library.add(jpeg(name), filename=f"{name}.jpg").record
+    assert record is not None
+    return record.id
+
+
+def test_images_are_searchable_at_once_and_captioned_later(
+    library: Library, caption_settings: Settings, fake: FakeMoondream
+) -> None:
+    fake.caption_for = lambda _jpeg: CAPTIONS["astronaut"]
+    image_id = _add(library, "astronaut")
+    record = library.get(image_id)
+    assert record.caption_status == CaptionStatus.PENDING and record.caption == ""
+    assert library.simple_search(SimpleSearch(image=jpeg("astronaut"), k=1)).hits[0].record.id == image_id
+    captioned, failed = _worker(caption_settings, library).run_until_empty()
+    assert (captioned, failed) == (1, 0)
+    record = library.get(image_id)
+    assert record.caption == CAPTIONS["astronaut"] and record.caption_status == CaptionStatus.DONE
+    assert library.store.get_vectors([image_id])[image_id][1] is not None
+
+
+def test_background_worker_resumes_the_queue_after_a_restart(caption_settings: Settings, fake: FakeMoondream) -> None:
+    first = build_library(caption_settings)
+    ids = [_add(first, name) for name in ("astronaut", "coffee", "rocket")]
+    restarted = build_library(caption_settings)  # a new process: the queue is in the store
+    worker = _worker(caption_settings, restarted)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while restarted.caption_counts()["pending"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.stop()
+    assert all(restarted.get(i).caption_status == CaptionStatus.DONE for i in ids)
+    assert worker.status().state == "stopped"
+
+
+def test_transient_errors_are_retried_with_backoff(
+    library: Library, caption_settings: Settings, fake: FakeMoondream
+) -> None:
+    fake.script = ["429", "503", "ok"]
+    image_id = _add(library, "coffee")
+    assert _worker(caption_settings, library).run_until_empty() == (1, 0)
+    assert library.get(image_id).caption_status == CaptionStatus.DONE
+    assert len(fake.requests) == 3
+
+
+def test_last_failure_is_recorded_and_can_be_retried(
+    library: Library, caption_settings: Settings, fake: FakeMoondream
+) -> None:
+    fake.script = ["500", "500", "500"]
+    image_id = _add(library, "coffee")
+    assert _worker(caption_settings, library).run_until_empty() == (0, 1)
+    record = library.get(image_id)
+    assert record.caption_status == CaptionStatus.FAILED
+    assert "server error" in record.caption_error and "after 3 tries" in record.caption_error
+    assert library.retry_captions() == 1
+    assert library.get(image_id).caption_status == CaptionStatus.PENDING
+    assert _worker(caption_settings, library).run_until_empty() == (1, 0)
+
+
+def test_malformed_answers_fail_after_retries_and_slow_ones_time_out(
+    library: Library, caption_settings: Settings, fake: FakeMoondream
+) -> None:
+    fake.slow_seconds = 5
+    fake.script = ["malformed", "slow", "empty"]
+    image_id = _add(library, "coffee")
+    started = time.monotonic()
+    assert _worker(caption_settings, library).run_until_empty() == (0, 1)
+    assert time.monotonic() - started < 5
+    assert "malformed" in library.get(image_id).caption_error
+
+
+def test_a_bad_key_pauses_captions_with_one_clear_status(
+    caption_settings: Settings, fake: FakeMoondream, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.api_key = "the-right-key"
+    settings = caption_settings.model_copy(update={"moondream_api_key": "wrong"})
+    library = build_library(settings)
+    image_id = _add(library, "coffee")
+    worker = _worker(settings, library)
+    assert worker.run_until_empty() == (0, 0)
+    assert worker.run_until_empty() == (0, 0)
+    status = worker.status()
+    assert status.state == "error" and "API key" in status.message and status.pending == 1
+    assert library.get(image_id).caption_status == CaptionStatus.PENDING  # kept for when the key is fixed
+    assert len(fake.requests) == 1
+    assert sum("captions are paused" in r.message for r in caplog.records) == 1
+
+
+def test_a_users_correction_wins(library: Library, caption_settings: Settings, fake: FakeMoondream) -> None:
+    image_id = _add(library, "coffee")
+    library.update(image_id, RecordPatch(caption="my espresso"))
+    _worker(caption_settings, library).run_until_empty()
+    record = library.get(image_id)
+    assert record.caption == "my espresso" and record.caption_edited
+
+
+def test_words_vector_makes_a_caption_findable(
+    library: Library, caption_settings: Settings, fake: FakeMoondream
+) -> None:
+    names = ("astronaut", "coffee", "rocket", "camera", "coins", "moon", "clock", "page")
+    ids = {name: _add(library, name) for name in names}
+    fake.caption_for = lambda _jpeg: "an ordinary photograph"
+    _worker(caption_settings, library).run_until_empty()
+    library.apply_caption(ids["moon"], "invoice number 4711 from the plumber")
+    query = SimpleSearch(text="invoice number 4711 from the plumber", k=len(names))
+
+    def rank(words_weight: float) -> int:
+        searcher = build_library(caption_settings.model_copy(update={"words_weight": words_weight}))
+        return [h.record.id for h in searcher.simple_search(query).hits].index(ids["moon"])
+
+    ranks = [rank(w) for w in (0.0, 0.3, 0.6, 1.0)]
+    assert ranks == sorted(ranks, reverse=True)  # more weight on words, never a worse rank
+    assert ranks[-1] == 0
+
+
+def test_words_weight_zero_reports_plain_cosine(library: Library, caption_settings: Settings) -> None:
+    ids = {name: _add(library, name) for name in ("astronaut", "coffee")}
+    library.update(ids["coffee"], RecordPatch(description="coffee"))
+    plain = build_library(caption_settings.model_copy(update={"words_weight": 0.0}))
+    hits = plain.simple_search(SimpleSearch(text="coffee", k=2)).hits
+    vectors = plain.store.get_vectors([h.record.id for h in hits])
+    text = plain.embedder.encode_texts(["coffee"])[0]
+    for hit in hits:
+        assert hit.score == pytest.approx(float(vectors[hit.record.id][0] @ text), abs=1e-5)
+
+
+def test_query_image_caption_is_appended_after_the_users_words(library: Library, caption_settings: Settings) -> None:
+    ids = {name: _add(library, name) for name in ("astronaut", "coffee")}
+    library.apply_caption(ids["coffee"], "a cup of coffee")
+    seen: list[list[str]] = []
+    original = library.embedder.fit_text
+
+    def spy(parts: list[str]) -> object:
+        seen.append(list(parts))
+        return original(parts)
+
+    library.embedder.fit_text = spy  # type: ignore[method-assign,assignment]
+    long_text = " ".join(["user"] * 90)
+    result = library.simple_search(SimpleSearch(text=long_text, image_id=ids["coffee"], image_weight=0.5))
+    assert [long_text, "a cup of coffee"] in seen
+    assert result.truncated  # the user's own words were cut at the context length, and we say so
+    short = library.simple_search(SimpleSearch(text="on a table", image_id=ids["coffee"], image_weight=0.5))
+    assert ["on a table", "a cup of coffee"] in seen and not short.truncated
+
+
+def test_api_reports_and_retries_captions(caption_settings: Settings, fake: FakeMoondream) -> None:
+    fake.script = ["500"] * 3
+    library = build_library(caption_settings)
+    with TestClient(create_app(caption_settings, library)) as client:
+        image = client.post("/api/v1/images", files={"file": ("c.jpg", jpeg("coffee"), "image/jpeg")}).json()
+        deadline = time.monotonic() + 20
+        while client.get(image["links"]["self"]).json()["caption_status"] != "failed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        failed = client.get(image["links"]["self"]).json()
+        assert failed["caption_status"] == "failed" and failed["caption_error"]
+        health = client.get("/api/v1/health").json()
+        assert health["captioner"]["failed"] == 1 and health["captioner"]["state"] in ("idle", "working")
+        assert client.post(f"/api/v1/images/{image['id']}/caption/retry").json() == {"queued": 1}
+        deadline = time.monotonic() + 20
+        while client.get(image["links"]["self"]).json()["caption_status"] != "done" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get(image["links"]["self"]).json()["caption"] == "a photo of something"
+        edited = client.patch(image["links"]["self"], json={"caption": "my own words"}).json()
+        assert edited["caption"] == "my own words" and edited["caption_edited"] is True
