@@ -14,43 +14,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagematch import __version__
-from imagematch.factory import build_library
+from imagematch.factory import build_caption_worker, build_library
 from imagematch.jobs import JobRunner
 from imagematch.library import Library
-from imagematch.records import (
-    Conflict,
-    ImageMatchError,
-    InvalidImage,
-    InvalidInput,
-    ModelUnavailable,
-    NotFound,
-    StoreMismatch,
-    TooLarge,
-    UnsupportedFormat,
-)
+from imagematch.records import ImageMatchError
 from imagematch.settings import Settings
-from imagematch.web import api
+from imagematch.web import api, pages
+from imagematch.web.csrf import CrossSiteApiGuard
+from imagematch.web.errors import status_for
+from imagematch.web.templating import error_page, is_page_path
 
 log = logging.getLogger(__name__)
-
-# Most specific first.
-ERROR_STATUS: list[tuple[type[ImageMatchError], int]] = [
-    (NotFound, 404),
-    (TooLarge, 413),
-    (UnsupportedFormat, 415),
-    (InvalidImage, 422),
-    (InvalidInput, 422),
-    (StoreMismatch, 409),
-    (Conflict, 409),
-    (ModelUnavailable, 503),
-]
-
-
-def status_for(error: ImageMatchError) -> int:
-    for kind, status in ERROR_STATUS:
-        if isinstance(error, kind):
-            return status
-    return 400
 
 
 class BodyLimit:
@@ -66,7 +40,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+            await self._refuse(send, scope)
             return
         seen = 0
 
@@ -82,10 +56,15 @@ class BodyLimit:
         try:
             await self.app(scope, limited, send)
         except _BodyTooLarge:
-            await self._refuse(send)
+            await self._refuse(send, scope)
 
-    async def _refuse(self, send: Send) -> None:
-        response = JSONResponse({"detail": f"the request is larger than {self.limit:,} bytes"}, status_code=413)
+    async def _refuse(self, send: Send, scope: Scope) -> None:
+        message = f"the request is larger than {self.limit:,} bytes"
+        response: Response
+        if is_page_path(scope["path"]):
+            response = error_page(413, f"The upload is too large: {message}. Send fewer or smaller files at once.")
+        else:
+            response = JSONResponse({"detail": message}, status_code=413)
         await response(
             {"type": "http", "method": "POST", "path": "/", "headers": []},
             _empty_receive,
@@ -119,8 +98,11 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         app.state.library.verify_model()
         app.state.library.open()  # load the model now, so the first search is fast
         app.state.jobs = JobRunner(app.state.library)
+        app.state.captions = build_caption_worker(settings, app.state.library)
+        app.state.captions.start()
         log.info("serving %d images with %s", app.state.library.count(), app.state.library.embedder.model_id)
         yield
+        app.state.captions.stop()
         app.state.jobs.cancel()
         app.state.jobs.wait(timeout=30)
 
@@ -143,23 +125,36 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         response.headers.setdefault("X-Frame-Options", "DENY")
         return response
 
+    # Pages get a friendly HTML page; the API keeps its JSON errors.
     @app.exception_handler(ImageMatchError)
     async def library_error(request: Request, error: ImageMatchError) -> Response:
+        if is_page_path(request.url.path):
+            return error_page(status_for(error), str(error))
         return JSONResponse({"detail": str(error)}, status_code=status_for(error))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        if is_page_path(request.url.path):
+            return error_page(422, _validation_message(error))
         return JSONResponse({"detail": _validation_message(error)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         detail: Any = error.detail
+        if is_page_path(request.url.path):
+            page = error_page(error.status_code, str(detail))
+            page.headers.update(error.headers or {})
+            return page
         return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
+        if is_page_path(request.url.path):
+            return error_page(500, "An unexpected error happened; the server log has the details.")
         return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
 
+    app.add_middleware(CrossSiteApiGuard)
     app.include_router(api.router)
+    pages.install(app)
     return app

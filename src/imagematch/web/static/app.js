@@ -1,0 +1,385 @@
+/* ImageMatch pages: small enhancements on top of pages that work without this script.
+ * User data only ever reaches the page through textContent and setAttribute, never as HTML. */
+"use strict";
+
+(function () {
+  /** An element with attributes and text, built without parsing any HTML. */
+  function element(tag, attributes, text) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attributes || {})) {
+      node.setAttribute(name, value);
+    }
+    if (text !== undefined) {
+      node.textContent = text;
+    }
+    return node;
+  }
+
+  function plural(count, word) {
+    return `${count} ${word}${count === 1 ? "" : "s"}`;
+  }
+
+  function humanBytes(size) {
+    if (size < 1024) return `${size} bytes`;
+    if (size < 1024 * 1024) return `${(size / 1024).toFixed(1)} KB`;
+    return `${(size / 1024 / 1024).toFixed(1)} MB`;
+  }
+
+  /** The server's rule for typed form values (web/forms.py): numbers and true/false are typed,
+   * "quoted" text stays text. */
+  function typedValue(text) {
+    const value = text.trim();
+    if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) return value.slice(1, -1);
+    if (value === "true" || value === "false") return value === "true";
+    if (/^-?[0-9]+$/.test(value)) {
+      const number = Number(value);
+      return Number.isSafeInteger(number) ? number : value;
+    }
+    if (/^-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$/.test(value)) {
+      const number = Number(value);
+      if (Number.isFinite(number)) return number;
+    }
+    return value;
+  }
+
+  /** The metadata rows of a form as an object; a row without a key is a removed row. */
+  function metadataOf(form) {
+    const entries = new Map();
+    for (const row of form.querySelectorAll("[data-meta-rows] [data-meta-row]")) {
+      const key = row.querySelector('[name="meta_key"]').value.trim();
+      if (!key) continue;
+      if (entries.has(key)) {
+        throw new Error(`The metadata key "${key}" appears twice; keep one of them.`);
+      }
+      entries.set(key, typedValue(row.querySelector('[name="meta_value"]').value));
+    }
+    return Object.fromEntries(entries);
+  }
+
+  /** Show a form as working: its submit button is disabled and says what is going on. */
+  const busyButtons = new Map();
+
+  function markBusy(form) {
+    const button = form.querySelector('button[type="submit"]');
+    if (!button || busyButtons.has(button)) return;
+    busyButtons.set(button, button.textContent);
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    button.textContent = form.dataset.busyLabel || "Working…";
+  }
+
+  function clearBusy() {
+    for (const [button, label] of busyButtons) {
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+      button.textContent = label;
+    }
+    busyButtons.clear();
+  }
+
+  function initBusyForms() {
+    for (const form of document.querySelectorAll("form[data-busy-label]:not([data-upload-form])")) {
+      form.addEventListener("submit", () => markBusy(form));
+    }
+    // Coming back with the Back button shows the page as it was left: buttons must work again.
+    window.addEventListener("pageshow", clearBusy);
+  }
+
+  function initMetadataFields() {
+    for (const fieldset of document.querySelectorAll("[data-metadata]")) {
+      const rows = fieldset.querySelector("[data-meta-rows]");
+      const template = fieldset.querySelector("[data-meta-template]");
+      const addButton = fieldset.querySelector("[data-add-row]");
+      const enable = (row) => {
+        row.querySelector("[data-remove-row]").hidden = false;
+      };
+      rows.querySelectorAll("[data-meta-row]").forEach(enable);
+      addButton.hidden = false;
+      addButton.addEventListener("click", () => {
+        const row = template.content.querySelector("[data-meta-row]").cloneNode(true);
+        enable(row);
+        rows.append(row);
+        row.querySelector("input").focus();
+      });
+      rows.addEventListener("click", (event) => {
+        const button = event.target.closest("[data-remove-row]");
+        if (!button) return;
+        const row = button.closest("[data-meta-row]");
+        const neighbour = row.nextElementSibling || row.previousElementSibling;
+        row.remove();
+        (neighbour ? neighbour.querySelector("input") : addButton).focus();
+      });
+    }
+  }
+
+  /* Home: drag and drop, then upload the files one by one to the JSON API with a live report. */
+
+  function reportRow(filename) {
+    const item = element("li", { class: "report-item", "data-testid": "upload-result", "data-status": "waiting" });
+    const badge = element("span", { class: "badge badge-waiting" }, "Waiting");
+    item.append(badge, element("span", { class: "report-name" }, filename));
+
+    function setBadge(status, label) {
+      item.className = `report-item report-${status}`;
+      item.dataset.status = status;
+      badge.className = `badge badge-${status}`;
+      badge.textContent = label;
+    }
+
+    return {
+      element: item,
+      uploading() {
+        setBadge("uploading", "Uploading…");
+      },
+      finish(outcome) {
+        if (outcome.status === "added") {
+          setBadge("added", "Added");
+          item.append(element("a", { href: outcome.image.links.page }, "Open"));
+        } else if (outcome.status === "duplicate") {
+          setBadge("duplicate", "Duplicate");
+          const existing = outcome.existing;
+          item.append(element("span", { class: "report-detail" }, outcome.reason));
+          const link = element("a", { class: "report-existing", href: existing.links.page });
+          const ratio = Math.min(1, 384 / Math.max(existing.width, existing.height));
+          link.append(
+            element("img", {
+              src: existing.links.thumbnail,
+              alt: "",
+              width: String(Math.max(1, Math.round(existing.width * ratio))),
+              height: String(Math.max(1, Math.round(existing.height * ratio))),
+            }),
+            element("span", {}, `Already stored as ${existing.filename}`),
+          );
+          item.append(link);
+        } else {
+          setBadge("failed", "Failed");
+          item.append(element("span", { class: "report-detail" }, outcome.reason));
+        }
+      },
+    };
+  }
+
+  async function uploadOne(file, description, metadata) {
+    const body = new FormData();
+    body.append("file", file, file.name);
+    body.append("description", description);
+    if (Object.keys(metadata).length) body.append("metadata", JSON.stringify(metadata));
+    let response;
+    try {
+      response = await fetch("/api/v1/images", { method: "POST", body, headers: { Accept: "application/json" } });
+    } catch {
+      return { status: "failed", reason: "The upload did not reach the server; check the connection and try again." };
+    }
+    const answer = await response.json().catch(() => null);
+    if (response.status === 201 && answer) return { status: "added", image: answer };
+    if (response.status === 409 && answer && answer.existing) {
+      const reason = String(answer.detail).replace(/^duplicate of \S+: /, "");
+      return { status: "duplicate", reason, existing: answer.existing };
+    }
+    const detail = answer && typeof answer.detail === "string" ? answer.detail : `the server answered ${response.status}`;
+    return { status: "failed", reason: detail };
+  }
+
+  function initUpload() {
+    const form = document.querySelector("[data-upload-form]");
+    if (!form) return;
+    const input = form.querySelector("[data-upload-files]");
+    const zone = form.querySelector("[data-dropzone]");
+    const chosen = form.querySelector("[data-chosen-files]");
+    const report = document.querySelector("[data-upload-report]");
+    const list = report.querySelector("[data-upload-report-list]");
+    const summary = report.querySelector("[data-upload-summary]");
+    const errorBox = element("p", { class: "notice notice-error", role: "alert", "data-testid": "notice-error" });
+    errorBox.hidden = true;
+    form.prepend(errorBox);
+
+    function showChosen() {
+      chosen.replaceChildren(
+        ...Array.from(input.files, (file) => {
+          const item = element("li");
+          item.append(element("span", {}, file.name), element("span", { class: "muted" }, humanBytes(file.size)));
+          return item;
+        }),
+      );
+    }
+
+    input.addEventListener("change", showChosen);
+    for (const type of ["dragenter", "dragover"]) {
+      zone.addEventListener(type, (event) => {
+        if (!event.dataTransfer || !Array.from(event.dataTransfer.types).includes("Files")) return;
+        event.preventDefault();
+        zone.classList.add("is-dragover");
+      });
+    }
+    zone.addEventListener("dragleave", (event) => {
+      if (!zone.contains(event.relatedTarget)) zone.classList.remove("is-dragover");
+    });
+    zone.addEventListener("drop", (event) => {
+      zone.classList.remove("is-dragover");
+      if (!event.dataTransfer || !event.dataTransfer.files.length) return;
+      event.preventDefault();
+      input.files = event.dataTransfer.files;
+      showChosen();
+    });
+
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      errorBox.hidden = true;
+      const files = Array.from(input.files);
+      let metadata;
+      try {
+        if (!files.length) throw new Error("Choose at least one image to upload.");
+        metadata = metadataOf(form);
+      } catch (error) {
+        errorBox.textContent = error.message;
+        errorBox.hidden = false;
+        return;
+      }
+      const description = form.querySelector('[name="description"]').value;
+      markBusy(form);
+      report.hidden = false;
+      const rows = files.map((file) => reportRow(file.name));
+      list.replaceChildren(...rows.map((row) => row.element));
+      const counts = { added: 0, duplicate: 0, failed: 0 };
+      for (const [index, file] of files.entries()) {
+        summary.textContent = `Uploading ${index + 1} of ${files.length}…`;
+        rows[index].uploading();
+        const outcome = await uploadOne(file, description, metadata);
+        rows[index].finish(outcome);
+        counts[outcome.status] += 1;
+      }
+      summary.textContent =
+        `${counts.added} added, ${plural(counts.duplicate, "duplicate")}, ${counts.failed} failed.`;
+      clearBusy();
+      input.value = "";
+      chosen.replaceChildren();
+    });
+  }
+
+  /* Search: the image/words slider appears only when both are given. */
+
+  function initSearch() {
+    for (const form of document.querySelectorAll("[data-search-form]")) {
+      const text = form.querySelector("[data-search-text]");
+      const file = form.querySelector("[data-search-file]");
+      const weight = form.querySelector("[data-weight]");
+      const slider = form.querySelector("[data-weight-input]");
+      const output = form.querySelector("[data-weight-output]");
+      const update = () => {
+        const hasImage = file.files.length > 0 || form.querySelector("[data-kept-image]") !== null;
+        weight.hidden = !(text.value.trim() && hasImage);
+      };
+      text.addEventListener("input", update);
+      file.addEventListener("change", update);
+      slider.addEventListener("input", () => {
+        const percent = Math.round(Number(slider.value) * 100);
+        output.textContent = `${percent}% image, ${100 - percent}% words`;
+      });
+      form.addEventListener("click", (event) => {
+        const clear = event.target.closest("[data-clear-kept-image]");
+        if (!clear) return;
+        event.preventDefault();
+        clear.closest("[data-kept-image]").remove();
+        update();
+        file.focus();
+      });
+      update();
+    }
+  }
+
+  /* Batch upload: poll the job and show its progress and report as it grows. */
+
+  function jobItem(item) {
+    const row = element("li", { "data-testid": `job-item-${item.status}` });
+    row.append(element("span", { class: "report-name" }, item.filename));
+    if (item.id) {
+      row.append(element("a", { href: `/images/${encodeURIComponent(item.id)}` }, item.status === "added" ? "Open" : "Stored image"));
+    }
+    if (item.reason) row.append(element("span", { class: "report-detail" }, item.reason));
+    return row;
+  }
+
+  function jobSummary(job) {
+    const counts = `${job.added} added, ${plural(job.duplicates, "duplicate")}, ${job.failed} failed.`;
+    if (job.state === "done") return `Finished: ${counts}`;
+    return `Stopped (${job.state}) after ${job.done} of ${job.total} files: ${counts}`;
+  }
+
+  function initJob() {
+    const panel = document.querySelector("[data-job]");
+    if (!panel || panel.dataset.jobState !== "running") return;
+    const report = panel.querySelector("[data-job-report]");
+    const progress = panel.querySelector("[data-job-progress]");
+    const stateLabel = panel.querySelector("[data-job-state-label]");
+    const message = panel.querySelector("[data-job-message]");
+    const summary = panel.querySelector("[data-job-summary]");
+    let shown = Number(report.dataset.itemsShown);
+    let failures = 0;
+
+    function show(job) {
+      progress.max = job.total || 1;
+      progress.value = job.total ? job.done : 1;
+      progress.textContent = `${job.done} of ${job.total}`;
+      for (const node of panel.querySelectorAll("[data-count]")) {
+        node.textContent = String(job[node.dataset.count]);
+      }
+      for (const item of job.items.slice(shown)) {
+        const list = report.querySelector(`[data-job-items="${item.status}"]`);
+        if (list) list.append(jobItem(item));
+      }
+      shown = job.items.length;
+      const row = document.querySelector(`[data-job-row="${CSS.escape(job.id)}"]`);
+      for (const cell of row ? row.querySelectorAll("[data-job-cell]") : []) {
+        cell.textContent = String(job[cell.dataset.jobCell]);
+      }
+      for (const label of [stateLabel, row && row.querySelector('[data-job-cell="state"]')]) {
+        if (!label) continue;
+        label.textContent = job.state;
+        label.className = `badge badge-job-${job.state}`;
+      }
+      message.textContent = job.message;
+      message.hidden = !job.message;
+    }
+
+    function finish(job) {
+      panel.dataset.jobState = job.state;
+      summary.textContent = jobSummary(job);
+      summary.className = `notice notice-${job.state === "done" ? "success" : "warning"}`;
+      summary.hidden = false;
+      document.querySelector("[data-start-form]").hidden = false;
+      document.querySelector("[data-job-running-note]").hidden = true;
+    }
+
+    async function poll() {
+      let job;
+      try {
+        const response = await fetch(`/api/v1/jobs/${encodeURIComponent(panel.dataset.jobId)}`, {
+          headers: { Accept: "application/json" },
+        });
+        if (!response.ok) throw new Error(String(response.status));
+        job = await response.json();
+        failures = 0;
+      } catch {
+        failures += 1;
+        message.textContent = "Lost contact with the server; retrying…";
+        message.hidden = false;
+        window.setTimeout(poll, Math.min(10000, 1000 * 2 ** failures));
+        return;
+      }
+      show(job);
+      if (job.state === "running") {
+        window.setTimeout(poll, 600);
+      } else {
+        finish(job);
+      }
+    }
+
+    window.setTimeout(poll, 300);
+  }
+
+  initBusyForms();
+  initMetadataFields();
+  initUpload();
+  initSearch();
+  initJob();
+})();

@@ -1,0 +1,157 @@
+"""Rendering the HTML pages: one Jinja2 environment (autoescaping everything), the filters the templates use,
+and the headers every page gets (Content-Security-Policy, no caching of pages that carry a form token).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from imagematch import __version__
+from imagematch.library import RESET_PHRASE, Library
+from imagematch.media import THUMBNAIL_SIZE
+from imagematch.records import ImageRecord
+from imagematch.web import csrf
+from imagematch.web.forms import shown_value
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+
+# Only our own files: no inline scripts or styles, nothing from other origins.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+ERROR_TITLES = {
+    400: "That request did not work",
+    403: "Not allowed",
+    404: "Page not found",
+    405: "That action is not available here",
+    409: "That clashes with what is going on",
+    413: "Too large",
+    415: "Unsupported format",
+    422: "That input cannot be used",
+    500: "Something went wrong",
+    503: "Not available right now",
+}
+
+CAPTION_STATES = {
+    "none": "no captioner",
+    "pending": "waiting for a caption",
+    "done": "captioned",
+    "failed": "captioning failed",
+}
+
+# Formats that browsers show; others (TIFF, HEIF) are shown through their JPEG thumbnail.
+BROWSER_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "AVIF"})
+
+
+def human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "KB", "MB"):
+        if value < 1024:
+            return f"{size} bytes" if unit == "bytes" else f"{value:.1f}".removesuffix(".0") + f" {unit}"
+        value /= 1024
+    return f"{value:.1f}".removesuffix(".0") + " GB"
+
+
+def when(moment: datetime | str | None) -> str:
+    """A date as people read it, in UTC so every page and every viewer agrees."""
+    if not moment:
+        return ""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def thumbnail_size(record: ImageRecord) -> tuple[int, int]:
+    """The stored thumbnail's size, for width/height attributes that reserve its space before it loads."""
+    scale = min(1.0, THUMBNAIL_SIZE / max(record.width, record.height))
+    return max(1, round(record.width * scale)), max(1, round(record.height * scale))
+
+
+def thumbnail_url(image_id: str) -> str:
+    return f"/api/v1/images/{image_id}/thumbnail"
+
+
+def display_url(record: ImageRecord) -> str:
+    """The original when browsers can show its format, else the thumbnail."""
+    if record.format in BROWSER_FORMATS:
+        return f"/api/v1/images/{record.id}/file"
+    return thumbnail_url(record.id)
+
+
+environment = Environment(
+    loader=FileSystemLoader(TEMPLATES_DIR),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+environment.filters.update(human_bytes=human_bytes, when=when, shown_value=shown_value)
+environment.globals.update(
+    thumbnail_size=thumbnail_size,
+    thumbnail_url=thumbnail_url,
+    display_url=display_url,
+    reset_phrase=RESET_PHRASE,
+    caption_states=CAPTION_STATES,
+    version=__version__,
+    csrf_field=csrf.FIELD_NAME,
+)
+
+
+def _respond(html: str, status: int) -> HTMLResponse:
+    response = HTMLResponse(html, status_code=status)
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def render(request: Request, template: str, context: dict[str, Any], *, status: int = 200) -> HTMLResponse:
+    """A page with the navigation, the footer's library facts and this browser's form token."""
+    library: Library = request.app.state.library
+    token = csrf.token_for(request)
+    info = library.info()
+    html = environment.get_template(template).render(
+        {
+            "csrf_token": token,
+            "info": info,
+            "settings": library.settings,
+            "notices": [*info.warnings, *_caption_notices(request)],
+            **context,
+        }
+    )
+    response = _respond(html, status)
+    issued = csrf.issued_token(request)
+    if issued is not None:
+        response.set_cookie(csrf.COOKIE_NAME, issued, httponly=True, samesite="lax", path="/")
+    return response
+
+
+def _caption_notices(request: Request) -> list[str]:
+    worker = getattr(request.app.state, "captions", None)
+    if worker is None or not worker.paused:
+        return []
+    return [f"Captions are paused: {worker.message}"]
+
+
+def error_page(status: int, message: str) -> HTMLResponse:
+    """A friendly error page; it needs nothing from the library, so it renders even when the library fails."""
+    title = ERROR_TITLES.get(status, "That request did not work" if status < 500 else "Something went wrong")
+    html = environment.get_template("error.html").render(
+        {"status": status, "title": title, "message": message, "section": "", "info": None, "notices": []}
+    )
+    return _respond(html, status)
+
+
+def is_page_path(path: str) -> bool:
+    """Pages answer errors in HTML; the API (and anything under /api) in JSON."""
+    return not (path == "/api" or path.startswith("/api/"))
