@@ -83,6 +83,8 @@ def _library(settings: Settings, check_model: bool = True) -> Library:
     from imagematch.factory import build_library
 
     library = build_library(settings)
+    for warning in library.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if check_model:
         library.verify_model()
     return library
@@ -262,6 +264,57 @@ def reindex() -> None:
 
 @app.command()
 @friendly_errors
+def caption(
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Queue failed captions again first.")] = False,
+) -> None:
+    """Caption every image waiting for one, here and now (a running server also does this in the background)."""
+    from imagematch.factory import build_caption_worker
+
+    settings = _settings()
+    library = _library(settings)
+    worker = build_caption_worker(settings, library)
+    if retry_failed:
+        out.print(f"queued {library.retry_captions()} failed captions again")
+    status = worker.status()
+    if status.state == "off":
+        raise typer.BadParameter("captions are off: set MOONDREAM_API_KEY or IMAGEMATCH_MOONDREAM_ENDPOINT")
+    if status.state == "error":
+        err.print(f"[red]error:[/red] {status.message}", highlight=False)
+        raise typer.Exit(1)
+    with _progress(err) as progress:
+        task = progress.add_task("captioning", total=status.pending)
+        library.on_pending = None
+        captioned, failed = worker.run_until_empty(on_caption=lambda: progress.advance(task))
+    after = worker.status()
+    out.print(f"captioned {captioned}, failed {failed}; {after.pending} still pending")
+    if after.state == "error":
+        err.print(f"[red]error:[/red] {after.message}", highlight=False)
+    if failed or after.state == "error":
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def check(
+    repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed without losing user data.")] = False,
+) -> None:
+    """Verify that records, files and vectors agree (after a crash, a disk problem or a manual edit)."""
+    from imagematch.integrity import check as check_library
+
+    library = _library(_settings(), check_model=False)
+    report = check_library(library, repair=repair)
+    out.print(f"{report.records} records, {report.originals} originals, {len(report.problems)} problems")
+    for problem in report.problems:
+        state = "[green]fixed[/green]" if problem.fixed else "[red]problem[/red]"
+        out.print(f"  {state} {problem.kind} {problem.subject}: {problem.detail}", highlight=False)
+    if not report.healthy:
+        if not repair:
+            out.print("run `imagematch check --repair` to fix what can be fixed")
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
 def info() -> None:
     """Show the configuration, the model and the size of the library."""
     settings = _settings()
@@ -279,13 +332,29 @@ def info() -> None:
         err.print("[yellow]the library was built with another model: run `imagematch reindex`[/yellow]")
 
 
+@app.command("demo-images")
+@friendly_errors
+def demo_images(
+    folder: Annotated[Path | None, typer.Argument(help="Where to write them (default: the samples folder).")] = None,
+    count: Annotated[int, typer.Option(help="How many images.", min=1, max=1000)] = 48,
+) -> None:
+    """Write synthetic demo images (coloured shapes) to try ImageMatch offline, e.g. with /upload-samples."""
+    from imagematch.demo_data import write_demo_images
+
+    target = folder or _settings().samples_dir
+    written = write_demo_images(target, count)
+    out.print(f"wrote {len(written)} demo images to {target}; try searching for 'a red circle'", highlight=False)
+
+
 @app.command()
 def models() -> None:
     """List model presets."""
-    from imagematch.ai.model_source import PRESETS
+    from imagematch.ai.model_source import LONGCLIP, PRESETS
 
     for name, spec in PRESETS.items():
-        out.print(f"{name:<10} {spec}", highlight=False)
+        out.print(f"{name:<12} {spec}", highlight=False)
+    for name, (repo, _, architecture) in LONGCLIP.items():
+        out.print(f"{name:<12} LongCLIP {architecture}, 248-token text ({repo})", highlight=False)
 
 
 def main() -> None:

@@ -1,0 +1,136 @@
+"""`imagematch check`: verify that records, files and vectors agree, and repair what can be repaired.
+
+Repairs never delete user data silently: an original without a record is moved to lost+found (re-index it to
+get it back), only derived files (thumbnails, cut-out previews, unfinished temporary files) are removed or
+rebuilt, and a record whose original is gone is reported for the user to decide.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+from imagematch import media
+from imagematch.library import Library
+
+log = logging.getLogger(__name__)
+
+ProblemKind = Literal[
+    "missing_original",
+    "missing_thumbnail",
+    "missing_vector",
+    "missing_cutout",
+    "orphan_original",
+    "orphan_thumbnail",
+    "orphan_cutout",
+    "temporary_file",
+    "same_file_twice",
+]
+
+
+@dataclass(slots=True)
+class Problem:
+    kind: ProblemKind
+    subject: str  # an image id or a file path
+    detail: str
+    fixed: bool = False
+
+
+@dataclass(slots=True)
+class CheckReport:
+    records: int = 0
+    originals: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def unfixed(self) -> list[Problem]:
+        return [p for p in self.problems if not p.fixed]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.unfixed
+
+
+def check(library: Library, *, repair: bool = False, page: int = 1000) -> CheckReport:
+    report = CheckReport()
+    blobs = library.blobs
+    record_ids: set[str] = set()
+    hashes: Counter[str] = Counter()
+    for stored in library.iter_records(page):
+        record_ids.add(stored.id)
+        hashes[stored.file_hash] += 1
+    report.records = len(record_ids)
+    ids = sorted(record_ids)
+    for start in range(0, len(ids), page):
+        chunk = ids[start : start + page]
+        vectors = library.store.get_vectors(chunk)
+        records = library.store.get_many(chunk)
+        for image_id in chunk:
+            if image_id not in vectors:
+                report.problems.append(Problem("missing_vector", image_id, "the record has no vector; run reindex"))
+            has_original = blobs.has_original(image_id)
+            if not has_original:
+                report.problems.append(
+                    Problem("missing_original", image_id, "the original file is gone; delete the record or restore it")
+                )
+            record = records.get(image_id)
+            if not blobs.has_thumbnail(image_id):
+                problem = Problem("missing_thumbnail", image_id, "no thumbnail")
+                if repair and has_original and record is not None:
+                    problem.fixed = _rebuild_thumbnail(library, image_id, record.width * record.height)
+                report.problems.append(problem)
+            if (
+                record is not None
+                and record.cutout
+                and blobs.cutout_path(image_id) is None
+                and not blobs.read_cutout(image_id)
+            ):
+                report.problems.append(Problem("missing_cutout", image_id, "the cut-out preview is missing"))
+    for file_hash, count in hashes.items():
+        if count > 1:
+            report.problems.append(Problem("same_file_twice", file_hash, f"the same file is stored {count} times"))
+
+    originals = set(blobs.original_ids())
+    report.originals = len(originals)
+    for image_id in sorted(originals - record_ids):
+        problem = Problem("orphan_original", image_id, "an original with no record (an interrupted ingest)")
+        if repair:
+            problem.detail = f"moved to {blobs.quarantine_original(image_id)}; re-index it to add it back"
+            problem.fixed = True
+        report.problems.append(problem)
+    for kind, found in (("orphan_thumbnail", blobs.thumbnail_ids()), ("orphan_cutout", blobs.cutout_ids())):
+        for image_id in sorted(set(found) - record_ids):
+            problem = Problem(kind, image_id, "a derived file with no record")  # type: ignore[arg-type]
+            if repair:
+                blobs.delete_derived(image_id)
+                problem.fixed = True
+            report.problems.append(problem)
+    for path in blobs.temporary_files():
+        problem = Problem("temporary_file", str(path), "an unfinished write")
+        if repair:
+            path.unlink(missing_ok=True)
+            problem.fixed = True
+        report.problems.append(problem)
+    log.info(
+        "check: %d records, %d originals, %d problems, %d fixed",
+        report.records,
+        report.originals,
+        len(report.problems),
+        len(report.problems) - len(report.unfixed),
+    )
+    return report
+
+
+def _rebuild_thumbnail(library: Library, image_id: str, pixels: int) -> bool:
+    data = library.blobs.read_original(image_id)
+    if data is None:
+        return False
+    try:
+        decoded = media.decode(data, max_pixels=max(library.settings.max_pixels, pixels))
+    except Exception as error:
+        log.warning("check: cannot rebuild the thumbnail of %s: %s", image_id, error)
+        return False
+    library.blobs.put_thumbnail(image_id, media.make_thumbnail(decoded.image))
+    return True
