@@ -12,6 +12,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from PIL import ImageEnhance
 from playwright.sync_api import FilePayload, Page, ViewportSize, sync_playwright
 from tests.browser.live import launch_chromium, serve
 from tests.images import encode, jpeg, photo
@@ -55,6 +56,18 @@ def build_demo_library(library: Library) -> dict[str, str]:
     return ids
 
 
+def add_near_duplicates(library: Library, settings: Settings) -> None:
+    """A small crop and a retouched copy, stored past the upload check, for the duplicate review page."""
+    library.settings = settings.model_copy(
+        update={"duplicate_distance": 0, "duplicate_variants": False, "duplicate_crop_distance": 0}
+    )
+    coffee = photo("coffee")
+    cropped = coffee.crop((int(coffee.width * 0.02), int(coffee.height * 0.02), coffee.width, coffee.height))
+    library.add(encode(cropped, "JPEG", quality=90), filename="coffee-cropped.jpg")
+    library.add(encode(ImageEnhance.Contrast(photo("astronaut")).enhance(1.5), "PNG"), filename="astronaut-edit.png")
+    library.settings = settings
+
+
 def fill_samples_folder(folder: Path) -> None:
     """New photos, a copy of a stored one and a broken file: a report with every kind of line."""
     (folder / "trip").mkdir(parents=True)
@@ -92,6 +105,16 @@ def take_screenshots(base_url: str, ids: dict[str, str], output: Path) -> None:
 
         page.goto(f"/search?text=a+cat+sitting+indoors&image_id={ids['chelsea']}&image_weight=0.9&k=8")
         shoot(page, output / "search.png")
+
+        terms = f"term=id:{ids['rocket']}&weight=0.5&term=text:people&weight=-1"
+        page.goto(f"/search?text=a+launch+pad&{terms}&hybrid=1&key=album&value=space&k=6")
+        shoot(page, output / "search-terms.png")
+
+        page.goto(f"/search?image_id={ids['astronaut']}&region=0.3,0.05,0.7,0.5&k=6")
+        shoot(page, output / "search-region.png")
+
+        page.goto("/duplicates")
+        shoot(page, output / "duplicates.png")
 
         page.goto("/images")
         shoot(page, output / "browse.png")
@@ -135,6 +158,7 @@ def main() -> None:
         )
         library = build_library(settings)
         ids = build_demo_library(library)
+        add_near_duplicates(library, settings)
         fill_samples_folder(settings.samples_dir)
         with serve(create_app(settings, library)) as base_url:
             take_screenshots(base_url, ids, args.output)

@@ -44,6 +44,7 @@ def settings(tmp_path: Path, tiny_model_dir: Path) -> Settings:
         embed_batch_size=4,
         background_removal="off",
         captioner="none",
+        runtime="torch",
     )
 
 

@@ -10,6 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from imagematch.cli import app
+from imagematch.query_syntax import TypedTerm, parse_region, parse_terms
+from imagematch.records import InvalidQuery
 from tests.images import PHOTOS, encode, jpeg, photo
 
 
@@ -128,3 +130,96 @@ def test_real_process_exit_codes(tmp_path: Path, tiny_model_dir: Path) -> None:
     good = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120, check=False)
     assert good.returncode == 0, good.stderr
     assert "local-dir:tiny-clip@" in good.stdout
+
+
+def test_terms_are_read_with_signs_weights_files_and_ids(tmp_path: Path) -> None:
+    pool = tmp_path / "pool.jpg"
+    pool.write_bytes(b"x")
+    stored = "c2924c5532bddfc8-945df306"
+    terms = parse_terms(
+        [
+            "2:golden retriever",
+            "+",
+            str(pool),
+            "-",
+            "people",
+            "+",
+            f"0.5:{stored}",
+            "-",
+            "-1.5:ffffffffffffffff-00000000",
+        ],
+        lambda value: value == stored,
+    )
+    assert terms == [
+        TypedTerm("text", "golden retriever", 2.0),
+        TypedTerm("file", str(pool), 1.0),
+        TypedTerm("text", "people", -1.0),
+        TypedTerm("id", stored, 0.5),
+        TypedTerm("text", "ffffffffffffffff-00000000", 1.5),  # id-shaped but not stored: words
+    ]
+    assert parse_terms(["-", "cats"], lambda _: False) == [TypedTerm("text", "cats", -1.0)]
+    assert parse_terms(["a dog"], lambda _: False) == [TypedTerm("text", "a dog", 1.0)]
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["a", "b"], "between terms"),
+        (["a", "+"], "ends with an operator"),
+        (["a", "+", "-", "b"], "two operators"),
+        (["2:"], "is empty"),
+    ],
+)
+def test_malformed_queries_say_what_is_wrong(words: list[str], message: str) -> None:
+    with pytest.raises(InvalidQuery, match=message):
+        parse_terms(words, lambda _: False)
+
+
+def test_regions_are_four_fractions() -> None:
+    assert parse_region("0.1, 0.2,0.6,0.9") == (0.1, 0.2, 0.6, 0.9)
+    assert parse_region(" ") is None
+    for bad in ("0.1,0.2,0.6", "a,b,c,d", "0.6,0.2,0.1,0.9", "0,0,1,1.5"):
+        with pytest.raises(InvalidQuery):
+            parse_region(bad)
+
+
+def _hits(arguments: list[str]) -> list[dict[str, object]]:
+    result = runner.invoke(app, ["search", *arguments, "--json"])
+    assert result.exit_code == 0, result.output
+    hits: list[dict[str, object]] = json.loads(result.stdout)["hits"]
+    return hits
+
+
+def test_search_with_arithmetic_hybrid_cut_off_and_region(env: dict[str, str], photos: Path) -> None:
+    assert runner.invoke(app, ["index", str(photos)]).exit_code == 0
+    coffee = _hits(["", "--image", str(photos / "coffee.jpg"), "-k", "1"])[0]
+    coffee_id = str(coffee["id"])
+
+    mixed = _hits(["2:a cup", "+", str(photos / "rocket.jpg"), "-", "people", "+", f"0.5:{coffee_id}", "-k", "3"])
+    assert len(mixed) == 3
+    steered = _hits([str(photos / "rocket.jpg"), "-", f"0.9:{coffee_id}", "-k", str(len(PHOTOS))])
+    assert steered[0]["filename"] == "rocket.jpg"
+
+    shown = runner.invoke(app, ["search", "a rocket", "--min-score", "1"])
+    assert shown.exit_code == 0 and "no matches" in shown.output
+    assert [h["id"] for h in _hits(["--id", coffee_id, "--min-score", "0.999"])] == [coffee_id]
+
+    region = _hits(["", "--image", str(photos / "astronaut.jpg"), "--region", "0.2,0.1,0.7,0.6", "-k", "2"])
+    whole = _hits(["", "--image", str(photos / "astronaut.jpg"), "-k", "2"])
+    assert region[0]["score"] != whole[0]["score"]
+
+    assert len(_hits(["coffee", "--hybrid", "-k", "2"])) == 2  # "coffee" is in a file name: a keyword match
+    assert _hits(["coffee", "--hybrid", "-k", "1"])[0]["filename"] == "coffee.jpg"
+
+
+def test_arithmetic_search_errors_stay_one_line(env: dict[str, str], photos: Path) -> None:
+    runner.invoke(app, ["index", str(photos)])
+    for arguments in (
+        ["a", "b"],
+        ["a", "--region", "1,2"],
+        ["x", "--min-score", "3"],
+        [str(photos / "coffee.jpg"), "+"],
+    ):
+        result = runner.invoke(app, ["search", *arguments])
+        assert result.exit_code == 1, arguments
+        assert result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1

@@ -122,6 +122,16 @@ def test_large_jpeg_is_decoded_reduced_but_reports_full_size() -> None:
     assert min(decoded.image.size) < 3000 and min(decoded.image.size) >= 1024
 
 
+def test_decoding_keeps_only_the_pixels_asked_for() -> None:
+    camera = encode(photo("astronaut").resize((4000, 3000)), "JPEG", quality=90)
+    decoded = decode(camera, max_pixels=CAP, short_side=256, long_side=384)
+    assert (decoded.width, decoded.height) == (4000, 3000)
+    assert decoded.image.size == (500, 375)  # JPEG draft mode at 1/8 scale
+    portrait = encode(photo("astronaut").resize((300, 4000)), "PNG")
+    reduced = decode(portrait, max_pixels=CAP, short_side=64, long_side=384).image
+    assert min(reduced.size) >= 64 and max(reduced.size) >= 384 and max(reduced.size) < 4000
+
+
 def test_exif_fields_are_read() -> None:
     exif = Image.Exif()
     exif[0x010F] = "Canon"

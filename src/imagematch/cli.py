@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
 import threading
@@ -26,7 +27,18 @@ from imagematch.files import image_files
 from imagematch.filters import parse_where
 from imagematch.library import RESET_PHRASE, Library, SimpleSearch, Upload
 from imagematch.logs import configure_logging
-from imagematch.records import ImageMatchError, ImageRecord, IngestResult
+from imagematch.query_syntax import TypedTerm, parse_region, parse_terms
+from imagematch.records import (
+    ImageMatchError,
+    ImageRecord,
+    ImageTerm,
+    IngestResult,
+    Query,
+    QueryTerm,
+    Region,
+    StoredImageTerm,
+    TextTerm,
+)
 from imagematch.settings import Settings, SettingsError, load_settings
 from imagematch.web.schemas import ImageOut
 
@@ -90,11 +102,24 @@ def _library(settings: Settings, check_model: bool = True) -> Library:
     return library
 
 
+def is_loopback(host: str) -> bool:
+    """Whether an address to bind is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @app.command()
 @friendly_errors
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Listen beyond this machine without authentication (not advised).")
+    ] = False,
 ) -> None:
     """Start the web app and REST API."""
     import uvicorn
@@ -102,6 +127,16 @@ def serve(
     from imagematch.web.app import create_app
 
     settings = _settings(host=host, port=port)
+    if not settings.auth_enabled and not is_loopback(settings.host):
+        if not insecure:
+            err.print(
+                f"[red]error:[/red] refusing to listen on {settings.host} without authentication: anyone who can "
+                "reach it could read and delete the library. Set IMAGEMATCH_API_KEY and/or "
+                "IMAGEMATCH_UI_PASSWORD_HASH (`imagematch hash-password`), or pass --insecure (see SECURITY.md).",
+                highlight=False,
+            )
+            raise typer.Exit(2)
+        err.print(f"[yellow]warning:[/yellow] serving on {settings.host} without authentication", highlight=False)
     library = _library(settings)
     err.print(f"loading model {library.embedder.model_id} ...", highlight=False)
     library.open()
@@ -174,31 +209,70 @@ def _record_row(record: ImageRecord) -> str:
     return f"{record.filename}  {words[:60]}" if words else record.filename
 
 
+def _query_terms(typed: list[TypedTerm], region: Region | None) -> list[QueryTerm]:
+    terms: list[QueryTerm] = []
+    for term in typed:
+        if term.kind == "file":
+            terms.append(ImageTerm(Path(term.value).read_bytes(), term.weight, Path(term.value).name, region=region))
+        elif term.kind == "id":
+            terms.append(StoredImageTerm(term.value, term.weight, region=region))
+        else:
+            terms.append(TextTerm(term.value, term.weight))
+    return terms
+
+
 @app.command()
 @friendly_errors
 def search(
-    text: Annotated[str, typer.Argument(help="What to look for, in words (may be empty with --image).")] = "",
+    query: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Words, or weighted terms joined by + and -: '2:golden retriever' + ./pool.jpg - people. A term "
+            "that is a file is an image, a stored image id is that image, 'N:' sets a term's weight."
+        ),
+    ] = None,
     image: Annotated[Path | None, typer.Option(help="An example image file.")] = None,
     image_id: Annotated[str, typer.Option("--id", help="A stored image id to use as the example.")] = "",
     image_weight: Annotated[float, typer.Option(help="With text and an image: 1 = image only, 0 = text only.")] = 0.5,
     k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
     where: Annotated[list[str] | None, typer.Option(help="Filter, e.g. album=holiday or 'rating>=4'.")] = None,
+    hybrid: Annotated[bool, typer.Option("--hybrid", help="Fuse a keyword (BM25) ranking of the words.")] = False,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Leave out matches below this similarity.")
+    ] = None,
+    region: Annotated[
+        str, typer.Option(help="Search with part of the image only: left,top,right,bottom as fractions.")
+    ] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Search by text, by an image, or both."""
+    """Search by text, by an image, by both, or by a weighted sum of terms."""
     settings = _settings()
     data = image.read_bytes() if image is not None else None
     library = _library(settings)
-    result = library.simple_search(
-        SimpleSearch(
-            text=text,
-            image=data,
-            image_id=image_id,
-            image_weight=image_weight,
-            k=k,
-            filter=parse_where(where or []),
+    flt = parse_where(where or [])
+    box = parse_region(region)
+    typed = parse_terms([word for word in query or [] if word.strip()], lambda v: library.store.get(v) is not None)
+    if len(typed) <= 1 and all(t.kind == "text" and t.weight == 1.0 for t in typed):
+        result = library.simple_search(
+            SimpleSearch(
+                text=typed[0].value if typed else "",
+                image=data,
+                image_id=image_id,
+                image_weight=image_weight,
+                k=k,
+                filter=flt,
+                region=box,
+                hybrid=hybrid,
+                min_score=min_score,
+            )
         )
-    )
+    else:
+        terms = _query_terms(typed, box)
+        if data is not None and image is not None:
+            terms.append(ImageTerm(data, 1.0, image.name, region=box))
+        if image_id:
+            terms.append(StoredImageTerm(image_id, 1.0, region=box))
+        result = library.search(Query(tuple(terms), k, flt, hybrid=hybrid, min_score=min_score))
     if as_json:
         payload = [
             {"id": h.record.id, "score": round(h.score, 6), **ImageOut.of(h.record).model_dump(mode="json")}
@@ -344,6 +418,26 @@ def demo_images(
     target = folder or _settings().samples_dir
     written = write_demo_images(target, count)
     out.print(f"wrote {len(written)} demo images to {target}; try searching for 'a red circle'", highlight=False)
+
+
+@app.command("hash-password")
+def hash_password_command(
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input (for scripts).")
+    ] = False,
+) -> None:
+    """Print a salted hash of a password for IMAGEMATCH_UI_PASSWORD_HASH (the web UI's login)."""
+    from imagematch.passwords import hash_password
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        err.print("[red]error:[/red] use a password of at least 8 characters", highlight=False)
+        raise typer.Exit(1)
+    out.print(hash_password(password), highlight=False, soft_wrap=True)
+    err.print("set it as IMAGEMATCH_UI_PASSWORD_HASH in the environment or .env, then restart the server")
 
 
 @app.command()

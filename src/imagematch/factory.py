@@ -6,8 +6,9 @@ import logging
 
 from imagematch.ai.background import BackgroundRemover, RembgRemover
 from imagematch.ai.captioner import Captioner, CaptionError, MoondreamCaptioner
-from imagematch.ai.embedder import OpenClipEmbedder
+from imagematch.ai.embedder import Embedder, OpenClipEmbedder
 from imagematch.ai.model_source import DEMO, ModelSource, parse_model_spec, unavailable_reason
+from imagematch.ai.onnx_embedder import AutoEmbedder, OnnxEmbedder
 from imagematch.blobs import BlobStore, LocalBlobStore
 from imagematch.captions import CaptionWorker
 from imagematch.library import Library
@@ -21,7 +22,12 @@ def build_store(settings: Settings) -> VectorStore:
     if settings.store == "lancedb":
         from imagematch.store.lancedb import LanceStore
 
-        return LanceStore(settings.store_dir)
+        return LanceStore(
+            settings.store_dir,
+            ann_threshold=settings.ann_threshold,
+            nprobes=settings.ann_nprobes,
+            refine_factor=settings.ann_refine_factor,
+        )
     if settings.store == "milvus":
         from imagematch.store.milvus import MilvusStore
 
@@ -67,13 +73,18 @@ def choose_model(settings: Settings) -> tuple[ModelSource, str]:
     )
 
 
-def build_embedder(settings: Settings, source: ModelSource | None = None) -> OpenClipEmbedder:
-    return OpenClipEmbedder(
+def build_embedder(settings: Settings, source: ModelSource | None = None) -> Embedder:
+    base = OpenClipEmbedder(
         source or parse_model_spec(settings.model),
         settings.model_cache_dir,
         batch_size=settings.embed_batch_size,
         threads=settings.torch_threads,
     )
+    if settings.runtime == "torch":
+        return base
+    if settings.runtime == "auto":
+        return AutoEmbedder(base, settings.model_cache_dir)
+    return OnnxEmbedder(base, settings.model_cache_dir, quantized=settings.runtime == "onnx-int8")
 
 
 def build_remover(settings: Settings) -> BackgroundRemover | None:

@@ -12,13 +12,13 @@ The CLI writes the same as `--where album=holiday --where "rating>=4" --where im
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from imagematch.records import FILTER_FIELDS, Condition, Filter, FilterOp, FilterScalar, InvalidQuery
+from imagematch.validation import load_json
 
 BUILTIN_PREFIX = "image."
 METADATA_PREFIX = "metadata."
@@ -108,10 +108,7 @@ def parse_filter(value: Any) -> Filter | None:
     if value is None or value in ("", {}):
         return None
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise InvalidQuery(f"filter is not valid JSON: {error.msg}") from None
+        value = load_json(value, "filter", InvalidQuery)
     if not isinstance(value, dict):
         raise InvalidQuery('filter must be a JSON object such as {"album": "holiday"}')
     conditions: list[Condition] = []

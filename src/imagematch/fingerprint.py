@@ -7,9 +7,15 @@ import hashlib
 import imagehash
 import numpy as np
 import numpy.typing as npt
+import scipy.fftpack  # type: ignore[import-untyped]
 from PIL import Image
 
 PHASH_BITS = 64
+_HASH_SIDE = 8
+_DCT_SIDE = 32  # imagehash's pHash: a 32×32 grey image, the 8×8 lowest frequencies of its DCT
+# The DCT of a sequence read backwards is the DCT of the sequence with odd frequencies negated, so the hashes
+# of mirrored and rotated images follow from the original's DCT block without decoding anything again.
+_ALTERNATE = np.array([(-1.0) ** i for i in range(_HASH_SIDE)])
 
 
 def file_hash(data: bytes) -> str:
@@ -27,6 +33,34 @@ def perceptual_hash(image: Image.Image) -> int:
     for bit in bits:
         value = (value << 1) | int(bit)
     return value
+
+
+def _dct_block(image: Image.Image) -> npt.NDArray[np.float64]:
+    pixels = np.asarray(image.convert("L").resize((_DCT_SIDE, _DCT_SIDE), Image.Resampling.LANCZOS))
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)
+    return np.asarray(dct[:_HASH_SIDE, :_HASH_SIDE], dtype=np.float64)
+
+
+def _bits(block: npt.NDArray[np.float64]) -> int:
+    value = 0
+    for bit in (block > np.median(block)).flatten():
+        value = (value << 1) | int(bit)
+    return value
+
+
+def perceptual_hashes(image: Image.Image) -> tuple[int, dict[str, int]]:
+    """The pHash (bit for bit imagehash's) and the pHashes of the image mirrored and turned by 90°, 180° and 270°
+    (counter-clockwise), from one DCT: an upload is looked up under all of them, so a mirrored or rotated copy
+    of a stored photo is found although its own hash is unrelated."""
+    block = _dct_block(image)
+    rows, columns = _ALTERNATE[:, None], _ALTERNATE[None, :]
+    variants = {
+        "mirrored": block * columns,
+        "rotated 90°": block.T * rows,
+        "rotated 180°": block * rows * columns,
+        "rotated 270°": block.T * columns,
+    }
+    return _bits(block), {name: _bits(variant) for name, variant in variants.items()}
 
 
 def phash_hex(value: int) -> str:

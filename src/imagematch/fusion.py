@@ -32,3 +32,18 @@ def fuse(image_scores: Scores, words_scores: Scores, has_words: npt.NDArray[np.b
         words_z[has_words] = _standardise(present)[0]
     mixed = (1.0 - weight) * image_z + weight * words_z
     return mean + spread * mixed
+
+
+RRF_K = 60  # the constant of Cormack et al.: a rank's weight is 1 / (RRF_K + rank)
+
+
+def reciprocal_rank_fusion(rankings: list[list[str]], k: int = RRF_K) -> dict[str, float]:
+    """Fused score of every id in any ranking (best first): the sum of 1 / (k + rank), ranks from 1.
+
+    Only ranks count, so lists scored on different scales (cosines, BM25) mix without calibration.
+    """
+    fused: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, key in enumerate(ranking, 1):
+            fused[key] = fused.get(key, 0.0) + 1.0 / (k + rank)
+    return fused

@@ -132,7 +132,7 @@ class JobRunner:
     def get(self, job_id: str) -> JobStatus:
         text = self.library.store.get_document(DOCUMENT_KIND, job_id)
         if text is None:
-            raise NotFound(job_id)
+            raise NotFound(job_id, what="batch job")
         return self._checked(JobStatus.from_json(text))
 
     def recent(self) -> list[JobStatus]:

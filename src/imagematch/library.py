@@ -26,8 +26,10 @@ from imagematch import media
 from imagematch.ai.background import BackgroundRemover
 from imagematch.ai.embedder import Embedder, Prepared
 from imagematch.blobs import BlobStore
-from imagematch.fingerprint import file_hash, hamming, image_id, perceptual_hash, phash_hex
-from imagematch.fusion import fuse
+from imagematch.duplicates import VARIANT_DISTANCE, DuplicateRule, Pairs, close_pairs, groups_of, lookup_hashes
+from imagematch.exif import without_gps
+from imagematch.fingerprint import file_hash, hamming, image_id, perceptual_hashes, phash_from_hex, phash_hex
+from imagematch.fusion import fuse, reciprocal_rank_fusion
 from imagematch.records import (
     CaptionStatus,
     Condition,
@@ -45,6 +47,7 @@ from imagematch.records import (
     Query,
     QueryTerm,
     RecordPatch,
+    Region,
     SearchResult,
     StoredImage,
     StoredImageTerm,
@@ -60,6 +63,10 @@ from imagematch.validation import clean_description, clean_filename, clean_metad
 log = logging.getLogger(__name__)
 
 RESET_PHRASE = "DELETE ALL"
+# Far beyond any model's context (it is cut by tokens anyway); keeps tokenizing a hostile query cheap.
+MAX_QUERY_TEXT_LENGTH = 10_000
+_MAX_VECTOR_PAIRS = 200_000  # duplicate review: pairs whose vectors are compared, closest hashes first
+_VECTOR_BATCH = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +94,7 @@ class _Candidate:
     pixels: Prepared
     cutout: bytes | None  # JPEG preview of the background-removed image that was embedded
     phash: int
+    phash_variants: dict[str, int]  # the pHashes of its mirrored and rotated versions
     label: str  # how the caller named it (a path for folder imports); record.filename is the clean name
 
 
@@ -106,7 +114,8 @@ class LibraryInfo:
 
 @dataclass(frozen=True, slots=True)
 class SimpleSearch:
-    """The seed's search form: optional text, optional image (bytes or stored id), and a weight."""
+    """The seed's search form: optional text, optional image (bytes or stored id), and a weight; `region` is the
+    part of the image to search with, `hybrid` and `min_score` as in Query."""
 
     text: str = ""
     image: bytes | None = None
@@ -114,6 +123,25 @@ class SimpleSearch:
     image_weight: float = 0.5
     k: int = 10
     filter: Filter | None = None
+    region: Region | None = None
+    hybrid: bool = False
+    min_score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateGroup:
+    """Images that look like one another; `links` says why: (id, id, pHash bits, vector cosine or None)."""
+
+    records: list[ImageRecord]
+    links: list[tuple[str, str, int, float | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateLink:
+    first: int
+    second: int
+    distance: int
+    similarity: float | None
 
 
 class Library:
@@ -135,6 +163,8 @@ class Library:
         self.captions_wanted = captions_wanted  # new images wait for the caption worker
         self.warnings: list[str] = []  # degraded features, shown in health and on every page
         self.on_pending: Callable[[], None] | None = None  # told when images start waiting for a caption
+        self._writes_since_maintenance = 0
+        self._maintenance = threading.Lock()
         self._open_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._opened = False
@@ -213,7 +243,8 @@ class Library:
         known = self._known_file(data, name)
         if known is not None:
             return known
-        candidate = self._candidate(data, name, text, meta)
+        with self._embed_slots:  # decoding a large image needs memory too, so it queues like the model
+            candidate = self._candidate(data, name, text, meta)
         duplicate = self._duplicate_of(candidate, [])
         if duplicate is not None:
             return duplicate
@@ -221,7 +252,7 @@ class Library:
             vector = self.embedder.encode_prepared([candidate.pixels])[0]
         words = self._words_vectors([candidate.record])[0]
         with self._write_lock:
-            duplicate = self._duplicate_of(candidate, [])
+            duplicate = self._duplicate_of(candidate, [], vector)
             if duplicate is not None:
                 return duplicate
             self._write([(candidate, vector, words)])
@@ -321,7 +352,7 @@ class Library:
         with self._write_lock:
             keep: list[tuple[_Candidate, Vector, Vector | None]] = []
             for candidate, vector, words_vector in zip(fresh, vectors, words, strict=True):
-                duplicate = self._duplicate_of(candidate, [k[0] for k in keep])
+                duplicate = self._duplicate_of(candidate, [k[0] for k in keep], vector, [k[1] for k in keep])
                 if duplicate is not None:
                     emit(duplicate)
                 else:
@@ -344,9 +375,9 @@ class Library:
         return IngestResult("duplicate", name, existing=existing, distance=0, reason="the same file is already stored")
 
     def _candidate(self, data: bytes, name: str, description: str, metadata: Metadata, label: str = "") -> _Candidate:
-        decoded = media.decode(data, max_pixels=self.settings.max_pixels)
+        decoded = media.decode(data, max_pixels=self.settings.max_pixels, **self._decode_sides())
         sha = file_hash(data)
-        phash = perceptual_hash(decoded.image)
+        phash, variants = perceptual_hashes(decoded.image)
         now = datetime.now(UTC)
         pixels, cutout = self._embeddable(decoded.image)
         record = ImageRecord(
@@ -371,16 +402,35 @@ class Library:
             gps_lon=decoded.exif.gps_lon,
             cutout=cutout is not None,
         )
-        return _Candidate(
-            record=record,
-            data=data,
-            extension=decoded.extension,
-            thumbnail=media.make_thumbnail(decoded.image),
-            pixels=pixels,
-            cutout=cutout,
-            phash=phash,
-            label=label or name,
+        return self._private(
+            _Candidate(
+                record=record,
+                data=data,
+                extension=decoded.extension,
+                thumbnail=media.make_thumbnail(decoded.image),
+                pixels=pixels,
+                cutout=cutout,
+                phash=phash,
+                phash_variants=variants,
+                label=label or name,
+            )
         )
+
+    def _private(self, candidate: _Candidate) -> _Candidate:
+        """With IMAGEMATCH_STRIP_GPS, the stored original and the record lose the GPS position; the id and file
+        hash stay those of the uploaded bytes, so the same upload is still recognised."""
+        if not self.settings.strip_gps:
+            return candidate
+        stored = without_gps(candidate.data, candidate.record.format)
+        record = replace(candidate.record, size=len(stored), gps_lat=None, gps_lon=None)
+        return replace(candidate, record=record, data=stored)
+
+    def _decode_sides(self) -> dict[str, int]:
+        """Decode only the pixels that are used: the model's input on the short side, a thumbnail on the long.
+
+        For a camera JPEG this lets draft mode decode at 1/8 scale, several times cheaper than in full.
+        """
+        return {"short_side": max(self.embedder.image_size, 64), "long_side": media.THUMBNAIL_SIZE}
 
     def _embeddable(self, image: Image.Image) -> tuple[Prepared, bytes | None]:
         """Model input for an image: the background-removed cut-out when the remover says it helps.
@@ -394,8 +444,21 @@ class Library:
             return self.embedder.prepare(image), None
         return self.embedder.prepare(cut.image), media.make_thumbnail(cut.image, media.WORK_SIZE // 2)
 
-    def _duplicate_of(self, candidate: _Candidate, pending: Sequence[_Candidate]) -> IngestResult | None:
-        """A stored (or about to be stored) image that this one duplicates: same file or close pHash."""
+    @property
+    def duplicate_rule(self) -> DuplicateRule:
+        return DuplicateRule(
+            self.settings.duplicate_distance, self.settings.duplicate_crop_distance, self.settings.duplicate_similarity
+        )
+
+    def _duplicate_of(
+        self,
+        candidate: _Candidate,
+        pending: Sequence[_Candidate],
+        vector: Vector | None = None,
+        pending_vectors: Sequence[Vector] = (),
+    ) -> IngestResult | None:
+        """A stored (or about to be stored) image that this one duplicates: the same file or a close pHash; once
+        `vector` is known, also a mirrored or turned copy or a crop, each confirmed by the image vectors."""
         limit = self.settings.duplicate_distance
         name = candidate.label
         same_file = self.store.find_file_hash(candidate.record.file_hash)
@@ -403,23 +466,147 @@ class Library:
             return IngestResult(
                 "duplicate", name, existing=same_file, distance=0, reason="the same file is already stored"
             )
-        matches = self.store.near_phash(candidate.phash, limit)
-        best: tuple[ImageRecord, int] | None = matches[0] if matches else None
+        best = next(iter(self.store.near_phash(candidate.phash, limit)), None)
         for other in pending:
             distance = hamming(candidate.phash, other.phash)
             if distance <= limit and (best is None or distance < best[1]):
                 best = (other.record, distance)
-        if best is None:
+        if best is not None:
+            existing, distance = best
+            log.info("duplicate %r: %d bits from %s", name, distance, existing.id)
+            return IngestResult(
+                "duplicate",
+                name,
+                existing=existing,
+                distance=distance,
+                reason=f"looks the same as {existing.filename or existing.id} ({distance} of 64 pHash bits differ)",
+            )
+        if vector is None:
             return None
-        existing, distance = best
-        log.info("duplicate %r: %d bits from %s", name, distance, existing.id)
-        return IngestResult(
-            "duplicate",
-            name,
-            existing=existing,
-            distance=distance,
-            reason=f"looks the same as {existing.filename or existing.id} ({distance} of 64 pHash bits differ)",
+        return self._turned_copy_of(candidate, vector, pending, pending_vectors) or self._crop_of(
+            candidate, vector, pending, pending_vectors
         )
+
+    def _turned_copy_of(
+        self, candidate: _Candidate, vector: Vector, pending: Sequence[_Candidate], pending_vectors: Sequence[Vector]
+    ) -> IngestResult | None:
+        """A stored image that this one is a mirrored or rotated copy of: one of the upload's turned hashes within
+        VARIANT_DISTANCE bits of its pHash, and image vectors at least `duplicate_variant_similarity` alike (plain
+        graphics and patterns can match a turned hash by chance; their vectors tell them apart)."""
+        if not self.settings.duplicate_variants:
+            return None
+        pending_by_id = {c.record.id: v for c, v in zip(pending, pending_vectors, strict=False)}
+        hashes = lookup_hashes(candidate.phash, candidate.phash_variants, VARIANT_DISTANCE)
+        for variant, phash in hashes.items():
+            if not variant:
+                continue
+            matches = self.store.near_phash(phash, VARIANT_DISTANCE)
+            matches += [(c.record, d) for c in pending if (d := hamming(phash, c.phash)) <= VARIANT_DISTANCE]
+            stored = self.store.get_vectors([r.id for r, _ in matches if r.id not in pending_by_id])
+            for record, distance in sorted(matches, key=lambda pair: pair[1]):
+                other = pending_by_id.get(record.id)
+                if other is None and record.id in stored:
+                    other = stored[record.id][0]
+                similarity = float(other @ vector) if other is not None else None
+                if similarity is None or similarity < self.settings.duplicate_variant_similarity:
+                    continue
+                log.info("duplicate %r: %s copy of %s (%d bits)", candidate.label, variant, record.id, distance)
+                return IngestResult(
+                    "duplicate",
+                    candidate.label,
+                    existing=record,
+                    distance=distance,
+                    reason=f"looks like {record.filename or record.id} {variant} ({distance} of 64 pHash bits "
+                    f"differ, image similarity {similarity:.3f})",
+                )
+        return None
+
+    def _crop_of(
+        self, candidate: _Candidate, vector: Vector, pending: Sequence[_Candidate], pending_vectors: Sequence[Vector]
+    ) -> IngestResult | None:
+        """The second signal: an image whose vector is very close and whose pHash is still near (a small crop).
+
+        The pHash bound comes first: it is a vectorised scan over cached hashes and almost always finds nothing,
+        so an upload costs no vector lookups unless a stored image is a plausible crop of it.
+        """
+        rule = self.duplicate_rule
+        if not rule.uses_vectors:
+            return None
+        near = [r for r, _ in self.store.near_phash(candidate.phash, rule.crop_distance)]
+        stored = self.store.get_vectors([r.id for r in near]) if near else {}
+        neighbours = [(r, float(stored[r.id][0] @ vector)) for r in near if r.id in stored]
+        neighbours += [(c.record, float(v @ vector)) for c, v in zip(pending, pending_vectors, strict=False)]
+        for record, similarity in sorted(neighbours, key=lambda pair: -pair[1]):
+            distance = hamming(candidate.phash, phash_from_hex(record.phash))
+            if distance > self.settings.duplicate_distance and rule.is_duplicate(distance, similarity):
+                log.info(
+                    "duplicate %r: a crop of %s (similarity %.3f, %d bits)",
+                    candidate.label,
+                    record.id,
+                    similarity,
+                    distance,
+                )
+                return IngestResult(
+                    "duplicate",
+                    candidate.label,
+                    existing=record,
+                    distance=distance,
+                    reason=f"looks like a crop or edit of {record.filename or record.id} (image similarity "
+                    f"{similarity:.3f}, {distance} of 64 pHash bits differ)",
+                )
+        return None
+
+    def duplicate_groups(self, rule: DuplicateRule | None = None, *, limit: int = 50) -> list[DuplicateGroup]:
+        """Near-duplicates across the library, grouped, largest groups first, at most `limit` groups.
+
+        Pairs come from one vectorised pass over every pHash (fingerprint distances up to the rule's reach);
+        pairs the pHash alone does not settle are decided by their stored image vectors.
+        """
+        rule = rule or self.duplicate_rule
+        records = list(self.iter_records())
+        hashes = np.array([phash_from_hex(r.phash) for r in records], dtype=np.uint64)
+        pairs = close_pairs(hashes, rule.reach)
+        settled = pairs.select(pairs.distance <= rule.max_distance)
+        links = [DuplicateLink(int(a), int(b), int(d), None) for a, b, d in zip(*_columns(settled), strict=True)]
+        undecided = pairs.select(pairs.distance > rule.max_distance)
+        if len(undecided) > _MAX_VECTOR_PAIRS:  # the closest hashes first; the rest wait for a stricter rule
+            undecided = undecided.select(np.argsort(undecided.distance, kind="stable")[:_MAX_VECTOR_PAIRS])
+        involved = sorted({int(i) for i in np.concatenate([undecided.first, undecided.second])})
+        vectors = {}
+        for start in range(0, len(involved), _VECTOR_BATCH):
+            chunk = [records[i].id for i in involved[start : start + _VECTOR_BATCH]]
+            vectors.update({key: value[0] for key, value in self.store.get_vectors(chunk).items()})
+        for a, b, d in zip(*_columns(undecided), strict=True):
+            first, second = records[int(a)].id, records[int(b)].id
+            if first in vectors and second in vectors:
+                similarity = float(vectors[first] @ vectors[second])
+                if rule.is_duplicate(int(d), similarity):
+                    links.append(DuplicateLink(int(a), int(b), int(d), similarity))
+        groups = groups_of([(link.first, link.second) for link in links])[:limit]
+        found = []
+        for members in groups:
+            inside = set(members)
+            found.append(
+                DuplicateGroup(
+                    records=[records[i] for i in members],
+                    links=[
+                        (records[link.first].id, records[link.second].id, link.distance, link.similarity)
+                        for link in links
+                        if link.first in inside
+                    ],
+                )
+            )
+        return found
+
+    def keep_one(self, keep: str, delete: Sequence[str]) -> list[ImageRecord]:
+        """Resolve a duplicate group: delete the others, never the one kept. Returns what was deleted."""
+        self.get(keep)
+        if keep in delete:
+            raise InvalidInput("the image to keep cannot also be deleted")
+        targets = [self.get(image_id) for image_id in dict.fromkeys(delete)]
+        for record in targets:
+            self.delete(record.id)
+        return targets
 
     def _words_vectors(self, records: Sequence[ImageRecord]) -> list[Vector | None]:
         """The text embedding of each record's own words (description first, then caption), or None."""
@@ -444,6 +631,21 @@ class Library:
         self.store.upsert([StoredImage(c.record, v, w) for c, v, w in items])
         if self.captions_wanted and self.on_pending is not None:
             self.on_pending()
+        self._writes_since_maintenance += len(items)
+        if self._writes_since_maintenance >= self.settings.maintain_every:
+            self._writes_since_maintenance = 0
+            threading.Thread(target=self._maintain_quietly, name="maintain", daemon=True).start()
+
+    def _maintain_quietly(self) -> None:
+        """Background housekeeping after many single uploads; one at a time, never failing a request."""
+        if not self._maintenance.acquire(blocking=False):
+            return
+        try:
+            self.store.maintain()
+        except Exception:
+            log.exception("store maintenance failed; it will be tried again after more uploads")
+        finally:
+            self._maintenance.release()
 
     # read and edit
 
@@ -545,13 +747,20 @@ class Library:
         started = time.perf_counter()
         if not 1 <= query.k <= self.settings.max_k:
             raise InvalidQuery(f"k must be between 1 and {self.settings.max_k}")
+        if any(isinstance(t, TextTerm) and len(t.text) > MAX_QUERY_TEXT_LENGTH for t in query.terms):
+            raise InvalidQuery(f"the search text is longer than {MAX_QUERY_TEXT_LENGTH:,} characters; shorten it")
         self.open()
         vectors = self._query_vectors(query.terms)
         weight = self.settings.words_weight * vectors.text_share
+        depth = self._depth(query.k) if query.hybrid else query.k
         if vectors.text is None or weight <= 0:
-            hits = self.store.search(vectors.query, k=query.k, flt=query.filter)
+            hits = self.store.search(vectors.query, k=depth, flt=query.filter)
         else:
-            hits = self._fused_search(vectors.query, vectors.text, weight, query.k, query.filter)
+            hits = self._fused_search(vectors.query, vectors.text, weight, depth, query.filter)
+        if query.min_score is not None:
+            hits = [hit for hit in hits if hit.score >= query.min_score]
+        if query.hybrid:
+            hits = self._hybrid(hits, query, depth)[: query.k]
         took = (time.perf_counter() - started) * 1000
         log.info("search %s k=%d: %d hits in %.0f ms", _describe_terms(query.terms), query.k, len(hits), took)
         return SearchResult(hits=hits, truncated=vectors.truncated, took_ms=took)
@@ -577,8 +786,28 @@ class Library:
             record = self.store.find_file_hash(file_hash(request.image))
         return record.caption if record is not None else ""
 
+    def _depth(self, k: int) -> int:
+        """How many candidates a ranking that is fused with another one reads."""
+        return min(max(k * 3, 100), self.settings.max_k * 3)
+
+    def _hybrid(self, vector_hits: list[Hit], query: Query, depth: int) -> list[Hit]:
+        """The vector ranking fused with a keyword ranking of the query's positive words (reciprocal rank fusion).
+
+        The score becomes the fused value. Without positive text terms there is nothing to match as keywords.
+        """
+        words = " ".join(t.text for t in query.terms if isinstance(t, TextTerm) and t.weight > 0)
+        if not words.strip():
+            return vector_hits
+        keyword_hits = self.store.keyword_search(words, k=depth, flt=query.filter)
+        fused = reciprocal_rank_fusion(
+            [[hit.record.id for hit in vector_hits], [hit.record.id for hit in keyword_hits]]
+        )
+        records = {hit.record.id: hit.record for hit in keyword_hits + vector_hits}
+        order = sorted(fused, key=lambda image_id: (-fused[image_id], image_id))
+        return [Hit(records[image_id], fused[image_id]) for image_id in order]
+
     def _fused_search(self, query: Vector, text: Vector, weight: float, k: int, flt: Filter | None) -> list[Hit]:
-        depth = min(max(k * 3, 100), self.settings.max_k * 3)
+        depth = self._depth(k)
         by_image = self.store.search(query, k=depth, flt=flt)
         by_words = self.store.search(text, k=depth, flt=flt, field="words")
         records = {hit.record.id: hit.record for hit in by_image + by_words}
@@ -624,14 +853,28 @@ class Library:
         if isinstance(term, ImageTerm):
             if len(term.data) > self.settings.max_upload_bytes:
                 raise TooLarge(f"the query image is larger than {_human_bytes(self.settings.max_upload_bytes)}")
-            decoded = media.decode(term.data, max_pixels=self.settings.max_pixels)
-            with self._embed_slots:
-                pixels, _ = self._embeddable(decoded.image)
-                return self.embedder.encode_prepared([pixels])[0], False
+            return self._image_vector(term.data, self.settings.max_pixels, term.region), False
+        if term.region is not None:
+            record = self.get(term.image_id)
+            original = self.blobs.read_original(term.image_id)
+            if original is None:
+                raise NotFound(term.image_id)
+            limit = max(self.settings.max_pixels, record.width * record.height)
+            return self._image_vector(original, limit, term.region), False
         stored = self.store.get_vectors([term.image_id]).get(term.image_id)
         if stored is None:
             raise NotFound(term.image_id)
         return stored[0], False
+
+    def _image_vector(self, data: bytes, max_pixels: int, region: Region | None) -> Vector:
+        """An image's embedding, made the way stored images are; with a region, of that rectangle only."""
+        with self._embed_slots:
+            sides = self._decode_sides() if region is None else {}  # a region keeps more pixels to crop from
+            decoded = media.decode(data, max_pixels=max_pixels, **sides)
+            image = decoded.image if region is None else media.crop_region(decoded.image, region)
+            pixels, _ = self._embeddable(image)
+            vector: Vector = self.embedder.encode_prepared([pixels])[0]
+        return vector
 
     # captions
 
@@ -734,7 +977,8 @@ class Library:
         if data is None:
             log.error("reindex: the original of %s is missing; run `imagematch check`", record.id)
             return None
-        decoded = media.decode(data, max_pixels=max(self.settings.max_pixels, record.width * record.height))
+        limit = max(self.settings.max_pixels, record.width * record.height)
+        decoded = media.decode(data, max_pixels=limit, **self._decode_sides())
         pixels, cutout = self._embeddable(decoded.image)
         return record, pixels, cutout
 
@@ -756,6 +1000,10 @@ class _QueryVectors:
     truncated: bool
 
 
+def _columns(pairs: Pairs) -> tuple[list[int], list[int], list[int]]:
+    return pairs.first.tolist(), pairs.second.tolist(), pairs.distance.tolist()
+
+
 def _status_filter(status: CaptionStatus) -> Filter:
     return Filter((Condition("caption_status", "eq", status.value, builtin=True),))
 
@@ -768,18 +1016,22 @@ def to_query(request: SimpleSearch) -> Query:
     text = request.text.strip()
     image_terms: list[QueryTerm] = []
     if request.image is not None:
-        image_terms.append(ImageTerm(request.image, 1.0))
+        image_terms.append(ImageTerm(request.image, 1.0, region=request.region))
     if request.image_id:
-        image_terms.append(StoredImageTerm(request.image_id, 1.0))
+        image_terms.append(StoredImageTerm(request.image_id, 1.0, region=request.region))
     if not text and not image_terms:
         raise InvalidQuery("give text, an image or an image id to search with")
+    if request.region is not None and not image_terms:
+        raise InvalidQuery("a region needs an image to select it from")
+    options = {"hybrid": request.hybrid, "min_score": request.min_score}
     if not image_terms:
-        return Query((TextTerm(text),), request.k, request.filter)
+        return Query((TextTerm(text),), request.k, request.filter, **options)  # type: ignore[arg-type]
     share = 1.0 / len(image_terms)
     terms: list[QueryTerm] = [replace(t, weight=share * (weight if text else 1.0)) for t in image_terms]
     if text:
         terms.append(TextTerm(text, 1.0 - weight))
-    return Query(tuple(t for t in terms if t.weight != 0) or tuple(terms), request.k, request.filter)
+    kept = tuple(t for t in terms if t.weight != 0) or tuple(terms)
+    return Query(kept, request.k, request.filter, **options)  # type: ignore[arg-type]
 
 
 def _describe_terms(terms: Sequence[QueryTerm]) -> str:

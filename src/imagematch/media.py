@@ -61,7 +61,7 @@ class ExifInfo:
 
 @dataclass(frozen=True, slots=True)
 class DecodedImage:
-    image: Image.Image  # RGB, upright, short side >= WORK_SIZE unless the original is smaller
+    image: Image.Image  # RGB, upright, reduced to the sides decode() was asked for (never below them)
     format: str
     width: int  # of the upright original
     height: int
@@ -72,8 +72,13 @@ class DecodedImage:
         return ACCEPTED_FORMATS[self.format]
 
 
-def decode(data: bytes, *, max_pixels: int, work_size: int = WORK_SIZE) -> DecodedImage:
-    """Validate and decode image bytes, or raise InvalidImage / UnsupportedFormat / TooLarge."""
+def decode(data: bytes, *, max_pixels: int, short_side: int = WORK_SIZE, long_side: int = WORK_SIZE) -> DecodedImage:
+    """Validate and decode image bytes, or raise InvalidImage / UnsupportedFormat / TooLarge.
+
+    The decoded image keeps at least `short_side` pixels on its short side and `long_side` on its long side
+    (when the original has them): ingest asks for just what the model and the thumbnail need, so JPEG draft
+    mode can decode a camera photo at 1/8 scale.
+    """
     if not data:
         raise InvalidImage("the file is empty")
     try:
@@ -97,7 +102,9 @@ def decode(data: bytes, *, max_pixels: int, work_size: int = WORK_SIZE) -> Decod
         orientation = int(exif.get(_ORIENTATION_TAG, 1) or 1)
         info = _read_exif(exif)
         if fmt in ("JPEG", "MPO"):
-            image.draft("RGB", (work_size, work_size))
+            stored_w, stored_h = image.size  # draft works on the stored orientation
+            wanted = (long_side, short_side) if stored_w >= stored_h else (short_side, long_side)
+            image.draft("RGB", wanted)
         image.load()
         upright = _apply_orientation(image, orientation)
         rgb = _to_rgb(upright)
@@ -106,7 +113,8 @@ def decode(data: bytes, *, max_pixels: int, work_size: int = WORK_SIZE) -> Decod
 
     if orientation in (5, 6, 7, 8):
         width, height = height, width
-    return DecodedImage(image=_shrink(rgb, work_size), format=fmt, width=width, height=height, exif=info)
+    shrunk = _shrink(rgb, short_side, long_side)
+    return DecodedImage(image=shrunk, format=fmt, width=width, height=height, exif=info)
 
 
 def make_thumbnail(image: Image.Image, max_side: int = THUMBNAIL_SIZE) -> bytes:
@@ -139,11 +147,11 @@ def _apply_orientation(image: Image.Image, orientation: int) -> Image.Image:
     return ImageOps.exif_transpose(image) or image
 
 
-def _shrink(image: Image.Image, work_size: int) -> Image.Image:
-    short = min(image.size)
-    if short <= work_size * 2:
+def _shrink(image: Image.Image, short_side: int, long_side: int) -> Image.Image:
+    """Formats without draft mode: reduce very large images once, so later steps work on fewer pixels."""
+    scale = max(short_side / min(image.size), long_side / max(image.size))
+    if scale > 0.5:
         return image
-    scale = work_size / short
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 

@@ -23,6 +23,9 @@ MAX_METADATA_KEY_LENGTH = 128
 MAX_METADATA_VALUE_LENGTH = 2000
 MAX_DESCRIPTION_LENGTH = 5000
 MAX_FILENAME_LENGTH = 255
+MAX_QUERY_TERMS = 16
+
+Region = tuple[float, float, float, float]  # left, top, right, bottom as fractions of width and height
 
 
 class CaptionStatus(StrEnum):
@@ -90,19 +93,22 @@ class TextTerm:
 
 @dataclass(frozen=True, slots=True)
 class ImageTerm:
-    """An image given with the query (not stored)."""
+    """An image given with the query (not stored); with a region, only that rectangle of it counts."""
 
     data: bytes
     weight: float = 1.0
     filename: str = "query"
+    region: Region | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StoredImageTerm:
-    """An image already in the library, referred to by id: its stored vector is used."""
+    """An image already in the library, referred to by id: its stored vector is used, or with a region, the
+    embedding of that rectangle of its original (the stored vector describes the whole image)."""
 
     image_id: str
     weight: float = 1.0
+    region: Region | None = None
 
 
 QueryTerm = TextTerm | ImageTerm | StoredImageTerm
@@ -149,22 +155,45 @@ class Filter:
         return Filter(self.conditions + (other.conditions if other else ()))
 
 
+def check_region(region: object) -> Region:
+    """A region as four finite fractions with 0 <= left < right <= 1 and 0 <= top < bottom <= 1."""
+    if not isinstance(region, tuple | list) or len(region) != 4:
+        raise InvalidQuery("a region is four numbers: left, top, right, bottom, as fractions of the image")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in region):
+        raise InvalidQuery("a region's numbers must be finite fractions between 0 and 1")
+    left, top, right, bottom = (float(v) for v in region)
+    if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
+        raise InvalidQuery("a region must lie inside the image: 0 <= left < right <= 1 and 0 <= top < bottom <= 1")
+    return left, top, right, bottom
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
+    """Weighted terms, plus how to rank: `hybrid` fuses a keyword ranking of the text terms' words with the vector
+    ranking; `min_score` drops vector matches below that cosine similarity, so a search can find nothing."""
+
     terms: tuple[QueryTerm, ...]
     k: int = 10
     filter: Filter | None = None
+    hybrid: bool = False
+    min_score: float | None = None
 
     def __post_init__(self) -> None:
         if not self.terms:
             raise InvalidQuery("a search needs text, an image or an image id")
+        if len(self.terms) > MAX_QUERY_TERMS:
+            raise InvalidQuery(f"a query has at most {MAX_QUERY_TERMS} terms")
         for term in self.terms:
-            if not math.isfinite(term.weight):
+            if not isinstance(term.weight, int | float) or not math.isfinite(term.weight):
                 raise InvalidQuery("weights must be finite numbers")
             if isinstance(term, TextTerm) and not term.text.strip():
                 raise InvalidQuery("text must not be empty")
+            if not isinstance(term, TextTerm) and term.region is not None:
+                check_region(term.region)
         if all(term.weight == 0 for term in self.terms):
             raise InvalidQuery("at least one weight must be non-zero")
+        if self.min_score is not None and not (math.isfinite(self.min_score) and -1 <= self.min_score <= 1):
+            raise InvalidQuery("min_score must be a number between -1 and 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,9 +260,13 @@ class InvalidQuery(InvalidInput):
     """The search request cannot be answered as asked."""
 
 
+class NotSupported(InvalidQuery):
+    """The configured store cannot answer this kind of search (for example, keyword search on an old collection)."""
+
+
 class NotFound(ImageMatchError):
-    def __init__(self, image_id: str) -> None:
-        super().__init__(f"no image with id {image_id!r}")
+    def __init__(self, image_id: str, what: str = "image") -> None:
+        super().__init__(f"no {what} with id {image_id!r}")
         self.image_id = image_id
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -15,8 +16,13 @@ from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from imagematch.passwords import is_password_hash
+
 DEFAULT_MODEL = "ViT-B-32-256/datacomp_s34b_b86k"
 ENV_PREFIX = "IMAGEMATCH_"
+# Settings whose values never appear in error messages.
+SECRET_FIELDS = frozenset({"api_key", "ui_password_hash", "session_secret", "milvus_token"})
+_API_KEY_SHAPE = re.compile(r"[\x21-\x7e]{16,}")
 
 
 class SettingsError(ValueError):
@@ -84,6 +90,12 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # Access (SECURITY.md): authentication is on when a key or a password is set, and required off loopback.
+    api_key: str = Field("", repr=False, description="The REST API's key, sent as X-API-Key or Bearer.")
+    ui_password_hash: str = Field("", repr=False, description="The web UI's password, from hash-password.")
+    session_secret: str = Field("", repr=False, description="Signs login cookies; empty: kept in data_dir.")
+    rate_limit: int = Field(600, ge=0, le=1_000_000, description="Requests per minute per client; 0 = off.")
+
     # Limits
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(100_000_000, ge=64)
@@ -91,8 +103,24 @@ class Settings(BaseSettings):
 
     # Deduplication: Hamming distance on the 64-bit pHash (bench/dedup_threshold.py measures it).
     duplicate_distance: int = Field(10, ge=0, le=32)
+    duplicate_variants: bool = Field(True, description="Also look uploads up as mirrored and rotated images.")
+    duplicate_variant_similarity: float = Field(0.75, ge=0, le=1, description="Vector cosine a turned copy needs.")
+    duplicate_crop_distance: int = Field(14, ge=0, le=32, description="pHash bits for a crop; 0 = no CLIP check.")
+    duplicate_similarity: float = Field(0.97, ge=0, le=1, description="Image-vector cosine a crop must reach.")
+
+    # Privacy: remove GPS positions from stored originals (and records) at upload.
+    strip_gps: bool = False
+
+    # Search at scale (embedded store): past this many images an ANN index is built (IVF-PQ, re-ranked).
+    ann_threshold: int = Field(50_000, ge=1)
+    ann_nprobes: int = Field(30, ge=1, le=10_000)
+    ann_refine_factor: int = Field(10, ge=1, le=1000)
+    maintain_every: int = Field(1000, ge=1, description="Writes between compactions and index updates.")
 
     # Throughput
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto", description="auto: ONNX Runtime where it measured faster than PyTorch on this machine."
+    )
     embed_batch_size: int = Field(16, ge=1, le=512)
     decode_workers: int = Field(2, ge=1, le=64)
     torch_threads: int = Field(0, ge=0, le=256, description="0 = one per CPU core.")
@@ -116,6 +144,32 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("must name a model")
         return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: str) -> str:
+        if value and not _API_KEY_SHAPE.fullmatch(value):
+            raise ValueError("must be at least 16 printable ASCII characters without spaces")
+        return value
+
+    @field_validator("ui_password_hash")
+    @classmethod
+    def _check_password_hash(cls, value: str) -> str:
+        if value and not is_password_hash(value):
+            raise ValueError("is not a hash made by `imagematch hash-password`")
+        return value
+
+    @field_validator("session_secret")
+    @classmethod
+    def _check_session_secret(cls, value: str) -> str:
+        if value and len(value) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether requests must carry the API key or a login session."""
+        return bool(self.api_key or self.ui_password_hash)
 
     @property
     def captions_wanted(self) -> bool:
@@ -164,7 +218,8 @@ def _describe(error: ValidationError) -> str:
     for item in error.errors():
         loc = str(item["loc"][0]) if item["loc"] else "?"
         name = loc if loc.isupper() else f"{ENV_PREFIX}{loc.upper()}"
-        parts.append(f"{name}: {item['msg']} (got {item.get('input')!r})")
+        got = "the value is not shown" if loc in SECRET_FIELDS else f"got {item.get('input')!r}"
+        parts.append(f"{name}: {item['msg']} ({got})")
     return "invalid setting " + "; ".join(parts)
 
 

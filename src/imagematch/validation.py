@@ -6,6 +6,7 @@ filenames, which are only labels (their path parts and invisible characters are 
 
 from __future__ import annotations
 
+import json
 import math
 import unicodedata
 from typing import Any
@@ -23,6 +24,17 @@ from imagematch.records import (
 
 _ALLOWED_CONTROLS = {"\n", "\r", "\t"}
 _MAX_INT = 2**63 - 1
+
+
+def load_json(text: str, what: str, error: type[InvalidInput] = InvalidInput) -> Any:
+    """Decode JSON a user sent; nesting too deep to decode or numbers too long to read are refused like any
+    other invalid JSON (Python raises RecursionError and ValueError for them, not JSONDecodeError)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as problem:
+        raise error(f"{what} is not valid JSON: {problem.msg}") from None
+    except (RecursionError, ValueError):
+        raise error(f"{what} is not usable JSON: it is nested too deeply or holds a number too long") from None
 
 
 def _has_controls(text: str, allow_newlines: bool) -> bool:

@@ -309,3 +309,47 @@ def test_large_documents_and_odd_keys(open_store: StoreFactory) -> None:
     store.put_document("job", "ключ/1 ✓", "small")
     assert store.get_document("job", "ключ/1 ✓") == "small"
     assert store.list_documents("job") == {"ключ/1 ✓": "small"}
+
+
+def test_keyword_search_matches_words_in_any_text_field(store: VectorStore) -> None:
+    store.upsert(
+        [
+            item(1, caption="An invoice from ACME for three chairs"),
+            item(2, description="Holiday in Biarritz", metadata={"album": "Summer trip", "rating": 5}),
+            item(3, id="scan-0001", caption="a receipt"),
+            item(4, caption="a dog on the beach", camera="Canon EOS 5D"),
+            item(5),
+        ]
+    )
+
+    def found(text: str) -> list[str]:
+        return [h.record.id for h in store.keyword_search(text, k=10)]
+
+    assert found("invoice") == [item(1).record.id]
+    assert found("INVOICE, please!") == [item(1).record.id]  # case and punctuation do not matter
+    assert found("biarritz") == [item(2).record.id]  # the description
+    assert found("summer") == [item(2).record.id]  # a metadata value
+    assert found("3") == ["scan-0001"]  # the filename's words: image-3.jpg
+    assert found("canon") == [item(4).record.id]  # the camera
+    assert found("zeppelin") == []
+    assert found("the of and") == []  # nothing but stop words
+    both = found("invoice dog")
+    assert set(both) == {item(1).record.id, item(4).record.id}
+    hits = store.keyword_search("invoice chairs dog", k=10)
+    assert hits[0].record.id == item(1).record.id and hits[0].score > hits[1].score > 0  # more words, ranked first
+    assert len(store.keyword_search("invoice dog", k=1)) == 1
+
+
+def test_keyword_search_filters_before_top_k_and_follows_edits(store: VectorStore) -> None:
+    store.upsert([item(n, caption=f"invoice number {n}", metadata={"paid": n % 2 == 0}) for n in range(1, 13)])
+    unpaid = store.keyword_search("invoice", k=3, flt=parse_filter({"paid": False}))
+    assert len(unpaid) == 3 and all(h.record.metadata["paid"] is False for h in unpaid)
+    assert [h.record.id for h in store.keyword_search("invoice", k=5, flt=parse_filter({"image.width": 112}))] == [
+        item(12).record.id
+    ]
+    record = item(3).record
+    store.update(replace(record, caption="a zeppelin over the bay"), None)
+    assert [h.record.id for h in store.keyword_search("zeppelin", k=5)] == [record.id]
+    assert record.id not in {h.record.id for h in store.keyword_search("invoice", k=20)}
+    store.delete([item(4).record.id])
+    assert len(store.keyword_search("invoice", k=20)) == 10

@@ -6,6 +6,7 @@ per process, under a lock; encoding is safe to call from several threads.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -19,7 +20,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from imagematch.ai.clip_text import ClipTokenizer
 from imagematch.ai.model_source import ModelSource, local_model_dir
+from imagematch.ai.preprocess import SUPPORTED_MODES, ImagePreprocessor
 from imagematch.records import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,10 @@ class Embedder(Protocol):
     def dim(self) -> int: ...
     @property
     def context_length(self) -> int: ...
+    @property
+    def image_size(self) -> int: ...
+    @property
+    def runtime(self) -> str: ...
     def load(self) -> None: ...
     def prepare(self, image: Image.Image) -> Prepared: ...
     def encode_prepared(self, batch: Sequence[Prepared]) -> Matrix: ...
@@ -52,6 +59,31 @@ class Embedder(Protocol):
     def encode_texts(self, texts: Sequence[str]) -> Matrix: ...
     def fit_text(self, parts: Sequence[str]) -> FittedText: ...
     def count_tokens(self, text: str) -> int: ...
+
+
+def _tokenizer(folder: Path, text_cfg: dict[str, Any]) -> Any:
+    """Our PyTorch-free CLIP tokeniser where the model uses CLIP's BPE as is; open_clip's otherwise."""
+    context = int(text_cfg.get("context_length", 77))
+    plain = not text_cfg.get("hf_tokenizer_name") and not text_cfg.get("tokenizer_kwargs")
+    if plain:
+        return ClipTokenizer(context)
+    import open_clip
+
+    return open_clip.get_tokenizer(f"local-dir:{folder}")
+
+
+def _preprocessor(side: int, preprocess_cfg: dict[str, Any]) -> Any:
+    """Pillow/numpy preprocessing for the usual modes; open_clip's torchvision pipeline for the others."""
+    mean = preprocess_cfg.get("mean") or (0.48145466, 0.4578275, 0.40821073)
+    std = preprocess_cfg.get("std") or (0.26862954, 0.26130258, 0.27577711)
+    mode = preprocess_cfg.get("resize_mode") or "shortest"
+    interpolation = preprocess_cfg.get("interpolation") or "bicubic"
+    if mode in SUPPORTED_MODES and len(mean) == 3 and len(std) == 3:
+        return ImagePreprocessor(side, mean, std, interpolation=interpolation, resize_mode=mode)
+    from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+
+    wanted = {**preprocess_cfg, "size": side}
+    return image_transform_v2(PreprocessCfg(**merge_preprocess_dict(PreprocessCfg(), wanted)), False)
 
 
 def normalise(matrix: npt.NDArray[Any]) -> Matrix:
@@ -62,7 +94,11 @@ def normalise(matrix: npt.NDArray[Any]) -> Matrix:
 
 
 class OpenClipEmbedder:
-    """open_clip models on PyTorch (CPU, or CUDA when present)."""
+    """open_clip models on PyTorch (CPU, or CUDA when present).
+
+    What preprocessing and tokenising need comes from the model's config, so they work without the weights:
+    another runtime can use them while the PyTorch weights are never loaded (or are freed).
+    """
 
     def __init__(
         self,
@@ -84,28 +120,72 @@ class OpenClipEmbedder:
         self._tokenizer: Any = None
         self._dim = 0
         self._context = 0
+        self._image_size = 0
 
     @property
     def model_id(self) -> str:
         return self.source.model_id
 
     @property
+    def runtime(self) -> str:
+        return "torch"
+
+    @property
     def dim(self) -> int:
-        self.load()
+        self._describe()
         return self._dim
 
     @property
     def context_length(self) -> int:
-        self.load()
+        self._describe()
         return self._context
+
+    @property
+    def image_size(self) -> int:
+        """The side of the square the model looks at."""
+        self._describe()
+        return self._image_size
 
     @property
     def loaded(self) -> bool:
         return self._model is not None
 
+    @property
+    def torch_model(self) -> Any:
+        self.load()
+        return self._model
+
+    def _describe(self) -> None:
+        """Preprocessing, tokeniser and shapes, read once from the model's config (no weights)."""
+        if self._preprocess is not None:
+            return
+        with self._lock:
+            if self._preprocess is not None:
+                return
+            folder = local_model_dir(self.source, self.cache_dir)
+            try:
+                config = json.loads((folder / "open_clip_config.json").read_text())
+                model_cfg = config.get("model_cfg", config)
+                size = model_cfg["vision_cfg"]["image_size"]
+                side = int(size[0] if isinstance(size, list | tuple) else size)
+                tokenizer = _tokenizer(folder, model_cfg.get("text_cfg", {}))
+                preprocess = _preprocessor(side, config.get("preprocess_cfg", {}))
+                dim = int(model_cfg["embed_dim"])
+            except (OSError, KeyError, TypeError, ValueError) as error:
+                raise ModelUnavailable(
+                    f"cannot read the configuration of {self.model_id} in {folder}: {error}"
+                ) from error
+            self._tokenizer = tokenizer
+            self._dim = dim
+            self._context = int(getattr(tokenizer, "context_length", 0) or 77)
+            self._image_size = side
+            self._preprocess = preprocess
+
     def load(self) -> None:
+        """The weights as well (lazily, once per process, under a lock)."""
         if self._model is not None:
             return
+        self._describe()
         with self._lock:
             if self._model is not None:
                 return
@@ -117,18 +197,11 @@ class OpenClipEmbedder:
             torch.set_num_threads(self.threads)
             device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
             try:
-                model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}", device=device)
-                tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+                model = open_clip.create_model(f"local-dir:{folder}", device=device)
             except (OSError, RuntimeError, ValueError, KeyError) as error:
                 raise ModelUnavailable(f"cannot load model {self.model_id} from {folder}: {error}") from error
             model.eval()
             self._device = device
-            self._preprocess = preprocess
-            self._tokenizer = tokenizer
-            self._context = int(getattr(tokenizer, "context_length", 0) or 77)
-            with torch.inference_mode():
-                probe = model.encode_text(tokenizer(["a photo"]).to(device))
-            self._dim = int(probe.shape[-1])
             self._model = model
             log.info(
                 "model %s loaded on %s in %.1fs (%d dimensions, %d-token context, %d threads)",
@@ -140,9 +213,19 @@ class OpenClipEmbedder:
                 self.threads,
             )
 
+    def drop_model(self) -> None:
+        """Free the PyTorch weights once another runtime took over; preprocessing and tokenising stay."""
+        with self._lock:
+            self._model = None
+
     def prepare(self, image: Image.Image) -> Prepared:
-        self.load()
+        self._describe()
         return np.asarray(self._preprocess(image), dtype=np.float32)
+
+    def tokenize(self, texts: Sequence[str]) -> npt.NDArray[np.int64]:
+        self._describe()
+        tokens = self._tokenizer(list(texts))
+        return tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens.numpy(), dtype=np.int64)
 
     def encode_prepared(self, batch: Sequence[Prepared]) -> Matrix:
         self.load()
@@ -165,14 +248,16 @@ class OpenClipEmbedder:
         outputs = []
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
-                tokens = self._tokenizer(list(texts[start : start + self.batch_size])).to(self._device)
+                tokens = torch.from_numpy(self.tokenize(texts[start : start + self.batch_size])).to(self._device)
                 outputs.append(self._model.encode_text(tokens).float().cpu().numpy())
         return normalise(np.concatenate(outputs)) if outputs else np.zeros((0, self.dim), np.float32)
 
     def count_tokens(self, text: str) -> int:
         """Tokens the text needs, special tokens included, before any truncation."""
-        self.load()
+        self._describe()
         tokenizer = self._tokenizer
+        if isinstance(tokenizer, ClipTokenizer):
+            return len(tokenizer.encode(text)) + 2  # start and end of text
         inner = getattr(tokenizer, "tokenizer", None)
         if inner is not None and callable(inner):  # Hugging Face tokenizer wrapped by open_clip
             return len(inner(text)["input_ids"])

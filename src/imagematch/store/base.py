@@ -65,6 +65,10 @@ class VectorStore(Protocol):
     def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
         """The k records whose `field` vector is most similar (cosine) to `vector`, filter applied first."""
 
+    def keyword_search(self, text: str, *, k: int, flt: Filter | None = None) -> list[Hit]:
+        """The k records whose words (imagematch.keywords.search_text) best match `text` by BM25, filter applied
+        first; records without any of its words are not returned. Scores are only comparable within one call."""
+
     def find_file_hash(self, file_hash: str) -> ImageRecord | None: ...
 
     def near_phash(self, phash: int, max_distance: int) -> list[tuple[ImageRecord, int]]:

@@ -2,13 +2,18 @@
 
 Each write is a new table version, so a batch lands whole or not at all, even under kill -9. Filters are
 SQL pushed into the scan (`prefilter`), so top-k is taken among matching rows only.
+
+Keyword search uses LanceDB's native full-text index (BM25, stemmed, accents folded) on the `search_text`
+column. Libraries made before that column existed get it on open (schema 2), filled from their records.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +23,10 @@ import lancedb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+from lancedb.index import FTS, BTree, IvfPq
 
 from imagematch.fingerprint import from_signed, hamming_many, phash_from_hex, phash_hex, to_signed
+from imagematch.keywords import search_text, tokens
 from imagematch.records import (
     CaptionStatus,
     Condition,
@@ -36,7 +43,8 @@ log = logging.getLogger(__name__)
 
 IMAGES = "images"
 STATE = "state"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the search_text column for keyword search
+SEARCH_TEXT = "search_text"
 _VECTOR_COLUMNS = {"image": "vector", "words": "words_vector"}
 _NO_VECTORS = [
     "id",
@@ -92,6 +100,7 @@ def images_schema(dim: int) -> pa.Schema:
             pa.field("gps_lat", pa.float64()),
             pa.field("gps_lon", pa.float64()),
             pa.field("cutout", pa.bool_()),
+            pa.field(SEARCH_TEXT, pa.string()),
             pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
             pa.field("words_vector", pa.list_(pa.float32(), dim)),
         ]
@@ -174,6 +183,7 @@ def _record_to_row(record: ImageRecord) -> dict[str, Any]:
         "gps_lat": record.gps_lat,
         "gps_lon": record.gps_lon,
         "cutout": record.cutout,
+        SEARCH_TEXT: search_text(record),
     }
 
 
@@ -223,9 +233,20 @@ class LanceStore:
 
     name = "lancedb"
 
-    def __init__(self, path: Path, *, table_name: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        table_name: str | None = None,
+        ann_threshold: int = 50_000,
+        nprobes: int = 30,
+        refine_factor: int = 10,
+    ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.ann_threshold = ann_threshold
+        self.nprobes = nprobes  # IVF partitions searched (ignored without an index)
+        self.refine_factor = refine_factor  # candidates re-ranked with exact vectors, times k
         # Read consistency 0: every read sees writes from other processes (the CLI beside a server).
         self._db = lancedb.connect(str(path), read_consistency_interval=timedelta(0))
         self._write_lock = threading.Lock()
@@ -237,6 +258,7 @@ class LanceStore:
         self.table_name = table_name or self._get_state("table") or IMAGES
         self._table: Any = None
         self._dim = 0
+        self._keyword_index = False  # the live table has its full-text index
         if self.table_name in existing:
             self._table = self._db.open_table(self.table_name)
             self._dim = self._table.schema.field("vector").type.list_size
@@ -286,6 +308,8 @@ class LanceStore:
             if self._table is None:
                 self._table = self._db.create_table(self.table_name, schema=images_schema(dim), exist_ok=True)
                 self._dim = dim
+            if SEARCH_TEXT not in self._table.schema.names:
+                self._add_search_text()
             if stored is None:
                 self._set_state(
                     {
@@ -295,6 +319,26 @@ class LanceStore:
                         "schema": str(SCHEMA_VERSION),
                     }
                 )
+
+    def _add_search_text(self) -> None:
+        """Schema 1 to 2: add the keyword column and fill it from each record (no vectors are read or written)."""
+        table = self._table
+        try:
+            table.add_columns(pa.field(SEARCH_TEXT, pa.string()))
+        except (ValueError, OSError, RuntimeError):
+            table = self._table = self._db.open_table(self.table_name)  # another process added it first
+            if SEARCH_TEXT not in table.schema.names:
+                raise
+            return
+        rows = self._rows(None)
+        if rows:
+            schema = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field(SEARCH_TEXT, pa.string())])
+            values = [{"id": row["id"], SEARCH_TEXT: search_text(_row_to_record(row))} for row in rows]
+            table.merge_insert("id").when_matched_update_all().execute(pa.Table.from_pylist(values, schema=schema))
+        self._state.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(
+            pa.Table.from_pylist([{"key": "schema", "value": str(SCHEMA_VERSION)}], schema=_STATE_SCHEMA)
+        )
+        log.info("added keyword search to %d records of %s", len(rows), self.table_name)
 
     def start_rebuild(self, model_id: str, dim: int) -> LanceStore:
         """A staging store for re-embedding the library; resumes an interrupted rebuild for the same model."""
@@ -306,7 +350,13 @@ class LanceStore:
             staging = f"{IMAGES}_{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
             self._db.create_table(staging, schema=images_schema(dim))
             self._set_state({"staging_table": staging, "staging_model": f"{model_id}@{dim}"})
-        return LanceStore(self.path, table_name=staging)
+        return LanceStore(
+            self.path,
+            table_name=staging,
+            ann_threshold=self.ann_threshold,
+            nprobes=self.nprobes,
+            refine_factor=self.refine_factor,
+        )
 
     def finish_rebuild(self) -> None:
         """Make the staging table the library, in one atomic state write, then drop the old table."""
@@ -322,6 +372,7 @@ class LanceStore:
             self._table = self._db.open_table(self.table_name)
             self._dim = int(dim)
             self._phash_cache = None
+            self._keyword_index = False
             if old != self.table_name and old in set(self._db.list_tables().tables):
                 self._db.drop_table(old)
 
@@ -347,10 +398,26 @@ class LanceStore:
         table = self._require_table()
         data = self._arrow(items)
         with self._write_lock:
+            before = int(table.version)
             table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
                 data, on_bad_vectors="null"
             )
+            self._extend_phash_cache(before, items)
+
+    def _extend_phash_cache(self, before: int, items: Sequence[StoredImage]) -> None:
+        """Keep the pHash cache current after our own write instead of re-reading the whole column.
+
+        Only when nobody else wrote in between (the version moved by exactly our one commit); a re-upserted
+        id may then appear twice, which near_phash tolerates.
+        """
+        cached = self._phash_cache
+        after = int(self._table.version)
+        if cached is None or cached[0] != before or after != before + 1:
             self._phash_cache = None
+            return
+        ids = np.concatenate([cached[1], np.asarray([i.record.id for i in items], dtype=np.str_)])
+        new = np.asarray([phash_from_hex(i.record.phash) for i in items], dtype=np.uint64)
+        self._phash_cache = (after, ids, np.concatenate([cached[2], new]))
 
     def update(self, record: ImageRecord, words_vector: Vector | None) -> None:
         table = self._require_table()
@@ -379,11 +446,49 @@ class LanceStore:
         self.maintain()
 
     def maintain(self) -> None:
+        """Compact, drop old versions, and index once the library is large enough to need it.
+
+        Exact search is fast and perfect up to tens of thousands of images; past `ann_threshold` an IVF-PQ index
+        answers in milliseconds, and searches re-rank its candidates with the exact vectors (refine) so
+        recall stays high. Rows added after the index are searched exactly until the next maintain folds
+        them in. Scalar indexes make lookups by id and file hash constant-time at any size.
+        """
         if self._table is None:
             return
         with self._write_lock:
             self._table.optimize(cleanup_older_than=timedelta(minutes=1))
             self._state.optimize(cleanup_older_than=timedelta(minutes=1))
+            rows = int(self._table.count_rows())
+            indexed = {tuple(index.columns) for index in self._table.list_indices()}
+            for column in ("id", "file_hash"):
+                if (column,) not in indexed and rows:
+                    self._table.create_index(column, config=BTree(), replace=True)
+            if rows >= self.ann_threshold:
+                for column in _VECTOR_COLUMNS.values():
+                    if (column,) not in indexed:
+                        self._create_vector_index(column, rows)
+
+    def _create_vector_index(self, column: str, rows: int) -> None:
+        started = time.perf_counter()
+        partitions = max(16, int(math.sqrt(rows)))
+        # 8 dimensions per PQ code: coarse enough to be fast, fine enough that re-ranking restores recall.
+        sub_vectors = next(n for n in (self._dim // 8, self._dim // 4, 1) if n and self._dim % n == 0)
+        config = IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub_vectors)
+        self._table.create_index(column, config=config, replace=True)
+        log.info(
+            "indexed %s of %d rows (IVF-PQ, %d partitions) in %.0fs",
+            column,
+            rows,
+            partitions,
+            time.perf_counter() - started,
+        )
+
+    @property
+    def indexed(self) -> bool:
+        """Whether image vectors are searched through an ANN index."""
+        if self._table is None:
+            return False
+        return any(tuple(index.columns) == ("vector",) for index in self._table.list_indices())
 
     def close(self) -> None:
         self._table = None
@@ -457,11 +562,39 @@ class LanceStore:
             .metric("cosine")
             .select([*_NO_VECTORS, "_distance"])
             .limit(k)
+            .nprobes(self.nprobes)
+            .refine_factor(self.refine_factor)
         )
         where = filter_sql(flt)
         if where:
             query = query.where(where, prefilter=True)
         return [Hit(_row_to_record(row), 1.0 - float(row["_distance"])) for row in query.to_list()]
+
+    def _ensure_keyword_index(self) -> None:
+        """Created on the first keyword search; rows written after it are searched too, and `optimize()` (in
+        maintain) folds them into the index."""
+        table = self._require_table()
+        if self._keyword_index:
+            return
+        with self._write_lock:
+            if not any(SEARCH_TEXT in index.columns for index in table.list_indices()):
+                table.create_index(SEARCH_TEXT, config=FTS(), replace=True)
+            self._keyword_index = True
+
+    def keyword_search(self, text: str, *, k: int, flt: Filter | None = None) -> list[Hit]:
+        words = tokens(text)
+        if self._table is None or k <= 0 or not words:
+            return []
+        self._ensure_keyword_index()
+        query = (
+            self._table.search(" ".join(words), query_type="fts", fts_columns=SEARCH_TEXT)
+            .select([*_NO_VECTORS, "_score"])
+            .limit(k)
+        )
+        where = filter_sql(flt)
+        if where:
+            query = query.where(where, prefilter=True)
+        return [Hit(_row_to_record(row), float(row["_score"])) for row in query.to_list()]
 
     def find_file_hash(self, file_hash: str) -> ImageRecord | None:
         rows = self._rows(f"file_hash = {sql_string(file_hash)}", 1)
@@ -488,5 +621,13 @@ class LanceStore:
         distances = hamming_many(phash, hashes)
         close = np.flatnonzero(distances <= max_distance)
         close = close[np.argsort(distances[close], kind="stable")]
-        records = self.get_many([str(ids[i]) for i in close])
-        return [(records[str(ids[i])], int(distances[i])) for i in close if str(ids[i]) in records]
+        unique = list(dict.fromkeys(str(ids[i]) for i in close))
+        records = self.get_many(unique)
+        seen: set[str] = set()
+        found = []
+        for i in close:
+            image_id = str(ids[i])
+            if image_id in records and image_id not in seen:
+                seen.add(image_id)
+                found.append((records[image_id], int(distances[i])))
+        return found

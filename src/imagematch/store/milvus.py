@@ -8,6 +8,10 @@ Layout, in collections named after IMAGEMATCH_MILVUS_COLLECTION (default `imagem
   there and `has_words` false, which the words search filters on.
 - The pHash is also a ±1 vector of 64 floats (Milvus Lite has no binary vectors): cosine similarity is
   exactly 1 - 2·hamming/64, so near duplicates are a top-k search, checked against the exact hash.
+- Keyword search: `search_text` (imagematch.keywords.search_text of the record) feeds Milvus's built-in BM25
+  function into the sparse vector `keywords` (Milvus 2.5+ and Milvus Lite 3 have it; the analyzer folds case
+  and accents but does not stem). Collections made before it (schema 1) have no such field: keyword search
+  there says to run `imagematch reindex`, which rebuilds the collection with it.
 - `<name>_state`: documents (batch jobs, queues) and the pointer that names the live images collection and
   its model. A rebuild fills a new images collection and then switches the pointer in one row write.
 
@@ -28,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pymilvus import DataType, MilvusClient, MilvusException
+from pymilvus import DataType, Function, FunctionType, MilvusClient, MilvusException
 
 from imagematch.fingerprint import PHASH_BITS, from_signed, hamming, phash_from_hex, phash_hex, to_signed
+from imagematch.keywords import search_text, tokens
 from imagematch.records import (
     CaptionStatus,
     Condition,
@@ -39,6 +44,7 @@ from imagematch.records import (
     ImageMatchError,
     ImageRecord,
     Metadata,
+    NotSupported,
     StoredImage,
     StoreMismatch,
     Vector,
@@ -59,7 +65,9 @@ from imagematch.store.shared import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: search_text and its BM25 sparse vector
+_SEARCH_TEXT_BYTES = 65535
+_KEYWORD_ANALYZER = {"tokenizer": "standard", "filter": ["lowercase", "asciifolding"]}
 STORE_KIND = "_store"  # the documents that hold the pointer to the live collection and the staging one
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
 _ID_BYTES = 1024
@@ -269,6 +277,7 @@ class MilvusStore:
         library = self._pointer("library")
         self.images = images or (library["collection"] if library else f"{collection}_images")
         self._dim = self._collection_dim(self.images)
+        self._keywords = self._has_keywords(self.images)
 
     # collections
 
@@ -312,15 +321,37 @@ class MilvusStore:
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("words_vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("phash_vector", DataType.FLOAT_VECTOR, dim=PHASH_BITS)
+        schema.add_field(
+            "search_text",
+            DataType.VARCHAR,
+            max_length=_SEARCH_TEXT_BYTES,
+            enable_analyzer=True,
+            analyzer_params=_KEYWORD_ANALYZER,
+        )
+        schema.add_field("keywords", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(
+                name="keywords_bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["search_text"],
+                output_field_names=["keywords"],
+            )
+        )
         self._client.create_collection(name, schema=schema, consistency_level="Strong")
         index = self._client.prepare_index_params()
         for field in ("vector", "words_vector", "phash_vector"):
             index.add_index(field_name=field, **self._vector_index())
+        index.add_index(field_name="keywords", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         if not self.lite:
             index.add_index(field_name="file_hash", index_type="INVERTED")
         # An empty collection has nothing to build; waiting would only poll (0.5 s per index).
         self._client.create_index(name, index, sync=False)
         self._client.load_collection(name)
+
+    def _has_keywords(self, name: str) -> bool:
+        if not self._client.has_collection(name):
+            return True  # it will be created with them
+        return any(field["name"] == "keywords" for field in self._client.describe_collection(name)["fields"])
 
     def _collection_dim(self, name: str) -> int:
         if not self._client.has_collection(name):
@@ -434,6 +465,7 @@ class MilvusStore:
         self.delete_document(STORE_KIND, "staging")
         self.images = staging["collection"]
         self._dim = int(staging["dim"])
+        self._keywords = self._has_keywords(self.images)
         if old != self.images and self._client.has_collection(old):
             self._client.drop_collection(old)
 
@@ -448,6 +480,8 @@ class MilvusStore:
         row["vector"] = _floats(vector)
         row["has_words"] = words is not None
         row["words_vector"] = _floats(words) if words is not None else _placeholder(self._dim)
+        if self._keywords:
+            row["search_text"] = fit_text(search_text(record), _SEARCH_TEXT_BYTES)
         return row
 
     def upsert(self, items: Sequence[StoredImage]) -> None:
@@ -579,6 +613,27 @@ class MilvusStore:
             search_params=self._search_params(k),
         )
         return [Hit(_hit_record(hit), float(hit["distance"])) for hit in results[0]]
+
+    def keyword_search(self, text: str, *, k: int, flt: Filter | None = None) -> list[Hit]:
+        words = tokens(text)
+        if not self._dim or k <= 0 or not words:
+            return []
+        if not self._keywords:
+            raise NotSupported(
+                f"the Milvus collection {self.images} was made before keyword search; run `imagematch reindex` "
+                "once to rebuild it with a keyword index"
+            )
+        results = self._client.search(
+            self.images,
+            data=[" ".join(words)],
+            anns_field="keywords",
+            limit=min(k, _MAX_LIMIT),
+            filter=filter_expr(flt),
+            output_fields=_RECORD_FIELDS,
+            search_params={"metric_type": "BM25"},
+        )
+        # Milvus Lite reports BM25 as a negative distance, a server as a positive score: the order is the same.
+        return [Hit(_hit_record(hit), abs(float(hit["distance"]))) for hit in results[0]]
 
     def find_file_hash(self, file_hash: str) -> ImageRecord | None:
         rows = self._query(f"file_hash == {expr_string(file_hash)}", _RECORD_FIELDS, limit=1)

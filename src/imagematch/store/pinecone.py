@@ -7,6 +7,10 @@ One index (INDEX_NAME), created on first use with the model's dimension and the 
   searches need no second lookup. An image without words simply has no entry here.
 - `phash`: the 64-bit pHash as ±1 in the first 64 dimensions (zeros after): cosine similarity is then
   exactly 1 - 2·hamming/64, so near duplicates are a top-k query checked against the exact hash.
+- Keyword search: Pinecone has no BM25 for a dense index, so each record's metadata carries `_terms`, the
+  distinct words of its text (imagematch.keywords). The index selects the records sharing a word with the
+  query (`$in` on that list, with the user's filter), at most KEYWORD_CANDIDATES of them, and they are ranked
+  here by BM25 over their stored text. Records written before `_terms` existed are found after a reindex.
 - `state`: documents (batch jobs, queues) and the pointer naming the live generation and its model. A
   rebuild writes a new generation of the three namespaces and switches the pointer with one record.
 
@@ -52,6 +56,7 @@ from pinecone import (
 )
 
 from imagematch.fingerprint import PHASH_BITS, hamming, phash_from_hex
+from imagematch.keywords import bm25, search_text, terms, tokens
 from imagematch.records import (
     CaptionStatus,
     Condition,
@@ -92,6 +97,8 @@ _DELETE_IDS = 1000
 _SCAN_PAGE = 1000
 _TOP_K_MAX = 10_000
 _KEYS_TTL_S = 30.0
+MAX_TERMS = 300  # distinct words kept per record for keyword search (about 4 KB of metadata at most)
+KEYWORD_CANDIDATES = 5000  # records sharing a word with the query that are read and ranked here
 _ID_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) != "%") + " "
 _TEXT_FIELDS = (
     "filename",
@@ -185,6 +192,9 @@ def record_metadata(record: ImageRecord) -> dict[str, Any]:
                 ints.append(key)
     if ints:
         meta["_ints"] = ints  # Pinecone keeps every number as a float; these were integers
+    words = terms(search_text(record), MAX_TERMS)
+    if words:
+        meta["_terms"] = words
     cut: set[str] = set()
     while (excess := json_len_escaped({**meta, **texts}) - MAX_METADATA_BYTES) > 0:
         shortened = shorten_longest(texts, excess, json_len_escaped)
@@ -773,6 +783,40 @@ class PineconeStore:
             include_metadata=True,
         )
         return [Hit(metadata_record(m.metadata or {}), float(m.score)) for m in response.matches]
+
+    def keyword_search(self, text: str, *, k: int, flt: Filter | None = None) -> list[Hit]:
+        """Records sharing a word with `text` (selected by the index), ranked here by BM25 of their words."""
+        wanted = list(dict.fromkeys(tokens(text)))
+        if self._index is None or k <= 0 or not wanted:
+            return []
+        namespace = self._space("images")
+        self._fresh(namespace)
+        selection: dict[str, Any] = {"_terms": {"$in": wanted}}
+        user = pinecone_filter(flt)
+        spec = {"$and": [selection, user]} if user else selection
+        records: list[ImageRecord] = []
+        token: str | None = None
+        while len(records) < KEYWORD_CANDIDATES:
+            response = self._call(
+                "fetch_by_metadata",
+                self._index.fetch_by_metadata,
+                filter=spec,
+                namespace=namespace,
+                limit=min(_SCAN_PAGE, KEYWORD_CANDIDATES - len(records)),
+                pagination_token=token,
+            )
+            records.extend(metadata_record(v.metadata or {}) for v in response.vectors.values())
+            token = response.pagination.next if response.pagination else None
+            if not token:
+                break
+        if not records:
+            return []
+        documents = [tokens(search_text(record)) for record in records]
+        total = max(self._namespace_count(namespace), len(records))
+        average = sum(map(len, documents)) / len(documents)
+        scores = bm25(wanted, documents, total, average)
+        ranked = sorted(zip(scores, records, strict=True), key=lambda pair: (-pair[0], pair[1].id))
+        return [Hit(record, score) for score, record in ranked[:k] if score > 0]
 
     def find_file_hash(self, file_hash: str) -> ImageRecord | None:
         if self._index is None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
-import json
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -12,13 +13,37 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from imagematch import __version__
+from imagematch.duplicates import DuplicateRule
+from imagematch.files import IMAGE_SUFFIXES
 from imagematch.filters import parse_filter
 from imagematch.jobs import JobRunner
 from imagematch.library import Library, SimpleSearch
-from imagematch.records import InvalidInput, RecordPatch, TooLarge
+from imagematch.media import ACCEPTED_FORMATS
+from imagematch.query_syntax import parse_region
+from imagematch.records import (
+    ImageRecord,
+    ImageTerm,
+    InvalidInput,
+    InvalidQuery,
+    QueryTerm,
+    RecordPatch,
+    SearchResult,
+    StoredImageTerm,
+    TextTerm,
+    TooLarge,
+    check_region,
+)
+from imagematch.records import (
+    Query as SearchQuery,
+)
+from imagematch.validation import load_json
 from imagematch.web.schemas import (
     API,
+    ERROR_RESPONSES,
     CaptionerOut,
+    DuplicateGroupOut,
+    DuplicateGroupsOut,
+    DuplicateLinkOut,
     DuplicateOut,
     HealthOut,
     HitOut,
@@ -26,13 +51,17 @@ from imagematch.web.schemas import (
     ImagePage,
     ImagePatch,
     JobOut,
+    QueryIn,
     ResetIn,
     ResetOut,
+    ResolveIn,
+    ResolveOut,
     RetryOut,
     SearchOut,
+    TermIn,
 )
 
-router = APIRouter(prefix=API, tags=["images"])
+router = APIRouter(prefix=API, tags=["images"], responses=ERROR_RESPONSES)
 
 MEDIA_TYPES = {
     "JPEG": "image/jpeg",
@@ -72,10 +101,7 @@ def read_upload(upload: UploadFile, limit: int) -> bytes:
 def parse_metadata(text: str) -> dict[str, Any] | None:
     if not text.strip():
         return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InvalidInput(f"metadata is not valid JSON: {error.msg}") from None
+    value = load_json(text, "metadata")
     if not isinstance(value, dict):
         raise InvalidInput("metadata must be a JSON object of key/value pairs")
     return value
@@ -139,8 +165,16 @@ def delete_image(library: LibraryDep, image_id: str) -> Response:
     return Response(status_code=204)
 
 
+# Opened on its own, a stored file may run nothing and load nothing, whatever a browser makes of it.
+FILE_CONTENT_SECURITY_POLICY = "default-src 'none'; sandbox"
+
+
 def _file_response(found: Path | bytes, media_type: str, filename: str | None = None) -> Response:
-    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=31536000, immutable"}
+    headers = {
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": FILE_CONTENT_SECURITY_POLICY,
+        "Cache-Control": "private, max-age=31536000, immutable",
+    }
     if isinstance(found, bytes):
         if filename:
             headers["Content-Disposition"] = f"inline; filename*=UTF-8''{quote(filename)}"
@@ -150,10 +184,18 @@ def _file_response(found: Path | bytes, media_type: str, filename: str | None = 
     )
 
 
+def download_name(record: ImageRecord) -> str:
+    """The uploaded name, plus the stored format's extension when the name claims another kind of file, so that
+    a saved copy of `page.html` opens as the image it is (`page.html.jpg`)."""
+    if Path(record.filename).suffix.lower() in IMAGE_SUFFIXES:
+        return record.filename
+    return f"{record.filename}.{ACCEPTED_FORMATS.get(record.format, 'bin')}"
+
+
 @router.get("/images/{image_id}/file", response_class=FileResponse)
 def image_file(library: LibraryDep, image_id: str) -> Response:
     record, found = library.original_file(image_id)
-    return _file_response(found, MEDIA_TYPES.get(record.format, "application/octet-stream"), record.filename)
+    return _file_response(found, MEDIA_TYPES.get(record.format, "application/octet-stream"), download_name(record))
 
 
 @router.get("/images/{image_id}/thumbnail", response_class=FileResponse)
@@ -178,6 +220,9 @@ def search(
     ] = 0.5,
     k: Annotated[int, Form(description="How many results (1 to 1000).")] = 10,
     filter: Annotated[str, Form(description='JSON filter, e.g. {"album": "holiday"}')] = "",
+    region: Annotated[str, Form(description="Part of the image only: left,top,right,bottom as fractions.")] = "",
+    hybrid: Annotated[bool, Form(description="Fuse a keyword ranking of the words (BM25) with the vectors'.")] = False,
+    min_score: Annotated[float | None, Form(description="Leave out matches below this similarity.")] = None,
 ) -> SearchOut:
     data = read_upload(image, library.settings.max_upload_bytes) if image is not None and image.filename else None
     result = library.simple_search(
@@ -188,11 +233,89 @@ def search(
             image_weight=image_weight,
             k=k,
             filter=parse_filter(filter),
+            region=parse_region(region),
+            hybrid=hybrid,
+            min_score=min_score,
         )
     )
+    return _search_out(result)
+
+
+def _search_out(result: SearchResult) -> SearchOut:
     return SearchOut(
         hits=[HitOut.of(h) for h in result.hits], truncated=result.truncated, took_ms=round(result.took_ms, 1)
     )
+
+
+def _term(term: TermIn, limit: int) -> QueryTerm:
+    given = [name for name in ("text", "image", "image_id") if getattr(term, name) is not None]
+    if len(given) != 1:
+        raise InvalidQuery("each term has exactly one of text, image or image_id")
+    region = check_region(term.region) if term.region is not None else None
+    if term.text is not None:
+        if region is not None:
+            raise InvalidQuery("a region belongs to an image term, not to text")
+        return TextTerm(term.text, term.weight)
+    if term.image_id is not None:
+        return StoredImageTerm(term.image_id.strip(), term.weight, region=region)
+    encoded = term.image or ""
+    if len(encoded) > limit * 4 // 3 + 4:
+        raise TooLarge(f"a query image is larger than the limit of {limit:,} bytes")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidQuery("image must be a base64-encoded image file") from None
+    return ImageTerm(data, term.weight, region=region)
+
+
+@router.post("/search/query", response_model=SearchOut, tags=["search"])
+def search_query(library: LibraryDep, body: QueryIn) -> SearchOut:
+    """Query arithmetic: a weighted sum of text, image and stored-image terms (weights may be negative), with
+    optional keyword fusion (`hybrid`), a relevance cut-off (`min_score`) and image regions."""
+    terms = tuple(_term(term, library.settings.max_upload_bytes) for term in body.terms)
+    query = SearchQuery(terms, k=body.k, filter=parse_filter(body.filter), hybrid=body.hybrid, min_score=body.min_score)
+    return _search_out(library.search(query))
+
+
+@router.get("/duplicates", response_model=DuplicateGroupsOut, tags=["duplicates"])
+def duplicates(
+    library: LibraryDep,
+    max_distance: Annotated[int | None, Query(ge=0, le=32, description="pHash bits; default the setting.")] = None,
+    min_similarity: Annotated[
+        float | None, Query(ge=0, le=1, description="Image-vector cosine for crops; default the setting.")
+    ] = None,
+    crop_distance: Annotated[
+        int | None, Query(ge=0, le=32, description="pHash bits a crop may differ by; default the setting.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="At most this many groups, largest first.")] = 50,
+) -> DuplicateGroupsOut:
+    """Groups of near-duplicate images across the library."""
+    default = library.duplicate_rule
+    rule = DuplicateRule(
+        default.max_distance if max_distance is None else max_distance,
+        default.crop_distance if crop_distance is None else crop_distance,
+        default.min_similarity if min_similarity is None else min_similarity,
+    )
+    groups = library.duplicate_groups(rule, limit=limit)
+    return DuplicateGroupsOut(
+        max_distance=rule.max_distance,
+        crop_distance=rule.crop_distance,
+        min_similarity=rule.min_similarity,
+        groups=[
+            DuplicateGroupOut(
+                images=[ImageOut.of(r) for r in group.records],
+                links=[DuplicateLinkOut(first=a, second=b, distance=d, similarity=s) for a, b, d, s in group.links],
+            )
+            for group in groups
+        ],
+    )
+
+
+@router.post("/duplicates/resolve", response_model=ResolveOut, tags=["duplicates"])
+def resolve_duplicates(library: LibraryDep, body: ResolveIn) -> ResolveOut:
+    """Keep one image of a group and delete the others."""
+    deleted = library.keep_one(body.keep, body.delete)
+    return ResolveOut(kept=body.keep, deleted=[r.id for r in deleted])
 
 
 @router.post("/jobs/samples", status_code=202, response_model=JobOut, tags=["jobs"])

@@ -19,9 +19,11 @@ from imagematch.jobs import JobRunner
 from imagematch.library import Library
 from imagematch.records import ImageMatchError
 from imagematch.settings import Settings
-from imagematch.web import api, pages
+from imagematch.web import api, auth, pages
+from imagematch.web.auth import LOGIN_ATTEMPTS_PER_MINUTE, AccessGuard, Authenticator, session_secret
 from imagematch.web.csrf import CrossSiteApiGuard
 from imagematch.web.errors import status_for
+from imagematch.web.ratelimit import RateLimit, TokenBuckets
 from imagematch.web.templating import error_page, is_page_path
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,14 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     app.state.settings = settings
     # Multipart overhead on top of the largest accepted file.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)
+    # Before any body is read, the client's request budget and then its credentials are checked (each
+    # add_middleware wraps what was added before); security_headers, added after, wraps their refusals too.
+    app.state.authenticator = Authenticator(settings, session_secret(settings)) if settings.auth_enabled else None
+    if app.state.authenticator is not None:
+        app.add_middleware(AccessGuard, authenticator=app.state.authenticator)
+    if settings.rate_limit:
+        app.add_middleware(RateLimit, buckets=TokenBuckets(settings.rate_limit))
+    app.state.login_attempts = TokenBuckets(LOGIN_ATTEMPTS_PER_MINUTE)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -156,5 +166,6 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
 
     app.add_middleware(CrossSiteApiGuard)
     app.include_router(api.router)
+    app.include_router(auth.router)
     pages.install(app)
     return app

@@ -13,6 +13,17 @@ import re
 from imagematch.filters import parse_filter
 from imagematch.records import Filter, InvalidInput, InvalidQuery, Metadata, MetadataValue
 
+# The search form's filter rows: each test as typed, the filter operator it means, and how it reads.
+FILTER_OPERATORS = {"=": "$eq", "!=": "$ne", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte", "in": "$in"}
+FILTER_OPERATOR_LABELS = {
+    "=": "equals",
+    "!=": "is not",
+    "<": "less than",
+    "<=": "at most",
+    ">": "more than",
+    ">=": "at least",
+    "in": "is one of (a, b, …)",
+}
 _INTEGER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 

@@ -7,9 +7,11 @@ changes something answers with a redirect to a page that shows the result, so re
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
+from datetime import date
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
@@ -19,29 +21,39 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 
 from imagematch import media
+from imagematch.duplicates import DuplicateRule
 from imagematch.files import image_files
+from imagematch.filters import parse_filter
 from imagematch.jobs import JobRunner, JobStatus
-from imagematch.library import RESET_PHRASE, Library, SimpleSearch
+from imagematch.library import RESET_PHRASE, Library, SimpleSearch, to_query
+from imagematch.query_syntax import parse_region
 from imagematch.records import (
     Conflict,
+    Filter,
     ImageMatchError,
     IngestResult,
     InvalidInput,
     InvalidQuery,
     Metadata,
     NotFound,
+    QueryTerm,
     RecordPatch,
+    Region,
+    StoredImageTerm,
+    TextTerm,
     TooLarge,
 )
+from imagematch.records import Query as SearchQuery
 from imagematch.validation import clean_filename
 from imagematch.web.api import JobsDep, LibraryDep
 from imagematch.web.csrf import require_token
 from imagematch.web.errors import status_for
-from imagematch.web.forms import editable_value, metadata_from_rows, one_key_filter
+from imagematch.web.forms import FILTER_OPERATORS, editable_value, metadata_from_rows, one_key_filter, typed_value
 from imagematch.web.query_images import QueryImageStore
 from imagematch.web.templating import STATIC_DIR, human_bytes, render
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger(__name__)
 CsrfChecked = Depends(require_token)
 
 BROWSE_PAGE_SIZE = 24
@@ -49,6 +61,7 @@ RECENT_ON_HOME = 8
 DEFAULT_K = 12
 DEFAULT_IMAGE_WEIGHT = "0.5"
 QUERY_IMAGE_BUDGET = 64 * 1024 * 1024
+DUPLICATE_NOTICES = {"resolved": "Done: the other images of the group were deleted."}
 NOTICES = {
     "saved": "Changes saved.",
     "caption-queued": "Captioning again; reload in a moment to see the new caption.",
@@ -151,26 +164,56 @@ def upload(
 
 # Search
 
+TERM_KINDS = ("text", "id")
+
+
+def _date_bound(text: str, label: str, end_of_day: bool) -> str:
+    """A date typed in a date field, as the ISO text filters take; the 'to' day counts whole."""
+    try:
+        day = date.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidQuery(f"{label} must be a date such as 2024-05-31") from None
+    return f"{day.isoformat()}T23:59:59.999999" if end_of_day else day.isoformat()
+
 
 @dataclass(frozen=True, slots=True)
 class SearchForm:
-    """The search form as the user left it; it is shown again, editable, above the results."""
+    """The search form as the user left it; it is shown again, editable, above the results.
+
+    Beyond the seed's text, image and slider: more terms with their own weights (`term` is `text:words` or
+    `id:<image id>`, `weight` beside it), filter rows (`key` `op` `value`), built-in filters, keyword fusion,
+    a relevance cut-off and a region of the query image.
+    """
 
     text: str = ""
     image_id: str = ""
     query_image: str = ""  # a token of QueryImageStore
     image_weight: str = DEFAULT_IMAGE_WEIGHT
     k: str = str(DEFAULT_K)
-    key: str = ""
-    value: str = ""
+    key: tuple[str, ...] = ()
+    op: tuple[str, ...] = ()
+    value: tuple[str, ...] = ()
+    term: tuple[str, ...] = ()
+    weight: tuple[str, ...] = ()
+    hybrid: str = ""
+    min_score: str = ""
+    region: str = ""
+    format: str = ""
+    camera: str = ""
+    taken_from: str = ""
+    taken_to: str = ""
 
     @property
     def has_image(self) -> bool:
         return bool(self.image_id or self.query_image)
 
     @property
-    def has_query(self) -> bool:
+    def has_main_query(self) -> bool:
         return bool(self.text.strip()) or self.has_image
+
+    @property
+    def has_query(self) -> bool:
+        return self.has_main_query or any(t.partition(":")[2].strip() for t in self.term)
 
     @property
     def has_both(self) -> bool:
@@ -185,16 +228,96 @@ class SearchForm:
             weight = float(DEFAULT_IMAGE_WEIGHT)
         return round(min(1.0, max(0.0, weight)) * 100) if math.isfinite(weight) else 50
 
-    def url(self, **changes: str) -> str:
+    @property
+    def terms(self) -> list[tuple[str, str, str]]:
+        """The extra terms as (kind, value, weight) rows."""
+        rows = []
+        for raw, weight in zip(self.term, self.weight + ("1",) * len(self.term), strict=False):
+            kind, _, value = raw.partition(":")
+            if value.strip():
+                rows.append((kind if kind in TERM_KINDS else "text", value.strip(), weight))
+        return rows
+
+    @property
+    def filter_rows(self) -> list[tuple[str, str, str]]:
+        ops = self.op + ("=",) * len(self.key)
+        values = self.value + ("",) * len(self.key)
+        return [(k, o, v) for k, o, v in zip(self.key, ops, values, strict=False) if k.strip() or v.strip()]
+
+    @property
+    def region_box(self) -> Region | None:
+        return parse_region(self.region)
+
+    @property
+    def region_values(self) -> list[str]:
+        """The four region fields as they are shown, empty when the whole image is used."""
+        try:
+            box = self.region_box
+        except InvalidQuery:
+            return ["", "", "", ""]
+        return ["", "", "", ""] if box is None else [f"{v:g}" for v in box]
+
+    @property
+    def has_filter(self) -> bool:
+        return bool(self.filter_rows or self.format or self.camera.strip() or self.taken_from or self.taken_to)
+
+    def url(self, **changes: str | tuple[str, ...]) -> str:
         """The linkable address of this search, leaving out fields at their defaults."""
-        form = replace(self, **changes)
+        form = replace(self, **changes)  # type: ignore[arg-type]
         defaults = SearchForm()
         params = {
             f.name: getattr(form, f.name)
             for f in fields(form)
             if getattr(form, f.name) != getattr(defaults, f.name) and (f.name != "image_weight" or form.has_both)
         }
-        return "/search?" + urlencode(params) if params else "/search"
+        return "/search?" + urlencode(params, doseq=True) if params else "/search"
+
+    def with_term(self, term: str, weight: str) -> str:
+        """This search with one more term: "more like this" (weight 1) and "less like this" (-1)."""
+        return self.url(term=(*self.term, term), weight=(*self.weight[: len(self.term)], weight))
+
+    def without_term(self, index: int) -> str:
+        return self.url(
+            term=self.term[:index] + self.term[index + 1 :], weight=self.weight[:index] + self.weight[index + 1 :]
+        )
+
+    def filter(self) -> Filter | None:
+        spec: dict[str, dict[str, object]] = {}
+
+        def add(key: str, operator: str, operand: object) -> None:
+            tests = spec.setdefault(key, {})
+            if operator in tests:
+                raise InvalidQuery(f"the filter on {key!r} has the same test twice; keep one of them")
+            tests[operator] = operand
+
+        for key, op, value in self.filter_rows:
+            if not key.strip():
+                raise InvalidQuery("a filter row has a value but no key; give the metadata key to filter on")
+            operator = FILTER_OPERATORS.get(op)
+            if operator is None:
+                raise InvalidQuery(f"unknown filter test {op!r}")
+            operand: object = typed_value(value)
+            if operator == "$in":
+                operand = [typed_value(part) for part in value.split(",") if part.strip()]
+            add(key.strip(), operator, operand)
+        if self.format:
+            add("image.format", "$eq", self.format)
+        if self.camera.strip():
+            add("image.camera", "$eq", self.camera.strip())
+        if self.taken_from:
+            add("image.taken_at", "$gte", _date_bound(self.taken_from, "'taken from'", end_of_day=False))
+        if self.taken_to:
+            add("image.taken_at", "$lte", _date_bound(self.taken_to, "'taken to'", end_of_day=True))
+        return parse_filter(spec) if spec else None
+
+    def _number(self, text: str, label: str) -> float:
+        try:
+            number = float(text.strip())
+        except ValueError:
+            raise InvalidQuery(f"{label} must be a number") from None
+        if not math.isfinite(number):
+            raise InvalidQuery(f"{label} must be a finite number")
+        return number
 
     def request(self, image: bytes | None) -> SimpleSearch:
         try:
@@ -211,8 +334,23 @@ class SearchForm:
             image_id=self.image_id.strip(),
             image_weight=weight,
             k=k,
-            filter=one_key_filter(self.key, self.value),
+            filter=self.filter(),
+            region=self.region_box if self.has_image else None,
+            hybrid=bool(self.hybrid),
+            min_score=self._number(self.min_score, "the minimum score") if self.min_score.strip() else None,
         )
+
+    def query(self, image: bytes | None) -> SimpleSearch | SearchQuery:
+        """The seed's form alone is a SimpleSearch; with more terms, one query of all of them."""
+        simple = self.request(image)
+        if not self.terms:
+            return simple
+        base = to_query(simple).terms if self.has_main_query else ()
+        extra: list[QueryTerm] = []
+        for kind, value, weight in self.terms:
+            number = self._number(weight, f"the weight of {value!r}")
+            extra.append(StoredImageTerm(value, number) if kind == "id" else TextTerm(value, number))
+        return SearchQuery((*base, *extra), simple.k, simple.filter, hybrid=simple.hybrid, min_score=simple.min_score)
 
 
 def _search_page(form: SearchForm, error: str = "") -> dict[str, object]:
@@ -222,6 +360,7 @@ def _search_page(form: SearchForm, error: str = "") -> dict[str, object]:
         "search": form,
         "query_record": None,
         "query_upload": None,
+        "term_records": {},
         "result": None,
         "error": error,
     }
@@ -243,45 +382,80 @@ def _search_context(request: Request, library: Library, form: SearchForm) -> tup
             image = kept.data
         if form.image_id:
             context["query_record"] = library.get(form.image_id.strip())
-        context["result"] = library.simple_search(form.request(image))
+        context["term_records"] = library.store.get_many([v for kind, v, _ in form.terms if kind == "id"])
+        query = form.query(image)
+        context["result"] = library.simple_search(query) if isinstance(query, SimpleSearch) else library.search(query)
     except ImageMatchError as error:
         context["error"] = str(error)
         return context, status_for(error)
     return context, 200
 
 
+def _form_of(params: Mapping[str, str | list[str]]) -> SearchForm:
+    """A SearchForm from query parameters or form fields (lists for the repeated ones)."""
+    values: dict[str, str | tuple[str, ...]] = {}
+    for f in fields(SearchForm):
+        given = params.get(f.name)
+        if given is None:
+            continue
+        if isinstance(f.default, tuple):
+            values[f.name] = tuple(given) if isinstance(given, list) else (given,)
+        else:
+            values[f.name] = given[-1] if isinstance(given, list) else given
+    return SearchForm(**values)  # type: ignore[arg-type]
+
+
+def _params(pairs: Iterable[tuple[str, object]]) -> dict[str, str | list[str]]:
+    collected: dict[str, list[str]] = {}
+    for name, value in pairs:
+        if isinstance(value, str):
+            collected.setdefault(name, []).append(value)
+    return {
+        name: values if len(values) > 1 or _is_list_field(name) else values[0] for name, values in collected.items()
+    }
+
+
+def _is_list_field(name: str) -> bool:
+    return any(f.name == name and isinstance(f.default, tuple) for f in fields(SearchForm))
+
+
 @router.get("/search", response_class=HTMLResponse)
-def search_page(
-    request: Request,
-    library: LibraryDep,
-    text: str = "",
-    image_id: str = "",
-    query_image: str = "",
-    image_weight: str = DEFAULT_IMAGE_WEIGHT,
-    k: str = str(DEFAULT_K),
-    key: str = "",
-    value: str = "",
-) -> Response:
-    form = SearchForm(text, image_id, query_image, image_weight, k, key, value)
+def search_page(request: Request, library: LibraryDep) -> Response:
+    form = _form_of(_params(request.query_params.multi_items()))
     context, status = _search_context(request, library, form)
     return render(request, "search.html", context, status=status)
 
 
 @router.post("/search", response_class=HTMLResponse, dependencies=[CsrfChecked])
-def search_submit(
+async def search_submit(
     request: Request,
     library: LibraryDep,
     images: Annotated[list[UploadFile], Depends(chosen_files("image"))],
-    text: Annotated[str, Form()] = "",
-    image_id: Annotated[str, Form()] = "",
-    query_image: Annotated[str, Form()] = "",
-    image_weight: Annotated[str, Form()] = DEFAULT_IMAGE_WEIGHT,
-    k: Annotated[str, Form()] = str(DEFAULT_K),
-    key: Annotated[str, Form()] = "",
-    value: Annotated[str, Form()] = "",
 ) -> Response:
     """Keep an uploaded query image server-side, then redirect to the linkable GET page of the search."""
-    form = SearchForm(text, image_id, query_image, image_weight, k, key, value)
+    posted = await request.form()
+    params = _params(posted.multi_items())
+    corners = [str(posted.get(f"region_{side}", "")).strip() for side in ("left", "top", "right", "bottom")]
+    if any(corners):
+        params["region"] = ",".join(corners)
+    elif "region" not in params:
+        params["region"] = ""
+    kinds, words = posted.getlist("term_kind"), posted.getlist("term_value")
+    weights = posted.getlist("weight")
+    rows = [
+        (f"{kind}:{str(word).strip()}", str(weights[i]) if i < len(weights) else "1")
+        for i, (kind, word) in enumerate(zip(kinds, words, strict=False))
+        if str(word).strip()
+    ]
+    params["term"], params["weight"] = [t for t, _ in rows], [w for _, w in rows]
+    form = _form_of(params)
+    kept_rows = form.filter_rows
+    form = replace(
+        form,
+        key=tuple(k for k, _, _ in kept_rows),
+        op=tuple(o for _, o, _ in kept_rows),
+        value=tuple(v for _, _, v in kept_rows),
+    )
     if images:
         image = images[0]
         try:
@@ -291,7 +465,7 @@ def search_submit(
             context = _search_page(form, error=f"the query image cannot be used: {error}")
             return render(request, "search.html", context, status=status_for(error))
         token = _query_images(request).keep(data, media.make_thumbnail(decoded.image), clean_filename(image.filename))
-        form = replace(form, query_image=token, image_id="")
+        form = replace(form, query_image=token, image_id="", region="")
     return _see_other(form.url())
 
 
@@ -301,6 +475,83 @@ def query_image_preview(request: Request, token: str) -> Response:
     if kept is None:
         raise HTTPException(404, "this query image is no longer kept on the server")
     return Response(kept.preview, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+# Duplicates: review groups of near-duplicates, keep one, delete the rest (after a confirmation)
+
+
+def _rule(library: Library, max_distance: str, min_similarity: str, crop_distance: str) -> DuplicateRule:
+    default = library.duplicate_rule
+
+    def number(text: str, fallback: float, label: str) -> float:
+        if not text.strip():
+            return fallback
+        try:
+            value = float(text)
+        except ValueError:
+            raise InvalidInput(f"{label} must be a number") from None
+        if not math.isfinite(value):
+            raise InvalidInput(f"{label} must be a finite number")
+        return value
+
+    return DuplicateRule(
+        int(number(max_distance, default.max_distance, "the pHash distance")),
+        int(number(crop_distance, default.crop_distance, "the crop distance")),
+        number(min_similarity, default.min_similarity, "the similarity"),
+    )
+
+
+@router.get("/duplicates", response_class=HTMLResponse)
+def duplicates_page(
+    request: Request,
+    library: LibraryDep,
+    max_distance: str = "",
+    min_similarity: str = "",
+    crop_distance: str = "",
+    notice: str = "",
+) -> Response:
+    context: dict[str, object] = {
+        "section": "duplicates",
+        "groups": [],
+        "rule": library.duplicate_rule,
+        "notice": DUPLICATE_NOTICES.get(notice, ""),
+        "error": "",
+    }
+    try:
+        rule = _rule(library, max_distance, min_similarity, crop_distance)
+    except InvalidInput as error:
+        context["error"] = str(error)
+        return render(request, "duplicates.html", context, status=422)
+    context.update(rule=rule, groups=library.duplicate_groups(rule))
+    return render(request, "duplicates.html", context)
+
+
+@router.get("/duplicates/resolve", response_class=HTMLResponse)
+def resolve_confirmation(
+    request: Request,
+    library: LibraryDep,
+    keep: str = "",
+    member: Annotated[list[str] | None, Query()] = None,
+) -> Response:
+    """The confirmation step: what is kept and what will be deleted. Nothing changes until it is confirmed."""
+    if not keep:
+        raise InvalidInput("choose the image to keep")
+    kept = library.get(keep)
+    doomed = [library.get(i) for i in dict.fromkeys(member or []) if i != keep]
+    if not doomed:
+        raise InvalidInput("there is nothing else in this group to delete")
+    return render(request, "duplicates_confirm.html", {"section": "duplicates", "kept": kept, "doomed": doomed})
+
+
+@router.post("/duplicates/resolve", dependencies=[CsrfChecked])
+def resolve(
+    library: LibraryDep,
+    keep: Annotated[str, Form()] = "",
+    delete: Annotated[list[str] | None, Form()] = None,
+) -> Response:
+    deleted = library.keep_one(keep, delete or [])
+    log.info("duplicates resolved: kept %s, deleted %d", keep, len(deleted))
+    return _see_other("/duplicates?notice=resolved")
 
 
 # Browse

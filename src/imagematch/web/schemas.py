@@ -13,6 +13,22 @@ from imagematch.records import Hit, ImageRecord, IngestResult
 API = "/api/v1"
 
 
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What went wrong and what to change, in words.")
+
+
+# Every error the API answers has the same shape: {"detail": "..."}.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The request body cannot be read (e.g. a form field over 1 MB)."},
+    401: {"model": ErrorOut, "description": "Authentication is on and no valid API key or login came with it."},
+    404: {"model": ErrorOut, "description": "No such image or job."},
+    413: {"model": ErrorOut, "description": "The upload, or the image's pixel count, is over the limit."},
+    415: {"model": ErrorOut, "description": "Not an accepted image format."},
+    422: {"model": ErrorOut, "description": "Invalid input; the detail says what to change."},
+    429: {"model": ErrorOut, "description": "Too many requests from this client; wait as long as Retry-After says."},
+}
+
+
 class Exif(BaseModel):
     taken_at: datetime | None = None
     camera: str = ""
@@ -114,7 +130,10 @@ class ImagePatch(BaseModel):
 
 class HitOut(BaseModel):
     id: str
-    score: float = Field(description="Cosine similarity to the query, higher is more similar.")
+    score: float = Field(
+        description="Cosine similarity to the query, higher is more similar; with hybrid search, the reciprocal "
+        "rank fusion score (1/61 for a first place in one ranking)."
+    )
     thumbnail_url: str
     url: str
     image: ImageOut
@@ -238,3 +257,58 @@ class JobOut(BaseModel):
             message=status.message,
             links={"self": f"{API}/jobs/{status.id}", "page": f"/upload-samples?job={status.id}"},
         )
+
+
+class TermIn(BaseModel):
+    """One term of a query: exactly one of text, image (base64) or image_id, with a weight that may be negative."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, description="Words.")
+    image: str | None = Field(None, description="An image file, base64-encoded.")
+    image_id: str | None = Field(None, description="A stored image.")
+    weight: float = Field(1.0, description="Negative weights steer away from the term.")
+    region: list[float] | None = Field(
+        None, description="For images: [left, top, right, bottom] as fractions; only that rectangle counts."
+    )
+
+
+class QueryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    terms: list[TermIn] = Field(description="1 to 16 weighted terms; the query is their weighted sum.")
+    k: int = Field(10, description="How many results (1 to max_k).")
+    filter: dict[str, Any] | None = Field(None, description='JSON filter, e.g. {"album": "holiday"}.')
+    hybrid: bool = Field(False, description="Fuse a keyword (BM25) ranking of the words with the vector ranking.")
+    min_score: float | None = Field(None, description="Leave out vector matches below this cosine similarity.")
+
+
+class DuplicateLinkOut(BaseModel):
+    first: str
+    second: str
+    distance: int = Field(description="pHash bits that differ.")
+    similarity: float | None = Field(description="Cosine of the image vectors, when they were compared.")
+
+
+class DuplicateGroupOut(BaseModel):
+    images: list[ImageOut]
+    links: list[DuplicateLinkOut]
+
+
+class DuplicateGroupsOut(BaseModel):
+    max_distance: int
+    crop_distance: int
+    min_similarity: float
+    groups: list[DuplicateGroupOut]
+
+
+class ResolveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep: str = Field(description="The image to keep.")
+    delete: list[str] = Field(description="The images to delete.")
+
+
+class ResolveOut(BaseModel):
+    kept: str
+    deleted: list[str]

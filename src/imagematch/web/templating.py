@@ -14,10 +14,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from imagematch import __version__
 from imagematch.library import RESET_PHRASE, Library
-from imagematch.media import THUMBNAIL_SIZE
+from imagematch.media import ACCEPTED_FORMATS, THUMBNAIL_SIZE
 from imagematch.records import ImageRecord
 from imagematch.web import csrf
-from imagematch.web.forms import shown_value
+from imagematch.web.forms import FILTER_OPERATOR_LABELS, shown_value
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -30,6 +30,7 @@ CONTENT_SECURITY_POLICY = (
 
 ERROR_TITLES = {
     400: "That request did not work",
+    401: "Log in first",
     403: "Not allowed",
     404: "Page not found",
     405: "That action is not available here",
@@ -37,6 +38,7 @@ ERROR_TITLES = {
     413: "Too large",
     415: "Unsupported format",
     422: "That input cannot be used",
+    429: "Too many requests",
     500: "Something went wrong",
     503: "Not available right now",
 }
@@ -105,6 +107,9 @@ environment.globals.update(
     caption_states=CAPTION_STATES,
     version=__version__,
     csrf_field=csrf.FIELD_NAME,
+    filter_operator_labels=FILTER_OPERATOR_LABELS,
+    image_formats=sorted(set(ACCEPTED_FORMATS) - {"MPO"}),
+    signed_in=False,
 )
 
 
@@ -115,17 +120,23 @@ def _respond(html: str, status: int) -> HTMLResponse:
     return response
 
 
-def render(request: Request, template: str, context: dict[str, Any], *, status: int = 200) -> HTMLResponse:
-    """A page with the navigation, the footer's library facts and this browser's form token."""
+def render(
+    request: Request, template: str, context: dict[str, Any], *, status: int = 200, public: bool = False
+) -> HTMLResponse:
+    """A page with the navigation, the footer's library facts and this browser's form token.
+
+    A public page (the login page) shows nothing about the library.
+    """
     library: Library = request.app.state.library
     token = csrf.token_for(request)
-    info = library.info()
+    info = None if public else library.info()
     html = environment.get_template(template).render(
         {
             "csrf_token": token,
             "info": info,
             "settings": library.settings,
-            "notices": [*info.warnings, *_caption_notices(request)],
+            "notices": [*info.warnings, *_caption_notices(request)] if info else [],
+            "signed_in": getattr(request.state, "auth", None) == "session",
             **context,
         }
     )

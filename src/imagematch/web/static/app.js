@@ -287,6 +287,103 @@
     }
   }
 
+  /* Search: rows of terms and of filters that can be added and removed (without the script, one empty row
+   * of each is always there, so a term or filter can still be added per search). */
+
+  function initRepeatable(scope, names) {
+    for (const fieldset of document.querySelectorAll(scope)) {
+      const rows = fieldset.querySelector(`[data-${names.rows}]`);
+      const template = fieldset.querySelector(`[data-${names.template}]`);
+      const addButton = fieldset.querySelector(`[data-${names.add}]`);
+      const enable = (row) => {
+        row.querySelector(`[data-${names.remove}]`).hidden = false;
+      };
+      rows.querySelectorAll(`[data-${names.row}]`).forEach(enable);
+      addButton.hidden = false;
+      addButton.addEventListener("click", () => {
+        const row = template.content.querySelector(`[data-${names.row}]`).cloneNode(true);
+        enable(row);
+        rows.append(row);
+        row.querySelector("input:not([type=hidden])").focus();
+      });
+      rows.addEventListener("click", (event) => {
+        const button = event.target.closest(`[data-${names.remove}]`);
+        if (!button) return;
+        const row = button.closest(`[data-${names.row}]`);
+        const neighbour = row.nextElementSibling || row.previousElementSibling;
+        row.remove();
+        const next = neighbour ? neighbour.querySelector("input:not([type=hidden])") : null;
+        (next || addButton).focus();
+      });
+    }
+  }
+
+  /* Search: drag a rectangle over the query image to search with that part only. The four number fields
+   * are the source of truth (and the keyboard's way to set it); the rectangle shows them. */
+
+  function initRegion() {
+    for (const fieldset of document.querySelectorAll("[data-region]")) {
+      const picker = fieldset.querySelector("[data-region-picker]");
+      const image = picker.querySelector("[data-region-image]");
+      const box = picker.querySelector("[data-region-box]");
+      const inputs = ["left", "top", "right", "bottom"].map((side) => fieldset.querySelector(`[data-region-${side}]`));
+      const clear = fieldset.querySelector("[data-region-clear]");
+      const clamp = (value) => Math.min(1, Math.max(0, value));
+      let start = null;
+
+      function draw() {
+        const [left, top, right, bottom] = inputs.map((input) => (input.value.trim() === "" ? NaN : Number(input.value)));
+        const valid = [left, top, right, bottom].every(Number.isFinite) && left < right && top < bottom;
+        box.hidden = !valid;
+        if (!valid) return;
+        box.style.left = `${left * 100}%`;
+        box.style.top = `${top * 100}%`;
+        box.style.width = `${(right - left) * 100}%`;
+        box.style.height = `${(bottom - top) * 100}%`;
+      }
+
+      function point(event) {
+        const rect = image.getBoundingClientRect();
+        return [clamp((event.clientX - rect.left) / rect.width), clamp((event.clientY - rect.top) / rect.height)];
+      }
+
+      function select(from, to) {
+        const values = [
+          Math.min(from[0], to[0]),
+          Math.min(from[1], to[1]),
+          Math.max(from[0], to[0]),
+          Math.max(from[1], to[1]),
+        ].map((value) => Math.round(value * 100) / 100);
+        if (values[2] - values[0] < 0.01 || values[3] - values[1] < 0.01) return;
+        values.forEach((value, index) => {
+          inputs[index].value = String(value);
+        });
+        draw();
+      }
+
+      picker.addEventListener("pointerdown", (event) => {
+        event.preventDefault();
+        start = point(event);
+        picker.setPointerCapture(event.pointerId);
+      });
+      picker.addEventListener("pointermove", (event) => {
+        if (start) select(start, point(event));
+      });
+      picker.addEventListener("pointerup", (event) => {
+        if (!start) return;
+        select(start, point(event));
+        start = null;
+      });
+      for (const input of inputs) input.addEventListener("input", draw);
+      clear.hidden = false;
+      clear.addEventListener("click", () => {
+        for (const input of inputs) input.value = "";
+        draw();
+      });
+      draw();
+    }
+  }
+
   /* Batch upload: poll the job and show its progress and report as it grows. */
 
   function jobItem(item) {
@@ -381,5 +478,20 @@
   initMetadataFields();
   initUpload();
   initSearch();
+  initRepeatable("[data-terms]", {
+    rows: "term-rows",
+    row: "term-row",
+    template: "term-template",
+    add: "add-term",
+    remove: "remove-term",
+  });
+  initRepeatable("[data-filters]", {
+    rows: "filter-rows",
+    row: "filter-row",
+    template: "filter-template",
+    add: "add-filter",
+    remove: "remove-filter",
+  });
+  initRegion();
   initJob();
 })();

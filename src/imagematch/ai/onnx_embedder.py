@@ -1,0 +1,357 @@
+"""The same open_clip model run by ONNX Runtime: exported once, checked against PyTorch, cached on disk.
+
+The export (both encoders, dynamic batch) lives beside the model cache. Before it is used it must agree with
+PyTorch (cosine >= 0.999 on probe images and texts); an int8 variant (dynamic quantisation of the image
+encoder's weights) is offered only with its measured agreement recorded. `auto` keeps whichever runtime is
+faster on this machine, measured once at export time.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from imagematch.ai.embedder import FittedText, Matrix, OpenClipEmbedder, Prepared, normalise
+from imagematch.records import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+Runtime = Literal["auto", "torch", "onnx", "onnx-int8"]
+MIN_AGREEMENT = 0.999  # cosine between ONNX and PyTorch vectors of the same input
+_PROBE_TEXTS = ("a photo of a dog", "a red circle on a striped background", "an invoice from the plumber")
+
+
+def _probe_images() -> list[Image.Image]:
+    """Deterministic, varied pictures for checking an export against PyTorch."""
+    rng = np.random.default_rng(0)
+    pictures = []
+    for i in range(6):
+        blocks = rng.integers(0, 255, (6 + i, 8, 3), dtype=np.uint8)
+        pictures.append(Image.fromarray(blocks).resize((320, 240), Image.Resampling.BICUBIC))
+    return pictures
+
+
+class _TextModule:
+    """encode_text as a module the exporter can trace."""
+
+    @staticmethod
+    def build(model: Any) -> Any:
+        import torch
+
+        class TextEncoder(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+                return self.model.encode_text(tokens)  # type: ignore[no-any-return]
+
+        return TextEncoder()
+
+
+def agreement(a: Matrix, b: Matrix) -> float:
+    """The smallest row-wise cosine between two sets of vectors of the same inputs."""
+    return float(np.min(np.sum(normalise(a) * normalise(b), axis=1)))
+
+
+class OnnxEmbedder:
+    """Embedder protocol on ONNX Runtime; preprocessing and tokenising stay with the open_clip embedder."""
+
+    def __init__(self, base: OpenClipEmbedder, cache_dir: Path, *, quantized: bool = False, threads: int = 0) -> None:
+        self.base = base
+        self.quantized = quantized
+        self.threads = threads or base.threads
+        self.folder = cache_dir / "onnx" / hashlib.sha256(base.model_id.encode()).hexdigest()[:16]
+        self._lock = threading.Lock()
+        self._image: Any = None
+        self._text: Any = None
+        self.report: dict[str, Any] = {}
+
+    @property
+    def model_id(self) -> str:
+        return self.base.model_id
+
+    @property
+    def runtime(self) -> str:
+        return "onnx-int8" if self.quantized else "onnx"
+
+    @property
+    def dim(self) -> int:
+        return self.base.dim
+
+    @property
+    def context_length(self) -> int:
+        return self.base.context_length
+
+    @property
+    def image_size(self) -> int:
+        return self.base.image_size
+
+    @property
+    def loaded(self) -> bool:
+        return self._image is not None
+
+    def load(self) -> None:
+        if self._image is not None:
+            return
+        with self._lock:
+            if self._image is not None:
+                return
+            started = time.perf_counter()
+            report = self._ensure_export()  # loads the PyTorch weights only when it has to export
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            # Idle worker threads sleep instead of spinning, leaving the cores to the decode threads of ingest.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            image_file = self.folder / ("image_int8.onnx" if self.quantized else "image.onnx")
+            try:
+                self._text = ort.InferenceSession(
+                    str(self.folder / "text.onnx"), options, providers=["CPUExecutionProvider"]
+                )
+                self._image = ort.InferenceSession(str(image_file), options, providers=["CPUExecutionProvider"])
+            except Exception as error:
+                raise ModelUnavailable(f"cannot open the ONNX export in {self.folder}: {error}") from error
+            self.report = report
+            self.base.drop_model()
+            log.info("ONNX Runtime %s ready in %.1fs (%s)", self.runtime, time.perf_counter() - started, self.folder)
+
+    def _ensure_export(self) -> dict[str, Any]:
+        """The export's record; a failed export is recorded too, so it is not retried at every start."""
+        meta_path = self.folder / "export.json"
+        if meta_path.is_file():
+            meta: dict[str, Any] = json.loads(meta_path.read_text())
+            if meta.get("model_id") == self.model_id and (not self.quantized or "int8" in meta or "error" in meta):
+                if "error" in meta:
+                    raise ModelUnavailable(meta["error"])
+                return meta
+        try:
+            meta = export(self.base, self.folder, quantize=self.quantized)
+        except Exception as error:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            reason = f"the ONNX export of {self.model_id} failed: {error}"
+            meta_path.write_text(json.dumps({"model_id": self.model_id, "error": reason}, indent=2))
+            raise ModelUnavailable(reason) from error
+        meta_path.write_text(json.dumps(meta, indent=2))
+        return meta
+
+    def prepare(self, image: Image.Image) -> Prepared:
+        return self.base.prepare(image)
+
+    def encode_prepared(self, batch: Sequence[Prepared]) -> Matrix:
+        self.load()
+        if not batch:
+            return np.zeros((0, self.dim), np.float32)
+        outputs = []
+        for start in range(0, len(batch), self.base.batch_size):
+            pixels = np.stack(batch[start : start + self.base.batch_size]).astype(np.float32)
+            outputs.append(self._image.run(None, {"pixels": pixels})[0])
+        return normalise(np.concatenate(outputs))
+
+    def encode_images(self, images: Sequence[Image.Image]) -> Matrix:
+        return self.encode_prepared([self.prepare(image) for image in images])
+
+    def encode_texts(self, texts: Sequence[str]) -> Matrix:
+        self.load()
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        tokens = self.base.tokenize(texts)
+        return normalise(self._text.run(None, {"tokens": tokens})[0])
+
+    def count_tokens(self, text: str) -> int:
+        return self.base.count_tokens(text)
+
+    def fit_text(self, parts: Sequence[str]) -> FittedText:
+        return self.base.fit_text(parts)
+
+
+def export(base: OpenClipEmbedder, folder: Path, *, quantize: bool) -> dict[str, Any]:
+    """Export both encoders, check them against PyTorch, and time both runtimes on this machine."""
+    import onnxruntime as ort
+    import torch
+
+    started = time.perf_counter()
+    base.load()
+    # A copy: the exporter folds batch norms into convolutions in place, which would corrupt the live model.
+    model = copy.deepcopy(base.torch_model)
+    folder.mkdir(parents=True, exist_ok=True)
+    side = base.image_size
+    tokens = torch.from_numpy(base.tokenize(["a photo"]))
+    with warnings.catch_warnings():  # grad stays on: inference mode would trace fused ops ONNX lacks
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.visual,
+            (torch.zeros(1, 3, side, side),),
+            str(folder / "image.onnx"),
+            input_names=["pixels"],
+            output_names=["embedding"],
+            dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=18,
+            dynamo=False,
+        )
+        torch.onnx.export(
+            _TextModule.build(model),
+            (tokens,),
+            str(folder / "text.onnx"),
+            input_names=["tokens"],
+            output_names=["embedding"],
+            dynamic_axes={"tokens": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=18,
+            dynamo=False,
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = base.threads
+    image = ort.InferenceSession(str(folder / "image.onnx"), options, providers=["CPUExecutionProvider"])
+    text = ort.InferenceSession(str(folder / "text.onnx"), options, providers=["CPUExecutionProvider"])
+    pixels = np.stack([base.prepare(p) for p in _probe_images()])
+    token_ids = base.tokenize(list(_PROBE_TEXTS))
+    torch_images = base.encode_prepared(list(pixels))
+    torch_texts = base.encode_texts(list(_PROBE_TEXTS))
+    meta: dict[str, Any] = {
+        "model_id": base.model_id,
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+        "image_agreement": agreement(image.run(None, {"pixels": pixels})[0], torch_images),
+        "text_agreement": agreement(text.run(None, {"tokens": token_ids})[0], torch_texts),
+    }
+    if min(meta["image_agreement"], meta["text_agreement"]) < MIN_AGREEMENT:
+        raise ModelUnavailable(
+            f"it disagrees with PyTorch (cosine {meta['image_agreement']:.4f} for images, "
+            f"{meta['text_agreement']:.4f} for texts)"
+        )
+    meta["timing"] = _race(base, image, pixels)
+    if quantize:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(folder / "image.onnx"), str(folder / "image_int8.onnx"), weight_type=QuantType.QInt8)
+        quantized = ort.InferenceSession(str(folder / "image_int8.onnx"), options, providers=["CPUExecutionProvider"])
+        int8_vectors = quantized.run(None, {"pixels": pixels})[0]
+        meta["int8"] = {"image_agreement": agreement(int8_vectors, torch_images)}
+    meta["export_seconds"] = round(time.perf_counter() - started, 1)
+    log.info("exported %s to ONNX in %.0fs: %s", base.model_id, meta["export_seconds"], meta)
+    return meta
+
+
+def _race(base: OpenClipEmbedder, session: Any, pixels: np.ndarray[Any, Any]) -> dict[str, float]:
+    """Seconds per image for each runtime at batch 1 and at the batch size, on this machine, now."""
+    batch = np.repeat(pixels[:1], base.batch_size, axis=0)
+
+    def seconds(run: Any, data: np.ndarray[Any, Any]) -> float:
+        run(data)
+        started = time.perf_counter()
+        for _ in range(3):
+            run(data)
+        return (time.perf_counter() - started) / (3 * len(data))
+
+    def onnx(data: np.ndarray[Any, Any]) -> object:
+        return session.run(None, {"pixels": data})
+
+    def torch_run(data: np.ndarray[Any, Any]) -> object:
+        return base.encode_prepared(list(data))
+
+    return {
+        "onnx_batch1": seconds(onnx, pixels[:1]),
+        "torch_batch1": seconds(torch_run, pixels[:1]),
+        "onnx_batch": seconds(onnx, batch),
+        "torch_batch": seconds(torch_run, batch),
+    }
+
+
+def onnx_is_faster(meta: dict[str, Any]) -> bool:
+    timing = meta.get("timing", {})
+    if not timing:
+        return False
+    onnx = timing["onnx_batch1"] + timing["onnx_batch"]
+    torch = timing["torch_batch1"] + timing["torch_batch"]
+    return bool(onnx < torch)
+
+
+class AutoEmbedder:
+    """ONNX Runtime or PyTorch for this model on this machine, whichever measured faster when it was exported.
+
+    The first load of a model exports it once (logged, cached); if the export fails or disagrees with
+    PyTorch, PyTorch is used and the reason is logged.
+    """
+
+    def __init__(self, base: OpenClipEmbedder, cache_dir: Path) -> None:
+        self.base = base
+        self.onnx = OnnxEmbedder(base, cache_dir)
+        self._chosen: OpenClipEmbedder | OnnxEmbedder | None = None
+        self._lock = threading.Lock()
+
+    def _runtime(self) -> OpenClipEmbedder | OnnxEmbedder:
+        if self._chosen is None:
+            self.load()
+        assert self._chosen is not None
+        return self._chosen
+
+    @property
+    def model_id(self) -> str:
+        return self.base.model_id
+
+    @property
+    def runtime(self) -> str:
+        return self._chosen.runtime if self._chosen is not None else "auto"
+
+    @property
+    def loaded(self) -> bool:
+        return self._chosen is not None
+
+    @property
+    def dim(self) -> int:
+        return self.base.dim
+
+    @property
+    def context_length(self) -> int:
+        return self.base.context_length
+
+    @property
+    def image_size(self) -> int:
+        return self.base.image_size
+
+    def load(self) -> None:
+        if self._chosen is not None:
+            return
+        with self._lock:
+            if self._chosen is not None:
+                return
+            try:
+                faster = onnx_is_faster(self.onnx._ensure_export())
+            except Exception as error:
+                log.warning("ONNX Runtime is not used for %s: %s", self.model_id, error)
+                faster = False
+            chosen: OpenClipEmbedder | OnnxEmbedder = self.onnx if faster else self.base
+            chosen.load()
+            self._chosen = chosen
+            log.info("runtime for %s: %s (measured on this machine)", self.model_id, self._chosen.runtime)
+
+    def prepare(self, image: Image.Image) -> Prepared:
+        return self.base.prepare(image)
+
+    def encode_prepared(self, batch: Sequence[Prepared]) -> Matrix:
+        return self._runtime().encode_prepared(batch)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> Matrix:
+        return self._runtime().encode_images(images)
+
+    def encode_texts(self, texts: Sequence[str]) -> Matrix:
+        return self._runtime().encode_texts(texts)
+
+    def count_tokens(self, text: str) -> int:
+        return self.base.count_tokens(text)
+
+    def fit_text(self, parts: Sequence[str]) -> FittedText:
+        return self.base.fit_text(parts)

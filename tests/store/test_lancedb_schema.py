@@ -1,0 +1,36 @@
+"""A LanceDB library made before keyword search (schema 1, no search_text column) keeps working."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lancedb
+import pyarrow as pa
+
+from imagematch.store.lancedb import SEARCH_TEXT, LanceStore, images_schema
+from tests.store.test_conformance import DIM, MODEL, item, unit
+
+
+def test_a_library_without_search_text_gets_it_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "lancedb"
+    first = LanceStore(path)
+    first.open(MODEL, DIM)
+    first.upsert([item(1, caption="an invoice"), item(2, description="a dog", metadata={"album": "Zanzibar"})])
+    old_schema = pa.schema([f for f in images_schema(DIM) if f.name != SEARCH_TEXT])
+    rows = first._table.to_arrow().drop_columns([SEARCH_TEXT])  # the same records, as schema 1 stored them
+    db = lancedb.connect(str(path))
+    db.drop_table(first.table_name)
+    db.create_table(first.table_name, data=rows.cast(old_schema), on_bad_vectors="null")
+    first._state.merge_insert("key").when_matched_update_all().execute(
+        pa.Table.from_pylist([{"key": "schema", "value": "1"}], schema=first._state.schema)
+    )
+
+    reopened = LanceStore(path)
+    reopened.open(MODEL, DIM)
+    assert reopened.count() == 2 and reopened.get(item(1).record.id) == item(1, caption="an invoice").record
+    assert [h.record.id for h in reopened.keyword_search("invoice", k=5)] == [item(1).record.id]
+    assert [h.record.id for h in reopened.keyword_search("zanzibar", k=5)] == [item(2).record.id]
+    reopened.upsert([item(3, caption="another invoice")])
+    assert {h.record.id for h in reopened.keyword_search("invoice", k=5)} == {item(1).record.id, item(3).record.id}
+    assert reopened.search(unit(3), k=1)[0].record.id == item(3).record.id
+    assert reopened._get_state("schema") == "2"

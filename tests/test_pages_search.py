@@ -1,0 +1,152 @@
+"""The search page's query builder, filters, cut-off and region fields, and the duplicate review pages, through
+TestClient (no JavaScript)."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+from fastapi.testclient import TestClient
+
+from imagematch.library import Library
+from imagematch.records import RecordPatch
+from imagematch.settings import Settings
+from imagematch.web.app import create_app
+from tests.images import encode, photo
+from tests.test_pages import add, heading, token
+
+
+def result_ids(html: str) -> list[str]:
+    return re.findall(r'data-testid="result" data-image-id="([^"]+)"', html)
+
+
+def test_more_and_less_like_this_add_a_stored_image_term(client: TestClient, library: Library) -> None:
+    for name in ("astronaut", "coffee", "rocket"):
+        add(library, name)
+    page = client.get("/search", params={"text": "a rocket", "k": "3"})
+    more = re.findall(r'href="([^"]+)" data-testid="more-like-this"', page.text)
+    less = re.findall(r'href="([^"]+)" data-testid="less-like-this"', page.text)
+    assert len(more) == len(less) == 3
+    first = result_ids(page.text)[0]
+    params = parse_qs(urlsplit(more[0].replace("&amp;", "&")).query)
+    assert params["term"] == [f"id:{first}"] and params["weight"] == ["1"] and params["text"] == ["a rocket"]
+    steered = client.get(less[0].replace("&amp;", "&"))
+    assert steered.status_code == 200 and len(result_ids(steered.text)) == 3
+    assert f'name="term_value" value="{first}"' in steered.text  # the term is shown, editable
+    assert 'name="weight" value="-1"' in steered.text
+
+
+def test_the_form_posts_terms_filters_and_options_to_a_linkable_page(client: TestClient, library: Library) -> None:
+    ids = {name: add(library, name) for name in ("astronaut", "coffee", "rocket", "moon", "clock")}
+    for name in ("moon", "clock"):
+        library.update(ids[name], RecordPatch(metadata={"album": "night", "rating": 4}))
+    form = {
+        "csrf_token": token(client),
+        "text": "the sky",
+        "term_kind": ["id", "text", "text"],
+        "term_value": [ids["coffee"], "people", ""],
+        "weight": ["0.5", "-1", "1"],
+        "key": ["album", "rating", ""],
+        "op": ["=", ">=", "="],
+        "value": ["night", "3", ""],
+        "format": "JPEG",
+        "min_score": "-1",
+        "hybrid": "1",
+        "k": "5",
+    }
+    response = client.post("/search", data=form, follow_redirects=False)
+    assert response.status_code == 303
+    location = response.headers["location"]
+    params = parse_qs(urlsplit(location).query)
+    assert params["term"] == [f"id:{ids['coffee']}", "text:people"] and params["weight"] == ["0.5", "-1"]
+    assert params["key"] == ["album", "rating"] and params["op"] == ["=", ">="] and params["value"] == ["night", "3"]
+    assert params["hybrid"] == ["1"] and params["format"] == ["JPEG"]
+    page = client.get(location)
+    assert page.status_code == 200
+    assert set(result_ids(page.text)) == {ids["moon"], ids["clock"]}  # k=5, but only two pass the filter
+    assert 'name="hybrid" value="1" checked' in page.text
+
+
+def test_filters_on_built_in_fields_and_dates(client: TestClient, library: Library) -> None:
+    add(library, "astronaut")
+    png = library.add(encode(photo("coffee"), "PNG"), filename="coffee.png").record
+    assert png is not None
+    only_png = client.get("/search", params={"text": "x", "format": "PNG"})
+    assert result_ids(only_png.text) == [png.id]
+    none_taken = client.get("/search", params={"text": "x", "taken_from": "2020-01-01"})
+    assert result_ids(none_taken.text) == [] and "among the images the filter allows" in none_taken.text
+    bad = client.get("/search", params={"text": "x", "taken_to": "31/12/2024"})
+    assert bad.status_code == 422 and "must be a date" in bad.text
+    twice = client.get("/search", params={"text": "x", "key": ["a", "a"], "op": ["=", "="], "value": ["1", "2"]})
+    assert twice.status_code == 422 and "same test twice" in twice.text
+
+
+def test_min_score_can_answer_nothing_matched(client: TestClient, library: Library) -> None:
+    add(library, "astronaut")
+    page = client.get("/search", params={"text": "a rocket", "min_score": "1"})
+    assert page.status_code == 200 and result_ids(page.text) == []
+    assert "Nothing matched with a score of at least 1" in page.text
+    bad = client.get("/search", params={"text": "x", "min_score": "lots"})
+    assert bad.status_code == 422 and "minimum score must be a number" in bad.text
+
+
+def test_region_fields_appear_with_a_query_image_and_are_kept(client: TestClient, library: Library) -> None:
+    image_id = add(library, "astronaut")
+    add(library, "rocket")
+    assert "region_left" not in client.get("/search", params={"text": "x"}).text
+    page = client.get("/search", params={"image_id": image_id, "region": "0.1,0.2,0.5,0.6"})
+    assert page.status_code == 200 and len(result_ids(page.text)) == 2
+    for side, value in (("left", "0.1"), ("top", "0.2"), ("right", "0.5"), ("bottom", "0.6")):
+        assert re.search(rf'name="region_{side}"[^>]*value="{value}"', page.text), side
+    posted = client.post(
+        "/search",
+        data={
+            "csrf_token": token(client),
+            "image_id": image_id,
+            "region_left": "0.25",
+            "region_top": "0",
+            "region_right": "0.75",
+            "region_bottom": "0.5",
+        },
+        follow_redirects=False,
+    )
+    assert parse_qs(urlsplit(posted.headers["location"]).query)["region"] == ["0.25,0,0.75,0.5"]
+    wrong = client.get("/search", params={"image_id": image_id, "region": "0.5,0.2,0.1,0.6"})
+    assert wrong.status_code == 422 and "inside the image" in wrong.text
+
+
+def test_duplicate_review_keeps_one_after_a_confirmation(settings: Settings, library: Library) -> None:
+    loose = settings.model_copy(
+        update={"duplicate_distance": 0, "duplicate_variants": False, "duplicate_crop_distance": 0}
+    )
+    library.settings = loose
+    original = add(library, "coffee")
+    add(library, "rocket")
+    coffee = photo("coffee")
+    width, height = coffee.size
+    crop = library.add(encode(coffee.crop((int(width * 0.02), int(height * 0.02), width, height))), filename="crop.jpg")
+    assert crop.record is not None
+    with TestClient(create_app(loose, library)) as client:
+        empty = client.get("/duplicates")
+        assert heading(empty) == "Duplicates" and 'data-testid="no-duplicates"' in empty.text
+        page = client.get("/duplicates", params={"max_distance": "10"})
+        assert page.text.count('data-testid="duplicate-group"') == 1
+        assert page.text.count('data-testid="duplicate-member"') == 2 and "8 bits apart" in page.text
+        assert "600 × 400 px" in page.text  # size and dimensions, side by side
+        confirm = client.get(
+            "/duplicates/resolve", params={"keep": crop.record.id, "member": [original, crop.record.id]}
+        )
+        assert heading(confirm) == "Delete 1 duplicate?" and f'data-image-id="{original}"' in confirm.text
+        assert library.count() == 3  # asking changes nothing
+        refused = client.post("/duplicates/resolve", data={"keep": crop.record.id, "delete": original})
+        assert refused.status_code == 403 and library.count() == 3
+        done = client.post(
+            "/duplicates/resolve",
+            data={"csrf_token": token(client), "keep": crop.record.id, "delete": original},
+            follow_redirects=False,
+        )
+        assert done.status_code == 303 and library.count() == 2
+        after = client.get(done.headers["location"])
+        assert "the other images of the group were deleted" in after.text
+        nothing = client.get("/duplicates/resolve", params={"keep": crop.record.id, "member": [crop.record.id]})
+        assert nothing.status_code == 422
