@@ -1,5 +1,6 @@
 # ImageMatch server. It installs exactly as `make install` does (torch and torchvision first, then the
-# package with constraints.txt), from the same Makefile, then serves on 0.0.0.0:8000.
+# package with constraints.txt), from the same Makefile, then serves on 0.0.0.0:8000. Listening beyond
+# loopback, it starts only with authentication: pass IMAGEMATCH_API_KEY (see SECURITY.md).
 FROM python:3.11-slim
 
 RUN apt-get update \

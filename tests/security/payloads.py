@@ -1,0 +1,205 @@
+"""Hostile and odd inputs, one table each, shared by the tests of every entry point.
+
+Refused files must get a clear 4xx (or a failed line with the reason); odd but valid images must be stored
+correctly. Files are built once per session: the bomb and the 3000-frame GIF take a moment.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+from PIL import Image
+
+from tests.images import encode, jpeg, photo
+
+SVG = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10" onload="alert(1)"><script>alert(2)</script></svg>'
+)
+HTML = b"<!doctype html><html><body><script>alert(document.cookie)</script></body></html>"
+
+
+def _flipped(data: bytes, start: int, length: int) -> bytes:
+    """The bytes with a stretch inverted: damage in the middle of a file, not at its end."""
+    damaged = bytearray(data)
+    for i in range(start, min(len(damaged), start + length)):
+        damaged[i] ^= 0xFF
+    return bytes(damaged)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+@cache
+def decompression_bomb(side: int = 30_000) -> bytes:
+    """A valid 1-bit PNG of side × side pixels (900 megapixels) that compresses to about 100 KB."""
+    row = b"\x00" * (1 + (side + 7) // 8)
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", pixels) + _png_chunk(b"IEND", b"")
+
+
+@cache
+def animated_gif(frames: int = 3000) -> bytes:
+    """A GIF of thousands of frames; only the first (a photo) counts."""
+    first = photo("coins").resize((48, 32)).quantize(64)
+    palette = first.getpalette()
+    rest = []
+    for n in range(1, frames):
+        frame = Image.new("P", first.size, n % 64)
+        frame.putpalette(palette or [])
+        rest.append(frame)
+    buffer = io.BytesIO()
+    first.save(buffer, "GIF", save_all=True, append_images=rest, duration=20, optimize=False)
+    return buffer.getvalue()
+
+
+def _with_orientation(name: str, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(photo(name), "JPEG", quality=85, exif=exif.tobytes())
+
+
+def _sixteen_bit() -> bytes:
+    gray = np.asarray(photo("camera").convert("L"), dtype=np.uint16) * 257
+    return encode(Image.fromarray(gray), "PNG")
+
+
+def _corrupt_jpeg() -> bytes:
+    data = jpeg("astronaut")
+    return _flipped(data, data.find(b"\xff\xda") + 20, 2000)
+
+
+def _corrupt_png() -> bytes:
+    data = encode(photo("astronaut"), "PNG")
+    return _flipped(data, data.find(b"IDAT") + 100, 64)
+
+
+def _half(make: Callable[[], bytes]) -> Callable[[], bytes]:
+    def first_half() -> bytes:
+        data = make()
+        return data[: len(data) // 2]
+
+    return first_half
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedFile:
+    case: str
+    filename: str
+    make: Callable[[], bytes]
+    status: int
+    reason: str  # words the answer must contain
+
+
+@dataclass(frozen=True, slots=True)
+class OddImage:
+    case: str
+    filename: str
+    make: Callable[[], bytes]
+    size: tuple[int, int]  # width, height as the record must report them (upright)
+    format: str
+
+
+REFUSED_FILES = [
+    RefusedFile("zero-bytes", "empty.jpg", lambda: b"", 422, "empty"),
+    RefusedFile("random-bytes", "noise.jpg", lambda: np.random.default_rng(3).bytes(4096), 422, "not an image"),
+    RefusedFile("truncated-jpeg", "cut.jpg", _half(lambda: jpeg("astronaut")), 422, "truncated"),
+    RefusedFile("corrupt-jpeg", "damaged.jpg", _corrupt_jpeg, 422, "corrupt"),
+    RefusedFile("truncated-png", "cut.png", _half(lambda: encode(photo("astronaut"), "PNG")), 422, "truncated"),
+    RefusedFile("corrupt-png", "damaged.png", _corrupt_png, 422, "corrupt"),
+    RefusedFile("truncated-webp", "cut.webp", _half(lambda: encode(photo("astronaut"), "WEBP")), 422, "corrupt"),
+    RefusedFile("text-named-jpg", "notes.jpg", lambda: b"just some notes\n" * 20, 422, "not an image"),
+    RefusedFile("html-named-jpg", "page.jpg", lambda: HTML, 422, "not an image"),
+    RefusedFile("svg-named-jpg", "drawing.jpg", lambda: SVG, 422, "not an image"),
+    RefusedFile("svg", "drawing.svg", lambda: SVG, 422, "not an image"),
+    RefusedFile("decompression-bomb", "bomb.png", decompression_bomb, 413, "30000×30000 pixels"),
+]
+
+ODD_IMAGES = [
+    OddImage("one-pixel", "dot.png", lambda: encode(Image.new("RGB", (1, 1), (200, 30, 30)), "PNG"), (1, 1), "PNG"),
+    OddImage("sixteen-bit", "deep.png", _sixteen_bit, (512, 512), "PNG"),
+    OddImage("cmyk", "print.jpg", lambda: encode(photo("coffee").convert("CMYK"), "JPEG"), (600, 400), "JPEG"),
+    OddImage("palette", "palette.png", lambda: encode(photo("chelsea").quantize(256), "PNG"), (451, 300), "PNG"),
+    OddImage("bad-orientation-tag", "tag42.jpg", lambda: _with_orientation("rocket", 42), (640, 427), "JPEG"),
+    OddImage("rotated-by-exif", "turned.jpg", lambda: _with_orientation("clock", 6), (300, 400), "JPEG"),
+    OddImage("animated-3000-frames", "frames.gif", animated_gif, (48, 32), "GIF"),
+]
+
+# Names a client may send; only the last path part, without control or bidi characters, is kept as a label.
+HOSTILE_FILENAMES = [
+    ("../../etc/passwd.jpg", "passwd.jpg"),
+    ("..\\..\\windows\\win.ini.jpg", "win.ini.jpg"),
+    ("photo\u202egpj.exe", "photogpj.exe"),
+    ("日本語の写真.jpg", "日本語の写真.jpg"),
+]
+
+# Descriptions (and captions) every form and the API refuse with 422.
+BAD_TEXTS = [
+    ("ten-thousand-chars", "x" * 10_000, "limit"),
+    ("nul", "before\x00after", "control characters"),
+    ("escape-sequence", "\x1b[31mred\x1b[0m", "control characters"),
+    ("bell", "ding\x07", "control characters"),
+]
+
+# The `metadata` field of an API upload: (case, text, status). PATCH sends the same values as JSON.
+BAD_METADATA_JSON = [
+    ("not-json", "{oops", 422),
+    ("top-level-array", "[1, 2]", 422),
+    ("nested-object", '{"a": {"b": 1}}', 422),
+    ("list-value", '{"a": [1, 2]}', 422),
+    ("deeply-nested", '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", 422),
+    ("deeply-nested-objects", '{"a": ' * 50_000 + "1" + "}" * 50_000, 422),
+    ("over-one-megabyte", '{"k": "' + "v" * 1_100_000 + '"}', 400),
+    ("too-many-keys", "{" + ", ".join(f'"k{i}": {i}' for i in range(101)) + "}", 422),
+    ("long-key", '{"' + "k" * 129 + '": 1}', 422),
+    ("long-value", '{"k": "' + "v" * 2001 + '"}', 422),
+    ("control-in-key", '{"a\\u0000b": 1}', 422),
+    ("control-in-value", '{"a": "x\\u001by"}', 422),
+    ("nan", '{"a": NaN}', 422),
+    ("infinity", '{"a": -Infinity}', 422),
+    ("five-thousand-digits", '{"a": 1' + "0" * 5000 + "}", 422),
+]
+
+# The typed metadata rows of the upload and edit forms: (case, keys, values).
+BAD_METADATA_ROWS = [
+    ("control-in-key", ["a\x00b"], ["1"]),
+    ("control-in-value", ["a"], ["x\x1by"]),
+    ("long-value", ["a"], ["v" * 2001]),
+    ("long-key", ["k" * 129], ["1"]),
+    ("too-many-rows", [f"k{i}" for i in range(101)], ["1"] * 101),
+    ("same-key-twice", ["a", "a"], ["1", "2"]),
+]
+
+# Search fields with their expected status. "{stored}" is replaced by a stored image's id.
+BAD_SEARCHES = [
+    ("k-zero", {"text": "x", "k": "0"}, 422),
+    ("k-negative", {"text": "x", "k": "-1"}, 422),
+    ("k-a-billion", {"text": "x", "k": "1000000000"}, 422),
+    ("k-not-a-number", {"text": "x", "k": "ten"}, 422),
+    ("weight-below-zero", {"text": "x", "image_id": "{stored}", "image_weight": "-0.1"}, 422),
+    ("weight-above-one", {"text": "x", "image_id": "{stored}", "image_weight": "1.5"}, 422),
+    ("weight-nan", {"text": "x", "image_id": "{stored}", "image_weight": "nan"}, 422),
+    ("weight-infinite", {"text": "x", "image_id": "{stored}", "image_weight": "inf"}, 422),
+    ("unknown-image-id", {"image_id": "0123456789abcdef-01234567"}, 404),
+    ("quote-in-image-id", {"image_id": "x' OR '1'='1"}, 404),
+    ("text-over-ten-thousand-chars", {"text": "word " * 2001}, 422),
+]
+
+# Ids that must never reach a file or a record.
+BAD_IDS = [
+    "0123456789abcdef-01234567",
+    "nope",
+    "x' OR '1'='1",
+    "..%2f..%2fetc%2fpasswd",
+    "..\\..\\windows",
+    "<script>alert(1)</script>",
+    "f" * 300,
+]
