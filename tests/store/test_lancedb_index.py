@@ -1,0 +1,64 @@
+"""The embedded store past its ANN threshold: an IVF-PQ index, re-ranked, finds what exact search finds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from imagematch.fingerprint import phash_hex
+from imagematch.records import ImageRecord, StoredImage
+from imagematch.store.lancedb import LanceStore
+
+DIM = 64
+
+
+def clustered(count: int, seed: int) -> np.ndarray:
+    """CLIP-like vectors: tight clusters around random centres (on uniform noise every index looks bad)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(8, count // 40), DIM))
+    vectors = centres[rng.integers(0, len(centres), count)] + 0.35 * rng.normal(size=(count, DIM))
+    unit: np.ndarray = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    return unit
+
+
+def items(vectors: np.ndarray, start: int = 0) -> list[StoredImage]:
+    now = datetime.now(UTC)
+    out = []
+    for offset, vector in enumerate(vectors):
+        n = start + offset
+        record = ImageRecord(f"{n:016x}-{n:08x}", phash_hex(n), f"{n:064x}", f"{n}.jpg", 1, 1, 1, "JPEG", now, now, "m")
+        out.append(StoredImage(record, vector, vector))
+    return out
+
+
+def test_index_is_built_past_the_threshold_and_keeps_recall(tmp_path: Path) -> None:
+    everything = clustered(3040, seed=1)
+    vectors, queries = everything[:3000], everything[3000:]  # queries from the same clusters, not stored
+    store = LanceStore(tmp_path / "db", ann_threshold=2000)
+    store.open("m", DIM)
+    store.upsert(items(vectors[:1500]))
+    store.maintain()
+    assert not store.indexed  # below the threshold: exact search
+    store.upsert(items(vectors[1500:], start=1500))
+    store.maintain()
+    assert store.indexed
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    found = [[int(hit.record.filename.removesuffix(".jpg")) for hit in store.search(q, k=10)] for q in queries]
+    recall = np.mean([len(set(f) & set(e.tolist())) / 10 for f, e in zip(found, exact, strict=True)])
+    assert recall >= 0.95
+
+
+def test_rows_added_after_the_index_are_found(tmp_path: Path) -> None:
+    vectors = clustered(2100, seed=3)
+    store = LanceStore(tmp_path / "db", ann_threshold=2000)
+    store.open("m", DIM)
+    store.upsert(items(vectors[:2000]))
+    store.maintain()
+    assert store.indexed
+    late = items(vectors[2000:], start=2000)
+    store.upsert(late)
+    for item in late[:5]:
+        assert store.search(item.vector, k=1)[0].record.id == item.record.id
+        assert store.get(item.record.id) == item.record
