@@ -56,8 +56,16 @@ def main() -> None:
         ms = (time.perf_counter() - started) * 1000
         wanted = "cut-out" if name in SUBJECTS else "whole"
         decided = "cut-out" if result.image is not None else "whole"
-        rows.append({"photo": name, "coverage": result.coverage, "confidence": result.confidence, "ms": ms,
-                     "auto": decided, "wanted": wanted})  # fmt: skip
+        rows.append(
+            {
+                "photo": name,
+                "coverage": result.coverage,
+                "confidence": result.confidence,
+                "ms": ms,
+                "auto": decided,
+                "wanted": wanted,
+            }
+        )
         mark = "" if decided == wanted else "  <- differs"
         print(f"{name:<22}{result.coverage:>9.3f}{result.confidence:>11.2f}{ms:>6.0f}  {decided:<9} {wanted}{mark}")
     agree = sum(r["auto"] == r["wanted"] for r in rows)
