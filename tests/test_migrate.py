@@ -118,3 +118,46 @@ def test_counts_are_verified_and_an_empty_source_is_refused(tmp_path: Path) -> N
     target.upsert([item(99)])  # a record the source does not have
     with pytest.raises(MigrationError, match="holds 3 records but the lancedb store 4"):
         migrate(source, target)
+
+
+def test_migrate_command_copies_to_milvus_and_the_copy_serves(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from imagematch.cli import app
+    from imagematch.factory import build_library
+    from imagematch.library import SimpleSearch
+    from imagematch.settings import Settings
+    from tests.images import jpeg
+
+    env = {
+        "IMAGEMATCH_DATA_DIR": str(tmp_path / "data"),
+        "IMAGEMATCH_MODEL": f"local-dir:{tiny_model_dir}",
+        "IMAGEMATCH_MILVUS_URI": str(tmp_path / "milvus.db"),
+        "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
+        "IMAGEMATCH_RUNTIME": "torch",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        model=f"local-dir:{tiny_model_dir}",  # type: ignore[call-arg]
+        milvus_uri=str(tmp_path / "milvus.db"),
+        background_removal="off",
+        runtime="torch",
+    )
+    library = build_library(settings)
+    ids = [library.add(jpeg(n), filename=f"{n}.jpg").record.id for n in ("astronaut", "coffee")]  # type: ignore[union-attr]
+    library.store.close()
+    runner = CliRunner()
+    refused = runner.invoke(app, ["migrate", "--to", "lancedb"])
+    assert refused.exit_code != 0 and "already in lancedb" in refused.output
+    result = runner.invoke(app, ["migrate", "--to", "milvus"])
+    assert result.exit_code == 0, result.output
+    assert "copied 2 records to milvus" in result.output and "IMAGEMATCH_STORE=milvus" in result.output
+    moved = build_library(settings.model_copy(update={"store": "milvus"}))
+    hit = moved.simple_search(SimpleSearch(image=jpeg("coffee"), k=1)).hits[0]
+    assert hit.record.id == ids[1] and hit.score >= 0.99
+    moved.store.close()

@@ -369,6 +369,41 @@ def caption(
 
 @app.command()
 @friendly_errors
+def migrate(
+    to: Annotated[str, typer.Option("--to", help="The store to copy the library into: lancedb, milvus or pinecone.")],
+    batch: Annotated[int, typer.Option(help="Records per write.", min=1, max=1000)] = 500,
+) -> None:
+    """Copy the library (records, both vectors, metadata, captions) to another store, without re-embedding.
+
+    Resumable: run it again after an interruption. Originals and thumbnails stay where they are.
+    """
+    from imagematch.factory import build_store
+    from imagematch.migrate import migrate as copy_library
+
+    settings = _settings()
+    if to not in ("lancedb", "milvus", "pinecone"):
+        raise typer.BadParameter(f"unknown store {to!r}; choose lancedb, milvus or pinecone")
+    if to == settings.store:
+        raise typer.BadParameter(f"the library is already in {to} (IMAGEMATCH_STORE={settings.store})")
+    source = build_store(settings)
+    target = build_store(settings.model_copy(update={"store": to}))
+    with _progress(err) as progress:
+        task = progress.add_task(f"copying to {to}", total=None)
+        report = copy_library(
+            source,
+            target,
+            batch=batch,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    out.print(
+        f"copied {report.copied} records to {to} ({report.skipped} were already there; {report.total} in all, "
+        f"counts verified) in {report.seconds:.0f}s. Set IMAGEMATCH_STORE={to} to serve from it.",
+        highlight=False,
+    )
+
+
+@app.command()
+@friendly_errors
 def check(
     repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed without losing user data.")] = False,
 ) -> None:
