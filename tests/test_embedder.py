@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagematch.ai.embedder import OpenClipEmbedder
+from imagematch.ai.embedder import OpenClipEmbedder, ends_at_end_of_text, normalise, trim_to_end_of_text
 from imagematch.ai.model_source import parse_model_spec
 from tests.images import photo
 from tests.tinymodel import build_tiny_model
@@ -50,3 +50,17 @@ def test_long_text_truncation_equals_token_cut(embedder: OpenClipEmbedder) -> No
     prefix_tokens = embedder.count_tokens(words)
     assert prefix_tokens > 77
     assert np.allclose(embedder.encode_texts([words]), embedder.encode_texts([words + " extra words"]), atol=1e-6)
+
+
+def test_text_is_encoded_only_up_to_its_end_with_the_same_vectors(embedder: OpenClipEmbedder) -> None:
+    import torch
+
+    texts = ["a dog", "a red circle on a striped green background", " ".join(["long"] * 100)]
+    assert ends_at_end_of_text(embedder.torch_model)
+    ids = embedder.tokenize(texts[:1])
+    assert trim_to_end_of_text(ids).shape == (1, 4)  # start, "a", "dog", end: not 77 positions
+    with torch.inference_mode():
+        full = normalise(embedder.torch_model.encode_text(torch.from_numpy(embedder.tokenize(texts))).numpy())
+    assert np.allclose(embedder.encode_texts(texts), full, atol=1e-5)  # a batch, cut at its longest text
+    alone = np.stack([embedder.encode_texts([t])[0] for t in texts])  # each cut at its own end
+    assert np.allclose(alone, full, atol=1e-5)

@@ -86,6 +86,45 @@ def _preprocessor(side: int, preprocess_cfg: dict[str, Any]) -> Any:
     return image_transform_v2(PreprocessCfg(**merge_preprocess_dict(PreprocessCfg(), wanted)), False)
 
 
+def ends_at_end_of_text(model: Any) -> bool:
+    """Whether the text tower is CLIP's causal transformer pooled at the end-of-text token.
+
+    Then a token sees only the tokens before it, so the positions after the longest text of a batch cannot
+    change any vector and need not be computed: a short query costs a fraction of the full 77-token context.
+    """
+    return (
+        getattr(model, "text_pool_type", None) == "argmax"
+        and getattr(model, "attn_mask", None) is not None
+        and getattr(model, "positional_embedding", None) is not None
+        and hasattr(model, "token_embedding")
+    )
+
+
+def trim_to_end_of_text(tokens: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Token ids cut after the last end-of-text token of the batch (CLIP's highest id, where it pools)."""
+    trimmed: npt.NDArray[np.int64] = tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
+    return trimmed
+
+
+def encode_trimmed_text(model: Any, tokens: Any) -> Any:
+    """open_clip's `encode_text` on ids already cut by `trim_to_end_of_text` (same vectors, less work).
+
+    Positions and the causal mask are sliced to the ids' length; the length comes from the input's shape, so
+    an ONNX export of this function keeps the sequence axis dynamic.
+    """
+    from open_clip.transformer import text_global_pool
+
+    length = tokens.shape[1]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = text_global_pool(model.ln_final(x), tokens, "argmax")
+    projection = model.text_projection
+    if projection is None:
+        return x
+    return projection(x) if callable(projection) else x @ projection
+
+
 def normalise(matrix: npt.NDArray[Any]) -> Matrix:
     values: Matrix = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(values, axis=-1, keepdims=True)
@@ -245,11 +284,14 @@ class OpenClipEmbedder:
         self.load()
         import torch
 
+        trims = ends_at_end_of_text(self._model)
         outputs = []
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
-                tokens = torch.from_numpy(self.tokenize(texts[start : start + self.batch_size])).to(self._device)
-                outputs.append(self._model.encode_text(tokens).float().cpu().numpy())
+                ids = self.tokenize(texts[start : start + self.batch_size])
+                tokens = torch.from_numpy(trim_to_end_of_text(ids) if trims else ids).to(self._device)
+                encoded = encode_trimmed_text(self._model, tokens) if trims else self._model.encode_text(tokens)
+                outputs.append(encoded.float().cpu().numpy())
         return normalise(np.concatenate(outputs)) if outputs else np.zeros((0, self.dim), np.float32)
 
     def count_tokens(self, text: str) -> int:

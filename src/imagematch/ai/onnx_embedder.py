@@ -22,14 +22,29 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from imagematch.ai.embedder import FittedText, Matrix, OpenClipEmbedder, Prepared, normalise
+from imagematch.ai.embedder import (
+    FittedText,
+    Matrix,
+    OpenClipEmbedder,
+    Prepared,
+    encode_trimmed_text,
+    ends_at_end_of_text,
+    normalise,
+    trim_to_end_of_text,
+)
 from imagematch.records import ModelUnavailable
 
 log = logging.getLogger(__name__)
 
 Runtime = Literal["auto", "torch", "onnx", "onnx-int8"]
 MIN_AGREEMENT = 0.999  # cosine between ONNX and PyTorch vectors of the same input
-_PROBE_TEXTS = ("a photo of a dog", "a red circle on a striped background", "an invoice from the plumber")
+EXPORT_FORMAT = 2  # 2: the text encoder takes ids cut after the end of text (a dynamic sequence axis)
+_PROBE_TEXTS = (
+    "a photo of a dog",
+    "a red circle on a striped background",
+    "an invoice from the plumber",
+    "a long description " * 30,  # past the context: cut by the tokenizer, ends at the last position
+)
 
 
 def _probe_images() -> list[Image.Image]:
@@ -43,10 +58,10 @@ def _probe_images() -> list[Image.Image]:
 
 
 class _TextModule:
-    """encode_text as a module the exporter can trace."""
+    """The text encoder as a module the exporter can trace: on trimmed ids where the model allows it."""
 
     @staticmethod
-    def build(model: Any) -> Any:
+    def build(model: Any, trimmed: bool) -> Any:
         import torch
 
         class TextEncoder(torch.nn.Module):
@@ -55,6 +70,8 @@ class _TextModule:
                 self.model = model
 
             def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+                if trimmed:
+                    return encode_trimmed_text(self.model, tokens)  # type: ignore[no-any-return]
                 return self.model.encode_text(tokens)  # type: ignore[no-any-return]
 
         return TextEncoder()
@@ -76,6 +93,7 @@ class OnnxEmbedder:
         self._lock = threading.Lock()
         self._image: Any = None
         self._text: Any = None
+        self._trims_text = False
         self.report: dict[str, Any] = {}
 
     @property
@@ -126,6 +144,7 @@ class OnnxEmbedder:
             except Exception as error:
                 raise ModelUnavailable(f"cannot open the ONNX export in {self.folder}: {error}") from error
             self.report = report
+            self._trims_text = bool(report.get("text_trimmed"))
             self.base.drop_model()
             log.info("ONNX Runtime %s ready in %.1fs (%s)", self.runtime, time.perf_counter() - started, self.folder)
 
@@ -134,7 +153,8 @@ class OnnxEmbedder:
         meta_path = self.folder / "export.json"
         if meta_path.is_file():
             meta: dict[str, Any] = json.loads(meta_path.read_text())
-            if meta.get("model_id") == self.model_id and (not self.quantized or "int8" in meta or "error" in meta):
+            current = meta.get("model_id") == self.model_id and meta.get("format") == EXPORT_FORMAT
+            if current and (not self.quantized or "int8" in meta or "error" in meta):
                 if "error" in meta:
                     raise ModelUnavailable(meta["error"])
                 return meta
@@ -143,7 +163,8 @@ class OnnxEmbedder:
         except Exception as error:
             self.folder.mkdir(parents=True, exist_ok=True)
             reason = f"the ONNX export of {self.model_id} failed: {error}"
-            meta_path.write_text(json.dumps({"model_id": self.model_id, "error": reason}, indent=2))
+            failure = {"model_id": self.model_id, "format": EXPORT_FORMAT, "error": reason}
+            meta_path.write_text(json.dumps(failure, indent=2))
             raise ModelUnavailable(reason) from error
         meta_path.write_text(json.dumps(meta, indent=2))
         return meta
@@ -169,6 +190,8 @@ class OnnxEmbedder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         tokens = self.base.tokenize(texts)
+        if self._trims_text:
+            tokens = trim_to_end_of_text(tokens)
         return normalise(self._text.run(None, {"tokens": tokens})[0])
 
     def count_tokens(self, text: str) -> int:
@@ -189,7 +212,7 @@ def export(base: OpenClipEmbedder, folder: Path, *, quantize: bool) -> dict[str,
     model = copy.deepcopy(base.torch_model)
     folder.mkdir(parents=True, exist_ok=True)
     side = base.image_size
-    tokens = torch.from_numpy(base.tokenize(["a photo"]))
+    trimmed = ends_at_end_of_text(model)
     with warnings.catch_warnings():  # grad stays on: inference mode would trace fused ops ONNX lacks
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -202,16 +225,7 @@ def export(base: OpenClipEmbedder, folder: Path, *, quantize: bool) -> dict[str,
             opset_version=18,
             dynamo=False,
         )
-        torch.onnx.export(
-            _TextModule.build(model),
-            (tokens,),
-            str(folder / "text.onnx"),
-            input_names=["tokens"],
-            output_names=["embedding"],
-            dynamic_axes={"tokens": {0: "batch"}, "embedding": {0: "batch"}},
-            opset_version=18,
-            dynamo=False,
-        )
+        _export_text(_TextModule.build(model, trimmed).eval(), base, folder / "text.onnx", trimmed)
     options = ort.SessionOptions()
     options.intra_op_num_threads = base.threads
     image = ort.InferenceSession(str(folder / "image.onnx"), options, providers=["CPUExecutionProvider"])
@@ -219,13 +233,19 @@ def export(base: OpenClipEmbedder, folder: Path, *, quantize: bool) -> dict[str,
     pixels = np.stack([base.prepare(p) for p in _probe_images()])
     token_ids = base.tokenize(list(_PROBE_TEXTS))
     torch_images = base.encode_prepared(list(pixels))
-    torch_texts = base.encode_texts(list(_PROBE_TEXTS))
+    with torch.inference_mode():  # the full, untrimmed encoder: trimming must not change a vector
+        torch_texts = base.torch_model.encode_text(torch.from_numpy(token_ids)).float().numpy()
+    onnx_texts = np.concatenate(  # one by one, each cut at its own end of text as in search
+        [text.run(None, {"tokens": trim_to_end_of_text(ids[None]) if trimmed else ids[None]})[0] for ids in token_ids]
+    )
     meta: dict[str, Any] = {
         "model_id": base.model_id,
+        "format": EXPORT_FORMAT,
+        "text_trimmed": trimmed,
         "torch": torch.__version__,
         "onnxruntime": ort.__version__,
         "image_agreement": agreement(image.run(None, {"pixels": pixels})[0], torch_images),
-        "text_agreement": agreement(text.run(None, {"tokens": token_ids})[0], torch_texts),
+        "text_agreement": agreement(onnx_texts, torch_texts),
     }
     if min(meta["image_agreement"], meta["text_agreement"]) < MIN_AGREEMENT:
         raise ModelUnavailable(
@@ -243,6 +263,39 @@ def export(base: OpenClipEmbedder, folder: Path, *, quantize: bool) -> dict[str,
     meta["export_seconds"] = round(time.perf_counter() - started, 1)
     log.info("exported %s to ONNX in %.0fs: %s", base.model_id, meta["export_seconds"], meta)
     return meta
+
+
+def _export_text(module: Any, base: OpenClipEmbedder, path: Path, trimmed: bool) -> None:
+    """The text encoder; trimmed ids need a dynamic sequence axis, which only the dynamo exporter keeps
+    (the tracing exporter bakes the traced length into the attention's reshapes)."""
+    import torch
+
+    if not trimmed:
+        torch.onnx.export(
+            module,
+            (torch.from_numpy(base.tokenize(["a photo"])),),
+            str(path),
+            input_names=["tokens"],
+            output_names=["embedding"],
+            dynamic_axes={"tokens": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=18,
+            dynamo=False,
+        )
+        return
+    example = torch.from_numpy(trim_to_end_of_text(base.tokenize(["a photo", "a dog"])))  # 2: batch stays dynamic
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    sequence = torch.export.Dim("sequence", min=2, max=base.context_length)
+    torch.onnx.export(
+        module,
+        (example,),
+        str(path),
+        input_names=["tokens"],
+        output_names=["text_vector"],
+        dynamic_shapes={"tokens": {0: batch, 1: sequence}},
+        opset_version=18,
+        dynamo=True,
+        verbose=False,
+    )
 
 
 def _race(base: OpenClipEmbedder, session: Any, pixels: np.ndarray[Any, Any]) -> dict[str, float]:
