@@ -275,9 +275,10 @@ class Library:
         on_result: Callable[[IngestResult], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> list[IngestResult]:
-        """Ingest many images as a pipeline: decode in worker threads while the model embeds a batch.
+        """Ingest many images as a pipeline: worker threads decode ahead while the model embeds a batch, and
+        a writer thread stores the previous batch meanwhile (one batch in flight, so memory stays bounded).
 
-        Every upload gets exactly one result (added, duplicate or failed with the reason), in order.
+        Every upload gets exactly one result (added, duplicate or failed with the reason).
         Safe to interrupt: each batch is written atomically, and a re-run reports the rest as duplicates.
         """
         self.open()
@@ -293,7 +294,20 @@ class Library:
                 on_result(result)
 
         pending: list[_Candidate] = []
-        with ThreadPoolExecutor(self.settings.decode_workers, thread_name_prefix="decode") as pool:
+        writing: Future[list[IngestResult]] | None = None
+
+        def commit(batch: list[_Candidate]) -> None:
+            nonlocal writing
+            embedded = self._embed_batch(batch, emit)
+            if writing is not None:
+                for result in writing.result():
+                    emit(result)
+            writing = writer.submit(self._store_batch, embedded)
+
+        with (
+            ThreadPoolExecutor(self.settings.decode_workers, thread_name_prefix="decode") as pool,
+            ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
+        ):
             window: deque[Future[_Candidate | IngestResult]] = deque()
             source = iter(uploads)
 
@@ -313,10 +327,13 @@ class Library:
                     continue
                 pending.append(outcome)
                 if len(pending) >= batch_size:
-                    self._commit_batch(pending, emit)
+                    commit(pending)
                     pending = []
             if pending:
-                self._commit_batch(pending, emit)
+                commit(pending)
+            if writing is not None:
+                for result in writing.result():
+                    emit(result)
         self.store.maintain()
         return results
 
@@ -336,7 +353,10 @@ class Library:
         except OSError as error:
             return IngestResult("failed", label, reason=f"cannot read the file ({error.strerror or error})")
 
-    def _commit_batch(self, batch: list[_Candidate], emit: Callable[[IngestResult], None]) -> None:
+    def _embed_batch(
+        self, batch: list[_Candidate], emit: Callable[[IngestResult], None]
+    ) -> list[tuple[_Candidate, Vector, Vector | None]]:
+        """Drop what is already a duplicate, then embed the rest (both vectors)."""
         fresh: list[_Candidate] = []
         for candidate in batch:
             duplicate = self._duplicate_of(candidate, fresh)
@@ -345,22 +365,29 @@ class Library:
             else:
                 fresh.append(candidate)
         if not fresh:
-            return
-        started = time.perf_counter()
+            return []
         vectors = self.embedder.encode_prepared([c.pixels for c in fresh])
         words = self._words_vectors([c.record for c in fresh])
+        return list(zip(fresh, vectors, words, strict=True))
+
+    def _store_batch(self, embedded: list[tuple[_Candidate, Vector, Vector | None]]) -> list[IngestResult]:
+        """Write one embedded batch atomically, checking duplicates again against what is stored by now
+        (the batch before it may have been written while this one was embedded)."""
+        started = time.perf_counter()
+        results: list[IngestResult] = []
         with self._write_lock:
             keep: list[tuple[_Candidate, Vector, Vector | None]] = []
-            for candidate, vector, words_vector in zip(fresh, vectors, words, strict=True):
+            for candidate, vector, words_vector in embedded:
                 duplicate = self._duplicate_of(candidate, [k[0] for k in keep], vector, [k[1] for k in keep])
                 if duplicate is not None:
-                    emit(duplicate)
+                    results.append(duplicate)
                 else:
                     keep.append((candidate, vector, words_vector))
             self._write(keep)
-        log.info("added %d images in %.0f ms", len(keep), (time.perf_counter() - started) * 1000)
-        for candidate, _, _ in keep:
-            emit(IngestResult("added", candidate.label, record=candidate.record))
+        if keep:
+            log.info("added %d images in %.0f ms", len(keep), (time.perf_counter() - started) * 1000)
+        results += [IngestResult("added", candidate.label, record=candidate.record) for candidate, _, _ in keep]
+        return results
 
     def _known_file(self, data: bytes, name: str) -> IngestResult | None:
         """Identical bytes are always a duplicate; checked before any decoding."""
@@ -461,12 +488,13 @@ class Library:
         `vector` is known, also a mirrored or turned copy or a crop, each confirmed by the image vectors."""
         limit = self.settings.duplicate_distance
         name = candidate.label
-        same_file = self.store.find_file_hash(candidate.record.file_hash)
+        near = self.store.near_phash(candidate.phash, limit)  # identical files have identical pHashes
+        same_file = next((r for r, _ in near if r.file_hash == candidate.record.file_hash), None)
         if same_file is not None:
             return IngestResult(
                 "duplicate", name, existing=same_file, distance=0, reason="the same file is already stored"
             )
-        best = next(iter(self.store.near_phash(candidate.phash, limit)), None)
+        best = next(iter(near), None)
         for other in pending:
             distance = hamming(candidate.phash, other.phash)
             if distance <= limit and (best is None or distance < best[1]):
@@ -751,6 +779,7 @@ class Library:
             raise InvalidQuery(f"the search text is longer than {MAX_QUERY_TEXT_LENGTH:,} characters; shorten it")
         self.open()
         vectors = self._query_vectors(query.terms)
+        encoded = time.perf_counter()
         weight = self.settings.words_weight * vectors.text_share
         depth = self._depth(query.k) if query.hybrid else query.k
         if vectors.text is None or weight <= 0:
@@ -763,7 +792,8 @@ class Library:
             hits = self._hybrid(hits, query, depth)[: query.k]
         took = (time.perf_counter() - started) * 1000
         log.info("search %s k=%d: %d hits in %.0f ms", _describe_terms(query.terms), query.k, len(hits), took)
-        return SearchResult(hits=hits, truncated=vectors.truncated, took_ms=took)
+        encode = (encoded - started) * 1000
+        return SearchResult(hits=hits, truncated=vectors.truncated, took_ms=took, encode_ms=encode)
 
     def simple_search(self, request: SimpleSearch) -> SearchResult:
         """The seed's form: text and/or an image, mixed by image_weight in [0, 1]."""
@@ -808,12 +838,12 @@ class Library:
 
     def _fused_search(self, query: Vector, text: Vector, weight: float, k: int, flt: Filter | None) -> list[Hit]:
         depth = self._depth(k)
-        by_image = self.store.search(query, k=depth, flt=flt)
-        by_words = self.store.search(text, k=depth, flt=flt, field="words")
-        records = {hit.record.id: hit.record for hit in by_image + by_words}
-        ids = list(records)
-        stored = self.store.get_vectors(ids)
-        ids = [i for i in ids if i in stored]
+        candidates = self.store.nearest(query, k=depth, flt=flt) + self.store.nearest(
+            text, k=depth, flt=flt, field="words"
+        )
+        stored = {c.id: c.vectors for c in candidates if c.vectors is not None}
+        stored |= self.store.get_vectors([c.id for c in candidates if c.id not in stored])
+        ids = [i for i in dict.fromkeys(c.id for c in candidates) if i in stored]
         if not ids:
             return []
         image_scores = np.array([float(stored[i][0] @ query) for i in ids])
@@ -821,7 +851,8 @@ class Library:
         words_scores = np.array([float(w @ text) if (w := stored[i][1]) is not None else 0.0 for i in ids])
         fused = fuse(image_scores, words_scores, has_words, weight)
         order = np.argsort(-fused, kind="stable")[:k]
-        return [Hit(records[ids[i]], float(fused[i])) for i in order]
+        records = self.store.get_many([ids[i] for i in order])  # only the k that are shown
+        return [Hit(records[ids[i]], float(fused[i])) for i in order if ids[i] in records]
 
     def _query_vectors(self, terms: Sequence[QueryTerm]) -> _QueryVectors:
         total = np.zeros(self.embedder.dim, dtype=np.float32)
