@@ -132,6 +132,7 @@ def test_search_by_text_image_id_and_both(client: TestClient) -> None:
 
     text = client.post("/api/v1/search", data={"text": "a rocket", "k": "4"}).json()
     assert len(text["hits"]) == 4 and text["truncated"] is False
+    assert 0 < text["encode_ms"] <= text["took_ms"]  # the model's share of the time is reported
 
     both = client.post(
         "/api/v1/search",

@@ -26,7 +26,7 @@ def build_store(settings: Settings) -> VectorStore:
             settings.store_dir,
             ann_threshold=settings.ann_threshold,
             nprobes=settings.ann_nprobes,
-            refine_factor=settings.ann_refine_factor,
+            rerank=settings.ann_rerank,
         )
     if settings.store == "milvus":
         from imagematch.store.milvus import MilvusStore

@@ -85,6 +85,15 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
+class Neighbour:
+    """A search candidate before its record is read: what fusing two rankings needs."""
+
+    id: str
+    score: float
+    vectors: tuple[Vector, Vector | None] | None = None  # image and words vector, where the store returns them
+
+
+@dataclass(frozen=True, slots=True)
 class TextTerm:
     text: str
     weight: float = 1.0
@@ -201,6 +210,7 @@ class SearchResult:
     hits: list[Hit]
     truncated: bool = False  # some query text was cut at the model's context length
     took_ms: float = 0.0
+    encode_ms: float = 0.0  # of took_ms, the time the model took to turn the query into a vector
 
 
 IngestStatus = Literal["added", "duplicate", "failed"]

@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     # Search at scale (embedded store): past this many images an ANN index is built (IVF-PQ, re-ranked).
     ann_threshold: int = Field(50_000, ge=1)
     ann_nprobes: int = Field(30, ge=1, le=10_000)
-    ann_refine_factor: int = Field(10, ge=1, le=1000)
+    ann_rerank: int = Field(500, ge=1, le=100_000, description="Index candidates re-ranked with exact vectors.")
     maintain_every: int = Field(1000, ge=1, description="Writes between compactions and index updates.")
 
     # Throughput

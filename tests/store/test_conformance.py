@@ -114,6 +114,23 @@ def test_two_vectors(store: VectorStore) -> None:
     assert {h.record.id for h in words_hits} == {item(i).record.id for i in (0, 2, 4)}
 
 
+def test_nearest_gives_the_ids_and_scores_of_search(store: VectorStore) -> None:
+    store.upsert([item(i, words=i % 2 == 0, metadata={"album": "a" if i < 3 else "b"}) for i in range(6)])
+    for field, query in (("image", unit(4)), ("words", unit(1002))):
+        hits = store.search(query, k=4, field=field)  # type: ignore[arg-type]
+        found = store.nearest(query, k=4, field=field)  # type: ignore[arg-type]
+        assert [n.id for n in found] == [h.record.id for h in hits]
+        assert [n.score for n in found] == pytest.approx([h.score for h in hits], abs=1e-4)
+        stored = store.get_vectors([n.id for n in found])
+        for n in found:
+            if n.vectors is not None:  # where a store returns them, they are the stored ones
+                image, words = stored[n.id]
+                assert np.allclose(n.vectors[0], image, atol=1e-6)
+                assert (n.vectors[1] is None) == (words is None)
+    filtered = store.nearest(unit(4), k=6, flt=parse_filter({"album": "a"}))
+    assert {n.id for n in filtered} == {item(i).record.id for i in range(3)}
+
+
 def test_near_duplicate_lookup_by_phash(store: VectorStore) -> None:
     base = 0xF0F0_F0F0_0F0F_0F0F
     store.upsert([item(1, phash=base), item(2, phash=base ^ 0b111), item(3, phash=~base & (2**64 - 1))])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Literal, Protocol
 
-from imagematch.records import Filter, Hit, ImageRecord, StoredImage, Vector
+from imagematch.records import Filter, Hit, ImageRecord, Neighbour, StoredImage, Vector
 
 VectorField = Literal["image", "words"]
 
@@ -64,6 +64,12 @@ class VectorStore(Protocol):
 
     def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
         """The k records whose `field` vector is most similar (cosine) to `vector`, filter applied first."""
+
+    def nearest(
+        self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image"
+    ) -> list[Neighbour]:
+        """Like `search` without the records (fusion reads many candidates and shows a few), with both vectors
+        of each where the store can return them at little cost."""
 
     def keyword_search(self, text: str, *, k: int, flt: Filter | None = None) -> list[Hit]:
         """The k records whose words (imagematch.keywords.search_text) best match `text` by BM25, filter applied

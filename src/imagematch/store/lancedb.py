@@ -33,6 +33,7 @@ from imagematch.records import (
     Filter,
     Hit,
     ImageRecord,
+    Neighbour,
     StoredImage,
     StoreMismatch,
     Vector,
@@ -224,6 +225,13 @@ def _ids_sql(ids: Sequence[str]) -> str:
     return f"id IN ({', '.join(sql_string(i) for i in ids)})"
 
 
+def _matrix(column: pa.ChunkedArray, dim: int) -> npt.NDArray[np.float32]:
+    """A vector column as rows of a float32 matrix, without a Python list per vector (null rows are undefined)."""
+    vectors = column.combine_chunks()
+    values = vectors.values.slice(vectors.offset * dim, len(vectors) * dim)
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
+
+
 class LanceStore:
     """VectorStore on LanceDB.
 
@@ -240,13 +248,13 @@ class LanceStore:
         table_name: str | None = None,
         ann_threshold: int = 50_000,
         nprobes: int = 30,
-        refine_factor: int = 10,
+        rerank: int = 500,
     ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.ann_threshold = ann_threshold
         self.nprobes = nprobes  # IVF partitions searched (ignored without an index)
-        self.refine_factor = refine_factor  # candidates re-ranked with exact vectors, times k
+        self.rerank = rerank  # index candidates re-ranked with exact vectors (ignored without an index)
         # Read consistency 0: every read sees writes from other processes (the CLI beside a server).
         self._db = lancedb.connect(str(path), read_consistency_interval=timedelta(0))
         self._write_lock = threading.Lock()
@@ -355,7 +363,7 @@ class LanceStore:
             table_name=staging,
             ann_threshold=self.ann_threshold,
             nprobes=self.nprobes,
-            refine_factor=self.refine_factor,
+            rerank=self.rerank,
         )
 
     def finish_rebuild(self) -> None:
@@ -557,18 +565,37 @@ class LanceStore:
     def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
         if self._table is None or k <= 0:
             return []
+        query = self._vector_query(vector, k, flt, field, [*_NO_VECTORS, "_distance"])
+        return [Hit(_row_to_record(row), 1.0 - float(row["_distance"])) for row in query.to_list()]
+
+    def nearest(
+        self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image"
+    ) -> list[Neighbour]:
+        if self._table is None or k <= 0:
+            return []
+        found = self._vector_query(vector, k, flt, field, ["id", "_distance", "vector", "words_vector"]).to_arrow()
+        images = _matrix(found.column("vector"), self._dim)
+        words = _matrix(found.column("words_vector"), self._dim)
+        missing = found.column("words_vector").is_null().to_numpy(zero_copy_only=False)
+        return [
+            Neighbour(image_id, 1.0 - float(distance), (images[n], None if missing[n] else words[n]))
+            for n, (image_id, distance) in enumerate(
+                zip(found.column("id").to_pylist(), found.column("_distance").to_numpy(), strict=True)
+            )
+        ]
+
+    def _vector_query(self, vector: Vector, k: int, flt: Filter | None, field: VectorField, columns: list[str]) -> Any:
+        """A cosine search; through the ANN index (when there is one) `rerank` candidates get exact scores."""
         query = (
             self._table.search(np.asarray(vector, dtype=np.float32), vector_column_name=_VECTOR_COLUMNS[field])
             .metric("cosine")
-            .select([*_NO_VECTORS, "_distance"])
+            .select(columns)
             .limit(k)
             .nprobes(self.nprobes)
-            .refine_factor(self.refine_factor)
+            .refine_factor(max(2, math.ceil(self.rerank / k)))
         )
         where = filter_sql(flt)
-        if where:
-            query = query.where(where, prefilter=True)
-        return [Hit(_row_to_record(row), 1.0 - float(row["_distance"])) for row in query.to_list()]
+        return query.where(where, prefilter=True) if where else query
 
     def _ensure_keyword_index(self) -> None:
         """Created on the first keyword search; rows written after it are searched too, and `optimize()` (in

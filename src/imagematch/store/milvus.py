@@ -44,6 +44,7 @@ from imagematch.records import (
     ImageMatchError,
     ImageRecord,
     Metadata,
+    Neighbour,
     NotSupported,
     StoredImage,
     StoreMismatch,
@@ -613,6 +614,23 @@ class MilvusStore:
             search_params=self._search_params(k),
         )
         return [Hit(_hit_record(hit), float(hit["distance"])) for hit in results[0]]
+
+    def nearest(
+        self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image"
+    ) -> list[Neighbour]:
+        if not self._dim or k <= 0:
+            return []
+        expr = filter_expr(flt, *(["has_words == true"] if field == "words" else []))
+        results = self._client.search(
+            self.images,
+            data=[_floats(vector)],
+            anns_field=_VECTOR_FIELDS[field],
+            limit=min(k, _MAX_LIMIT),
+            filter=expr,
+            output_fields=["id"],
+            search_params=self._search_params(k),
+        )
+        return [Neighbour(str(hit["id"]), float(hit["distance"])) for hit in results[0]]
 
     def keyword_search(self, text: str, *, k: int, flt: Filter | None = None) -> list[Hit]:
         words = tokens(text)

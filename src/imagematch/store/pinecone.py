@@ -64,6 +64,7 @@ from imagematch.records import (
     Hit,
     ImageMatchError,
     ImageRecord,
+    Neighbour,
     StoredImage,
     StoreMismatch,
     Vector,
@@ -769,6 +770,16 @@ class PineconeStore:
         return (image_id_of(vid) for vid in self._list(self._space("images")))
 
     def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
+        matches = self._query(vector, k, flt, field, with_records=True)
+        return [Hit(metadata_record(m.metadata or {}), float(m.score)) for m in matches]
+
+    def nearest(
+        self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image"
+    ) -> list[Neighbour]:
+        matches = self._query(vector, k, flt, field, with_records=False)
+        return [Neighbour(image_id_of(m.id), float(m.score)) for m in matches]
+
+    def _query(self, vector: Vector, k: int, flt: Filter | None, field: VectorField, *, with_records: bool) -> Any:
         if self._index is None or k <= 0:
             return []
         namespace = self._space("images" if field == "image" else "words")
@@ -780,9 +791,9 @@ class PineconeStore:
             vector=_floats(vector),
             top_k=min(k, _TOP_K_MAX),
             filter=pinecone_filter(flt),
-            include_metadata=True,
+            include_metadata=with_records,
         )
-        return [Hit(metadata_record(m.metadata or {}), float(m.score)) for m in response.matches]
+        return response.matches
 
     def keyword_search(self, text: str, *, k: int, flt: Filter | None = None) -> list[Hit]:
         """Records sharing a word with `text` (selected by the index), ranked here by BM25 of their words."""

@@ -243,7 +243,10 @@ def search(
 
 def _search_out(result: SearchResult) -> SearchOut:
     return SearchOut(
-        hits=[HitOut.of(h) for h in result.hits], truncated=result.truncated, took_ms=round(result.took_ms, 1)
+        hits=[HitOut.of(h) for h in result.hits],
+        truncated=result.truncated,
+        took_ms=round(result.took_ms, 1),
+        encode_ms=round(result.encode_ms, 1),
     )
 
 

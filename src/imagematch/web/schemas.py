@@ -153,7 +153,8 @@ class HitOut(BaseModel):
 class SearchOut(BaseModel):
     hits: list[HitOut]
     truncated: bool = Field(description="True when query text was cut at the model's context length.")
-    took_ms: float
+    took_ms: float = Field(description="Time the search took in the library, in milliseconds.")
+    encode_ms: float = Field(description="Of took_ms, the time the model took to turn the query into a vector.")
 
 
 class ResetIn(BaseModel):
