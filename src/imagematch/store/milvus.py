@@ -601,36 +601,32 @@ class MilvusStore:
         return {"metric_type": "COSINE"} if self.lite else {"metric_type": "COSINE", "params": {"ef": max(k, 64)}}
 
     def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
-        if not self._dim or k <= 0:
-            return []
-        expr = filter_expr(flt, *(["has_words == true"] if field == "words" else []))
-        results = self._client.search(
-            self.images,
-            data=[_floats(vector)],
-            anns_field=_VECTOR_FIELDS[field],
-            limit=min(k, _MAX_LIMIT),
-            filter=expr,
-            output_fields=_RECORD_FIELDS,
-            search_params=self._search_params(k),
-        )
-        return [Hit(_hit_record(hit), float(hit["distance"])) for hit in results[0]]
+        hits = self._vector_search(vector, k, flt, field, _RECORD_FIELDS)
+        return [Hit(_hit_record(hit), float(hit["distance"])) for hit in hits]
 
     def nearest(
         self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image"
     ) -> list[Neighbour]:
+        return [
+            Neighbour(str(hit["id"]), float(hit["distance"]))
+            for hit in self._vector_search(vector, k, flt, field, ["id"])
+        ]
+
+    def _vector_search(
+        self, vector: Vector, k: int, flt: Filter | None, field: VectorField, fields: list[str]
+    ) -> list[dict[str, Any]]:
         if not self._dim or k <= 0:
             return []
-        expr = filter_expr(flt, *(["has_words == true"] if field == "words" else []))
         results = self._client.search(
             self.images,
             data=[_floats(vector)],
             anns_field=_VECTOR_FIELDS[field],
             limit=min(k, _MAX_LIMIT),
-            filter=expr,
-            output_fields=["id"],
+            filter=filter_expr(flt, *(["has_words == true"] if field == "words" else [])),
+            output_fields=fields,
             search_params=self._search_params(k),
         )
-        return [Neighbour(str(hit["id"]), float(hit["distance"])) for hit in results[0]]
+        return list(results[0])
 
     def keyword_search(self, text: str, *, k: int, flt: Filter | None = None) -> list[Hit]:
         words = tokens(text)
