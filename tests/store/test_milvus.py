@@ -60,3 +60,26 @@ def test_collection_names_are_checked_before_connecting(tmp_path: Path, monkeypa
 def test_an_unreachable_server_is_one_clear_error() -> None:
     with pytest.raises(ImageMatchError, match=r"cannot use Milvus at http://127\.0\.0\.1:1.*IMAGEMATCH_MILVUS_URI"):
         MilvusStore("http://127.0.0.1:1")
+
+
+def test_a_library_written_by_another_process_opens_and_searches(tmp_path: Path) -> None:
+    """Milvus Lite starts every collection released; a new process (the server after `imagematch index`)
+    must load them before it can read."""
+    import subprocess
+    import sys
+
+    uri = str(tmp_path / "milvus.db")
+    writer = (
+        "from imagematch.store.milvus import MilvusStore\n"
+        "from tests.store.test_conformance import DIM, MODEL, item\n"
+        f"store = MilvusStore({uri!r})\n"
+        "store.open(MODEL, DIM)\n"
+        "store.upsert([item(i, words=True) for i in range(3)])\n"
+        "store.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", writer], check=True, cwd=Path(__file__).parents[2], timeout=120)
+    store = MilvusStore(uri)
+    store.open(MODEL, DIM)
+    assert store.count() == 3
+    assert store.search(unit(1), k=1)[0].record.id == item(1).record.id
+    assert store.stored_model() == (MODEL, DIM)

@@ -271,12 +271,16 @@ class MilvusStore:
             self._client = MilvusClient(uri=uri, token=token)
             if not self._client.has_collection(self._state):
                 self._create_state()
+            else:  # collections another process made are released until someone loads them
+                self._client.load_collection(self._state)
         except MilvusException as error:
             raise ImageMatchError(
                 f"cannot use Milvus at {uri}: {error.message}. Check IMAGEMATCH_MILVUS_URI and IMAGEMATCH_MILVUS_TOKEN"
             ) from error
         library = self._pointer("library")
         self.images = images or (library["collection"] if library else f"{collection}_images")
+        if self._client.has_collection(self.images):
+            self._client.load_collection(self.images)
         self._dim = self._collection_dim(self.images)
         self._keywords = self._has_keywords(self.images)
 
