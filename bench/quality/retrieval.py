@@ -10,7 +10,7 @@ Needs local copies (no download happens here):
     flickr30k: --flickr-images DIR --flickr-captions FILE   (Karpathy split JSON: dataset_flickr30k.json)
     coco:      --coco-images DIR   --coco-captions FILE     (Karpathy split JSON: dataset_coco.json)
 
-    PYTHONPATH=. .venv/bin/python bench/quality/retrieval.py --model ViT-B-32-256/datacomp_s34b_b86k \\
+    .venv/bin/python -m bench.quality.retrieval --model ViT-B-32-256/datacomp_s34b_b86k \\
         --flickr-images ~/data/flickr30k/images --flickr-captions ~/data/dataset_flickr30k.json
 """
 
