@@ -6,7 +6,7 @@ Nothing here knows about HTTP, storage engines or models.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
@@ -67,6 +67,10 @@ class ImageRecord:
     def words(self) -> str:
         """The image's own words, in the order they count: the user's description first."""
         return "\n".join(part for part in (self.description.strip(), self.caption.strip()) if part)
+
+
+# The columns (or fields) a store keeps for a record, in the dataclass order.
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ImageRecord))
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,27 +82,16 @@ def agreement(a: Matrix, b: Matrix) -> float:
     return float(np.min(np.sum(normalise(a) * normalise(b), axis=1)))
 
 
-class OnnxEmbedder:
-    """Embedder protocol on ONNX Runtime; preprocessing and tokenising stay with the open_clip embedder."""
+class _OpenClipDescribed:
+    """What another runtime takes from the open_clip embedder as it is: the model's identity and shapes, the
+    preprocessing and the tokeniser (both PyTorch-free for the usual models)."""
 
-    def __init__(self, base: OpenClipEmbedder, cache_dir: Path, *, quantized: bool = False, threads: int = 0) -> None:
+    def __init__(self, base: OpenClipEmbedder) -> None:
         self.base = base
-        self.quantized = quantized
-        self.threads = threads or base.threads
-        self.folder = cache_dir / "onnx" / hashlib.sha256(base.model_id.encode()).hexdigest()[:16]
-        self._lock = threading.Lock()
-        self._image: Any = None
-        self._text: Any = None
-        self._trims_text = False
-        self.report: dict[str, Any] = {}
 
     @property
     def model_id(self) -> str:
         return self.base.model_id
-
-    @property
-    def runtime(self) -> str:
-        return "onnx-int8" if self.quantized else "onnx"
 
     @property
     def dim(self) -> int:
@@ -115,6 +104,34 @@ class OnnxEmbedder:
     @property
     def image_size(self) -> int:
         return self.base.image_size
+
+    def prepare(self, image: Image.Image) -> Prepared:
+        return self.base.prepare(image)
+
+    def count_tokens(self, text: str) -> int:
+        return self.base.count_tokens(text)
+
+    def fit_text(self, parts: Sequence[str]) -> FittedText:
+        return self.base.fit_text(parts)
+
+
+class OnnxEmbedder(_OpenClipDescribed):
+    """Embedder protocol on ONNX Runtime; preprocessing and tokenising stay with the open_clip embedder."""
+
+    def __init__(self, base: OpenClipEmbedder, cache_dir: Path, *, quantized: bool = False, threads: int = 0) -> None:
+        super().__init__(base)
+        self.quantized = quantized
+        self.threads = threads or base.threads
+        self.folder = cache_dir / "onnx" / hashlib.sha256(base.model_id.encode()).hexdigest()[:16]
+        self._lock = threading.Lock()
+        self._image: Any = None
+        self._text: Any = None
+        self._trims_text = False
+        self.report: dict[str, Any] = {}
+
+    @property
+    def runtime(self) -> str:
+        return "onnx-int8" if self.quantized else "onnx"
 
     @property
     def loaded(self) -> bool:
@@ -169,9 +186,6 @@ class OnnxEmbedder:
         meta_path.write_text(json.dumps(meta, indent=2))
         return meta
 
-    def prepare(self, image: Image.Image) -> Prepared:
-        return self.base.prepare(image)
-
     def encode_prepared(self, batch: Sequence[Prepared]) -> Matrix:
         self.load()
         if not batch:
@@ -193,12 +207,6 @@ class OnnxEmbedder:
         if self._trims_text:
             tokens = trim_to_end_of_text(tokens)
         return normalise(self._text.run(None, {"tokens": tokens})[0])
-
-    def count_tokens(self, text: str) -> int:
-        return self.base.count_tokens(text)
-
-    def fit_text(self, parts: Sequence[str]) -> FittedText:
-        return self.base.fit_text(parts)
 
 
 def export(base: OpenClipEmbedder, folder: Path, *, quantize: bool) -> dict[str, Any]:
@@ -332,7 +340,7 @@ def onnx_is_faster(meta: dict[str, Any]) -> bool:
     return bool(onnx < torch)
 
 
-class AutoEmbedder:
+class AutoEmbedder(_OpenClipDescribed):
     """ONNX Runtime or PyTorch for this model on this machine, whichever measured faster when it was exported.
 
     The first load of a model exports it once (logged, cached); if the export fails or disagrees with
@@ -340,7 +348,7 @@ class AutoEmbedder:
     """
 
     def __init__(self, base: OpenClipEmbedder, cache_dir: Path) -> None:
-        self.base = base
+        super().__init__(base)
         self.onnx = OnnxEmbedder(base, cache_dir)
         self._chosen: OpenClipEmbedder | OnnxEmbedder | None = None
         self._lock = threading.Lock()
@@ -352,28 +360,12 @@ class AutoEmbedder:
         return self._chosen
 
     @property
-    def model_id(self) -> str:
-        return self.base.model_id
-
-    @property
     def runtime(self) -> str:
         return self._chosen.runtime if self._chosen is not None else "auto"
 
     @property
     def loaded(self) -> bool:
         return self._chosen is not None
-
-    @property
-    def dim(self) -> int:
-        return self.base.dim
-
-    @property
-    def context_length(self) -> int:
-        return self.base.context_length
-
-    @property
-    def image_size(self) -> int:
-        return self.base.image_size
 
     def load(self) -> None:
         if self._chosen is not None:
@@ -391,9 +383,6 @@ class AutoEmbedder:
             self._chosen = chosen
             log.info("runtime for %s: %s (measured on this machine)", self.model_id, self._chosen.runtime)
 
-    def prepare(self, image: Image.Image) -> Prepared:
-        return self.base.prepare(image)
-
     def encode_prepared(self, batch: Sequence[Prepared]) -> Matrix:
         return self._runtime().encode_prepared(batch)
 
@@ -402,9 +391,3 @@ class AutoEmbedder:
 
     def encode_texts(self, texts: Sequence[str]) -> Matrix:
         return self._runtime().encode_texts(texts)
-
-    def count_tokens(self, text: str) -> int:
-        return self.base.count_tokens(text)
-
-    def fit_text(self, parts: Sequence[str]) -> FittedText:
-        return self.base.fit_text(parts)

@@ -28,6 +28,7 @@ from lancedb.index import FTS, BTree, IvfPq
 from imagematch.fingerprint import from_signed, hamming_many, phash_from_hex, phash_hex, to_signed
 from imagematch.keywords import search_text, tokens
 from imagematch.records import (
+    RECORD_FIELDS,
     CaptionStatus,
     Condition,
     Filter,
@@ -47,31 +48,6 @@ STATE = "state"
 SCHEMA_VERSION = 2  # 2: the search_text column for keyword search
 SEARCH_TEXT = "search_text"
 _VECTOR_COLUMNS = {"image": "vector", "words": "words_vector"}
-_NO_VECTORS = [
-    "id",
-    "phash",
-    "file_hash",
-    "filename",
-    "size",
-    "width",
-    "height",
-    "format",
-    "created_at",
-    "updated_at",
-    "model_id",
-    "description",
-    "caption",
-    "caption_status",
-    "caption_error",
-    "caption_edited",
-    "metadata",
-    "taken_at",
-    "camera",
-    "lens",
-    "gps_lat",
-    "gps_lon",
-    "cutout",
-]
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
@@ -506,7 +482,7 @@ class LanceStore:
     def _rows(self, where: str | None, limit: int | None = None, columns: list[str] | None = None) -> list[Any]:
         if self._table is None:
             return []
-        query = self._table.search().select(columns or _NO_VECTORS)
+        query = self._table.search().select(columns or list(RECORD_FIELDS))
         if where:
             query = query.where(where)
         return list(query.limit(limit).to_list())
@@ -565,7 +541,7 @@ class LanceStore:
     def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
         if self._table is None or k <= 0:
             return []
-        query = self._vector_query(vector, k, flt, field, [*_NO_VECTORS, "_distance"])
+        query = self._vector_query(vector, k, flt, field, [*RECORD_FIELDS, "_distance"])
         return [Hit(_row_to_record(row), 1.0 - float(row["_distance"])) for row in query.to_list()]
 
     def nearest(
@@ -615,7 +591,7 @@ class LanceStore:
         self._ensure_keyword_index()
         query = (
             self._table.search(" ".join(words), query_type="fts", fts_columns=SEARCH_TEXT)
-            .select([*_NO_VECTORS, "_score"])
+            .select([*RECORD_FIELDS, "_score"])
             .limit(k)
         )
         where = filter_sql(flt)

@@ -37,6 +37,7 @@ from pymilvus import DataType, Function, FunctionType, MilvusClient, MilvusExcep
 from imagematch.fingerprint import PHASH_BITS, from_signed, hamming, phash_from_hex, phash_hex, to_signed
 from imagematch.keywords import search_text, tokens
 from imagematch.records import (
+    RECORD_FIELDS,
     CaptionStatus,
     Condition,
     Filter,
@@ -91,31 +92,6 @@ _SCAN_BATCH = 4000
 _PHASH_TOP_K = 64
 _MAX_LIMIT = 16384  # Milvus's cap on topk and on offset + limit
 _VECTOR_FIELDS = {"image": "vector", "words": "words_vector"}
-_RECORD_FIELDS = [
-    "id",
-    "phash",
-    "file_hash",
-    "filename",
-    "size",
-    "width",
-    "height",
-    "format",
-    "created_at",
-    "updated_at",
-    "model_id",
-    "description",
-    "caption",
-    "caption_status",
-    "caption_error",
-    "caption_edited",
-    "metadata",
-    "taken_at",
-    "camera",
-    "lens",
-    "gps_lat",
-    "gps_lon",
-    "cutout",
-]
 _DOC_FIELDS = ["doc_key", "version", "part", "parts", "value"]
 
 
@@ -539,11 +515,11 @@ class MilvusStore:
 
     # reads
 
-    def _query(self, expr: str, fields: list[str], limit: int | None = None) -> list[dict[str, Any]]:
+    def _query(self, expr: str, fields: Sequence[str], limit: int | None = None) -> list[dict[str, Any]]:
         if not self._dim:
             return []
         options: dict[str, Any] = {"limit": limit} if limit is not None else {}
-        return list(self._client.query(self.images, filter=expr, output_fields=fields, **options))
+        return list(self._client.query(self.images, filter=expr, output_fields=list(fields), **options))
 
     def _scan(self, expr: str, fields: list[str]) -> Iterator[dict[str, Any]]:
         """Every matching row: Milvus Lite answers in one query; a server needs an iterator past 16384 rows."""
@@ -566,7 +542,7 @@ class MilvusStore:
         found: dict[str, ImageRecord] = {}
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), _IN_CHUNK):
-            for row in self._query(_ids_expr(unique[start : start + _IN_CHUNK]), _RECORD_FIELDS):
+            for row in self._query(_ids_expr(unique[start : start + _IN_CHUNK]), RECORD_FIELDS):
                 found[row["id"]] = row_record(row)
         return found
 
@@ -605,7 +581,7 @@ class MilvusStore:
         return {"metric_type": "COSINE"} if self.lite else {"metric_type": "COSINE", "params": {"ef": max(k, 64)}}
 
     def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
-        hits = self._vector_search(vector, k, flt, field, _RECORD_FIELDS)
+        hits = self._vector_search(vector, k, flt, field, RECORD_FIELDS)
         return [Hit(_hit_record(hit), float(hit["distance"])) for hit in hits]
 
     def nearest(
@@ -617,7 +593,7 @@ class MilvusStore:
         ]
 
     def _vector_search(
-        self, vector: Vector, k: int, flt: Filter | None, field: VectorField, fields: list[str]
+        self, vector: Vector, k: int, flt: Filter | None, field: VectorField, fields: Sequence[str]
     ) -> list[dict[str, Any]]:
         if not self._dim or k <= 0:
             return []
@@ -627,7 +603,7 @@ class MilvusStore:
             anns_field=_VECTOR_FIELDS[field],
             limit=min(k, _MAX_LIMIT),
             filter=filter_expr(flt, *(["has_words == true"] if field == "words" else [])),
-            output_fields=fields,
+            output_fields=list(fields),
             search_params=self._search_params(k),
         )
         return list(results[0])
@@ -647,14 +623,14 @@ class MilvusStore:
             anns_field="keywords",
             limit=min(k, _MAX_LIMIT),
             filter=filter_expr(flt),
-            output_fields=_RECORD_FIELDS,
+            output_fields=list(RECORD_FIELDS),
             search_params={"metric_type": "BM25"},
         )
         # Milvus Lite reports BM25 as a negative distance, a server as a positive score: the order is the same.
         return [Hit(_hit_record(hit), abs(float(hit["distance"]))) for hit in results[0]]
 
     def find_file_hash(self, file_hash: str) -> ImageRecord | None:
-        rows = self._query(f"file_hash == {expr_string(file_hash)}", _RECORD_FIELDS, limit=1)
+        rows = self._query(f"file_hash == {expr_string(file_hash)}", RECORD_FIELDS, limit=1)
         return row_record(rows[0]) if rows else None
 
     def near_phash(self, phash: int, max_distance: int) -> list[tuple[ImageRecord, int]]:
@@ -673,7 +649,7 @@ class MilvusStore:
                 data=[phash_signs(phash)],
                 anns_field="phash_vector",
                 limit=limit,
-                output_fields=_RECORD_FIELDS,
+                output_fields=list(RECORD_FIELDS),
                 search_params=self._search_params(limit),
             )[0]
             found = [(record, hamming(phash, phash_from_hex(record.phash))) for record in map(_hit_record, results)]
