@@ -11,7 +11,7 @@ from imagematch.factory import build_library
 from imagematch.library import Library
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
-from tests.tinymodel import build_tiny_model
+from tests.tinymodel import build_tiny_model, tiny_settings
 
 
 @pytest.fixture(autouse=True)
@@ -35,17 +35,7 @@ def other_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path, tiny_model_dir: Path) -> Settings:
-    return Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        data_dir=tmp_path / "data",
-        samples_dir=tmp_path / "images",
-        model=f"local-dir:{tiny_model_dir}",
-        model_cache_dir=tmp_path / "cache",
-        embed_batch_size=4,
-        background_removal="off",
-        captioner="none",
-        runtime="torch",
-    )
+    return tiny_settings(tmp_path, tiny_model_dir, runtime="torch")
 
 
 @pytest.fixture

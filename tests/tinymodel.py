@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
+
+from imagematch.settings import Settings
 
 OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -39,3 +42,18 @@ def build_tiny_model(folder: Path, *, context_length: int = 77, seed: int = 0) -
     }
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}))
     return folder
+
+
+def tiny_settings(root: Path, model_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a library under `root` on the tiny model: no .env, no background removal, no captions."""
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=root / "data",
+        samples_dir=root / "images",
+        model=f"local-dir:{model_dir}",
+        model_cache_dir=root / "cache",
+        embed_batch_size=4,
+        background_removal="off",
+        captioner="none",
+        **overrides,
+    )

@@ -16,6 +16,7 @@ from imagematch.library import RESET_PHRASE, Library
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
 from tests.browser.live import launch_chromium, serve
+from tests.tinymodel import tiny_settings
 
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 
@@ -30,16 +31,7 @@ class LiveApp:
 @pytest.fixture(scope="session")
 def live_app(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[LiveApp]:
     root = tmp_path_factory.mktemp("live")
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        data_dir=root / "data",
-        samples_dir=root / "images",
-        model=f"local-dir:{tiny_model_dir}",
-        model_cache_dir=root / "cache",
-        embed_batch_size=4,
-        background_removal="off",
-        captioner="none",
-    )
+    settings = tiny_settings(root, tiny_model_dir)
     library = build_library(settings)
     with serve(create_app(settings, library)) as url:
         yield LiveApp(url, library, settings)

@@ -11,11 +11,11 @@ from playwright.sync_api import Browser, FilePayload, expect
 
 from imagematch.factory import build_library
 from imagematch.passwords import hash_password
-from imagematch.settings import Settings
 from imagematch.web.app import create_app
 from tests.browser.conftest import LiveApp, _tab
 from tests.browser.live import serve
 from tests.images import jpeg
+from tests.tinymodel import tiny_settings
 
 pytestmark = pytest.mark.browser
 
@@ -25,15 +25,9 @@ PASSWORD = "a long and private passphrase"
 @pytest.fixture(scope="module")
 def private_app(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[LiveApp]:
     root = tmp_path_factory.mktemp("private")
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        data_dir=root / "data",
-        samples_dir=root / "images",
-        model=f"local-dir:{tiny_model_dir}",
-        model_cache_dir=root / "cache",
-        embed_batch_size=4,
-        background_removal="off",
-        captioner="none",
+    settings = tiny_settings(
+        root,
+        tiny_model_dir,
         runtime="torch",
         api_key="",
         ui_password_hash=hash_password(PASSWORD),
