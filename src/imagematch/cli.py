@@ -94,9 +94,7 @@ def _settings(**overrides: Any) -> Settings:
 def _library(settings: Settings, check_model: bool = True) -> Library:
     from imagematch.factory import build_library
 
-    library = build_library(settings)
-    for warning in library.warnings:
-        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    library = build_library(settings)  # its warnings (the demo model) are in the log already
     if check_model:
         library.verify_model()
     return library

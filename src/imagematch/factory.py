@@ -67,9 +67,7 @@ def choose_model(settings: Settings) -> tuple[ModelSource, str]:
         return source, ""
     return parse_model_spec(DEMO), (
         f"Running on the small built-in demo model, which only knows simple coloured shapes: {reason}. "
-        "To search real photos, connect to the internet once and restart (the default model is downloaded "
-        "and cached), or set IMAGEMATCH_MODEL=local-dir:/path/to/model. A library built with the demo "
-        "model needs `imagematch reindex` after switching."
+        "A library built with the demo model needs `imagematch reindex` after switching."
     )
 
 
