@@ -1,4 +1,4 @@
-"""A LanceDB library made before keyword search (schema 1, no search_text column) keeps working."""
+"""LanceDB tables: the file format new libraries are written in, and libraries made by earlier versions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import lancedb
 import pyarrow as pa
 
-from imagematch.store.lancedb import SEARCH_TEXT, LanceStore, images_schema
+from imagematch.store.lancedb import FILE_FORMAT, SEARCH_TEXT, LanceStore, images_schema
 from tests.store.test_conformance import DIM, MODEL, item, unit
 
 
@@ -34,3 +34,23 @@ def test_a_library_without_search_text_gets_it_on_open(tmp_path: Path) -> None:
     assert {h.record.id for h in reopened.keyword_search("invoice", k=5)} == {item(1).record.id, item(3).record.id}
     assert reopened.search(unit(3), k=1)[0].record.id == item(3).record.id
     assert reopened._get_state("schema") == "2"
+
+
+def _file_versions(table_folder: Path) -> set[str]:
+    """The format version each data file declares in its footer: major and minor (u16 each), then "LANC"."""
+    versions = set()
+    for data in (table_folder / "data").glob("*.lance"):
+        footer = data.read_bytes()[-8:]
+        assert footer[4:] == b"LANC"
+        versions.add(f"{int.from_bytes(footer[:2], 'little')}.{int.from_bytes(footer[2:4], 'little')}")
+    return versions
+
+
+def test_new_libraries_are_written_in_the_fast_lookup_format(tmp_path: Path) -> None:
+    store = LanceStore(tmp_path / "lancedb")
+    store.open(MODEL, DIM)
+    store.upsert([item(1), item(2)])
+    store.maintain()
+    store.upsert([item(3)])
+    assert _file_versions(tmp_path / "lancedb" / f"{store.table_name}.lance") == {FILE_FORMAT}
+    assert set(store.get_many([item(1).record.id, item(3).record.id])) == {item(1).record.id, item(3).record.id}
