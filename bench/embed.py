@@ -1,7 +1,9 @@
 """Raw model throughput, and the machine's own matrix-multiply speed measured in the same run.
 
-Prints images/s at batch 1, 8 and 32, text queries/s and single-query latency, the model's FLOPs per image,
-the machine's fp32 GEMM GFLOP/s, and the share of that peak the image encoder reaches. Writes JSON.
+Prints images/s at batch 1, 8 and 32 (and at 8 again while another process keeps one core busy), text
+queries/s and single-query latency, the model's FLOPs per image, the fp32 GEMM GFLOP/s of the device the
+model runs on (the CPU, or the GPU where PyTorch finds one), and the share of that peak the image encoder
+reaches. Writes JSON.
 
 Without the configured model's weights (an offline machine) the same architecture is built with random
 weights: cost does not depend on the weights, and the output says which was used.
@@ -17,6 +19,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,15 +37,29 @@ from imagematch.ai.onnx_embedder import OnnxEmbedder
 from imagematch.settings import load_settings
 
 
-def gemm_gflops(size: int = 2048, seconds: float = 2.0) -> float:
-    a = torch.randn(size, size)
-    b = torch.randn(size, size)
+def gemm_gflops(device: str, size: int = 2048, seconds: float = 2.0) -> float:
+    """fp32 matrix-multiply speed of the device the model runs on (all CPU cores, or the GPU)."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
     torch.mm(a, b)
     runs, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         torch.mm(a, b)
         runs += 1
+    if device == "cuda":
+        torch.cuda.synchronize()
     return 2 * size**3 * runs / (time.perf_counter() - started) / 1e9
+
+
+def with_one_core_busy(work: Callable[[], object], seconds: float) -> tuple[int, float, list[float]]:
+    """`timed(work)` while another process keeps one core busy (as a second program on the machine would)."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        return timed(work, seconds)
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def timed(work: Callable[[], object], seconds: float) -> tuple[int, float, list[float]]:
@@ -63,7 +81,7 @@ def image_flops(embedder: OpenClipEmbedder) -> float:
     # With gradients on: in inference mode attention takes a fused fast path the counter does not see,
     # which would leave out about a third of the work.
     with FlopCounterMode(display=False) as counter, torch.enable_grad():
-        model.encode_image(torch.zeros(1, 3, side, side))
+        model.encode_image(torch.zeros(1, 3, side, side, device=next(model.parameters()).device))
     return float(counter.get_total_flops())
 
 
@@ -103,7 +121,8 @@ def main() -> None:
     if args.runtime != "torch":
         embedder = OnnxEmbedder(base, settings.model_cache_dir, quantized=args.runtime == "onnx-int8")
     embedder.load()
-    peak = gemm_gflops()
+    device = "cuda" if args.runtime == "torch" and torch.cuda.is_available() else "cpu"
+    peak = gemm_gflops(device)
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -115,19 +134,26 @@ def main() -> None:
         runs, elapsed, _ = timed(lambda items=items: embedder.encode_prepared(items), args.seconds)  # type: ignore[misc]
         per_second = runs * batch / elapsed
         rows.append({"batch": batch, "images_per_s": per_second, "share_of_gemm_peak": per_second * flops / 1e9 / peak})
+    eight = [prepared] * 8
+    runs, elapsed, _ = with_one_core_busy(lambda: embedder.encode_prepared(eight), args.seconds)
+    busy = {"images_per_s": runs * 8 / elapsed, "ratio_to_idle": runs * 8 / elapsed / rows[1]["images_per_s"]}
     query = "a photo of a dog playing with a red ball on the beach at sunset"
     runs, elapsed, laps = timed(lambda: embedder.encode_texts([query]), args.seconds)
     text = {"queries_per_s": runs / elapsed, "latency_ms_p50": statistics.median(laps) * 1000}
     agreed = agreement(embedder, base) if args.runtime != "torch" else {}
 
     machine = platform.processor() or platform.machine()
-    print(f"model {spec}: {weights}; runtime {args.runtime}, {threads} threads, {machine}")
+    print(f"model {spec}: {weights}; runtime {args.runtime} on {device}, {threads} threads, {machine}")
     print(f"GEMM fp32 peak: {peak:.0f} GFLOP/s; image encoder: {flops / 1e9:.2f} GFLOP per image")
     if args.runtime == "onnx-int8":
         print("(% of the fp32 peak: int8 arithmetic can pass it)")
     print(f"{'batch':>6}{'images/s':>10}{'% of peak':>11}")
     for row in rows:
         print(f"{row['batch']:>6}{row['images_per_s']:>10.1f}{row['share_of_gemm_peak'] * 100:>10.0f}%")
+    print(
+        f"batch 8 with another process keeping one core busy: {busy['images_per_s']:.1f} images/s, "
+        f"{busy['ratio_to_idle'] * 100:.0f}% of idle"
+    )
     print(f"text: {text['queries_per_s']:.1f} queries/s, single query p50 {text['latency_ms_p50']:.1f} ms")
     if agreed:
         print(
@@ -142,10 +168,12 @@ def main() -> None:
                     "model": embedder.model_id,
                     "weights": weights,
                     "runtime": args.runtime,
+                    "device": device,
                     "threads": threads,
                     "gemm_gflops": peak,
                     "image_gflop": flops / 1e9,
                     "images": rows,
+                    "one_core_busy": busy,
                     "text": text,
                     "agreement": agreed,
                 },
