@@ -240,11 +240,12 @@ class Library:
         text = clean_description(description)
         meta = clean_metadata(metadata)
         self.open()
-        known = self._known_file(data, name)
+        sha = self._upload_hash(data)
+        known = self._known_file(sha, name)
         if known is not None:
             return known
         with self._embed_slots:  # decoding a large image needs memory too, so it queues like the model
-            candidate = self._candidate(data, name, text, meta)
+            candidate = self._candidate(data, sha, name, text, meta)
         duplicate = self._duplicate_of(candidate, [])
         if duplicate is not None:
             return duplicate
@@ -344,10 +345,11 @@ class Library:
             data = upload.read()
             text = clean_description(upload.description)
             meta = clean_metadata(upload.metadata)
-            known = self._known_file(data, label)
+            sha = self._upload_hash(data)
+            known = self._known_file(sha, label)
             if known is not None:
                 return known
-            return self._candidate(data, clean_filename(label), text, meta, label=label)
+            return self._candidate(data, sha, clean_filename(label), text, meta, label=label)
         except ImageMatchError as error:
             return IngestResult("failed", label, reason=str(error))
         except OSError as error:
@@ -389,21 +391,27 @@ class Library:
         results += [IngestResult("added", candidate.label, record=candidate.record) for candidate, _, _ in keep]
         return results
 
-    def _known_file(self, data: bytes, name: str) -> IngestResult | None:
-        """Identical bytes are always a duplicate; checked before any decoding."""
+    def _upload_hash(self, data: bytes) -> str:
+        """The file hash of an upload within the size limit; computed once per upload (a camera file costs
+        milliseconds to hash)."""
         if len(data) > self.settings.max_upload_bytes:
             raise TooLarge(
                 f"the file is {_human_bytes(len(data))}; the limit is {_human_bytes(self.settings.max_upload_bytes)}"
             )
-        existing = self.store.find_file_hash(file_hash(data))
+        return file_hash(data)
+
+    def _known_file(self, sha: str, name: str) -> IngestResult | None:
+        """Identical bytes are always a duplicate; checked before any decoding."""
+        existing = self.store.find_file_hash(sha)
         if existing is None:
             return None
         log.info("duplicate %r: the same file as %s", name, existing.id)
         return IngestResult("duplicate", name, existing=existing, distance=0, reason="the same file is already stored")
 
-    def _candidate(self, data: bytes, name: str, description: str, metadata: Metadata, label: str = "") -> _Candidate:
+    def _candidate(
+        self, data: bytes, sha: str, name: str, description: str, metadata: Metadata, label: str = ""
+    ) -> _Candidate:
         decoded = media.decode(data, max_pixels=self.settings.max_pixels, **self._decode_sides())
-        sha = file_hash(data)
         phash, variants = perceptual_hashes(decoded.image)
         now = datetime.now(UTC)
         pixels, cutout = self._embeddable(decoded.image)
