@@ -67,6 +67,7 @@ RESET_PHRASE = "DELETE ALL"
 MAX_QUERY_TEXT_LENGTH = 10_000
 _MAX_VECTOR_PAIRS = 200_000  # duplicate review: pairs whose vectors are compared, closest hashes first
 _VECTOR_BATCH = 1000
+_CANDIDATE_READERS = 8  # concurrent searches whose image-side candidates are read beside their words side
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,8 @@ class Library:
         self._opened = False
         # Bounds memory under a flood: at most this many requests run the model at once; others queue.
         self._embed_slots = threading.BoundedSemaphore(max(1, settings.decode_workers))
+        # The two candidate lists of a fused search are read at once: each store query waits on its engine.
+        self._candidate_reader = ThreadPoolExecutor(_CANDIDATE_READERS, thread_name_prefix="candidates")
 
     # lifecycle
 
@@ -846,9 +849,9 @@ class Library:
 
     def _fused_search(self, query: Vector, text: Vector, weight: float, k: int, flt: Filter | None) -> list[Hit]:
         depth = self._depth(k)
-        candidates = self.store.nearest(query, k=depth, flt=flt) + self.store.nearest(
-            text, k=depth, flt=flt, field="words"
-        )
+        by_image = self._candidate_reader.submit(self.store.nearest, query, k=depth, flt=flt)
+        by_words = self.store.nearest(text, k=depth, flt=flt, field="words")
+        candidates = by_image.result() + by_words
         stored = {c.id: c.vectors for c in candidates if c.vectors is not None}
         stored |= self.store.get_vectors([c.id for c in candidates if c.id not in stored])
         ids = [i for i in dict.fromkeys(c.id for c in candidates) if i in stored]
