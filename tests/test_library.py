@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -228,6 +231,23 @@ def test_add_many_reports_each_file_and_rerun_adds_nothing(library: Library, tmp
     again = library.add_many([Upload.from_path(p) for p in sorted(folder.iterdir())])
     assert not [r for r in again if r.status == "added"]
     assert library.count() == len(PHOTOS)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are set on Linux only")
+def test_bulk_decoding_yields_the_cores_to_the_model(library: Library) -> None:
+    """The threads that decode ahead of the model run at the lowest priority, so they never preempt its threads;
+    the caller's own priority is left as it was."""
+    priorities: list[int] = []
+
+    def read(name: str) -> bytes:
+        priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return jpeg(name)
+
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    results = library.add_many([Upload(f"{n}.jpg", lambda n=n: read(n)) for n in PHOTOS[:3]])  # type: ignore[misc]
+    assert [r.status for r in results] == ["added"] * 3
+    assert priorities == [19, 19, 19]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
 
 
 def test_edit_description_and_metadata(library: Library) -> None:

@@ -9,7 +9,10 @@ Search: each query term becomes a normalised vector; their weighted sum, re-norm
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -309,7 +312,9 @@ class Library:
             writing = writer.submit(self._store_batch, embedded)
 
         with (
-            ThreadPoolExecutor(self.settings.decode_workers, thread_name_prefix="decode") as pool,
+            ThreadPoolExecutor(
+                self.settings.decode_workers, thread_name_prefix="decode", initializer=_lowest_cpu_priority
+            ) as pool,
             ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
         ):
             window: deque[Future[_Candidate | IngestResult]] = deque()
@@ -988,7 +993,9 @@ class Library:
             on_progress(len(done), total)
         todo = [i for i in ids if i not in done]
         batch_size = self.settings.embed_batch_size
-        with ThreadPoolExecutor(self.settings.decode_workers, thread_name_prefix="reindex") as pool:
+        with ThreadPoolExecutor(
+            self.settings.decode_workers, thread_name_prefix="reindex", initializer=_lowest_cpu_priority
+        ) as pool:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
                 records = self.store.get_many(chunk)
@@ -1040,6 +1047,16 @@ class _QueryVectors:
     text: Vector | None  # the text terms alone, for the words vectors
     text_share: float  # how much of the query's weight is text
     truncated: bool
+
+
+def _lowest_cpu_priority() -> None:
+    """For the threads that decode ahead of the model in bulk work: they take the cores only when the model's
+    threads (and searches) leave them idle. A model run spread over all cores waits at every step for its
+    slowest thread, so a decoder that preempts one of them stalls them all; at the lowest priority the decoders
+    fill the gaps instead (measured in bench/ingest.py). Linux sets this per thread; elsewhere it is skipped."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _columns(pairs: Pairs) -> tuple[list[int], list[int], list[int]]:
