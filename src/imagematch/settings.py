@@ -111,8 +111,9 @@ class Settings(BaseSettings):
     # Privacy: remove GPS positions from stored originals (and records) at upload.
     strip_gps: bool = False
 
-    # Search at scale (embedded store): past this many images an ANN index is built (IVF-PQ, re-ranked).
-    ann_threshold: int = Field(50_000, ge=1)
+    # Search at scale (embedded store): past this many images an ANN index is built (IVF-PQ, re-ranked): where
+    # it becomes faster than scanning every vector (docs/benchmarks.md).
+    ann_threshold: int = Field(10_000, ge=1)
     ann_nprobes: int = Field(30, ge=1, le=10_000)
     ann_rerank: int = Field(500, ge=1, le=100_000, description="Index candidates re-ranked with exact vectors.")
     maintain_every: int = Field(1000, ge=1, description="Writes between compactions and index updates.")

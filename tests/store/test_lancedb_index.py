@@ -9,7 +9,7 @@ import numpy as np
 
 from imagematch.fingerprint import phash_hex
 from imagematch.records import ImageRecord, StoredImage
-from imagematch.store.lancedb import LanceStore
+from imagematch.store.lancedb import LanceStore, ann_partitions
 
 DIM = 64
 
@@ -62,3 +62,21 @@ def test_rows_added_after_the_index_are_found(tmp_path: Path) -> None:
     for item in late[:5]:
         assert store.search(item.vector, k=1)[0].record.id == item.record.id
         assert store.get(item.record.id) == item.record
+
+
+def test_the_index_is_made_again_when_the_library_has_grown_fourfold(tmp_path: Path) -> None:
+    """An index trained on the first rows would keep their few partitions forever, each holding ever more rows."""
+    vectors = clustered(1400, seed=5)
+    store = LanceStore(tmp_path / "db", ann_threshold=300)
+    store.open("m", DIM)
+    store.upsert(items(vectors[:300]))
+    store.maintain()
+    assert store._get_state(store._partitions_key("vector")) == str(ann_partitions(300))
+    store.upsert(items(vectors[300:1000], start=300))
+    store.maintain()  # grown past 3×: the index folds the new rows in and is kept
+    assert store._get_state(store._partitions_key("vector")) == str(ann_partitions(300))
+    store.upsert(items(vectors[1000:], start=1000))
+    store.maintain()  # partitions for 1400 rows are twice those for 300: made again
+    assert store._get_state(store._partitions_key("vector")) == str(ann_partitions(1400)) == "37"
+    assert store._get_state(store._partitions_key("words_vector")) == "37"
+    assert all(store.search(item.vector, k=1)[0].record.id == item.record.id for item in items(vectors)[::97])

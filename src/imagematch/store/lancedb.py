@@ -200,6 +200,11 @@ def _row_to_record(row: dict[str, Any]) -> ImageRecord:
     )
 
 
+def ann_partitions(rows: int) -> int:
+    """IVF partitions for an index over this many rows: about √rows, so a probe scans a few thousand codes."""
+    return max(16, int(math.sqrt(rows)))
+
+
 def _ids_sql(ids: Sequence[str]) -> str:
     return f"id IN ({', '.join(sql_string(i) for i in ids)})"
 
@@ -225,7 +230,7 @@ class LanceStore:
         path: Path,
         *,
         table_name: str | None = None,
-        ann_threshold: int = 50_000,
+        ann_threshold: int = 10_000,
         nprobes: int = 30,
         rerank: int = 500,
     ) -> None:
@@ -439,10 +444,13 @@ class LanceStore:
     def maintain(self) -> None:
         """Compact, drop old versions, and index once the library is large enough to need it.
 
-        Exact search is fast and perfect up to tens of thousands of images; past `ann_threshold` an IVF-PQ index
-        answers in milliseconds, and searches re-rank its candidates with the exact vectors (refine) so
-        recall stays high. Rows added after the index are searched exactly until the next maintain folds
-        them in. Scalar indexes make lookups by id and file hash constant-time at any size.
+        Exact search scans every vector: past `ann_threshold` (where an IVF-PQ index becomes faster, measured in
+        docs/benchmarks.md) the index answers in milliseconds, and searches re-rank its candidates with the
+        exact vectors (refine) so recall stays high. Rows added after the index are searched exactly until
+        the next maintain folds them in; once the library has grown so much that the index's partitions hold
+        four times the rows they were made for, the index is made again for its size. Vector indexes are
+        built outside the write lock, so uploads carry on meanwhile. Scalar indexes make lookups by id and
+        file hash constant-time at any size.
         """
         if self._table is None:
             return
@@ -454,18 +462,24 @@ class LanceStore:
             for column in ("id", "file_hash"):
                 if (column,) not in indexed and rows:
                     self._table.create_index(column, config=BTree(), replace=True)
-            if rows >= self.ann_threshold:
-                for column in _VECTOR_COLUMNS.values():
-                    if (column,) not in indexed:
-                        self._create_vector_index(column, rows)
+        if rows < self.ann_threshold:
+            return
+        for column in _VECTOR_COLUMNS.values():
+            made_for = self._get_state(self._partitions_key(column))  # unknown for indexes of earlier versions
+            if (column,) not in indexed or made_for is None or ann_partitions(rows) >= 2 * int(made_for):
+                self._create_vector_index(column, rows)
+
+    def _partitions_key(self, column: str) -> str:
+        return f"ann_partitions:{self.table_name}:{column}"
 
     def _create_vector_index(self, column: str, rows: int) -> None:
         started = time.perf_counter()
-        partitions = max(16, int(math.sqrt(rows)))
+        partitions = ann_partitions(rows)
         # 8 dimensions per PQ code: coarse enough to be fast, fine enough that re-ranking restores recall.
         sub_vectors = next(n for n in (self._dim // 8, self._dim // 4, 1) if n and self._dim % n == 0)
         config = IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub_vectors)
         self._table.create_index(column, config=config, replace=True)
+        self._set_state({self._partitions_key(column): str(partitions)})
         log.info(
             "indexed %s of %d rows (IVF-PQ, %d partitions) in %.0fs",
             column,
