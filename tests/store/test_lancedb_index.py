@@ -80,3 +80,18 @@ def test_the_index_is_made_again_when_the_library_has_grown_fourfold(tmp_path: P
     assert store._get_state(store._partitions_key("vector")) == str(ann_partitions(1400)) == "37"
     assert store._get_state(store._partitions_key("words_vector")) == "37"
     assert all(store.search(item.vector, k=1)[0].record.id == item.record.id for item in items(vectors)[::97])
+
+
+def test_a_reset_library_gets_an_index_trained_on_its_new_images(tmp_path: Path) -> None:
+    store = LanceStore(tmp_path / "db", ann_threshold=300)
+    store.open("m", DIM)
+    store.upsert(items(clustered(1400, seed=6)))
+    store.maintain()
+    assert store._get_state(store._partitions_key("vector")) == "37"
+    store.reset()
+    assert store._get_state(store._partitions_key("vector")) is None
+    fresh = items(clustered(400, seed=7), start=5000)
+    store.upsert(fresh)
+    store.maintain()
+    assert store._get_state(store._partitions_key("vector")) == str(ann_partitions(400))
+    assert all(store.search(item.vector, k=1)[0].record.id == item.record.id for item in fresh[::37])

@@ -371,6 +371,7 @@ class LanceStore:
             self._keyword_index = False
             if old != self.table_name and old in set(self._db.list_tables().tables):
                 self._db.drop_table(old)
+                self._forget_vector_indexes(old)
 
     def _require_table(self) -> Any:
         if self._table is None:
@@ -439,6 +440,7 @@ class LanceStore:
             if self._table is not None:
                 self._table.delete("true")
                 self._phash_cache = None
+                self._forget_vector_indexes(self.table_name)  # trained on what is gone: made anew when needed
         self.maintain()
 
     def maintain(self) -> None:
@@ -469,8 +471,12 @@ class LanceStore:
             if (column,) not in indexed or made_for is None or ann_partitions(rows) >= 2 * int(made_for):
                 self._create_vector_index(column, rows)
 
-    def _partitions_key(self, column: str) -> str:
-        return f"ann_partitions:{self.table_name}:{column}"
+    def _partitions_key(self, column: str, table: str | None = None) -> str:
+        return f"ann_partitions:{table or self.table_name}:{column}"
+
+    def _forget_vector_indexes(self, table: str) -> None:
+        keys = ", ".join(sql_string(self._partitions_key(column, table)) for column in _VECTOR_COLUMNS.values())
+        self._state.delete(f"key IN ({keys})")
 
     def _create_vector_index(self, column: str, rows: int) -> None:
         started = time.perf_counter()
