@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +67,19 @@ def test_text_is_encoded_only_up_to_its_end_with_the_same_vectors(embedder: Open
     assert np.allclose(embedder.encode_texts(texts), full, atol=1e-5)  # a batch, cut at its longest text
     alone = np.stack([embedder.encode_texts([t])[0] for t in texts])  # each cut at its own end
     assert np.allclose(alone, full, atol=1e-5)
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_model_threads_wait_passively_unless_the_user_says_otherwise(given: str | None, expected: str) -> None:
+    """Spinning OpenMP threads lose two thirds of the model's speed when another program keeps a core busy."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    shown = subprocess.run(
+        [sys.executable, "-c", "import os, imagematch; print(os.environ['OMP_WAIT_POLICY'])"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == expected
