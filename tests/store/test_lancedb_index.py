@@ -64,34 +64,41 @@ def test_rows_added_after_the_index_are_found(tmp_path: Path) -> None:
         assert store.get(item.record.id) == item.record
 
 
+def indexed_store(path: Path, vectors: np.ndarray, threshold: int = 300) -> LanceStore:
+    store = LanceStore(path, ann_threshold=threshold)
+    store.open("m", DIM)
+    store.upsert(items(vectors))
+    store.maintain()
+    return store
+
+
+def partitions(store: LanceStore, column: str = "vector") -> int | None:
+    """The partitions the store recorded for its index of `column`."""
+    made_for = store._get_state(store._partitions_key(column))
+    return None if made_for is None else int(made_for)
+
+
 def test_the_index_is_made_again_when_the_library_has_grown_fourfold(tmp_path: Path) -> None:
     """An index trained on the first rows would keep their few partitions forever, each holding ever more rows."""
     vectors = clustered(1400, seed=5)
-    store = LanceStore(tmp_path / "db", ann_threshold=300)
-    store.open("m", DIM)
-    store.upsert(items(vectors[:300]))
-    store.maintain()
-    assert store._get_state(store._partitions_key("vector")) == str(ann_partitions(300))
+    store = indexed_store(tmp_path / "db", vectors[:300])
+    assert partitions(store) == ann_partitions(300) == 17
     store.upsert(items(vectors[300:1000], start=300))
     store.maintain()  # grown past 3×: the index folds the new rows in and is kept
-    assert store._get_state(store._partitions_key("vector")) == str(ann_partitions(300))
+    assert partitions(store) == 17
     store.upsert(items(vectors[1000:], start=1000))
     store.maintain()  # partitions for 1400 rows are twice those for 300: made again
-    assert store._get_state(store._partitions_key("vector")) == str(ann_partitions(1400)) == "37"
-    assert store._get_state(store._partitions_key("words_vector")) == "37"
+    assert partitions(store) == partitions(store, "words_vector") == ann_partitions(1400) == 37
     assert all(store.search(item.vector, k=1)[0].record.id == item.record.id for item in items(vectors)[::97])
 
 
 def test_a_reset_library_gets_an_index_trained_on_its_new_images(tmp_path: Path) -> None:
-    store = LanceStore(tmp_path / "db", ann_threshold=300)
-    store.open("m", DIM)
-    store.upsert(items(clustered(1400, seed=6)))
-    store.maintain()
-    assert store._get_state(store._partitions_key("vector")) == "37"
+    store = indexed_store(tmp_path / "db", clustered(1400, seed=6))
+    assert partitions(store) == 37
     store.reset()
-    assert store._get_state(store._partitions_key("vector")) is None
+    assert partitions(store) is None
     fresh = items(clustered(400, seed=7), start=5000)
     store.upsert(fresh)
     store.maintain()
-    assert store._get_state(store._partitions_key("vector")) == str(ann_partitions(400))
+    assert partitions(store) == ann_partitions(400)
     assert all(store.search(item.vector, k=1)[0].record.id == item.record.id for item in fresh[::37])
