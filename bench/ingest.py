@@ -81,6 +81,7 @@ def model_throughput(
     library = build_library(settings)
     library.open()
     chosen = [images[n % len(images)] for n in range(batch)]
+    cutters = ThreadPoolExecutor(settings.decode_workers)  # cut-outs run as index runs them: in its decode threads
     if library.remover is None:
         prepared = [library.embedder.prepare(image) for image in chosen]
 
@@ -88,7 +89,6 @@ def model_throughput(
             library.embedder.encode_prepared(prepared)
 
     else:
-        cutters = ThreadPoolExecutor(settings.decode_workers)  # as index runs them: in its decode threads
 
         def work() -> None:
             library.embedder.encode_prepared([cut[0] for cut in cutters.map(library._embeddable, chosen)])
@@ -98,7 +98,9 @@ def model_throughput(
     while time.perf_counter() - started < seconds or runs < 2:
         work()
         runs += 1
-    return runs * batch / (time.perf_counter() - started), library.embedder.runtime
+    per_second = runs * batch / (time.perf_counter() - started)
+    cutters.shutdown()
+    return per_second, library.embedder.runtime
 
 
 def index_throughput(settings: Settings, paths: list[Path]) -> dict[str, Any]:
