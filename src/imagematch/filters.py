@@ -32,22 +32,55 @@ _OPERATORS: dict[str, FilterOp] = {
     "$lte": "lte",
 }
 _DATE_FIELDS = {"created_at", "taken_at"}
-_NUMBER_FIELDS = {"width", "height", "size"}
+# The integer fields with the largest value every store can hold in them (LanceDB keeps width and height as
+# Int32, every store keeps size in 64 bits). A comparison with any other number becomes the same test with an
+# integer inside that range, so `image.width > 3000000000` matches nothing instead of failing in the store.
+_INTEGER_FIELDS = {"width": 2**31 - 1, "height": 2**31 - 1, "size": 2**63 - 1}
+_NUMBER_FIELDS = set(_INTEGER_FIELDS)
 _BOOL_FIELDS = {"cutout"}
 _MAX_CONDITIONS = 50
 _MAX_IN_VALUES = 200
 
 
+def _text(value: str, what: str) -> str:
+    """Text the stores can be sent: JSON's `\\ud800` escapes (and undecodable command-line bytes) give lone
+    surrogates, which no UTF-8 encoder takes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidQuery(f"{what}: the text is not valid Unicode (it holds a lone surrogate)") from None
+    return value
+
+
 def _date(value: object, key: str) -> datetime:
+    """A date in UTC, as every store compares them; without a zone, UTC is meant."""
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(_text(value, f"filter {key!r}").strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidQuery(f"filter {key!r}: {value!r} is not an ISO 8601 date") from None
+    else:
         raise InvalidQuery(f"filter {key!r}: dates are ISO 8601 text such as 2024-05-31")
     try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidQuery(f"filter {key!r}: {value!r} is not an ISO 8601 date") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        raise InvalidQuery(
+            f"filter {key!r}: {value!s} is outside the dates that can be compared (0001-01-01 to 9999-12-31 in UTC)"
+        ) from None
+
+
+def _number(value: int | float, key: str) -> int | float:
+    """A number a store can compare: floats must be finite, integers must fit a float (custom metadata numbers
+    are compared as floats)."""
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:
+        raise InvalidQuery(f"filter {key!r}: the number is too large to compare") from None
+    if not finite:
+        raise InvalidQuery(f"filter {key!r}: numbers must be finite")
+    return value
 
 
 def _scalar(value: object, key: str, field: str | None) -> FilterScalar:
@@ -58,22 +91,21 @@ def _scalar(value: object, key: str, field: str | None) -> FilterScalar:
             raise InvalidQuery(f"filter {key!r}: expected {'a number' if field in _NUMBER_FIELDS else 'text'}")
         return value
     if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise InvalidQuery(f"filter {key!r}: numbers must be finite")
         if field is not None and field not in _NUMBER_FIELDS:
             raise InvalidQuery(f"filter {key!r}: expected text")
-        return value
+        # Integers of any size are fine on built-in fields: _integer_test brings them into the stores' range.
+        return value if field is not None and isinstance(value, int) else _number(value, key)
     if isinstance(value, str):
         if field in _NUMBER_FIELDS or field in _BOOL_FIELDS:
             raise InvalidQuery(f"filter {key!r}: expected {'a number' if field in _NUMBER_FIELDS else 'true or false'}")
-        return value
+        return _text(value, f"filter {key!r}")
     raise InvalidQuery(f"filter {key!r}: values must be text, numbers, true/false or lists of them")
 
 
 def _target(key: object) -> tuple[str, bool]:
     if not isinstance(key, str) or not key.strip():
         raise InvalidQuery("filter keys must be non-empty strings")
-    key = key.strip()
+    key = _text(key, f"filter key {key!r}").strip()
     if key.startswith(BUILTIN_PREFIX):
         field = key[len(BUILTIN_PREFIX) :]
         if field not in FILTER_FIELDS:
@@ -86,21 +118,49 @@ def _target(key: object) -> tuple[str, bool]:
     return key, False
 
 
+def _integer_test(key: str, op: FilterOp, value: FilterScalar | tuple[FilterScalar, ...]) -> Condition:
+    """The same test on a built-in integer field, with integers the stores can hold: a number between two
+    integers moves to the one it means (`width > 1.5` is `width > 1`), and one beyond the field's range makes
+    a test that matches nothing or every image."""
+    top = _INTEGER_FIELDS[key]
+    bottom = -top - 1
+    nothing = Condition(key, "gt", top, True)
+    everything = Condition(key, "lte", top, True)
+    if isinstance(value, tuple):
+        kept = tuple(dict.fromkeys(int(v) for v in value if isinstance(v, int | float) and v == int(v)))
+        kept = tuple(v for v in kept if bottom <= v <= top)
+        return Condition(key, op, kept, True) if kept else nothing
+    assert isinstance(value, int | float)
+    if op in ("eq", "ne"):
+        if value != int(value) or not bottom <= value <= top:
+            return nothing if op == "eq" else everything
+        return Condition(key, op, int(value), True)
+    whole = math.floor(value) if op in ("gt", "lte") else math.ceil(value)
+    if whole > top:
+        return nothing if op in ("gt", "gte") else everything
+    if whole < bottom:
+        return everything if op in ("gt", "gte") else nothing
+    return Condition(key, op, whole, True)
+
+
 def _condition(key: str, builtin: bool, op: FilterOp, value: object, label: str) -> Condition:
     field = key if builtin else None
+    operand: FilterScalar | tuple[FilterScalar, ...]
     if op == "in":
         if not isinstance(value, list) or not value:
             raise InvalidQuery(f"filter {label!r}: $in takes a non-empty list")
         if len(value) > _MAX_IN_VALUES:
             raise InvalidQuery(f"filter {label!r}: $in takes at most {_MAX_IN_VALUES} values")
-        values = tuple(_scalar(v, label, field) for v in value)
-        if len({type(v) for v in values}) > 1 and not all(isinstance(v, int | float) for v in values):
+        operand = tuple(_scalar(v, label, field) for v in value)
+        if len({type(v) for v in operand}) > 1 and not all(isinstance(v, int | float) for v in operand):
             raise InvalidQuery(f"filter {label!r}: $in values must all be of one type")
-        return Condition(key, op, values, builtin)
-    scalar = _scalar(value, label, field)
-    if op in ("gt", "gte", "lt", "lte") and isinstance(scalar, str | bool):
-        raise InvalidQuery(f"filter {label!r}: ranges need numbers or dates")
-    return Condition(key, op, scalar, builtin)
+    else:
+        operand = _scalar(value, label, field)
+        if op in ("gt", "gte", "lt", "lte") and isinstance(operand, str | bool):
+            raise InvalidQuery(f"filter {label!r}: ranges need numbers or dates")
+    if field in _INTEGER_FIELDS:
+        return _integer_test(key, op, operand)
+    return Condition(key, op, operand, builtin)
 
 
 def parse_filter(value: Any) -> Filter | None:
@@ -112,8 +172,14 @@ def parse_filter(value: Any) -> Filter | None:
     if not isinstance(value, dict):
         raise InvalidQuery('filter must be a JSON object such as {"album": "holiday"}')
     conditions: list[Condition] = []
+    written: dict[tuple[str, bool], object] = {}
     for raw_key, spec in value.items():
         key, builtin = _target(raw_key)
+        if (key, builtin) in written:  # the forms' rule: keys the same but for spaces are one key, given twice
+            raise InvalidQuery(
+                f"the filter key {key!r} appears twice (as {written[key, builtin]!r} and {raw_key!r}); keep one of them"
+            )
+        written[key, builtin] = raw_key
         if isinstance(spec, dict):
             if not spec:
                 raise InvalidQuery(f"filter {raw_key!r}: empty operator object")

@@ -272,6 +272,39 @@ def test_filters_on_dates_lists_and_missing_values(store: VectorStore) -> None:
     assert matching({"image.format": {"$in": ["PNG"]}, "album": "a", "image.width": {"$lte": 103}}) == _expect(1, 3)
 
 
+def test_filters_beyond_what_a_field_holds_match_nothing_or_everything(store: VectorStore) -> None:
+    """Numbers a built-in integer field cannot hold (width is Int32 in LanceDB), numbers between integers and
+    dates far from the records' are compared as a user means them, never sent to the store as they came."""
+    store.upsert([item(n, taken_at=T0 + timedelta(days=n)) for n in range(4)])  # widths 100 to 103
+    every = _expect(0, 1, 2, 3)
+
+    def matching(spec: dict[str, object]) -> set[str]:
+        flt = parse_filter(spec)
+        listed = _ids(store.page(limit=100, flt=flt))
+        assert store.count(flt) == len(listed)
+        assert {h.record.id for h in store.search(unit(0), k=100, flt=flt)} == listed
+        return listed
+
+    assert matching({"image.width": {"$gt": 3_000_000_000}}) == set()
+    assert matching({"image.width": {"$lt": 3_000_000_000}}) == every
+    assert matching({"image.width": {"$gte": -(2**63)}}) == every
+    assert matching({"image.width": 2**63}) == set()
+    assert matching({"image.width": {"$ne": 2**63}}) == every
+    assert matching({"image.size": {"$lte": 10**400}}) == every
+    assert matching({"image.size": {"$gt": 1e300}}) == set()
+    assert matching({"image.width": {"$gt": 101.5}}) == _expect(2, 3)
+    assert matching({"image.width": {"$gte": 101.5, "$lte": 102.5}}) == _expect(2)
+    assert matching({"image.width": {"$lt": 101.5}}) == _expect(0, 1)
+    assert matching({"image.width": 101.0}) == _expect(1)
+    assert matching({"image.width": 101.5}) == set()
+    assert matching({"image.width": {"$in": [101.5, 102.0, 3_000_000_000]}}) == _expect(2)
+    assert matching({"image.width": {"$in": [0.5, 3_000_000_000]}}) == set()
+    assert matching({"image.created_at": {"$gte": "0001-01-01"}}) == every
+    assert matching({"image.created_at": {"$lt": "0999-12-31"}}) == set()
+    assert matching({"image.taken_at": {"$lte": "9999-12-31T23:59:59.999999"}}) == every
+    assert matching({"image.taken_at": {"$gte": "2024-01-02T23:00:00-02:00"}}) == _expect(3)
+
+
 def test_update_replaces_metadata_and_can_drop_the_words_vector(store: VectorStore) -> None:
     store.upsert([item(1, words=True, metadata={"a": 1, "b": "x"}), item(2, words=True)])
     record = item(1).record

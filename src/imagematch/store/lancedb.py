@@ -101,7 +101,8 @@ def _sql_literal(value: object) -> str:
         return repr(float(value)) if isinstance(value, float) else str(value)
     if isinstance(value, datetime):
         utc = value.astimezone(UTC) if value.tzinfo else value
-        return f"TIMESTAMP '{utc.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+        # isoformat, not strftime: strftime writes the year 999 as "999", which is no timestamp to the SQL parser.
+        return f"TIMESTAMP '{utc.replace(tzinfo=None).isoformat(sep=' ', timespec='microseconds')}'"
     return sql_string(str(value))
 
 
