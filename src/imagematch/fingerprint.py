@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import imagehash
 import numpy as np
@@ -72,6 +73,15 @@ def phash_from_hex(text: str) -> int:
     if not 0 <= value < 1 << PHASH_BITS:
         raise ValueError(f"not a 64-bit pHash: {text!r}")
     return value
+
+
+_ID_TEXT = re.compile(r"[0-9a-f-]{1,64}")
+
+
+def could_be_image_id(text: str) -> bool:
+    """Ids are hex digits and dashes (see image_id); any other text names no image, so it need not reach a
+    store, which may not even be able to encode it (a lone surrogate from JSON)."""
+    return _ID_TEXT.fullmatch(text) is not None
 
 
 def image_id(phash: int, sha256_hex: str) -> str:

@@ -31,7 +31,15 @@ from imagematch.ai.embedder import Embedder, Prepared
 from imagematch.blobs import BlobStore
 from imagematch.duplicates import VARIANT_DISTANCE, DuplicateRule, Pairs, close_pairs, groups_of, lookup_hashes
 from imagematch.exif import without_gps
-from imagematch.fingerprint import file_hash, hamming, image_id, perceptual_hashes, phash_from_hex, phash_hex
+from imagematch.fingerprint import (
+    could_be_image_id,
+    file_hash,
+    hamming,
+    image_id,
+    perceptual_hashes,
+    phash_from_hex,
+    phash_hex,
+)
 from imagematch.fusion import fuse, reciprocal_rank_fusion
 from imagematch.records import (
     CaptionStatus,
@@ -694,7 +702,7 @@ class Library:
     # read and edit
 
     def get(self, image_id: str) -> ImageRecord:
-        record = self.store.get(image_id)
+        record = self.store.get(image_id) if could_be_image_id(image_id) else None
         if record is None:
             raise NotFound(image_id)
         return record
@@ -826,7 +834,7 @@ class Library:
     def _query_image_caption(self, request: SimpleSearch) -> str:
         """The caption of the query image when it is a stored image (by id, or the same file as one)."""
         record = None
-        if request.image_id:
+        if request.image_id and could_be_image_id(request.image_id):
             record = self.store.get(request.image_id)
         elif request.image is not None:
             record = self.store.find_file_hash(file_hash(request.image))
@@ -901,6 +909,8 @@ class Library:
             if len(term.data) > self.settings.max_upload_bytes:
                 raise TooLarge(f"the query image is larger than {_human_bytes(self.settings.max_upload_bytes)}")
             return self._image_vector(term.data, self.settings.max_pixels, term.region), False
+        if not could_be_image_id(term.image_id):
+            raise NotFound(term.image_id)
         if term.region is not None:
             record = self.get(term.image_id)
             original = self.blobs.read_original(term.image_id)

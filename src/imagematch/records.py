@@ -24,6 +24,9 @@ MAX_METADATA_VALUE_LENGTH = 2000
 MAX_DESCRIPTION_LENGTH = 5000
 MAX_FILENAME_LENGTH = 255
 MAX_QUERY_TERMS = 16
+# Weights are relative, so a few orders of magnitude are all a query needs; far larger ones overflow the float32
+# sum of the terms' vectors (a weight of 1e300 made the query vector NaN and the search silently empty).
+MAX_WEIGHT = 1000
 
 Region = tuple[float, float, float, float]  # left, top, right, bottom as fractions of width and height
 
@@ -199,6 +202,8 @@ class Query:
         for term in self.terms:
             if not isinstance(term.weight, int | float) or not math.isfinite(term.weight):
                 raise InvalidQuery("weights must be finite numbers")
+            if abs(term.weight) > MAX_WEIGHT:
+                raise InvalidQuery(f"weights must be between -{MAX_WEIGHT:,} and {MAX_WEIGHT:,}, not {term.weight:g}")
             if isinstance(term, TextTerm) and not term.text.strip():
                 raise InvalidQuery("text must not be empty")
             if not isinstance(term, TextTerm) and term.region is not None:

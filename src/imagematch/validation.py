@@ -104,5 +104,7 @@ def clean_metadata(value: Any) -> Metadata:
             raise InvalidInput(f"metadata key {name[:40]!r}… is longer than {MAX_METADATA_KEY_LENGTH} characters")
         if _has_controls(name, allow_newlines=False):
             raise InvalidInput(f"metadata key {name!r} contains control characters")
+        if name in cleaned:  # `"a"` and `" a "` are one key: keeping either would drop the other's value unseen
+            raise InvalidInput(f"the metadata key {name!r} appears twice; keep one of them")
         cleaned[name] = _clean_value(name, item)
     return cleaned
