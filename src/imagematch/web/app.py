@@ -30,7 +30,12 @@ log = logging.getLogger(__name__)
 
 
 class BodyLimit:
-    """Refuse request bodies over the limit before they are parsed or spooled to disk (413)."""
+    """Refuse request bodies over the limit before they are parsed or spooled to disk (413).
+
+    A body without a declared length (chunked) is counted as it arrives. The error raised when it passes the
+    limit may be caught on the way out (FastAPI turns any failure while reading a form into a 400), so once
+    the limit is passed, whatever response the app starts is replaced by the 413.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -45,20 +50,33 @@ class BodyLimit:
             await self._refuse(send, scope)
             return
         seen = 0
+        exceeded = started = refused = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    exceeded = True
                     raise _BodyTooLarge
             return message
 
+        async def answer(message: Message) -> None:
+            nonlocal started, refused
+            if exceeded and not started:  # the app's answer to the error it caught: the 413 goes instead
+                if not refused:
+                    refused = True
+                    await self._refuse(send, scope)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
+            await self.app(scope, limited, answer)
         except _BodyTooLarge:
-            await self._refuse(send, scope)
+            if not (started or refused):
+                await self._refuse(send, scope)
 
     async def _refuse(self, send: Send, scope: Scope) -> None:
         message = f"the request is larger than {self.limit:,} bytes"
