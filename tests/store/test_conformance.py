@@ -305,6 +305,24 @@ def test_filters_beyond_what_a_field_holds_match_nothing_or_everything(store: Ve
     assert matching({"image.taken_at": {"$gte": "2024-01-02T23:00:00-02:00"}}) == _expect(3)
 
 
+def test_a_filter_on_a_key_whose_values_differ_in_type_matches_only_its_type(store: VectorStore) -> None:
+    """`{"album": 0}` where albums are text failed the whole LanceDB query (500); such records do not match."""
+    albums: list[str | int | float] = ["moon", 7, "7", "sun", 2.5]
+    flags: list[str | bool] = ["yes", "true", "no", True, "false"]
+    store.upsert([item(n, metadata={"album": albums[n], "flag": flags[n]}) for n in range(5)])
+
+    def matching(spec: dict[str, object]) -> set[str]:
+        flt = parse_filter(spec)
+        listed = _ids(store.page(limit=100, flt=flt))
+        assert store.count(flt) == len(listed)
+        return listed
+
+    assert matching({"album": {"$gt": 0}}) == _expect(1, 4)
+    assert matching({"album": {"$in": [7, 2.5]}}) == _expect(1, 4)
+    assert matching({"flag": True}) == _expect(3)
+    assert matching({"album": "moon"}) == _expect(0)
+
+
 def test_update_replaces_metadata_and_can_drop_the_words_vector(store: VectorStore) -> None:
     store.upsert([item(1, words=True, metadata={"a": 1, "b": "x"}), item(2, words=True)])
     record = item(1).record

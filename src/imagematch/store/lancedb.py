@@ -107,13 +107,22 @@ def _sql_literal(value: object) -> str:
 
 
 def _metadata_expression(key: str, sample: object) -> str:
-    if isinstance(sample, bool):
-        function = "json_get_bool"
-    elif isinstance(sample, int | float):
-        function = "json_get_float"
-    else:
-        function = "json_get_string"
-    return f"{function}(metadata, {sql_string(key)})"
+    """The custom value a condition reads. Numbers and booleans are read as JSON text (json_extract), not with
+    json_get_float or json_get_bool: those fail the whole query on any record whose value has another type
+    (`{"album": 0}` where albums are text), where a record whose value is of another type should not match."""
+    if isinstance(sample, str):
+        return f"json_get_string(metadata, {sql_string(key)})"
+    value = f"json_extract(metadata, {sql_string('$[' + json.dumps(key, ensure_ascii=False) + ']')})"
+    return value if isinstance(sample, bool) else f"TRY_CAST({value} AS DOUBLE)"
+
+
+def _metadata_literal(value: object) -> str:
+    """A custom value as its condition compares it: booleans as their JSON text, numbers as doubles."""
+    if isinstance(value, bool):
+        return sql_string(json.dumps(value))
+    if isinstance(value, int | float):
+        return repr(float(value))
+    return _sql_literal(value)
 
 
 _SQL_OPS = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
@@ -123,14 +132,12 @@ def condition_sql(condition: Condition) -> str:
     values = condition.value if isinstance(condition.value, tuple) else (condition.value,)
     sample = values[0] if values else ""
     column = condition.key if condition.builtin else _metadata_expression(condition.key, sample)
+    literal = _sql_literal if condition.builtin else _metadata_literal
     if condition.op == "in":
         if not values:
             return "false"
-        return f"{column} IN ({', '.join(_sql_literal(v) for v in values)})"
-    value = values[0]
-    if condition.builtin or not isinstance(value, int | float) or isinstance(value, bool):
-        return f"{column} {_SQL_OPS[condition.op]} {_sql_literal(value)}"
-    return f"{column} {_SQL_OPS[condition.op]} {float(value)!r}"
+        return f"{column} IN ({', '.join(literal(v) for v in values)})"
+    return f"{column} {_SQL_OPS[condition.op]} {literal(values[0])}"
 
 
 def filter_sql(flt: Filter | None) -> str | None:
