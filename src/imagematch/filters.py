@@ -205,11 +205,12 @@ def _cli_value(text: str) -> Any:
         return text[1:-1]
     if text in ("true", "false"):
         return text == "true"
+    if re.fullmatch(r"-?\d{1,4000}", text):  # exact, where a float would round 2**63 + 1 and overflow 400 digits
+        return int(text)
     try:
-        number = float(text)
+        return float(text)
     except ValueError:
         return text
-    return int(number) if number.is_integer() and re.fullmatch(r"-?\d+", text) else number
 
 
 def parse_where(clauses: list[str]) -> Filter | None:
