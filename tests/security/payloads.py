@@ -166,6 +166,7 @@ BAD_METADATA_JSON = [
     ("nan", '{"a": NaN}', 422),
     ("infinity", '{"a": -Infinity}', 422),
     ("five-thousand-digits", '{"a": 1' + "0" * 5000 + "}", 422),
+    ("keys-differing-by-spaces", '{"a": 1, " a ": 2}', 422),
 ]
 
 # The typed metadata rows of the upload and edit forms: (case, keys, values).
@@ -203,3 +204,36 @@ BAD_IDS = [
     "<script>alert(1)</script>",
     "f" * 300,
 ]
+
+# JSON filters every filter entry point refuses with 422: (case, filter, words the detail must contain).
+BAD_FILTERS = [
+    ("surrogate-in-key", '{"\\ud800": 1}', "not valid Unicode"),
+    ("surrogate-in-value", '{"album": "\\ud800"}', "not valid Unicode"),
+    ("surrogate-in-list", '{"album": {"$in": ["moon", "\\udfff"]}}', "not valid Unicode"),
+    ("surrogate-in-builtin", '{"image.camera": "\\ud800"}', "not valid Unicode"),
+    ("surrogate-in-date", '{"image.taken_at": {"$gte": "2024\\ud800"}}', "not valid Unicode"),
+    ("four-hundred-digits", '{"rating": 1' + "0" * 400 + "}", "too large"),
+    ("four-hundred-digits-range", '{"rating": {"$gt": -1' + "0" * 400 + "}}", "too large"),
+    ("utc-after-year-9999", '{"image.taken_at": {"$gte": "9999-12-31T23:59:59-23:59"}}', "outside the dates"),
+    ("utc-before-year-one", '{"image.created_at": {"$lt": "0001-01-01T00:00:00+00:01"}}', "outside the dates"),
+    ("keys-differing-by-spaces", '{"album": "moon", " album ": "sun"}', "appears twice"),
+    ("key-with-and-without-prefix", '{"album": "moon", "metadata.album": "sun"}', "appears twice"),
+]
+
+# Filters beyond what a field holds, which mean something all the same: (case, filter, whether every stored
+# image matches it, or none). Width and height are Int32 in LanceDB, size Int64 everywhere.
+ODD_FILTERS = [
+    ("width-beyond-int32", '{"image.width": {"$gt": 3000000000}}', False),
+    ("width-below-beyond-int32", '{"image.width": {"$lt": 3000000000}}', True),
+    ("width-beyond-int64", '{"image.width": {"$gte": 9223372036854775808}}', False),
+    ("width-equals-beyond-int32", '{"image.width": 3000000000}', False),
+    ("size-below-four-hundred-digits", '{"image.size": {"$lt": 1' + "0" * 400 + "}}", True),
+    ("height-between-integers", '{"image.height": {"$gt": 1.5}}', True),
+    ("width-in-beyond-int32", '{"image.width": {"$in": [3000000000, 0.5]}}', False),
+    ("from-year-999", '{"image.created_at": {"$gte": "0999-01-01"}}', True),
+    ("before-year-2", '{"image.created_at": {"$lt": "0002-01-01"}}', False),
+    ("until-year-9999", '{"image.created_at": {"$lte": "9999-12-31T23:59:59.999999"}}', True),
+]
+
+# Query weights refused with a 422 that names the weights: a sum of 1e300s was NaN, an empty 200.
+BAD_WEIGHTS = [("huge", [1e300, 1e300]), ("huge-negative", [1.0, -1e300]), ("float32-overflow", [1e39])]
