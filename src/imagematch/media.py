@@ -6,12 +6,15 @@ Every other module works on the `DecodedImage` this returns, so a photo is decod
 from __future__ import annotations
 
 import io
+import math
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pillow_heif
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from imagematch.records import InvalidImage, TooLarge, UnsupportedFormat
 
@@ -37,6 +40,26 @@ ACCEPTED_NAMES = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF and AVIF"
 # CLIP-family preprocessing (<= 448 px), and JPEG draft mode makes it several times cheaper than full size.
 WORK_SIZE = 1024
 THUMBNAIL_SIZE = 384
+# The memory one decode may take, per pixel of the pixel cap: Pillow holds every mode in at most 4 bytes a pixel
+# (RGB too), and the working copy of an image that is not reduced (a very long strip) needs up to 4 more.
+# Conversion to RGB works a strip of rows at a time, so it adds about _STRIP_PIXELS × 16 bytes whatever the size.
+DECODE_BYTES_PER_PIXEL = 5
+_STRIP_PIXELS = 1 << 20
+_DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+_TRANSPOSE_FOR_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Huffman-coded JPEG frames (baseline, extended, progressive, lossless); the arithmetic-coded ones (0xC9-0xCF)
+# can code a flat image in almost no bytes, so no lower bound on their size holds.
+_HUFFMAN_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
+_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
 
 _ORIENTATION_TAG = 0x0112
 _EXIF_IFD = 0x8769
@@ -77,7 +100,8 @@ def decode(data: bytes, *, max_pixels: int, short_side: int = WORK_SIZE, long_si
 
     The decoded image keeps at least `short_side` pixels on its short side and `long_side` on its long side
     (when the original has them): ingest asks for just what the model and the thumbnail need, so JPEG draft
-    mode can decode a camera photo at 1/8 scale.
+    mode can decode a camera photo at 1/8 scale. What the decode needs in memory is checked before it starts
+    (DECODE_BYTES_PER_PIXEL × max_pixels, after the draft), and a JPEG must hold the data its header claims.
     """
     if not data:
         raise InvalidImage("the file is empty")
@@ -99,22 +123,36 @@ def decode(data: bytes, *, max_pixels: int, short_side: int = WORK_SIZE, long_si
 
     try:
         exif = image.getexif()
-        orientation = int(exif.get(_ORIENTATION_TAG, 1) or 1)
+        orientation = _orientation(exif)
         info = _read_exif(exif)
         if fmt in ("JPEG", "MPO"):
+            _check_jpeg_holds(data, width, height)
             stored_w, stored_h = image.size  # draft works on the stored orientation
             wanted = (long_side, short_side) if stored_w >= stored_h else (short_side, long_side)
             image.draft("RGB", wanted)
+        plan = _Reduction.of(image.size, short_side, long_side)
+        _check_budget(image, plan, max_pixels)
         image.load()
-        upright = _apply_orientation(image, orientation)
-        rgb = _to_rgb(upright)
+        rgb = _working_copy(image, plan)
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise InvalidImage(f"the image is truncated or corrupt ({error})") from None
 
     if orientation in (5, 6, 7, 8):
         width, height = height, width
-    shrunk = _shrink(rgb, short_side, long_side)
-    return DecodedImage(image=shrunk, format=fmt, width=width, height=height, exif=info)
+    upright = rgb.transpose(_TRANSPOSE_FOR_ORIENTATION[orientation]) if orientation != 1 else rgb
+    return DecodedImage(image=upright, format=fmt, width=width, height=height, exif=info)
+
+
+def decoded_bytes(mode: str, size: tuple[int, int]) -> int:
+    """What Pillow holds in memory for an image of this mode and size: 1 byte a pixel for 1-bit, grey and palette
+    images (Pillow keeps 1-bit images a byte a pixel), 2 for 16-bit grey, 4 for everything else (RGB included)."""
+    if mode in ("1", "L", "P"):
+        per_pixel = 1
+    elif mode.startswith("I;16"):
+        per_pixel = 2
+    else:
+        per_pixel = 4
+    return per_pixel * size[0] * size[1]
 
 
 def make_thumbnail(image: Image.Image, max_side: int = THUMBNAIL_SIZE) -> bytes:
@@ -141,38 +179,132 @@ def crop_region(image: Image.Image, box: tuple[float, float, float, float]) -> I
     return image.crop(pixels)
 
 
-def _apply_orientation(image: Image.Image, orientation: int) -> Image.Image:
-    if orientation not in range(2, 9):
-        return image  # 1 is upright; anything else is a bad tag, which we ignore
-    return ImageOps.exif_transpose(image) or image
+def _orientation(exif: Image.Exif) -> int:
+    """The EXIF orientation, 1 to 8; anything else (text, a rational 0/0, out of range) is a bad tag: upright."""
+    value = exif.get(_ORIENTATION_TAG, 1)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return 1
+    number = float(value)
+    return int(number) if number.is_integer() and 1 <= number <= 8 else 1
 
 
-def _shrink(image: Image.Image, short_side: int, long_side: int) -> Image.Image:
-    """Formats without draft mode: reduce very large images once, so later steps work on fewer pixels."""
-    scale = max(short_side / min(image.size), long_side / max(image.size))
-    if scale > 0.5:
+def _check_jpeg_holds(data: bytes, width: int, height: int) -> None:
+    """Refuse a JPEG whose header claims more pixels than its data can hold: libjpeg paints what is missing grey
+    without a word, so a 1 KB file could be stored as a 10000×10000 photo.
+
+    Every 8×8 block of the full-resolution component costs at least one bit in a Huffman-coded scan (its DC
+    code), so a real image, however flat, has at least blocks / 8 bytes between its first scan and its end."""
+    frame, scan = _jpeg_frame_and_scan(data)
+    if frame not in _HUFFMAN_FRAMES or scan < 0:
+        return
+    end = data.find(b"\xff\xd9", scan)
+    scan_bytes = (len(data) if end < 0 else end) - scan
+    blocks = math.ceil(width / 8) * math.ceil(height / 8)
+    if scan_bytes * 8 < blocks:
+        raise InvalidImage(
+            f"the image is truncated or its header is false: it claims {width}×{height} pixels, which need at "
+            f"least {math.ceil(blocks / 8):,} bytes of image data, but it holds {scan_bytes:,}"
+        )
+
+
+def _jpeg_frame_and_scan(data: bytes) -> tuple[int, int]:
+    """The frame marker (SOFn) and the offset of the first scan's header, walking the segments by their lengths
+    (an EXIF thumbnail inside APP1 has markers of its own); -1 where the walk does not get there."""
+    position, frame = 2, -1
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return frame, -1
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in _STANDALONE_MARKERS:
+            position += 2
+            continue
+        if marker == 0xDA:
+            return frame, position
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            frame = marker
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return frame, -1
+
+
+@dataclass(frozen=True, slots=True)
+class _Reduction:
+    """How decode() brings an image to its working size, as resize(BILINEAR, reducing_gap=2) does: a box
+    reduction by whole factors, then a bilinear resize; both None when the image is used as it is."""
+
+    factor: tuple[int, int]
+    size: tuple[int, int] | None  # the final size, or None when the image is not resized
+
+    @classmethod
+    def of(cls, size: tuple[int, int], short_side: int, long_side: int) -> _Reduction:
+        """Reduce very large images once (formats without draft mode), so later steps work on fewer pixels."""
+        scale = max(short_side / min(size), long_side / max(size))
+        if scale > 0.5:
+            return cls((1, 1), None)
+        final = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+        return cls((max(1, int(size[0] / final[0] / 2)), max(1, int(size[1] / final[1] / 2))), final)
+
+    def reduced(self, size: tuple[int, int]) -> tuple[int, int]:
+        return math.ceil(size[0] / self.factor[0]), math.ceil(size[1] / self.factor[1])
+
+
+def _check_budget(image: Image.Image, plan: _Reduction, max_pixels: int) -> None:
+    """Refuse, before decoding, an image whose decoded pixels and working copy need more memory than the budget
+    (DECODE_BYTES_PER_PIXEL × the pixel cap): the pixel count alone does not say what a decode costs."""
+    needed = decoded_bytes(image.mode, image.size) + decoded_bytes("RGB", plan.reduced(image.size))
+    budget = DECODE_BYTES_PER_PIXEL * max_pixels
+    if needed > budget:
+        width, height = image.size
+        raise TooLarge(
+            f"decoding this {width}×{height} {image.mode} image needs {needed / 2**20:,.0f} MB of memory; "
+            f"the limit is {budget / 2**20:,.0f} MB"
+        )
+
+
+def _working_copy(image: Image.Image, plan: _Reduction) -> Image.Image:
+    """The decoded image in RGB at its working size, converted and box-reduced a strip of rows at a time, then
+    resized: beside the decoded pixels, memory holds one strip and the reduced image, whatever the mode (16-bit,
+    float, alpha, palette, CMYK); the result is what converting the whole image and then resizing it gives."""
+    if plan.size is None and image.mode == "RGB":
         return image
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    convert = _strip_converter(image)
+    factor_x, factor_y = plan.factor
+    width, height = image.size
+    reduced = Image.new("RGB", plan.reduced(image.size))
+    rows = max(1, _STRIP_PIXELS // width // factor_y) * factor_y
+    for top in range(0, height, rows):
+        strip = convert(image.crop((0, top, width, min(height, top + rows))))
+        reduced.paste(strip.reduce(plan.factor) if plan.factor != (1, 1) else strip, (0, top // factor_y))
+    if plan.size is None:
+        return reduced
+    return reduced.resize(plan.size, Image.Resampling.BILINEAR, box=(0, 0, width / factor_x, height / factor_y))
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _strip_converter(image: Image.Image) -> Callable[[Image.Image], Image.Image]:
+    """How one strip of this image becomes RGB, or grey (which is reduced before it is made RGB, the same result
+    for a third of the work): 16-bit and float images are stretched from their darkest to their lightest value
+    (by Pillow's scale-and-offset, in C: no float64 copy), transparency is laid over white."""
     mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scaled = np.zeros_like(array) if high <= low else (array - low) * (255.0 / (high - low))
-        return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
-    if mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    if mode in ("RGB", "L"):
+        return lambda strip: strip
+    if mode in _DEEP_MODES:
+        extrema = image.getextrema()
+        low, high = float(extrema[0]), float(extrema[1])  # type: ignore[arg-type]
+        scale = 255.0 / (high - low) if high > low else 0.0
+        return lambda strip: strip.point(lambda value: value * scale - low * scale).convert("L")
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+
+        def over_white(strip: Image.Image) -> Image.Image:
+            rgba = strip.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+
+        return over_white
+    if mode == "1":
+        return lambda strip: strip.convert("L")
+    return lambda strip: strip.convert("RGB")
 
 
 def _clean_text(value: object) -> str:
