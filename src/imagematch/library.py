@@ -923,6 +923,15 @@ class Library:
             raise NotFound(term.image_id)
         return stored[0], False
 
+    def query_preview(self, data: bytes) -> bytes:
+        """Check a query image the way a search decodes it and make its preview thumbnail, in a decode slot like
+        every other decode: the search page keeps the image for the searches that follow."""
+        if len(data) > self.settings.max_upload_bytes:
+            raise TooLarge(f"the query image is larger than {_human_bytes(self.settings.max_upload_bytes)}")
+        with self._embed_slots:
+            decoded = media.decode(data, max_pixels=self.settings.max_pixels, **self._decode_sides())
+            return media.make_thumbnail(decoded.image)
+
     def _image_vector(self, data: bytes, max_pixels: int, region: Region | None) -> Vector:
         """An image's embedding, made the way stored images are; with a region, of that rectangle only."""
         with self._embed_slots:

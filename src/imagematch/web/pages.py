@@ -18,9 +18,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from imagematch import media
 from imagematch.duplicates import DuplicateRule
 from imagematch.files import image_files
 from imagematch.filters import parse_filter
@@ -459,14 +459,19 @@ async def search_submit(
     if images:
         image = images[0]
         try:
-            data = _read_limited(image, library.settings.max_upload_bytes)
-            decoded = media.decode(data, max_pixels=library.settings.max_pixels)
+            data, preview = await run_in_threadpool(_query_upload, library, image)
         except ImageMatchError as error:
             context = _search_page(form, error=f"the query image cannot be used: {error}")
             return render(request, "search.html", context, status=status_for(error))
-        token = _query_images(request).keep(data, media.make_thumbnail(decoded.image), clean_filename(image.filename))
+        token = _query_images(request).keep(data, preview, clean_filename(image.filename))
         form = replace(form, query_image=token, image_id="", region="")
     return _see_other(form.url())
+
+
+def _query_upload(library: Library, image: UploadFile) -> tuple[bytes, bytes]:
+    """In a worker thread, never on the event loop: read the query image and decode it for its preview."""
+    data = _read_limited(image, library.settings.max_upload_bytes)
+    return data, library.query_preview(data)
 
 
 @router.get("/search/query-image/{token}")
