@@ -258,8 +258,8 @@ def _check_budget(image: Image.Image, plan: _Reduction, max_pixels: int) -> None
     if needed > budget:
         width, height = image.size
         raise TooLarge(
-            f"decoding this {width}×{height} {image.mode} image needs {needed / 2**20:,.0f} MB of memory; "
-            f"the limit is {budget / 2**20:,.0f} MB"
+            f"decoding this {width}×{height} {image.mode} image needs {needed / 2**20:,.1f} MB of memory; "
+            f"the limit is {budget / 2**20:,.1f} MB"
         )
 
 

@@ -67,6 +67,51 @@ def _with_orientation(name: str, orientation: int) -> bytes:
     return encode(photo(name), "JPEG", quality=85, exif=exif.tobytes())
 
 
+@cache
+def sixteen_bit_bomb(side: int = 10_000, squares: int = 3) -> bytes:
+    """A valid 16-bit grey PNG of side × side pixels (exactly the default pixel cap) in about 200 KB, a
+    staircase of squares: Pillow holds it in 200 MB, and a careless conversion to 8 bits in gigabytes. The first row of
+    each row of squares is written out, the others say "same as the row above" (PNG filter 2)."""
+    square = side // squares
+    same_as_above = b"\x02" + b"\x00" * (side * 2)
+    compressor = zlib.compressobj(9)
+    rows = []
+    for y in range(side):
+        if y % square:
+            rows.append(compressor.compress(same_as_above))
+            continue
+        values = [((x // square) * squares + y // square) * 5000 for x in range(side)]
+        rows.append(compressor.compress(b"\x00" + struct.pack(f">{side}H", *values)))
+    pixels = b"".join(rows) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", pixels) + _png_chunk(b"IEND", b"")
+
+
+def lying_jpeg(side: int = 10_000) -> bytes:
+    """A complete 40 × 40 JPEG of about 1.6 KB whose frame header claims side × side pixels: the decoder would
+    paint everything it lacks grey and the file would be stored as a photo of that size."""
+    data = bytearray(encode(photo("astronaut").resize((40, 40)), "JPEG", quality=85))
+    frame = data.find(b"\xff\xc0")
+    data[frame + 5 : frame + 9] = struct.pack(">HH", side, side)
+    return bytes(data)
+
+
+def _with_raw_orientation(name: str, kind: int, value: bytes, extra: bytes = b"") -> bytes:
+    """A photo whose EXIF orientation tag (0x0112) has a TIFF type and a value no camera writes."""
+    entry = struct.pack("<HHI", 0x0112, kind, 1 if kind != 2 else len(value)) + value
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + entry + struct.pack("<I", 0) + extra
+    return encode(photo(name), "JPEG", quality=85, exif=b"Exif\x00\x00" + tiff)
+
+
+def _text_orientation() -> bytes:
+    return _with_raw_orientation("page", 2, b"six\x00")
+
+
+def _zero_over_zero_orientation() -> bytes:
+    after_the_directory = 26  # the offset of the rational 0/0, written after the one-entry directory
+    return _with_raw_orientation("retina", 5, struct.pack("<I", after_the_directory), struct.pack("<II", 0, 0))
+
+
 def _sixteen_bit() -> bytes:
     gray = np.asarray(photo("camera").convert("L"), dtype=np.uint16) * 257
     return encode(Image.fromarray(gray), "PNG")
@@ -121,6 +166,7 @@ REFUSED_FILES = [
     RefusedFile("svg-named-jpg", "drawing.jpg", lambda: SVG, 422, "not an image"),
     RefusedFile("svg", "drawing.svg", lambda: SVG, 422, "not an image"),
     RefusedFile("decompression-bomb", "bomb.png", decompression_bomb, 413, "30000×30000 pixels"),
+    RefusedFile("jpeg-header-lies", "lies.jpg", lying_jpeg, 422, "its header is false"),
 ]
 
 ODD_IMAGES = [
@@ -130,6 +176,9 @@ ODD_IMAGES = [
     OddImage("palette", "palette.png", lambda: encode(photo("chelsea").quantize(256), "PNG"), (451, 300), "PNG"),
     OddImage("bad-orientation-tag", "tag42.jpg", lambda: _with_orientation("rocket", 42), (640, 427), "JPEG"),
     OddImage("rotated-by-exif", "turned.jpg", lambda: _with_orientation("clock", 6), (300, 400), "JPEG"),
+    OddImage("text-orientation-tag", "tagtext.jpg", _text_orientation, (384, 191), "JPEG"),
+    OddImage("zero-over-zero-orientation-tag", "tag00.jpg", _zero_over_zero_orientation, (1411, 1411), "JPEG"),
+    OddImage("sixteen-bit-at-the-pixel-cap", "deep-bomb.png", sixteen_bit_bomb, (10_000, 10_000), "PNG"),
     OddImage("animated-3000-frames", "frames.gif", animated_gif, (48, 32), "GIF"),
 ]
 
