@@ -49,8 +49,10 @@ def test_query_arithmetic_with_every_kind_of_term(client: TestClient, library: L
     assert response.status_code == 200, response.text
     hits = response.json()["hits"]
     assert len(hits) == 3 and [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
-    own = query(client, terms=[{"image_id": ids["rocket"]}], k=1).json()["hits"]
+    own = query(client, terms=[{"image": b64(jpeg("rocket"))}], k=1).json()["hits"]
     assert own[0]["id"] == ids["rocket"] and own[0]["score"] >= 0.99
+    similar = query(client, terms=[{"image_id": ids["rocket"]}], k=3).json()["hits"]
+    assert len(similar) == 3 and ids["rocket"] not in {h["id"] for h in similar}
 
 
 @pytest.mark.parametrize(
@@ -103,7 +105,8 @@ def test_min_score_and_region_in_the_form_endpoint(client: TestClient, library: 
     ids = add_all(library, ("astronaut", "coffee", "rocket"))
     nothing = client.post("/api/v1/search", data={"text": "a rocket", "min_score": "1"})
     assert nothing.status_code == 200 and nothing.json()["hits"] == []
-    only = client.post("/api/v1/search", data={"image_id": ids["coffee"], "min_score": "0.999"}).json()["hits"]
+    files = {"image": ("q.jpg", jpeg("coffee"), "image/jpeg")}
+    only = client.post("/api/v1/search", files=files, data={"min_score": "0.999"}).json()["hits"]
     assert [h["id"] for h in only] == [ids["coffee"]]
     region = client.post(
         "/api/v1/search",

@@ -202,7 +202,8 @@ def test_search_with_arithmetic_hybrid_cut_off_and_region(env: dict[str, str], p
 
     shown = runner.invoke(app, ["search", "a rocket", "--min-score", "1"])
     assert shown.exit_code == 0 and "no matches" in shown.output
-    assert [h["id"] for h in _hits(["--id", coffee_id, "--min-score", "0.999"])] == [coffee_id]
+    assert [h["id"] for h in _hits(["", "--image", str(photos / "coffee.jpg"), "--min-score", "0.999"])] == [coffee_id]
+    assert coffee_id not in {h["id"] for h in _hits(["--id", coffee_id, "-k", "3"])}
 
     region = _hits(["", "--image", str(photos / "astronaut.jpg"), "--region", "0.2,0.1,0.7,0.6", "-k", "2"])
     whole = _hits(["", "--image", str(photos / "astronaut.jpg"), "-k", "2"])

@@ -1,9 +1,14 @@
 """Scoring an image by both of its vectors: what it looks like, and its own words.
 
 Text-to-text cosines (a query against a caption) run much higher than text-to-image cosines, so the raw
-numbers cannot be mixed. Each score list is standardised over the candidates (z-scores), mixed with the
-words weight, and mapped back onto the image-similarity scale, so the reported score still reads like a
-cosine similarity and equals it exactly when the words weight is 0 or no image has words.
+numbers cannot be mixed. The words are read as evidence instead: how far the query stands out against an
+image's words compared with a fixed set of unrelated reference texts (a z-score the library cannot move), put
+on the image-similarity scale of the query's own image candidates. An image's score is its image similarity,
+raised towards that words evidence where the words say more than the picture; words never lower a score.
+
+So an image's score depends on its own vectors and the query only: describing one image cannot move another,
+and describing an image can only raise it. The score still reads like a cosine similarity, and equals it
+exactly where the words weight is 0, the image has no words, or its words say less than its picture.
 """
 
 from __future__ import annotations
@@ -13,25 +18,58 @@ import numpy.typing as npt
 
 Scores = npt.NDArray[np.float64]
 _MIN_SPREAD = 1e-6
+# Words that stand this many robust standard deviations above unrelated texts are as strong as evidence gets.
+MAX_WORDS_STANDING = 6.0
+# Unrelated descriptions of everyday pictures: what a query's words score against words that are not about it.
+REFERENCE_TEXTS = (
+    "a bowl of soup on a wooden table",
+    "a city street at night with cars",
+    "a dog running on the grass",
+    "a bunch of bananas in a basket",
+    "a man riding a bicycle",
+    "a snowy mountain under a blue sky",
+    "an old brick building with windows",
+    "a plate of pasta with tomato sauce",
+    "two children playing on a beach",
+    "a cat sleeping on a sofa",
+    "a red car parked by the road",
+    "a laptop and a cup of coffee on a desk",
+    "a field of yellow flowers",
+    "a train at a station platform",
+    "a woman holding an umbrella in the rain",
+    "a boat on a calm lake",
+    "a birthday cake with candles",
+    "a kitchen with white cabinets",
+    "a forest path in autumn",
+    "a group of people at a concert",
+    "a close-up of a green leaf",
+    "a bird sitting on a branch",
+    "a page of printed text",
+    "an airplane in the sky",
+)
 
 
-def _standardise(values: Scores) -> tuple[Scores, float, float]:
-    mean = float(values.mean())
-    spread = max(float(values.std()), _MIN_SPREAD)
-    return (values - mean) / spread, mean, spread
+def words_standing(words_scores: Scores, reference_scores: Scores) -> Scores:
+    """How far each words score stands above the query's scores on the reference texts, in robust standard
+    deviations (median and MAD, so a reference that happens to match the query barely moves it), capped."""
+    centre = float(np.median(reference_scores))
+    spread = max(1.4826 * float(np.median(np.abs(reference_scores - centre))), _MIN_SPREAD)
+    return np.minimum((words_scores.astype(np.float64) - centre) / spread, MAX_WORDS_STANDING)
 
 
-def fuse(image_scores: Scores, words_scores: Scores, has_words: npt.NDArray[np.bool_], weight: float) -> Scores:
-    """Fused scores for candidates. Images without words keep their image score's standing."""
-    if weight <= 0 or not has_words.any():
-        return image_scores.astype(np.float64)
-    image_z, mean, spread = _standardise(image_scores.astype(np.float64))
-    words_z = image_z.copy()
-    present = words_scores[has_words].astype(np.float64)
-    if present.size > 1:
-        words_z[has_words] = _standardise(present)[0]
-    mixed = (1.0 - weight) * image_z + weight * words_z
-    return mean + spread * mixed
+def fuse(image_scores: Scores, standing: Scores, baseline: Scores, weight: float) -> Scores:
+    """Each image's score: its image similarity, raised by `weight` of the way towards its words evidence.
+
+    `standing` is words_standing() per image (NaN for an image without words); `baseline` the image similarities
+    of the query's image candidates, whose mean and spread put the standing on the image-similarity scale
+    (capped at 1, a perfect match). With weight w an image gains at most w × (1 − its image similarity).
+    """
+    image = image_scores.astype(np.float64)
+    if weight <= 0:
+        return image
+    mean, spread = float(baseline.mean()), max(float(baseline.std()), _MIN_SPREAD)
+    evidence = np.minimum(mean + spread * np.nan_to_num(standing, nan=-np.inf), 1.0)
+    return image + weight * np.maximum(evidence - image, 0.0)
 
 
 RRF_K = 60  # the constant of Cormack et al.: a rank's weight is 1 / (RRF_K + rank)

@@ -27,7 +27,7 @@ from PIL import Image
 
 from imagematch import media
 from imagematch.ai.background import BackgroundRemover
-from imagematch.ai.embedder import Embedder, Prepared
+from imagematch.ai.embedder import Embedder, Matrix, Prepared
 from imagematch.blobs import BlobStore
 from imagematch.duplicates import VARIANT_DISTANCE, DuplicateRule, Pairs, close_pairs, groups_of, lookup_hashes
 from imagematch.exif import without_gps
@@ -40,7 +40,7 @@ from imagematch.fingerprint import (
     phash_from_hex,
     phash_hex,
 )
-from imagematch.fusion import fuse, reciprocal_rank_fusion
+from imagematch.fusion import REFERENCE_TEXTS, fuse, reciprocal_rank_fusion, words_standing
 from imagematch.records import (
     CaptionStatus,
     Condition,
@@ -184,6 +184,8 @@ class Library:
         self._embed_slots = threading.BoundedSemaphore(max(1, settings.decode_workers))
         # The two candidate lists of a fused search are read at once: each store query waits on its engine.
         self._candidate_reader = ThreadPoolExecutor(_CANDIDATE_READERS, thread_name_prefix="candidates")
+        self._references: tuple[str, Matrix] | None = None  # model id, its REFERENCE_TEXTS vectors
+        self._references_lock = threading.Lock()
 
     # lifecycle
 
@@ -794,7 +796,8 @@ class Library:
 
         The query vector is the weighted sum of the terms' normalised vectors, re-normalised. When the query
         has text and images have words (description, caption), each candidate is also scored by its words
-        vector against the text, fused by `words_weight` times the text's share of the query.
+        vector against the text, fused by `words_weight` times the text's share of the query (imagematch.fusion).
+        Stored images that are terms of the query are left out of its results.
         """
         started = time.perf_counter()
         if not 1 <= query.k <= self.settings.max_k:
@@ -805,7 +808,10 @@ class Library:
         vectors = self._query_vectors(query.terms)
         encoded = time.perf_counter()
         weight = self.settings.words_weight * vectors.text_share
-        depth = self._depth(query.k) if query.hybrid else query.k
+        # The stored images a query is made of are what it asks to see others like: they are not results.
+        shown = {t.image_id for t in query.terms if isinstance(t, StoredImageTerm)}
+        wanted = query.k + len(shown)
+        depth = self._depth(wanted) if query.hybrid else wanted
         if vectors.text is None or weight <= 0:
             hits = self.store.search(vectors.query, k=depth, flt=query.filter)
         else:
@@ -813,7 +819,8 @@ class Library:
         if query.min_score is not None:
             hits = [hit for hit in hits if hit.score >= query.min_score]
         if query.hybrid:
-            hits = self._hybrid(hits, query, depth)[: query.k]
+            hits = self._hybrid(hits, query, depth)
+        hits = [hit for hit in hits if hit.record.id not in shown][: query.k]
         took = (time.perf_counter() - started) * 1000
         log.info("search %s k=%d: %d hits in %.0f ms", _describe_terms(query.terms), query.k, len(hits), took)
         encode = (encoded - started) * 1000
@@ -864,19 +871,30 @@ class Library:
         depth = self._depth(k)
         by_image = self._candidate_reader.submit(self.store.nearest, query, k=depth, flt=flt)
         by_words = self.store.nearest(text, k=depth, flt=flt, field="words")
-        candidates = by_image.result() + by_words
+        image_candidates = by_image.result()
+        candidates = image_candidates + by_words
         stored = {c.id: c.vectors for c in candidates if c.vectors is not None}
         stored |= self.store.get_vectors([c.id for c in candidates if c.id not in stored])
         ids = [i for i in dict.fromkeys(c.id for c in candidates) if i in stored]
         if not ids:
             return []
         image_scores = np.array([float(stored[i][0] @ query) for i in ids])
-        has_words = np.array([stored[i][1] is not None for i in ids])
-        words_scores = np.array([float(w @ text) if (w := stored[i][1]) is not None else 0.0 for i in ids])
-        fused = fuse(image_scores, words_scores, has_words, weight)
+        words_scores = np.array([float(w @ text) if (w := stored[i][1]) is not None else np.nan for i in ids])
+        standing = words_standing(words_scores, (self._reference_vectors() @ text).astype(np.float64))
+        from_image = {c.id for c in image_candidates}
+        baseline = np.array([score for i, score in zip(ids, image_scores, strict=True) if i in from_image])
+        fused = fuse(image_scores, standing, baseline if baseline.size else image_scores, weight)
         order = np.argsort(-fused, kind="stable")[:k]
         records = self.store.get_many([ids[i] for i in order])  # only the k that are shown
         return [Hit(records[ids[i]], float(fused[i])) for i in order if ids[i] in records]
+
+    def _reference_vectors(self) -> Matrix:
+        """The reference texts' vectors that words evidence is measured against: made once per model."""
+        model_id = self.embedder.model_id
+        with self._references_lock:
+            if self._references is None or self._references[0] != model_id:
+                self._references = (model_id, self.embedder.encode_texts(REFERENCE_TEXTS))
+            return self._references[1]
 
     def _query_vectors(self, terms: Sequence[QueryTerm]) -> _QueryVectors:
         total = np.zeros(self.embedder.dim, dtype=np.float32)
