@@ -3,12 +3,12 @@
 Text-to-text cosines (a query against a caption) run much higher than text-to-image cosines, so the raw
 numbers cannot be mixed. The words are read as evidence instead: how far the query stands out against an
 image's words compared with a fixed set of unrelated reference texts (a z-score the library cannot move), put
-on the image-similarity scale of the query's own image candidates. An image's score is its image similarity,
-raised towards that words evidence where the words say more than the picture; words never lower a score.
+on the image-similarity scale by the spread of the query's own image candidates. An image's score is its image
+similarity plus that evidence, weighted: words that say something about the query add, words never subtract.
 
 So an image's score depends on its own vectors and the query only: describing one image cannot move another,
 and describing an image can only raise it. The score still reads like a cosine similarity, and equals it
-exactly where the words weight is 0, the image has no words, or its words say less than its picture.
+exactly where the words weight is 0, the image has no words, or its words say no more than unrelated texts.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy.typing as npt
 Scores = npt.NDArray[np.float64]
 _MIN_SPREAD = 1e-6
 # Words that stand this many robust standard deviations above unrelated texts are as strong as evidence gets.
-MAX_WORDS_STANDING = 6.0
+MAX_WORDS_STANDING = 10.0
 # Unrelated descriptions of everyday pictures: what a query's words score against words that are not about it.
 REFERENCE_TEXTS = (
     "a bowl of soup on a wooden table",
@@ -58,18 +58,18 @@ def words_standing(words_scores: Scores, reference_scores: Scores) -> Scores:
 
 
 def fuse(image_scores: Scores, standing: Scores, baseline: Scores, weight: float) -> Scores:
-    """Each image's score: its image similarity, raised by `weight` of the way towards its words evidence.
+    """Each image's score: its image similarity plus what its words add, never less, never past a perfect match.
 
     `standing` is words_standing() per image (NaN for an image without words); `baseline` the image similarities
-    of the query's image candidates, whose mean and spread put the standing on the image-similarity scale
-    (capped at 1, a perfect match). With weight w an image gains at most w × (1 − its image similarity).
+    of the query's image candidates, whose spread turns a standing into a similarity: words that stand s above
+    unrelated texts add `weight × spread × s`, and at most `weight × (1 − image similarity)`.
     """
     image = image_scores.astype(np.float64)
     if weight <= 0:
         return image
-    mean, spread = float(baseline.mean()), max(float(baseline.std()), _MIN_SPREAD)
-    evidence = np.minimum(mean + spread * np.nan_to_num(standing, nan=-np.inf), 1.0)
-    return image + weight * np.maximum(evidence - image, 0.0)
+    spread = max(float(baseline.std()), _MIN_SPREAD)
+    added = spread * np.maximum(np.nan_to_num(standing, nan=0.0), 0.0)
+    return image + weight * np.minimum(added, np.maximum(1.0 - image, 0.0))
 
 
 RRF_K = 60  # the constant of Cormack et al.: a rank's weight is 1 / (RRF_K + rank)
