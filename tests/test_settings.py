@@ -73,3 +73,20 @@ def test_env_example_documents_every_setting() -> None:
     assert not missing
     assert seed <= documented
     assert Settings.model_fields  # every field is reachable by name
+
+
+def test_no_secret_appears_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {
+        "IMAGEMATCH_API_KEY": "api-key-0123456789abcdef",
+        "IMAGEMATCH_SESSION_SECRET": "session-secret-0123456789abcdef0123456789",
+        "IMAGEMATCH_MILVUS_TOKEN": "root:milvus-password-123",
+        "MOONDREAM_API_KEY": "moondream-key-123",
+        "PINECONE_API_KEY": "pinecone-key-123",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    shown = repr(settings) + str(settings)
+    assert settings.pinecone_api_key == "pinecone-key-123"
+    for value in secrets.values():
+        assert value not in shown

@@ -21,7 +21,9 @@ from imagematch.passwords import is_password_hash
 DEFAULT_MODEL = "ViT-B-32-256/datacomp_s34b_b86k"
 ENV_PREFIX = "IMAGEMATCH_"
 # Settings whose values never appear in error messages.
-SECRET_FIELDS = frozenset({"api_key", "ui_password_hash", "session_secret", "milvus_token"})
+SECRET_FIELDS = frozenset(
+    {"api_key", "ui_password_hash", "session_secret", "milvus_token", "moondream_api_key", "pinecone_api_key"}
+)
 _API_KEY_SHAPE = re.compile(r"[\x21-\x7e]{16,}")
 
 
@@ -60,7 +62,7 @@ class Settings(BaseSettings):
 
     # Scale-out stores and shared originals (docs/scaling.md)
     milvus_uri: str = Field("", description="Milvus Lite file or server URI; empty: <data_dir>/milvus.db.")
-    milvus_token: str = Field("", description="user:password or API key of a Milvus server; empty for none.")
+    milvus_token: str = Field("", repr=False, description="user:password or API key of a Milvus server; empty for none.")
     milvus_collection: str = Field("imagematch", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
     pinecone_namespace: str = Field("", description="Prefix of this library's namespaces in the index.")
     blobs_uri: str = Field("", pattern=r"^(s3://[^/]+(/.*)?)?$", description="s3://bucket/prefix; empty: data_dir.")
@@ -127,8 +129,8 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, le=256, description="0 = one per CPU core.")
 
     # Seed names (accepted with or without the prefix)
-    moondream_api_key: str = Field("", validation_alias=_seed_alias("MOONDREAM_API_KEY"))
-    pinecone_api_key: str = Field("", validation_alias=_seed_alias("PINECONE_API_KEY"))
+    moondream_api_key: str = Field("", repr=False, validation_alias=_seed_alias("MOONDREAM_API_KEY"))
+    pinecone_api_key: str = Field("", repr=False, validation_alias=_seed_alias("PINECONE_API_KEY"))
     pinecone_cloud: str = Field("aws", validation_alias=_seed_alias("PINECONE_CLOUD"))
     pinecone_region: str = Field("us-east-1", validation_alias=_seed_alias("PINECONE_REGION"))
     index_name: str = Field("image-match", validation_alias=_seed_alias("INDEX_NAME"))
