@@ -55,5 +55,6 @@ def tiny_settings(root: Path, model_dir: Path, **overrides: Any) -> Settings:
         embed_batch_size=4,
         background_removal="off",
         captioner="none",
+        allowed_hosts=("testserver",),  # fastapi's TestClient sends Host: testserver
         **overrides,
     )

@@ -10,11 +10,11 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from imagematch.passwords import is_password_hash
 
@@ -25,6 +25,8 @@ SECRET_FIELDS = frozenset(
     {"api_key", "ui_password_hash", "session_secret", "milvus_token", "moondream_api_key", "pinecone_api_key"}
 )
 _API_KEY_SHAPE = re.compile(r"[\x21-\x7e]{16,}")
+# A DNS name (optionally *.name), an IPv4 address or a bracketed IPv6 address, as IMAGEMATCH_ALLOWED_HOSTS lists.
+_HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")
 
 
 class SettingsError(ValueError):
@@ -91,6 +93,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Comma-separated in the environment. Host names answered besides loopback and IMAGEMATCH_HOST (web/hosts.py).
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field((), description="More names; * = any.")
 
     # Access (SECURITY.md): authentication is on when a key or a password is set, and required off loopback.
     api_key: str = Field("", repr=False, description="The REST API's key, sent as X-API-Key or Bearer.")
@@ -147,6 +151,22 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("must name a model")
         return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = tuple(name.lower().rstrip(".") for name in value)
+        for name in names:
+            if name != "*" and not _HOST_PATTERN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a host name, an address, *.domain or *")
+        return names
 
     @field_validator("api_key")
     @classmethod

@@ -37,6 +37,7 @@ def make_settings(root: Path, model_dir: Path, **overrides: Any) -> Settings:
         "ui_password_hash": "",
         "session_secret": "",
         "rate_limit": 0,
+        "allowed_hosts": ("testserver",),  # fastapi's TestClient sends Host: testserver
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

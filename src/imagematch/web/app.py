@@ -23,6 +23,7 @@ from imagematch.web import api, auth, pages
 from imagematch.web.auth import LOGIN_ATTEMPTS_PER_MINUTE, AccessGuard, Authenticator, session_secret
 from imagematch.web.csrf import CrossSiteApiGuard
 from imagematch.web.errors import status_for
+from imagematch.web.hosts import HostCheck, host_allow_list
 from imagematch.web.ratelimit import RateLimit, TokenBuckets
 from imagematch.web.templating import error_page, is_page_path
 
@@ -183,6 +184,10 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
 
     app.add_middleware(CrossSiteApiGuard)
+    # Outermost: the host name (DNS rebinding), before any work.
+    allowed_hosts = host_allow_list(settings)
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
     app.include_router(api.router)
     app.include_router(auth.router)
     pages.install(app)
