@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -100,6 +101,11 @@ def _library(settings: Settings, check_model: bool = True) -> Library:
     return library
 
 
+# How `serve` runs uvicorn (the tests' live servers too): X-Forwarded-For and -Proto are for the app to believe
+# from IMAGEMATCH_TRUSTED_PROXIES only (web/proxies.py), never uvicorn's FORWARDED_ALLOW_IPS.
+UVICORN_OPTIONS: dict[str, Any] = {"access_log": False, "log_config": None, "proxy_headers": False}
+
+
 def is_loopback(host: str) -> bool:
     """Whether an address to bind is reachable from this machine only."""
     if host.lower() == "localhost":
@@ -138,13 +144,18 @@ def serve(
     library = _library(settings)
     err.print(f"loading model {library.embedder.model_id} ...", highlight=False)
     library.open()
+    if "FORWARDED_ALLOW_IPS" in os.environ:
+        err.print(
+            "[yellow]warning:[/yellow] FORWARDED_ALLOW_IPS is ignored: list the proxies whose X-Forwarded-For "
+            "to believe in IMAGEMATCH_TRUSTED_PROXIES (see SECURITY.md)",
+            highlight=False,
+        )
     out.print(f"ImageMatch on http://{settings.host}:{settings.port}  (API docs at /docs)", highlight=False)
     uvicorn.run(
         create_app(settings, library),
         host=settings.host,
         port=settings.port,
-        access_log=False,
-        log_config=None,
+        **UVICORN_OPTIONS,
     )
 
 

@@ -7,6 +7,7 @@ Our own settings use the `IMAGEMATCH_` prefix. The seed's names (`PINECONE_API_K
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -95,6 +96,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Comma-separated in the environment. Host names answered besides loopback and IMAGEMATCH_HOST (web/hosts.py).
     allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field((), description="More names; * = any.")
+    # Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (web/proxies.py); none by default.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field((), description="Addresses or networks.")
 
     # Access (SECURITY.md): authentication is on when a key or a password is set, and required off loopback.
     api_key: str = Field("", repr=False, description="The REST API's key, sent as X-API-Key or Bearer.")
@@ -152,7 +155,7 @@ class Settings(BaseSettings):
             raise ValueError("must name a model")
         return value
 
-    @field_validator("allowed_hosts", mode="before")
+    @field_validator("allowed_hosts", "trusted_proxies", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -167,6 +170,16 @@ class Settings(BaseSettings):
             if name != "*" and not _HOST_PATTERN.fullmatch(name):
                 raise ValueError(f"{name!r} is not a host name, an address, *.domain or *")
         return names
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (such as 10.0.0.0/8)") from None
+        return value
 
     @field_validator("api_key")
     @classmethod

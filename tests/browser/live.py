@@ -13,6 +13,8 @@ import uvicorn
 from fastapi import FastAPI
 from playwright.sync_api import Browser, Playwright
 
+from imagematch.cli import UVICORN_OPTIONS
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -36,7 +38,7 @@ def serve(app: FastAPI, timeout_s: float = 60.0) -> Iterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", **UVICORN_OPTIONS))  # as `imagematch serve` runs it
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s

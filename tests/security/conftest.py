@@ -38,6 +38,7 @@ def make_settings(root: Path, model_dir: Path, **overrides: Any) -> Settings:
         "session_secret": "",
         "rate_limit": 0,
         "allowed_hosts": ("testserver",),  # fastapi's TestClient sends Host: testserver
+        "trusted_proxies": (),
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

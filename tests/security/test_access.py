@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import re
 import stat
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -22,7 +24,16 @@ from imagematch.factory import build_library
 from imagematch.passwords import hash_password, is_password_hash, verify_password
 from imagematch.settings import SettingsError, load_settings
 from imagematch.web.app import create_app
-from imagematch.web.auth import SECRET_FILE, SESSION_COOKIE, SESSION_MAX_AGE_S, Authenticator, safe_next, session_secret
+from imagematch.web.auth import (
+    LOGIN_ATTEMPTS_PER_MINUTE,
+    SECRET_FILE,
+    SESSION_COOKIE,
+    SESSION_MAX_AGE_S,
+    Authenticator,
+    safe_next,
+    session_secret,
+)
+from tests.browser.live import serve
 from tests.images import jpeg
 from tests.security.conftest import Harness, app_routes, csrf_token, make_settings, snapshot
 
@@ -249,6 +260,55 @@ def test_password_guessing_is_slowed_down(tmp_path: Path, tiny_model_dir: Path, 
         assert SESSION_COOKIE not in browser.cookies
 
 
+def _guess(browser: httpx.Client, forwarded_for: str, password: str = "guess", proto: str = "http") -> Any:
+    headers = {"X-Forwarded-For": forwarded_for, "X-Forwarded-Proto": proto}
+    page = browser.get("/login", headers=headers)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token is not None
+    form = {"csrf_token": token.group(1), "password": password, "next": "/"}
+    return browser.post("/login", data=form, headers=headers, follow_redirects=False)
+
+
+def _guesses_until_refused(browser: Any, forwarded_for: Callable[[int], str]) -> int | None:
+    """Wrong guesses let through before the first 429 (None: never refused in 15), checked against the limit:
+    LOGIN_ATTEMPTS_PER_MINUTE at once, and one more for every 60/LOGIN_ATTEMPTS_PER_MINUTE seconds taken."""
+    started = time.monotonic()
+    for n in range(15):
+        status = _guess(browser, forwarded_for(n)).status_code
+        if status == 429:
+            refill = (time.monotonic() - started) * LOGIN_ATTEMPTS_PER_MINUTE / 60
+            assert LOGIN_ATTEMPTS_PER_MINUTE <= n <= LOGIN_ATTEMPTS_PER_MINUTE + refill + 1
+            return n
+        assert status == 401
+    return None
+
+
+def test_rotated_forwarded_for_from_loopback_does_not_escape_the_guess_limit(
+    tmp_path: Path, tiny_model_dir: Path, password_hash: str
+) -> None:
+    """The attack: 12 guesses from 127.0.0.1, each claiming another address, against a real uvicorn as `serve`
+    runs it; no proxy is trusted by default."""
+    settings = make_settings(tmp_path, tiny_model_dir, ui_password_hash=password_hash)
+    with serve(create_app(settings, build_library(settings))) as url, httpx.Client(base_url=url) as browser:
+        assert _guesses_until_refused(browser, lambda n: f"198.51.100.{n}") is not None
+        assert _guess(browser, "198.51.100.99", PASSWORD).status_code == 429
+
+
+def test_behind_a_trusted_proxy_guesses_count_per_forwarded_client_and_https_is_believed(
+    tmp_path: Path, tiny_model_dir: Path, password_hash: str
+) -> None:
+    settings = make_settings(tmp_path, tiny_model_dir, ui_password_hash=password_hash, trusted_proxies=("127.0.0.1",))
+    app = create_app(settings, build_library(settings))
+    with TestClient(app, client=("127.0.0.1", 5000)) as proxy:
+        assert _guesses_until_refused(proxy, lambda n: "198.51.100.1") is not None
+        assert _guess(proxy, "198.51.100.2").status_code == 401  # another client, its own budget
+        logged_in = _guess(proxy, "198.51.100.3", PASSWORD, proto="https")
+        assert logged_in.status_code == 303 and "Secure" in logged_in.headers["set-cookie"]
+    with TestClient(app, client=("192.0.2.7", 5000)) as direct:  # not the proxy: its X-Forwarded-Proto is not
+        logged_in = _guess(direct, "198.51.100.4", PASSWORD, proto="https")
+        assert logged_in.status_code == 303 and "Secure" not in logged_in.headers["set-cookie"]
+
+
 def test_docs_and_schema_need_credentials(locked: Harness) -> None:
     anonymous = TestClient(locked.client.app)
     assert anonymous.get("/openapi.json").status_code == 401
@@ -370,3 +430,14 @@ def test_serve_refuses_to_listen_beyond_loopback_without_authentication(
     monkeypatch.setenv("IMAGEMATCH_API_KEY", KEY)
     assert runner.invoke(cli, ["serve", "--host", "0.0.0.0"]).exit_code == 0
     assert [call["host"] for call in served] == ["127.0.0.1", "0.0.0.0", "0.0.0.0"]
+
+
+def test_serve_leaves_forwarded_headers_to_the_app(
+    served: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn would believe X-Forwarded-For from 127.0.0.1 (FORWARDED_ALLOW_IPS); the app decides instead."""
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    result = CliRunner().invoke(cli, ["serve"])
+    assert result.exit_code == 0 and "FORWARDED_ALLOW_IPS is ignored" in result.output
+    assert "IMAGEMATCH_TRUSTED_PROXIES" in result.output
+    assert [call["proxy_headers"] for call in served] == [False]

@@ -18,7 +18,9 @@ from fastapi.testclient import TestClient
 from imagematch import media
 from imagematch.factory import build_library
 from imagematch.library import Library, SimpleSearch
+from imagematch.settings import SettingsError, load_settings
 from imagematch.web.app import create_app
+from imagematch.web.proxies import TrustedProxies
 from imagematch.web.ratelimit import TokenBuckets
 from tests.browser.live import serve
 from tests.images import PHOTOS, jpeg
@@ -74,14 +76,70 @@ def test_over_the_limit_the_api_answers_429_and_pages_a_friendly_page(tmp_path: 
         assert other.get("/api/v1/images").status_code == 200
 
 
-def test_behind_a_proxy_each_forwarded_client_has_its_own_budget(tmp_path: Path, tiny_model_dir: Path) -> None:
-    """uvicorn trusts X-Forwarded-For from 127.0.0.1 (FORWARDED_ALLOW_IPS), as a local reverse proxy sends it."""
-    settings = make_settings(tmp_path, tiny_model_dir, rate_limit=2)
-    with serve(create_app(settings, build_library(settings))) as url:
-        first = [httpx.get(f"{url}/api/v1/images", headers={"X-Forwarded-For": "198.51.100.1"}) for _ in range(3)]
+def test_rotated_forwarded_for_from_loopback_does_not_escape_the_limit(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The attack: from 127.0.0.1 (or through ssh -L, socat), a new X-Forwarded-For on every request. With no
+    trusted proxy configured (the default) the header is ignored, under a real uvicorn as `serve` runs it."""
+    settings = make_settings(tmp_path, tiny_model_dir, rate_limit=60)
+    with serve(create_app(settings, build_library(settings))) as url, httpx.Client(base_url=url) as client:
+        started = time.monotonic()
+        statuses = [
+            client.get("/api/v1/images", headers={"X-Forwarded-For": f"198.51.100.{n}"}).status_code for n in range(80)
+        ]
+        refilled = time.monotonic() - started  # one token a second
+    assert statuses[:60] == [200] * 60 and statuses.count(200) <= 60 + refilled + 1 and statuses[-1] == 429
+
+
+def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """With IMAGEMATCH_TRUSTED_PROXIES naming the proxy, the right-most address it did not add is the client."""
+    settings = make_settings(tmp_path, tiny_model_dir, rate_limit=2, trusted_proxies=("127.0.0.1", "10.0.0.0/8"))
+    with serve(create_app(settings, build_library(settings))) as url, httpx.Client(base_url=url) as client:
+        first = [client.get("/api/v1/images", headers={"X-Forwarded-For": "198.51.100.1"}) for _ in range(3)]
         assert [r.status_code for r in first] == [200, 200, 429]
-        second = httpx.get(f"{url}/api/v1/images", headers={"X-Forwarded-For": "198.51.100.2"})
-        assert second.status_code == 200
+        assert client.get("/api/v1/images", headers={"X-Forwarded-For": "198.51.100.2"}).status_code == 200
+        # What the client wrote itself, left of what the proxies appended, does not buy a new budget.
+        chained = [
+            client.get("/api/v1/images", headers={"X-Forwarded-For": f"203.0.113.{n}, 198.51.100.1, 10.1.2.3"})
+            for n in range(3)
+        ]
+        assert {r.status_code for r in chained} == {429}
+
+
+@pytest.mark.parametrize(
+    ("forwarded_for", "client"),
+    [
+        ("198.51.100.1", "198.51.100.1"),
+        ("203.0.113.9, 198.51.100.1", "198.51.100.1"),  # the client's own entry is ignored
+        ("198.51.100.1, 10.0.0.2", "198.51.100.1"),  # a second, trusted proxy
+        ("10.0.0.3, 10.0.0.2", "10.0.0.3"),  # only proxies: the first one
+        ("  , 198.51.100.1 ,", "198.51.100.1"),
+        ("", "127.0.0.1"),
+        ("2001:db8::1", "2001:db8::1"),
+    ],
+)
+def test_the_client_is_the_right_most_untrusted_address(forwarded_for: str, client: str) -> None:
+    assert TrustedProxies(["127.0.0.1", "10.0.0.0/8"]).client("127.0.0.1", forwarded_for) == client
+
+
+def test_forwarded_headers_count_only_from_a_trusted_peer(tmp_path: Path, tiny_model_dir: Path) -> None:
+    settings = make_settings(tmp_path, tiny_model_dir, rate_limit=2, trusted_proxies=("192.0.2.1",))
+    app = create_app(settings, build_library(settings))
+    with TestClient(app, client=("192.0.2.99", 5000)) as untrusted:
+        rotated = [untrusted.get("/api/v1/images", headers={"X-Forwarded-For": f"198.51.100.{n}"}) for n in range(3)]
+        assert [r.status_code for r in rotated] == [200, 200, 429]
+    with TestClient(app, client=("192.0.2.1", 5000)) as proxy:
+        rotated = [proxy.get("/api/v1/images", headers={"X-Forwarded-For": f"198.51.100.{n}"}) for n in range(3)]
+        assert [r.status_code for r in rotated] == [200, 200, 200]
+
+
+def test_trusted_proxies_is_read_and_checked_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEMATCH_TRUSTED_PROXIES", "127.0.0.1, ::1,10.0.0.0/8")
+    assert load_settings().trusted_proxies == ("127.0.0.1", "::1", "10.0.0.0/8")
+    monkeypatch.delenv("IMAGEMATCH_TRUSTED_PROXIES")
+    assert load_settings().trusted_proxies == ()  # none by default
+    for bad in ("*", "localhost", "10.0.0.0/33"):
+        monkeypatch.setenv("IMAGEMATCH_TRUSTED_PROXIES", bad)
+        with pytest.raises(SettingsError, match="IMAGEMATCH_TRUSTED_PROXIES"):
+            load_settings()
 
 
 def _track_decodes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:

@@ -24,6 +24,7 @@ from imagematch.web.auth import LOGIN_ATTEMPTS_PER_MINUTE, AccessGuard, Authenti
 from imagematch.web.csrf import CrossSiteApiGuard
 from imagematch.web.errors import status_for
 from imagematch.web.hosts import HostCheck, host_allow_list
+from imagematch.web.proxies import ProxyHeaders, TrustedProxies
 from imagematch.web.ratelimit import RateLimit, TokenBuckets
 from imagematch.web.templating import error_page, is_page_path
 
@@ -184,7 +185,10 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
 
     app.add_middleware(CrossSiteApiGuard)
-    # Outermost: the host name (DNS rebinding), before any work.
+    # Outermost, in this order: the client's address from a trusted proxy (before the rate limit counts it),
+    # and first of all the host name (DNS rebinding), before any work.
+    if settings.trusted_proxies:
+        app.add_middleware(ProxyHeaders, proxies=TrustedProxies(settings.trusted_proxies))
     allowed_hosts = host_allow_list(settings)
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed=allowed_hosts)

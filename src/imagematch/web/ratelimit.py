@@ -1,7 +1,7 @@
 """Requests per minute per client: a token bucket per address, in memory, answered with 429 and Retry-After.
 
-The address is the connection's peer, or the one a trusted reverse proxy forwards (uvicorn's proxy headers,
-see SECURITY.md). Static files are not counted: one page loads several of them.
+The address is the connection's peer, or the one a trusted reverse proxy forwards (IMAGEMATCH_TRUSTED_PROXIES,
+web/proxies.py). Static files are not counted: one page loads several of them.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class TokenBuckets:
 
 
 def client_address(scope: Scope) -> str:
+    """The peer's address, which ProxyHeaders has replaced by the forwarded one when a trusted proxy sent it."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 
