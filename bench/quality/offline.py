@@ -91,7 +91,8 @@ def quality_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 @contextmanager
 def product(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, build_library(settings))) as client:
+    # A loopback name: the app answers only to its own host names, and TestClient's default is testserver.
+    with TestClient(create_app(settings, build_library(settings)), base_url="http://127.0.0.1") as client:
         yield client
 
 

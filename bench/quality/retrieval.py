@@ -103,7 +103,7 @@ def karpathy_test_split(images: Path, captions: Path) -> list[Sample]:
 def evaluate(samples: list[Sample], settings: Settings) -> dict[str, float]:
     library = build_library(settings)
     ids: list[str] = []
-    with TestClient(create_app(settings, library)) as client:
+    with TestClient(create_app(settings, library), base_url="http://127.0.0.1") as client:  # a name it answers to
         for sample in samples:
             response = client.post("/api/v1/images", files={"file": (sample.path.name, sample.path.read_bytes())})
             if response.status_code not in (201, 409):
