@@ -65,9 +65,12 @@ def choose_model(settings: Settings) -> tuple[ModelSource, str]:
     reason = unavailable_reason(source, settings.model_cache_dir)
     if reason is None:
         return source, ""
+    log.warning("the default model cannot be loaded: %s", reason)
     return parse_model_spec(DEMO), (
-        f"Running on the small built-in demo model, which only knows simple coloured shapes: {reason}. "
-        "A library built with the demo model needs `imagematch reindex` after switching."
+        "Running on the small built-in demo model, which only knows simple coloured shapes: the default model "
+        "is not downloaded yet and cannot be downloaded now (the server log says why). Connect to the internet "
+        "once, or point IMAGEMATCH_MODEL=local-dir:/path/to/folder at a downloaded model. A library built with "
+        "the demo model needs `imagematch reindex` after switching."
     )
 
 

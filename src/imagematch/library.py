@@ -219,9 +219,8 @@ class Library:
         except ModelUnavailable as error:
             if self.settings.background_removal == "on":
                 raise
-            message = f"background removal is off: {error}"
-            log.warning(message)
-            self.warnings.append(message)
+            log.warning("background removal is off: %s", error)
+            self.warnings.append("background removal is off: its model could not be loaded (the server log says why)")
             self.remover = None
 
     def info(self) -> LibraryInfo:

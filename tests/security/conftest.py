@@ -45,10 +45,14 @@ def make_settings(root: Path, model_dir: Path, **overrides: Any) -> Settings:
 
 
 def app_routes(app: FastAPI) -> list[tuple[str, str]]:
-    """Every (method, path) the app answers, read from the app itself so that new routes are covered."""
+    """Every (method, path) the app answers, read from the app itself so that new routes are covered; every GET
+    route answers HEAD too (web/head.py)."""
     found: list[tuple[str, str]] = []
     for route in iter_route_contexts(app.routes):
-        found.extend((method, route.path or "") for method in sorted(route.methods or ()) if method != "HEAD")
+        methods = set(route.methods or ())
+        if "GET" in methods:
+            methods.add("HEAD")
+        found.extend((method, route.path or "") for method in sorted(methods))
     return found
 
 

@@ -39,7 +39,13 @@ from tests.security.conftest import Harness, app_routes, csrf_token, make_settin
 
 KEY = "k3y-for-the-tests-0123456789abcdef"
 PASSWORD = "correct horse battery staple"
-OPEN_ROUTES = {("GET", "/api/v1/health"), ("GET", "/login"), ("POST", "/login")}
+OPEN_ROUTES = {
+    ("GET", "/api/v1/health"),
+    ("HEAD", "/api/v1/health"),
+    ("GET", "/login"),
+    ("HEAD", "/login"),
+    ("POST", "/login"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +81,12 @@ def _concrete(path: str, harness: Harness) -> str:
 
 
 def _is_refused(method: str, path: str, response: Any) -> bool:
-    """401 in JSON for the API and the schema; a page redirects to the login page or answers a 401 page."""
-    if path.startswith("/api/") or path == "/openapi.json":
+    """401 in JSON for the API and the schema; a page redirects to the login page or answers a 401 page; HEAD
+    as GET, without the body."""
+    answers_json = path.startswith("/api/") or path == "/openapi.json"
+    if method == "HEAD":
+        return bool(response.content == b"" and response.status_code == (401 if answers_json else 303))
+    if answers_json:
         return bool(response.status_code == 401 and response.json()["detail"].startswith("authentication required"))
     if method == "GET":
         return bool(
@@ -260,7 +270,7 @@ def test_password_guessing_is_slowed_down(tmp_path: Path, tiny_model_dir: Path, 
         assert SESSION_COOKIE not in browser.cookies
 
 
-def _guess(browser: httpx.Client, forwarded_for: str, password: str = "guess", proto: str = "http") -> Any:
+def _guess(browser: httpx.Client | TestClient, forwarded_for: str, password: str = "guess", proto: str = "http") -> Any:
     headers = {"X-Forwarded-For": forwarded_for, "X-Forwarded-Proto": proto}
     page = browser.get("/login", headers=headers)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
@@ -269,7 +279,7 @@ def _guess(browser: httpx.Client, forwarded_for: str, password: str = "guess", p
     return browser.post("/login", data=form, headers=headers, follow_redirects=False)
 
 
-def _guesses_until_refused(browser: Any, forwarded_for: Callable[[int], str]) -> int | None:
+def _guesses_until_refused(browser: httpx.Client | TestClient, forwarded_for: Callable[[int], str]) -> int | None:
     """Wrong guesses let through before the first 429 (None: never refused in 15), checked against the limit:
     LOGIN_ATTEMPTS_PER_MINUTE at once, and one more for every 60/LOGIN_ATTEMPTS_PER_MINUTE seconds taken."""
     started = time.monotonic()

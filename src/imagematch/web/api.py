@@ -51,6 +51,7 @@ from imagematch.web.schemas import (
     ImagePage,
     ImagePatch,
     JobOut,
+    PublicHealthOut,
     QueryIn,
     ResetIn,
     ResetOut,
@@ -354,8 +355,11 @@ def retry_failed_captions(library: LibraryDep) -> RetryOut:
     return RetryOut(queued=library.retry_captions())
 
 
-@router.get("/health", response_model=HealthOut, tags=["admin"])
-def health(library: LibraryDep, request: Request) -> HealthOut:
+@router.get("/health", response_model=HealthOut | PublicHealthOut, tags=["admin"])
+def health(library: LibraryDep, request: Request) -> HealthOut | PublicHealthOut:
+    """Open to load balancers even with authentication on; without credentials it says only that it is up."""
+    if request.app.state.authenticator is not None and getattr(request.state, "auth", None) is None:
+        return PublicHealthOut(status="ok")
     info = library.info()
     captions = request.app.state.captions.status()
     warnings = list(info.warnings)

@@ -23,6 +23,7 @@ from imagematch.web import api, auth, pages
 from imagematch.web.auth import LOGIN_ATTEMPTS_PER_MINUTE, AccessGuard, Authenticator, session_secret
 from imagematch.web.csrf import CrossSiteApiGuard
 from imagematch.web.errors import status_for
+from imagematch.web.head import HeadAsGet
 from imagematch.web.hosts import HostCheck, host_allow_list
 from imagematch.web.proxies import ProxyHeaders, TrustedProxies
 from imagematch.web.ratelimit import RateLimit, TokenBuckets
@@ -186,9 +187,10 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
 
     app.add_middleware(CrossSiteApiGuard)
     # Outermost, in this order: the client's address from a trusted proxy (before the rate limit counts it),
-    # and first of all the host name (DNS rebinding), before any work.
+    # HEAD as GET for every layer inside, and first of all the host name (DNS rebinding), before any work.
     if settings.trusted_proxies:
         app.add_middleware(ProxyHeaders, proxies=TrustedProxies(settings.trusted_proxies))
+    app.add_middleware(HeadAsGet)
     allowed_hosts = host_allow_list(settings)
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed=allowed_hosts)

@@ -196,6 +196,12 @@ class CaptionerOut(BaseModel):
     failed: int
 
 
+class PublicHealthOut(BaseModel):
+    """What anyone may learn with authentication on: the server is up (details need credentials)."""
+
+    status: Literal["ok"]
+
+
 class HealthOut(BaseModel):
     status: Literal["ok"]
     version: str
