@@ -21,7 +21,8 @@ from imagematch.records import ImageMatchError
 from imagematch.settings import Settings
 from imagematch.web import api, auth, pages
 from imagematch.web.auth import LOGIN_ATTEMPTS_PER_MINUTE, AccessGuard, Authenticator, session_secret
-from imagematch.web.csrf import CrossSiteApiGuard
+from imagematch.web.cross_site import CrossSiteGuard
+from imagematch.web.csrf import FormTokens
 from imagematch.web.errors import status_for
 from imagematch.web.head import HeadAsGet
 from imagematch.web.hosts import HostCheck, host_allow_list
@@ -141,7 +142,9 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)
     # Before any body is read, the client's request budget and then its credentials are checked (each
     # add_middleware wraps what was added before); security_headers, added after, wraps their refusals too.
-    app.state.authenticator = Authenticator(settings, session_secret(settings)) if settings.auth_enabled else None
+    secret = session_secret(settings)
+    app.state.form_tokens = FormTokens(secret)
+    app.state.authenticator = Authenticator(settings, secret) if settings.auth_enabled else None
     if app.state.authenticator is not None:
         app.add_middleware(AccessGuard, authenticator=app.state.authenticator)
     if settings.rate_limit:
@@ -185,7 +188,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
             return error_page(500, "An unexpected error happened; the server log has the details.")
         return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
 
-    app.add_middleware(CrossSiteApiGuard)
+    app.add_middleware(CrossSiteGuard)
     # Outermost, in this order: the client's address from a trusted proxy (before the rate limit counts it),
     # HEAD as GET for every layer inside, and first of all the host name (DNS rebinding), before any work.
     if settings.trusted_proxies:

@@ -148,10 +148,14 @@ class Authenticator:
             presented = token.strip() if scheme.lower() == "bearer" else None
         if presented and self.key_matches(presented):
             return "key"
-        cookie = cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE, "")
+        cookie = session_cookie(scope)
         if cookie and self.session_valid(cookie):
             return "session"
         return None
+
+
+def session_cookie(scope: Scope) -> str:
+    return cookie_parser(Headers(scope=scope).get("cookie", "")).get(SESSION_COOKIE, "")
 
 
 class AccessGuard:
@@ -171,7 +175,10 @@ class AccessGuard:
             return
         credential = self.authenticator.identify(scope)
         if credential is not None:
-            scope.setdefault("state", {})["auth"] = credential
+            state = scope.setdefault("state", {})
+            state["auth"] = credential
+            if credential == "session":
+                state["session"] = session_cookie(scope)  # what form tokens are bound to (csrf.py)
         elif not is_open(scope["path"]):
             await _refusal(scope)(scope, receive, send)
             return

@@ -141,9 +141,7 @@ def render(
         }
     )
     response = _respond(html, status)
-    issued = csrf.issued_token(request)
-    if issued is not None:
-        response.set_cookie(csrf.COOKIE_NAME, issued, httponly=True, samesite="lax", path="/")
+    csrf.store_cookie(request, response)
     return response
 
 
