@@ -37,7 +37,14 @@ FUZZ_API = settings(FUZZ, max_examples=30)
 
 def _operations() -> list[tuple[str, str]]:
     """Every operation in the API's schema, read from the app itself (building the schema needs no library)."""
-    unused = Settings(_env_file=None, data_dir=Path("unused"), api_key="", ui_password_hash="", rate_limit=0)  # type: ignore[call-arg]
+    unused = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=Path("unused"),
+        session_secret="s" * 32,  # the app's form tokens need a secret; this one is not written to disk
+        api_key="",
+        ui_password_hash="",
+        rate_limit=0,
+    )
     app = create_app(unused)
     return [(method.upper(), path) for path, item in app.openapi()["paths"].items() for method in item]
 
