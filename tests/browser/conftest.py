@@ -54,8 +54,9 @@ def app(live_app: LiveApp) -> LiveApp:
 
 
 @contextmanager
-def _tab(browser: Browser, app: LiveApp, *, javascript: bool) -> Iterator[Page]:
-    """A fresh browser context; any script error or policy violation on any page fails the test."""
+def _tab(browser: Browser, app: LiveApp, *, javascript: bool, expected: tuple[str, ...] = ()) -> Iterator[Page]:
+    """A fresh browser context; any script error or policy violation on any page fails the test, but for
+    console errors that contain one of the expected texts."""
     context = browser.new_context(base_url=app.url, viewport=DESKTOP, java_script_enabled=javascript)
     context.set_default_timeout(10_000)
     tab = context.new_page()
@@ -63,7 +64,11 @@ def _tab(browser: Browser, app: LiveApp, *, javascript: bool) -> Iterator[Page]:
 
     def on_console(message: ConsoleMessage) -> None:
         # Refused uploads (duplicates, broken files) are expected 4xx answers, not problems.
-        if message.type == "error" and "status of 4" not in message.text:
+        if (
+            message.type == "error"
+            and "status of 4" not in message.text
+            and not any(text in message.text for text in expected)
+        ):
             problems.append(message.text)
 
     tab.on("console", on_console)

@@ -19,7 +19,7 @@ from imagematch.jobs import JobRunner
 from imagematch.library import Library
 from imagematch.records import ImageMatchError
 from imagematch.settings import Settings
-from imagematch.web import api, auth, pages
+from imagematch.web import api, api_docs, auth, pages
 from imagematch.web.auth import LOGIN_ATTEMPTS_PER_MINUTE, AccessGuard, Authenticator, session_secret
 from imagematch.web.cross_site import CrossSiteGuard
 from imagematch.web.csrf import FormTokens
@@ -135,6 +135,8 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         version=__version__,
         description="Find images by an example image, by a sentence, or both.",
         lifespan=lifespan,
+        docs_url=None,  # web/api_docs.py serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     app.state.library = library
     app.state.settings = settings
@@ -199,5 +201,6 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         app.add_middleware(HostCheck, allowed=allowed_hosts)
     app.include_router(api.router)
     app.include_router(auth.router)
+    api_docs.install(app)
     pages.install(app)
     return app
