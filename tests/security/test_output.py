@@ -59,7 +59,7 @@ def _pages(harness: Harness, image_id: str) -> dict[str, Any]:
         "browse": get("/images"),
         "browse-filtered-by-it": get("/images", params={"key": PAYLOADS["key"], "value": PAYLOADS["value"]}),
         "search-results": get("/search", params={"text": "a rocket", "k": "5"}),
-        "similar": get("/search", params={"image_id": image_id}),
+        "similar": get("/search", params={"image_id": harness.stored_id}),  # lists the marked image
         "image": get(f"/images/{image_id}"),
         "delete": get(f"/images/{image_id}/delete"),
     }
