@@ -206,3 +206,14 @@ def test_the_csrf_cookie_is_secure_over_https(harness: Harness, base_url: str, s
     cookie = TestClient(harness.client.app, base_url=base_url).get("/").headers["set-cookie"]
     assert cookie.startswith(f"{COOKIE_NAME}=") and "HttpOnly" in cookie and "SameSite=lax" in cookie
     assert ("Secure" in cookie) is secure
+
+
+def test_no_answer_is_shared_with_another_origin(harness: Harness) -> None:
+    """Without CORS headers a script on another origin cannot read what the library answers, preflight or not."""
+    headers = {"Origin": "http://127.0.0.1:9999", "Access-Control-Request-Method": "GET"}
+    for response in (
+        harness.client.get("/api/v1/images", headers=headers),
+        harness.client.options("/api/v1/images", headers=headers),
+        harness.client.get(f"/api/v1/images/{harness.stored_id}/file", headers=headers),
+    ):
+        assert not any(name.lower().startswith("access-control-") for name in response.headers), response.headers
