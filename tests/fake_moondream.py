@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -62,6 +63,11 @@ def _handler(fake: FakeMoondream) -> type[BaseHTTPRequestHandler]:
                 time.sleep(fake.slow_seconds)
             if behaviour in ("429", "500", "503", "401"):
                 self._reply(int(behaviour), json.dumps({"error": behaviour}).encode())
+                return
+            if behaviour == "drop":  # the connection closes without an answer, as a reset or a crashed proxy does
+                self.close_connection = True
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
                 return
             if behaviour == "malformed":
                 self._reply(200, b"<html>not json</html>", "text/html")

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from imagematch.captions import CaptionWorker
 from imagematch.factory import build_caption_worker, build_library
 from imagematch.library import Library, SimpleSearch
-from imagematch.records import CaptionStatus, RecordPatch
+from imagematch.records import CaptionStatus, ImageRecord, RecordPatch
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
 from tests.fake_moondream import FakeMoondream, running
@@ -119,6 +119,44 @@ def test_malformed_answers_fail_after_retries_and_slow_ones_time_out(
     assert _worker(caption_settings, library).run_until_empty() == (0, 1)
     assert time.monotonic() - started < 5
     assert "malformed" in library.get(image_id).caption_error
+
+
+def test_a_dropped_connection_is_retried_like_any_transient_error(
+    library: Library, caption_settings: Settings, fake: FakeMoondream
+) -> None:
+    fake.script = ["drop", "drop", "ok"]
+    image_id = _add(library, "coffee")
+    assert _worker(caption_settings, library).run_until_empty() == (1, 0)
+    assert library.get(image_id).caption_status == CaptionStatus.DONE
+
+
+def test_the_worker_survives_any_error_marks_the_image_and_goes_on(
+    library: Library, caption_settings: Settings, fake: FakeMoondream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error nobody foresaw (here the store refusing one caption) costs that image, once, not the worker."""
+    first, second = _add(library, "coffee"), _add(library, "rocket")
+    apply = library.apply_caption
+
+    def store_refuses_the_first(image_id: str, caption: str) -> ImageRecord | None:
+        if image_id == first:
+            raise RuntimeError("the store refused the write")
+        return apply(image_id, caption)
+
+    library.apply_caption = store_refuses_the_first  # type: ignore[method-assign]
+    worker = _worker(caption_settings, library)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while library.caption_counts().get("pending", 0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert library.get(second).caption_status == CaptionStatus.DONE
+        failed = library.get(first)
+        assert failed.caption_status == CaptionStatus.FAILED and "the store refused the write" in failed.caption_error
+        assert worker._thread is not None and worker._thread.is_alive()
+        assert worker.status().state in ("idle", "working")
+    finally:
+        worker.stop()
+    assert sum("the store refused the write" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_a_bad_key_pauses_captions_with_one_clear_status(

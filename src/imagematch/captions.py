@@ -4,7 +4,10 @@ Ingest never waits for it: images are stored and searchable at once with caption
 worker takes pending images from the store (so a restart resumes), keeps to a request rate, retries
 timeouts, 429 and 5xx with exponential backoff up to a cap, and marks an image `failed` with the reason after
 the last try. A configuration problem (no key, a rejected key) stops it with one log line and a visible
-status instead of a retry loop; fixing the setting and restarting resumes the queue.
+status instead of a retry loop; fixing the setting and restarting resumes the queue. Any other error, from the
+captioner or the store, is logged once with the image it concerns, the image is marked `failed` with the
+reason where the store still takes it, and the worker goes on: its thread never dies while its state says
+it is working.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ log = logging.getLogger(__name__)
 
 WorkerState = Literal["off", "idle", "working", "stopped", "error"]
 _IDLE_POLL_S = 5.0
+# After an error the worker could not even record (the store is down), it waits this long before the next try.
+_STORE_ERROR_PAUSE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +137,7 @@ class CaptionWorker:
             for record in batch:
                 if self._stop.is_set() or self._broken():
                     break
-                outcome = self._caption(record)
+                outcome = self._guarded_caption(record)
                 captioned += outcome is True
                 failed += outcome is False
                 if on_caption is not None:
@@ -144,8 +149,8 @@ class CaptionWorker:
         while not self._stop.is_set():
             try:
                 batch = self.library.pending_captions()
-            except Exception:
-                log.exception("caption worker: cannot read the queue")
+            except Exception as error:
+                log.error("caption worker: cannot read the queue: %s", error)
                 batch = []
             if not batch:
                 self._state = "idle"
@@ -156,9 +161,24 @@ class CaptionWorker:
             for record in batch:
                 if self._stop.is_set() or self._broken():
                     break
-                self._caption(record)
+                if self._guarded_caption(record) is None and not self._broken():
+                    self._stop.wait(_STORE_ERROR_PAUSE_S)
             if self._broken():
                 return
+
+    def _guarded_caption(self, record: ImageRecord) -> bool | None:
+        """_caption, with any error it lets through logged once and recorded on the image (False); None when
+        even that could not be written, or when interrupted."""
+        try:
+            return self._caption(record)
+        except Exception as error:
+            reason = f"unexpected error: {type(error).__name__}: {error}"
+            try:
+                self.library.fail_caption(record.id, reason)  # which logs it
+            except Exception as store_error:
+                log.error("caption %s: %s; and cannot record it: %s", record.id, reason, store_error)
+                return None
+            return False
 
     def _caption(self, record: ImageRecord) -> bool | None:
         """True when captioned, False when marked failed, None when interrupted or paused."""
@@ -179,20 +199,21 @@ class CaptionWorker:
             try:
                 text = self.captioner.caption(image.image, self.length)
             except CaptionError as error:
-                if error.fatal:
-                    self._fail_setup(str(error))
-                    return None
-                if attempt == self.retries or not error.retry:
-                    tries = f" after {attempt + 1} tries" if attempt else ""
-                    self.library.fail_caption(record.id, f"{error}{tries}")
-                    return False
-                log.info("caption %s: %s; retrying in %.0fs", record.id, error, delay)
-                if self._stop.wait(delay):
-                    return None
-                delay = min(delay * 2, self.backoff_cap)
+                failure = error
             else:
                 self.library.apply_caption(record.id, text)
                 return True
+            if failure.fatal:
+                self._fail_setup(str(failure))
+                return None
+            if attempt == self.retries or not failure.retry:
+                tries = f" after {attempt + 1} tries" if attempt else ""
+                self.library.fail_caption(record.id, f"{failure}{tries}")
+                return False
+            log.info("caption %s: %s; retrying in %.0fs", record.id, failure, delay)
+            if self._stop.wait(delay):
+                return None
+            delay = min(delay * 2, self.backoff_cap)
         return None
 
     def _broken(self) -> bool:

@@ -65,7 +65,9 @@ class Settings(BaseSettings):
 
     # Scale-out stores and shared originals (docs/scaling.md)
     milvus_uri: str = Field("", description="Milvus Lite file or server URI; empty: <data_dir>/milvus.db.")
-    milvus_token: str = Field("", repr=False, description="user:password or API key of a Milvus server; empty for none.")
+    milvus_token: str = Field(
+        "", repr=False, description="user:password or API key of a Milvus server; empty for none."
+    )
     milvus_collection: str = Field("imagematch", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
     pinecone_namespace: str = Field("", description="Prefix of this library's namespaces in the index.")
     blobs_uri: str = Field("", pattern=r"^(s3://[^/]+(/.*)?)?$", description="s3://bucket/prefix; empty: data_dir.")

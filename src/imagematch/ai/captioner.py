@@ -7,6 +7,7 @@ or give up with a reason a user can act on.
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -98,6 +99,8 @@ class MoondreamCaptioner:
             raise CaptionError(f"Moondream did not answer in time ({error})", retry=True) from None
         except urllib.error.URLError as error:
             raise CaptionError(f"cannot reach Moondream at {self.endpoint} ({error.reason})", retry=True) from None
+        except (ConnectionError, http.client.HTTPException) as error:  # dropped after the request: not wrapped
+            raise CaptionError(f"the connection to Moondream broke ({error!r})", retry=True) from None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise CaptionError(f"Moondream sent a malformed answer ({error})", retry=True) from None
         text = answer.get("caption") if isinstance(answer, dict) else None
