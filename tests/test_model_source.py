@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -53,3 +56,32 @@ def test_local_model_identity_follows_the_weights_not_the_path(tmp_path: Path) -
     other = build_tiny_model(tmp_path / "b", seed=1)
     assert parse_model_spec(f"local-dir:{first}").model_id == parse_model_spec(f"local-dir:{moved}").model_id
     assert parse_model_spec(f"local-dir:{first}").model_id != parse_model_spec(f"local-dir:{other}").model_id
+
+
+def test_presets_are_published_open_clip_models() -> None:
+    import open_clip
+
+    for preset in PRESETS.values():
+        name, _, tag = preset.partition("/")
+        assert name in open_clip.list_models() and tag in open_clip.list_pretrained_tags_by_model(name)
+
+
+def test_a_preset_or_a_cached_model_is_read_without_importing_pytorch(tmp_path: Path) -> None:
+    cached = tmp_path / "open_clip" / "ViT-B-32_openai"
+    cached.mkdir(parents=True)
+    (cached / "open_clip_config.json").write_text("{}")
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from imagematch.ai.model_source import parse_model_spec\n"
+        "assert parse_model_spec('fast').model_id == 'ViT-B-32-256/datacomp_s34b_b86k'\n"
+        f"assert parse_model_spec('ViT-B-32/openai', Path({str(tmp_path)!r})).tag == 'openai'\n"
+        "print(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))\n"
+    )
+    source = str(Path(parse_model_spec.__code__.co_filename).resolve().parents[2])  # this checkout's package
+    environment = {**os.environ, "PYTHONPATH": source}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=environment, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -68,8 +68,12 @@ class ModelSource:
     tag: str = ""  # pretrained tag for builtin models
 
 
-def parse_model_spec(spec: str) -> ModelSource:
-    """Turn `IMAGEMATCH_MODEL` into a ModelSource, without touching the network or loading weights."""
+def parse_model_spec(spec: str, cache_dir: Path | None = None) -> ModelSource:
+    """Turn `IMAGEMATCH_MODEL` into a ModelSource, without touching the network or loading weights.
+
+    Only a name/tag typed by the user that is not in `cache_dir` yet is checked against open_clip's registry:
+    importing open_clip imports PyTorch (seconds), which a preset or a cached model must not cost each command.
+    """
     spec = spec.strip()
     if spec == DEMO:
         return ModelSource(spec, f"demo@{_folder_fingerprint(DEMO_DIR)}", "local-dir", str(DEMO_DIR))
@@ -85,6 +89,11 @@ def parse_model_spec(spec: str) -> ModelSource:
             raise ModelUnavailable(f"{spec!r}: a hub model is written hf-hub:org/repo")
         return ModelSource(spec, f"hf-hub:{repo}", "hf-hub", repo)
     name, _, tag = resolved.partition("/")
+    known = resolved in PRESETS.values() or (
+        cache_dir is not None and (_cache_folder(resolved, cache_dir) / CONFIG_NAME).is_file()
+    )
+    if known:
+        return ModelSource(spec, resolved, "builtin", name, tag)
     import open_clip
 
     if name not in open_clip.list_models():
@@ -122,6 +131,10 @@ def _folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def _cache_folder(model_id: str, cache_dir: Path) -> Path:
+    return cache_dir / "open_clip" / _SAFE.sub("_", model_id)
+
+
 def local_model_dir(source: ModelSource, cache_dir: Path) -> Path:
     """The folder in local-directory layout for this model, downloading it first when needed."""
     if source.kind == "local-dir":
@@ -132,7 +145,7 @@ def local_model_dir(source: ModelSource, cache_dir: Path) -> Path:
                 f"{' or '.join(WEIGHT_NAMES)} (open_clip's local-directory layout)"
             )
         return folder
-    folder = cache_dir / "open_clip" / _SAFE.sub("_", source.model_id)
+    folder = _cache_folder(source.model_id, cache_dir)
     if (folder / CONFIG_NAME).is_file():
         return folder
     _require_hub(source, cache_dir)
@@ -153,8 +166,7 @@ def unavailable_reason(source: ModelSource, cache_dir: Path) -> str | None:
     """Why this model cannot be loaded here (not cached and no hub), or None when it can be (or may be)."""
     if source.kind == "local-dir":
         return None
-    folder = cache_dir / "open_clip" / _SAFE.sub("_", source.model_id)
-    if (folder / CONFIG_NAME).is_file():
+    if (_cache_folder(source.model_id, cache_dir) / CONFIG_NAME).is_file():
         return None
     try:
         _require_hub(source, cache_dir)
