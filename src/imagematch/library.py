@@ -180,6 +180,8 @@ class Library:
         self._open_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._opened = False
+        self._remover_lock = threading.Lock()
+        self._remover_checked = False  # loaded, or found missing and turned off
         # Bounds memory under a flood: at most this many requests run the model at once; others queue.
         self._embed_slots = threading.BoundedSemaphore(max(1, settings.decode_workers))
         # The two candidate lists of a fused search are read at once: each store query waits on its engine.
@@ -199,29 +201,40 @@ class Library:
                 f"configured model, or set IMAGEMATCH_MODEL back to {stored[0]}"
             )
 
-    def open(self) -> None:
-        """Load the model and open the store for it; called lazily by anything that needs vectors."""
-        if self._opened:
-            return
-        with self._open_lock:
-            if not self._opened:
-                self.verify_model()
-                self.store.open(self.embedder.model_id, self.embedder.dim)
-                self._load_remover()
-                self._opened = True
+    def open(self, *, remover: bool = False) -> None:
+        """Open the store for the model; called lazily by anything that needs vectors.
+
+        The background-removal model loads at the first image to embed, so a text search never pays for it;
+        remover=True loads it now (the server, so that a missing model is a warning from the start).
+        """
+        if not self._opened:
+            with self._open_lock:
+                if not self._opened:
+                    self.verify_model()
+                    self.store.open(self.embedder.model_id, self.embedder.dim)
+                    self._opened = True
+        if remover:
+            self._load_remover()
 
     def _load_remover(self) -> None:
         """`on` needs the model; `auto` carries on without cut-outs, saying so once."""
-        if self.remover is None:
+        if self._remover_checked:
             return
-        try:
-            self.remover.load()
-        except ModelUnavailable as error:
-            if self.settings.background_removal == "on":
-                raise
-            log.warning("background removal is off: %s", error)
-            self.warnings.append("background removal is off: its model could not be loaded (the server log says why)")
-            self.remover = None
+        with self._remover_lock:
+            if self._remover_checked or self.remover is None:
+                self._remover_checked = True
+                return
+            try:
+                self.remover.load()
+            except ModelUnavailable as error:
+                if self.settings.background_removal == "on":
+                    raise
+                log.warning("background removal is off: %s", error)
+                self.warnings.append(
+                    "background removal is off: its model could not be loaded (the server log says why)"
+                )
+                self.remover = None
+            self._remover_checked = True
 
     def info(self) -> LibraryInfo:
         stored = self.store.stored_model()
@@ -254,7 +267,7 @@ class Library:
         name = clean_filename(filename)
         text = clean_description(description)
         meta = clean_metadata(metadata)
-        self.open()
+        self.open(remover=True)
         sha = self._upload_hash(data)
         known = self._known_file(sha, name)
         if known is not None:
@@ -297,7 +310,7 @@ class Library:
         Every upload gets exactly one result (added, duplicate or failed with the reason).
         Safe to interrupt: each batch is written atomically, and a re-run reports the rest as duplicates.
         """
-        self.open()
+        self.open(remover=True)
         batch_size = self.settings.embed_batch_size
         ahead = batch_size * 2 + self.settings.decode_workers
         results: list[IngestResult] = []
@@ -305,7 +318,7 @@ class Library:
         def emit(result: IngestResult) -> None:
             results.append(result)
             if result.status == "failed":
-                log.warning("failed %r: %s", result.filename, result.reason)
+                log.debug("failed %r: %s", result.filename, result.reason)
             if on_result is not None:
                 on_result(result)
 
@@ -489,6 +502,7 @@ class Library:
 
         Stored and query images go through the same steps, so their vectors are comparable.
         """
+        self._load_remover()
         if self.remover is None:
             return self.embedder.prepare(image), None
         cut = self.remover.cutout(image)

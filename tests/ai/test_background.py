@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +89,10 @@ def test_auto_without_a_model_carries_on_without_cutouts(settings: Settings, tmp
     assert record is not None and not record.cutout
     assert any("background removal is off" in w for w in library.warnings)
     strict = build_library(settings.model_copy(update={"background_removal": "on", "rembg_model_path": missing}))
-    with pytest.raises(ModelUnavailable):
-        strict.open()
+    strict.open()  # a text search needs no cut-outs: the model is looked for at the first image
+    with pytest.raises(ModelUnavailable, match="no model file"):
+        strict.add(jpeg("coffee"), filename="b.jpg")
+    assert strict.count() == 1  # only the first library's image
 
 
 def test_api_serves_the_cutout(settings: Settings) -> None:
@@ -107,3 +110,13 @@ def test_api_serves_the_cutout(settings: Settings) -> None:
         assert texture["links"]["cutout"] is None
         assert client.get(f"/api/v1/images/{texture['id']}/cutout").status_code == 404
         assert client.get("/api/v1/health").json()["background_removal"] == "rembg:u2netp"
+
+
+def test_a_model_file_in_any_folder_is_used_where_it_is(u2netp: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "my models" / "portrait-u2netp.onnx"  # outside rembg's home and its legacy home
+    elsewhere.parent.mkdir()
+    shutil.copyfile(u2netp, elsewhere)
+    remover = RembgRemover("on", model_path=elsewhere)
+    assert remover.cutout(photo("astronaut")).image is not None
+    homes = [U2NET_HOME, Path.home() / ".rembg"]
+    assert not [copy for home in homes for copy in home.rglob("portrait-u2netp.onnx")]  # used in place, not copied

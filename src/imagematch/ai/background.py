@@ -8,6 +8,7 @@ image. The thresholds come from bench/cutout_coverage.py on scikit-image photos 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ BackgroundMode = Literal["off", "on", "auto"]
 REMBG_MODELS = ("u2netp", "u2net", "isnet-general-use", "birefnet-general")
 CUTOUT_BACKGROUND = (255, 255, 255)
 MIN_CONFIDENCE = 0.80  # share of mask pixels that are clearly foreground or background
+MODEL_HOST = "github.com"  # where rembg downloads its models from
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +80,8 @@ class RembgRemover:
             if self._session is not None:
                 return
             started = time.perf_counter()
-            from rembg import new_session
-
             try:
-                if self.model_path is not None:
-                    if not self.model_path.is_file():
-                        raise FileNotFoundError(f"no model file at {self.model_path}")
-                    session = new_session("u2net_custom", model_path=str(self.model_path))
-                else:
-                    session = new_session(self.model)
+                session = _local_session(self.model_path) if self.model_path else _named_session(self.model)
             except Exception as error:
                 raise ModelUnavailable(
                     f"background removal model {self.name} is not available ({error}). Connect to the "
@@ -114,3 +109,36 @@ class RembgRemover:
         alpha = Image.fromarray((mask * 255).astype(np.uint8), mode="L")
         plain = Image.new("RGB", image.size, CUTOUT_BACKGROUND)
         return Cutout(coverage, confidence, Image.composite(image, plain, alpha))
+
+
+def _local_session(path: Path) -> Any:
+    """A U²-Net-style ONNX file from any folder. rembg's own custom session refuses paths outside its home
+    (~/.rembg), so the file is opened where it is by a session that skips that check, never copied."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    import onnxruntime as ort
+    from rembg.sessions.u2net_custom import U2netCustomSession
+
+    class LocalFileSession(U2netCustomSession):  # type: ignore[misc]
+        @classmethod
+        def download_models(cls, *args: Any, **kwargs: Any) -> str:
+            return str(kwargs["model_path"])
+
+    return LocalFileSession("u2net_custom", ort.SessionOptions(), model_path=str(path))
+
+
+def _named_session(model: str) -> Any:
+    """rembg's session for a model name. When the file is not downloaded yet and rembg's server cannot be
+    reached, this fails at once instead of after a minute of retries, and announces no download."""
+    from rembg import new_session
+    from rembg.sessions import sessions_class
+
+    session_class = next((c for c in sessions_class if c.name() == model), None)
+    if session_class is not None and session_class.resolve_existing(f"{model}.onnx") is None:
+        try:
+            socket.create_connection((MODEL_HOST, 443), timeout=5).close()
+        except OSError as error:
+            raise ModelUnavailable(
+                f"it is not downloaded yet and {MODEL_HOST} cannot be reached ({error.strerror or error})"
+            ) from error
+    return new_session(model)
