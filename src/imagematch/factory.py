@@ -59,7 +59,7 @@ def build_blobs(settings: Settings) -> BlobStore:
 def choose_model(settings: Settings) -> tuple[ModelSource, str]:
     """The configured model; or, when the default model cannot be had here, the built-in demo model and a
     warning that says so. A model the user named explicitly is never swapped: it fails with its reason."""
-    source = parse_model_spec(settings.model)
+    source = parse_model_spec(settings.model, settings.model_cache_dir)
     if not settings.model_is_default:
         return source, ""
     reason = unavailable_reason(source, settings.model_cache_dir)
@@ -74,9 +74,10 @@ def choose_model(settings: Settings) -> tuple[ModelSource, str]:
     )
 
 
-def build_embedder(settings: Settings, source: ModelSource | None = None) -> Embedder:
+def build_embedder(settings: Settings, source: ModelSource | None = None, *, short_lived: bool = False) -> Embedder:
+    """short_lived: a process that encodes a few queries and exits (CLI search), see AutoEmbedder."""
     base = OpenClipEmbedder(
-        source or parse_model_spec(settings.model),
+        source or parse_model_spec(settings.model, settings.model_cache_dir),
         settings.model_cache_dir,
         batch_size=settings.embed_batch_size,
         threads=settings.torch_threads,
@@ -84,7 +85,7 @@ def build_embedder(settings: Settings, source: ModelSource | None = None) -> Emb
     if settings.runtime == "torch":
         return base
     if settings.runtime == "auto":
-        return AutoEmbedder(base, settings.model_cache_dir)
+        return AutoEmbedder(base, settings.model_cache_dir, short_lived=short_lived)
     return OnnxEmbedder(base, settings.model_cache_dir, quantized=settings.runtime == "onnx-int8")
 
 
@@ -100,12 +101,12 @@ def build_remover(settings: Settings) -> BackgroundRemover | None:
     )
 
 
-def build_library(settings: Settings) -> Library:
+def build_library(settings: Settings, *, short_lived: bool = False) -> Library:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     source, warning = choose_model(settings)
     library = Library(
         settings,
-        build_embedder(settings, source),
+        build_embedder(settings, source, short_lived=short_lived),
         build_store(settings),
         build_blobs(settings),
         remover=build_remover(settings),

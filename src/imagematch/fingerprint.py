@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 
-import imagehash
 import numpy as np
 import numpy.typing as npt
-import scipy.fftpack  # type: ignore[import-untyped]
 from PIL import Image
 
 PHASH_BITS = 64
@@ -29,6 +27,8 @@ def perceptual_hash(image: Image.Image) -> int:
 
     It survives re-encoding, resizing and small edits, so near-identical photos land a few bits apart.
     """
+    import imagehash  # with scipy below: imported when an image is hashed, not by every command
+
     bits = imagehash.phash(image, hash_size=8).hash.flatten()
     value = 0
     for bit in bits:
@@ -38,6 +38,8 @@ def perceptual_hash(image: Image.Image) -> int:
 
 def _dct_block(image: Image.Image) -> npt.NDArray[np.float64]:
     pixels = np.asarray(image.convert("L").resize((_DCT_SIDE, _DCT_SIDE), Image.Resampling.LANCZOS))
+    import scipy.fftpack  # type: ignore[import-untyped]
+
     dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)
     return np.asarray(dct[:_HASH_SIDE, :_HASH_SIDE], dtype=np.float64)
 
