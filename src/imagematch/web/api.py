@@ -36,6 +36,7 @@ from imagematch.records import (
 from imagematch.records import (
     Query as SearchQuery,
 )
+from imagematch.shapes import search_fields
 from imagematch.validation import load_json
 from imagematch.web.schemas import (
     API,
@@ -46,7 +47,6 @@ from imagematch.web.schemas import (
     DuplicateLinkOut,
     DuplicateOut,
     HealthOut,
-    HitOut,
     ImageOut,
     ImagePage,
     ImagePatch,
@@ -243,12 +243,7 @@ def search(
 
 
 def _search_out(result: SearchResult) -> SearchOut:
-    return SearchOut(
-        hits=[HitOut.of(h) for h in result.hits],
-        truncated=result.truncated,
-        took_ms=round(result.took_ms, 1),
-        encode_ms=round(result.encode_ms, 1),
-    )
+    return SearchOut.model_validate(search_fields(result))
 
 
 def _term(term: TermIn, limit: int) -> QueryTerm:

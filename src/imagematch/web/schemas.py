@@ -9,8 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imagematch.jobs import JobStatus
 from imagematch.records import Hit, ImageRecord, IngestResult
-
-API = "/api/v1"
+from imagematch.shapes import API, hit_fields, image_fields
 
 
 class ErrorOut(BaseModel):
@@ -69,41 +68,7 @@ class ImageOut(BaseModel):
 
     @classmethod
     def of(cls, record: ImageRecord) -> ImageOut:
-        base = f"{API}/images/{record.id}"
-        return cls(
-            id=record.id,
-            phash=record.phash,
-            file_hash=record.file_hash,
-            filename=record.filename,
-            size=record.size,
-            width=record.width,
-            height=record.height,
-            format=record.format,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            description=record.description,
-            caption=record.caption,
-            caption_status=str(record.caption_status),
-            caption_error=record.caption_error,
-            caption_edited=record.caption_edited,
-            metadata=record.metadata,
-            model_id=record.model_id,
-            cutout=record.cutout,
-            exif=Exif(
-                taken_at=record.taken_at,
-                camera=record.camera,
-                lens=record.lens,
-                gps_lat=record.gps_lat,
-                gps_lon=record.gps_lon,
-            ),
-            links=Links(
-                self=base,
-                file=f"{base}/file",
-                thumbnail=f"{base}/thumbnail",
-                page=f"/images/{record.id}",
-                cutout=f"{base}/cutout" if record.cutout else None,
-            ),
-        )
+        return cls.model_validate(image_fields(record))
 
 
 class ImagePage(BaseModel):
@@ -140,14 +105,7 @@ class HitOut(BaseModel):
 
     @classmethod
     def of(cls, hit: Hit) -> HitOut:
-        image = ImageOut.of(hit.record)
-        return cls(
-            id=hit.record.id,
-            score=round(hit.score, 6),
-            thumbnail_url=image.links.thumbnail,
-            url=image.links.page,
-            image=image,
-        )
+        return cls.model_validate(hit_fields(hit))
 
 
 class SearchOut(BaseModel):
