@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+import imagematch
 from imagematch.cli import app
 from imagematch.query_syntax import TypedTerm, parse_region, parse_terms
 from imagematch.records import InvalidQuery
@@ -54,7 +57,7 @@ def test_index_search_show_delete(env: dict[str, str], photos: Path) -> None:
     found = runner.invoke(app, ["search", "", "--image", str(photos / "coffee.jpg"), "-k", "2", "--json"])
     assert found.exit_code == 0, found.output
     hits = json.loads(found.stdout)["hits"]
-    assert len(hits) == 2 and hits[0]["filename"] == "coffee.jpg" and hits[0]["score"] >= 0.99
+    assert len(hits) == 2 and hits[0]["image"]["filename"] == "coffee.jpg" and hits[0]["score"] >= 0.99
 
     table = runner.invoke(
         app, ["search", "a cup of coffee", "--image", str(photos / "coffee.jpg"), "--image-weight", "1"]
@@ -183,10 +186,10 @@ def test_regions_are_four_fractions() -> None:
             parse_region(bad)
 
 
-def _hits(arguments: list[str]) -> list[dict[str, object]]:
+def _hits(arguments: list[str]) -> list[dict[str, Any]]:
     result = runner.invoke(app, ["search", *arguments, "--json"])
     assert result.exit_code == 0, result.output
-    hits: list[dict[str, object]] = json.loads(result.stdout)["hits"]
+    hits: list[dict[str, Any]] = json.loads(result.stdout)["hits"]
     return hits
 
 
@@ -198,7 +201,7 @@ def test_search_with_arithmetic_hybrid_cut_off_and_region(env: dict[str, str], p
     mixed = _hits(["2:a cup", "+", str(photos / "rocket.jpg"), "-", "people", "+", f"0.5:{coffee_id}", "-k", "3"])
     assert len(mixed) == 3
     steered = _hits([str(photos / "rocket.jpg"), "-", f"0.9:{coffee_id}", "-k", str(len(PHOTOS))])
-    assert steered[0]["filename"] == "rocket.jpg"
+    assert steered[0]["image"]["filename"] == "rocket.jpg"
 
     shown = runner.invoke(app, ["search", "a rocket", "--min-score", "1"])
     assert shown.exit_code == 0 and "no matches" in shown.output
@@ -210,7 +213,7 @@ def test_search_with_arithmetic_hybrid_cut_off_and_region(env: dict[str, str], p
     assert region[0]["score"] != whole[0]["score"]
 
     assert len(_hits(["coffee", "--hybrid", "-k", "2"])) == 2  # "coffee" is in a file name: a keyword match
-    assert _hits(["coffee", "--hybrid", "-k", "1"])[0]["filename"] == "coffee.jpg"
+    assert _hits(["coffee", "--hybrid", "-k", "1"])[0]["image"]["filename"] == "coffee.jpg"
 
 
 def test_arithmetic_search_errors_stay_one_line(env: dict[str, str], photos: Path) -> None:
@@ -224,3 +227,99 @@ def test_arithmetic_search_errors_stay_one_line(env: dict[str, str], photos: Pat
         result = runner.invoke(app, ["search", *arguments])
         assert result.exit_code == 1, arguments
         assert result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1
+
+
+HEAVY = ("torch", "open_clip", "rembg", "fastapi", "pymilvus", "pinecone")
+SOURCE = str(Path(imagematch.__file__).resolve().parents[1])  # this checkout's package in a subprocess
+
+
+def test_a_search_imports_neither_pytorch_nor_rembg(env: dict[str, str], photos: Path) -> None:
+    assert runner.invoke(app, ["index", str(photos)]).exit_code == 0  # exports the model to ONNX once
+    probe = (
+        "import sys\n"
+        "from imagematch.cli import app\n"
+        "try:\n"
+        "    app(['search', 'a cup of coffee', '-k', '2', '--json'])\n"
+        "except SystemExit as done:\n"
+        "    assert not done.code, done.code\n"
+        f"print('heavy:', [name for name in {HEAVY!r} if name in sys.modules], file=sys.stderr)\n"
+    )
+    environment = {**os.environ, "IMAGEMATCH_BACKGROUND_REMOVAL": "auto", "PYTHONPATH": SOURCE}  # auto: the default
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=environment, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["hits"]) == 2
+    assert "heavy: []" in done.stderr
+    assert "Downloading" not in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder"])
+def test_a_query_image_that_is_not_a_file_is_one_line(
+    env: dict[str, str], photos: Path, tmp_path: Path, kind: str
+) -> None:
+    assert runner.invoke(app, ["index", str(photos)]).exit_code == 0
+    target = tmp_path / "nope.jpg" if kind == "missing" else photos
+    for arguments in (["", "--image", str(target)], ["coffee", "+", str(target)]):
+        result = runner.invoke(app, ["search", *arguments])
+        assert result.exit_code == 1, arguments
+        assert result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1, result.output
+        assert str(target) in result.output and "Traceback" not in result.output
+
+
+def test_a_missing_file_term_is_not_searched_as_words(env: dict[str, str], photos: Path) -> None:
+    assert runner.invoke(app, ["index", str(photos)]).exit_code == 0
+    result = runner.invoke(app, ["search", "cat", "+", "./nope.jpg"])
+    assert result.exit_code == 1 and "no such image file: ./nope.jpg" in result.output
+
+
+def test_index_says_what_it_skipped(env: dict[str, str], photos: Path) -> None:
+    (photos / "portrait.ppm").write_bytes(b"P6\n1 1\n255\n\x00\x00\x00")
+    (photos / "logo.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    (photos / "deeper" / "still").mkdir(parents=True)
+    (photos / "deeper" / "still" / "moon.png").write_bytes(encode(photo("moon"), "PNG"))
+    result = runner.invoke(app, ["index", str(photos)])
+    assert result.exit_code == 0, result.output
+    assert "added 6, duplicates 0, failed 0" in result.output
+    assert "skipped 2 image files in 2 sub-folders (use -r)" in result.output
+    assert "skipped 2 files of unsupported types: .ppm, .svg" in result.output
+    everything = runner.invoke(app, ["index", str(photos), "-r"])
+    assert "added 2, duplicates 6" in everything.output and "use -r" not in everything.output
+
+
+def test_each_failed_file_is_reported_once(env: dict[str, str], photos: Path) -> None:
+    (photos / "empty.png").write_bytes(b"")
+    result = runner.invoke(app, ["index", str(photos)])
+    assert result.exit_code == 1
+    assert result.output.count("empty.png") == 1, result.output
+
+
+def test_json_output_has_the_api_shape(env: dict[str, str], photos: Path) -> None:
+    from imagematch.web.schemas import HitOut, ImageOut, SearchOut
+
+    assert runner.invoke(app, ["index", str(photos)]).exit_code == 0
+    found = json.loads(runner.invoke(app, ["search", "a cup", "-k", "2", "--json"]).stdout)
+    assert set(found) == set(SearchOut.model_fields)
+    assert [set(hit) for hit in found["hits"]] == [set(HitOut.model_fields)] * 2
+    assert SearchOut.model_validate(found).hits[0].image.filename.endswith(".jpg")
+    shown = json.loads(runner.invoke(app, ["show", found["hits"][0]["id"]]).stdout)
+    assert shown == found["hits"][0]["image"] and set(shown) == set(ImageOut.model_fields)
+
+
+@pytest.mark.parametrize("command", ["index", "search", "serve", "check", "caption", "hash-password"])
+def test_help_names_values_not_python_types(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "<bool>" not in result.output and "list[" not in result.output, result.output
+
+
+def test_serve_on_a_port_in_use_names_the_settings(env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(app, ["serve", "--port", str(port)])
+    assert result.exit_code == 2
+    assert "--port" in result.output and "IMAGEMATCH_PORT" in result.output
+    assert "ImageMatch on http" not in result.output and "loading model" not in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
+from pydantic_core import to_jsonable_python
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,12 +25,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typer._click import Context, Parameter
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
-from imagematch.files import image_files
+from imagematch.files import FolderScan, scan
 from imagematch.filters import parse_where
 from imagematch.library import RESET_PHRASE, Library, SimpleSearch, Upload
 from imagematch.logs import configure_logging
-from imagematch.query_syntax import TypedTerm, parse_region, parse_terms
+from imagematch.query_syntax import TypedTerm, parse_region, parse_terms, read_image_file
 from imagematch.records import (
     ImageMatchError,
     ImageRecord,
@@ -41,7 +45,29 @@ from imagematch.records import (
     TextTerm,
 )
 from imagematch.settings import Settings, SettingsError, load_settings
-from imagematch.web.schemas import ImageOut
+from imagematch.shapes import image_fields, search_fields
+
+
+class _NamedArgument(TyperArgument):
+    """An argument whose metavar (PATH, TERM) says what it takes: no Python type beside it."""
+
+    def display_type_rich(self, ctx: Context) -> str | None:
+        return None
+
+
+class _Command(TyperCommand):
+    """Help that says what a value is where typer would print Python types (`<bool>`, `<list[Path]>`): flags
+    show none, arguments and options with a metavar show only that."""
+
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        params = super().get_params(ctx)
+        for param in params:
+            if isinstance(param, TyperOption) and param.is_flag:
+                param.metavar = ""
+            elif isinstance(param, TyperArgument) and param.metavar:
+                param.__class__ = _NamedArgument
+        return params
+
 
 app = typer.Typer(
     name="imagematch",
@@ -52,21 +78,6 @@ app = typer.Typer(
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-
-IMAGE_SUFFIXES = {
-    ".jpg",
-    ".jpeg",
-    ".jpe",
-    ".png",
-    ".webp",
-    ".gif",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".heic",
-    ".heif",
-    ".avif",
-}
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -86,16 +97,18 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
     return run
 
 
-def _settings(**overrides: Any) -> Settings:
+def _settings(*, server: bool = False, **overrides: Any) -> Settings:
+    """Settings, and logging set up: through the console for commands (above progress bars), plain lines with
+    times for the server."""
     settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, console=None if server else err)
     return settings
 
 
-def _library(settings: Settings, check_model: bool = True) -> Library:
+def _library(settings: Settings, check_model: bool = True, *, short_lived: bool = False) -> Library:
     from imagematch.factory import build_library
 
-    library = build_library(settings)  # its warnings (the demo model) are in the log already
+    library = build_library(settings, short_lived=short_lived)  # its warnings (the demo model) are in the log already
     if check_model:
         library.verify_model()
     return library
@@ -116,7 +129,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@app.command()
+def _require_free_port(host: str, port: int) -> None:
+    """Refuse a port another program listens on before anything is loaded or announced (uvicorn would only
+    say `[Errno 98]` after the banner)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as error:
+        err.print(
+            f"[red]error:[/red] cannot listen on {host}:{port} ({error.strerror or error}): choose another port "
+            "with --port or IMAGEMATCH_PORT",
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
+
+
+@app.command(cls=_Command)
 @friendly_errors
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
@@ -130,7 +160,8 @@ def serve(
 
     from imagematch.web.app import create_app
 
-    settings = _settings(host=host, port=port)
+    settings = _settings(server=True, host=host, port=port)
+    _require_free_port(settings.host, settings.port)
     if not settings.auth_enabled and not is_loopback(settings.host):
         if not insecure:
             err.print(
@@ -170,47 +201,65 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def _summary(results: list[IngestResult]) -> None:
+def _summary(results: list[IngestResult], found: FolderScan) -> None:
     counts = {status: sum(r.status == status for r in results) for status in ("added", "duplicate", "failed")}
     out.print(f"added {counts['added']}, duplicates {counts['duplicate']}, failed {counts['failed']}")
-    for result in results:
-        if result.status == "failed":
-            out.print(f"  [red]failed[/red] {result.filename}: {result.reason}", highlight=False)
+    if found.nested:
+        folders = len(found.nested_folders)
+        out.print(
+            f"skipped {len(found.nested)} image files in {folders} sub-folder{'s' * (folders != 1)} (use -r)",
+            highlight=False,
+        )
+    if found.unsupported:
+        out.print(
+            f"skipped {len(found.unsupported)} files of unsupported types: {', '.join(found.unsupported_suffixes)}",
+            highlight=False,
+        )
 
 
-@app.command()
+@app.command(cls=_Command)
 @friendly_errors
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders.", metavar="PATH")],
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
-    description: Annotated[str, typer.Option(help="Description given to every image.")] = "",
+    description: Annotated[str, typer.Option(help="Description given to every image.", metavar="TEXT")] = "",
 ) -> None:
     """Add images to the library. Safe to re-run and to interrupt: stored images are reported as duplicates."""
     settings = _settings()
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise typer.BadParameter(f"no such file or folder: {missing[0]}")
-    files = list(image_files(paths, recursive=recursive))
+    found = scan(paths, recursive=recursive)
     library = _library(settings)
+    if found.files:
+        with err.status(f"loading model {library.embedder.model_id} ...", spinner="dots"):
+            library.embedder.load()  # before the bar: a first-time export takes a while and says so in the log
     results: list[IngestResult] = []
     cancel = threading.Event()
     with _progress(err) as progress:
-        task = progress.add_task("indexing", total=len(files))
+        task = progress.add_task("indexing", total=len(found.files))
 
         def advance(result: IngestResult) -> None:
+            if result.status == "failed":
+                progress.console.print(f"[red]failed[/red] {result.filename}: {result.reason}", highlight=False)
             progress.advance(task)
 
         try:
             results = library.add_many(
-                (Upload.from_path(f, description) for f in files), on_result=advance, cancel=cancel
+                (Upload.from_path(f, description) for f in found.files), on_result=advance, cancel=cancel
             )
         except KeyboardInterrupt:
             cancel.set()
             err.print("interrupted: what was indexed is kept; run the same command again to finish")
             raise typer.Exit(130) from None
-    _summary(results)
+    _summary(results, found)
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)
+
+
+def _print_json(fields: dict[str, Any]) -> None:
+    """The API's JSON for the same thing, serialised by the same encoder (pydantic's) as the API's."""
+    out.print_json(json.dumps(to_jsonable_python(fields)))
 
 
 def _record_row(record: ImageRecord) -> str:
@@ -222,7 +271,8 @@ def _query_terms(typed: list[TypedTerm], region: Region | None) -> list[QueryTer
     terms: list[QueryTerm] = []
     for term in typed:
         if term.kind == "file":
-            terms.append(ImageTerm(Path(term.value).read_bytes(), term.weight, Path(term.value).name, region=region))
+            data = read_image_file(term.value)
+            terms.append(ImageTerm(data, term.weight, Path(term.value).name, region=region))
         elif term.kind == "id":
             terms.append(StoredImageTerm(term.value, term.weight, region=region))
         else:
@@ -230,21 +280,25 @@ def _query_terms(typed: list[TypedTerm], region: Region | None) -> list[QueryTer
     return terms
 
 
-@app.command()
+@app.command(cls=_Command)
 @friendly_errors
 def search(
     query: Annotated[
         list[str] | None,
         typer.Argument(
             help="Words, or weighted terms joined by + and -: '2:golden retriever' + ./pool.jpg - people. A term "
-            "that is a file is an image, a stored image id is that image, 'N:' sets a term's weight."
+            "that is a file is an image, a stored image id is that image, 'N:' sets a term's weight.",
+            metavar="TERM",
         ),
     ] = None,
     image: Annotated[Path | None, typer.Option(help="An example image file.")] = None,
     image_id: Annotated[str, typer.Option("--id", help="A stored image id to use as the example.")] = "",
     image_weight: Annotated[float, typer.Option(help="With text and an image: 1 = image only, 0 = text only.")] = 0.5,
     k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
-    where: Annotated[list[str] | None, typer.Option(help="Filter, e.g. album=holiday or 'rating>=4'.")] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(help="Filter, e.g. album=holiday or 'rating>=4'; repeat it for more.", metavar="FILTER"),
+    ] = None,
     hybrid: Annotated[bool, typer.Option("--hybrid", help="Fuse a keyword (BM25) ranking of the words.")] = False,
     min_score: Annotated[
         float | None, typer.Option("--min-score", help="Leave out matches below this similarity.")
@@ -256,8 +310,8 @@ def search(
 ) -> None:
     """Search by text, by an image, by both, or by a weighted sum of terms."""
     settings = _settings()
-    data = image.read_bytes() if image is not None else None
-    library = _library(settings)
+    data = read_image_file(str(image)) if image is not None else None
+    library = _library(settings, short_lived=True)
     flt = parse_where(where or [])
     box = parse_region(region)
     typed = parse_terms([word for word in query or [] if word.strip()], lambda v: library.store.get(v) is not None)
@@ -283,11 +337,7 @@ def search(
             terms.append(StoredImageTerm(image_id, 1.0, region=box))
         result = library.search(Query(tuple(terms), k, flt, hybrid=hybrid, min_score=min_score))
     if as_json:
-        payload = [
-            {"id": h.record.id, "score": round(h.score, 6), **ImageOut.of(h.record).model_dump(mode="json")}
-            for h in result.hits
-        ]
-        out.print_json(json.dumps({"hits": payload, "truncated": result.truncated}))
+        _print_json(search_fields(result))
         return
     if result.truncated:
         err.print("note: the text was longer than the model's context and was truncated")
@@ -300,16 +350,15 @@ def search(
     out.print(table)
 
 
-@app.command()
+@app.command(cls=_Command)
 @friendly_errors
 def show(image_id: Annotated[str, typer.Argument(help="The image id.")]) -> None:
     """Show everything stored about one image."""
     library = _library(_settings(), check_model=False)
-    data = ImageOut.of(library.get(image_id)).model_dump(mode="json")
-    out.print_json(json.dumps(data))
+    _print_json(image_fields(library.get(image_id)))
 
 
-@app.command()
+@app.command(cls=_Command)
 @friendly_errors
 def delete(image_id: Annotated[str, typer.Argument(help="The image id.")]) -> None:
     """Delete one image, its file and thumbnail."""
@@ -318,7 +367,7 @@ def delete(image_id: Annotated[str, typer.Argument(help="The image id.")]) -> No
     out.print(f"deleted {record.id} ({record.filename})", highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 @friendly_errors
 def reset(yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
     """Delete every image and file in the library."""
@@ -330,7 +379,7 @@ def reset(yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = Fals
     out.print(f"deleted {deleted} images; the library is empty")
 
 
-@app.command()
+@app.command(cls=_Command)
 @friendly_errors
 def reindex() -> None:
     """Re-embed every stored image with the configured model (after changing IMAGEMATCH_MODEL)."""
@@ -345,7 +394,7 @@ def reindex() -> None:
     out.print(f"re-embedded {total} images with {library.embedder.model_id}", highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 @friendly_errors
 def caption(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Queue failed captions again first.")] = False,
@@ -376,7 +425,7 @@ def caption(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 @friendly_errors
 def migrate(
     to: Annotated[str, typer.Option("--to", help="The store to copy the library into: lancedb, milvus or pinecone.")],
@@ -411,7 +460,7 @@ def migrate(
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 @friendly_errors
 def check(
     repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed without losing user data.")] = False,
@@ -431,7 +480,7 @@ def check(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 @friendly_errors
 def info() -> None:
     """Show the configuration, the model and the size of the library."""
@@ -450,7 +499,7 @@ def info() -> None:
         err.print("[yellow]the library was built with another model: run `imagematch reindex`[/yellow]")
 
 
-@app.command("demo-images")
+@app.command("demo-images", cls=_Command)
 @friendly_errors
 def demo_images(
     folder: Annotated[Path | None, typer.Argument(help="Where to write them (default: the samples folder).")] = None,
@@ -464,7 +513,7 @@ def demo_images(
     out.print(f"wrote {len(written)} demo images to {target}; try searching for 'a red circle'", highlight=False)
 
 
-@app.command("hash-password")
+@app.command("hash-password", cls=_Command)
 def hash_password_command(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input (for scripts).")
@@ -484,7 +533,7 @@ def hash_password_command(
     err.print("set it as IMAGEMATCH_UI_PASSWORD_HASH in the environment or .env, then restart the server")
 
 
-@app.command()
+@app.command(cls=_Command)
 def models() -> None:
     """List model presets."""
     from imagematch.ai.model_source import LONGCLIP, PRESETS

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagematch.files import IMAGE_SUFFIXES
 from imagematch.records import InvalidQuery, Region, check_region
 
 _WEIGHT = re.compile(r"^\s*(?P<weight>[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)\s*:(?P<rest>.*)$", re.S)
@@ -55,6 +56,32 @@ def _split_weight(text: str) -> tuple[float, str]:
     return weight, match["rest"].strip()
 
 
+def looks_like_a_file(value: str) -> bool:
+    """A term written as a path (`./x`, `../x`, `/x`, `~/x`) or with an image file's suffix is meant as a file:
+    when there is none, that is an error, not words to search for."""
+    return value.startswith(("./", "../", "/", "~/")) or Path(value).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _not_a_file(value: str) -> str:
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return f"{value} is a folder, not an image file"
+    if path.exists():
+        return f"{value} is not a regular file"
+    return f"no such image file: {value}"
+
+
+def read_image_file(value: str) -> bytes:
+    """The bytes of a query image named on the command line, or an InvalidQuery that says what is wrong."""
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise InvalidQuery(_not_a_file(value))
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise InvalidQuery(f"cannot read {value}: {error.strerror or error}") from None
+
+
 def parse_terms(words: Sequence[str], is_stored_id: Callable[[str], bool]) -> list[TypedTerm]:
     """Read the CLI's arguments: terms separated by `+` and `-`; a first term may have a sign too."""
     terms: list[TypedTerm] = []
@@ -72,6 +99,8 @@ def parse_terms(words: Sequence[str], is_stored_id: Callable[[str], bool]) -> li
             raise InvalidQuery(f"the term {word!r} is empty")
         if Path(value).is_file():
             kind = "file"
+        elif looks_like_a_file(value):
+            raise InvalidQuery(_not_a_file(value))
         elif IMAGE_ID_SHAPE.match(value) and is_stored_id(value):
             kind = "id"
         else:
