@@ -7,9 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from imagematch import shapes
 from imagematch.jobs import JobStatus
 from imagematch.records import Hit, ImageRecord, IngestResult
-from imagematch.shapes import API, hit_fields, image_fields
+from imagematch.shapes import hit_fields, image_fields
+
+API = shapes.API  # the prefix of every API route
 
 
 class ErrorOut(BaseModel):
