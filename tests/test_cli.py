@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -323,3 +326,27 @@ def test_serve_on_a_port_in_use_names_the_settings(env: dict[str, str]) -> None:
     assert "--port" in result.output and "IMAGEMATCH_PORT" in result.output
     assert "ImageMatch on http" not in result.output and "loading model" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_log_lines_print_above_a_live_progress_bar() -> None:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from imagematch.logs import _handler
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100)
+    logger = logging.getLogger("imagematch.progress-test")
+    logger.propagate = False
+    logger.addHandler(_handler(console))
+    with Progress(console=console) as progress:
+        task = progress.add_task("indexing", total=2)
+        logger.warning("exporting the model to ONNX Runtime")
+        progress.advance(task)
+    # What stays visible of each line: the text after its last erase-line code, without the other controls.
+    visible = [
+        re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", line.split("\x1b[2K")[-1]) for line in screen.getvalue().split("\n")
+    ]
+    [logged] = [line for line in visible if "exporting the model" in line]
+    assert logged.endswith("WARNING imagematch.progress-test: exporting the model to ONNX Runtime")
+    assert "indexing" not in logged

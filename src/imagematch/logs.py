@@ -13,21 +13,29 @@ _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _NOISY = ("httpx", "huggingface_hub", "urllib3", "PIL", "numba", "multipart", "lancedb", "filelock")
 
 
-def _handler(console: Console | None) -> logging.Handler:
-    if console is None:
-        plain = logging.StreamHandler(sys.stderr)
-        plain.setFormatter(logging.Formatter(_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
-        return plain
-    from rich.logging import RichHandler
+class _ConsoleHandler(logging.Handler):
+    """Log lines printed by a Rich console: above a live progress bar instead of over it, and to whatever
+    stream the console writes to at that moment."""
 
-    rich = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
-    rich.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    return rich
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.console.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+        except Exception:
+            self.handleError(record)
+
+
+def _handler(console: Console | None) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr) if console is None else _ConsoleHandler(console)
+    handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    return handler
 
 
 def configure_logging(level: str = "INFO", console: Console | None = None) -> None:
-    """With a console (the CLI), log lines go through it, so they print above a live progress bar instead of
-    over it."""
+    """With a console (the CLI's commands), log lines go through it; without, plain lines on stderr."""
     root = logging.getLogger()
     if not any(getattr(h, "_imagematch", False) for h in root.handlers):
         handler = _handler(console)
