@@ -6,6 +6,7 @@ The conformance suite proves behaviour; these tests look at the requests themsel
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,6 +144,33 @@ def test_reads_wait_until_the_index_has_caught_up_with_our_writes() -> None:
         store.put_document("job", "a", "one")
         assert store.get_document("job", "a") == "one"
     finally:
+        lagging.stop()
+
+
+def test_a_second_reader_waits_too_while_the_first_is_still_waiting() -> None:
+    """The write marker stays until the reads have caught up: a reader arriving meanwhile must not read stale."""
+    lagging = FakePinecone(lag_reads=3).start()
+    first_waiting, second_done = threading.Event(), threading.Event()
+
+    def sleep(_seconds: float) -> None:
+        if threading.current_thread() is not threading.main_thread() and not first_waiting.is_set():
+            first_waiting.set()
+            second_done.wait(10)
+
+    try:
+        store = make(lagging, sleep=sleep)
+        store.open(MODEL, DIM)
+        store.upsert([item(1)])
+        found: list[object] = []
+        first = threading.Thread(target=lambda: found.append(store.get(item(1).record.id)))
+        first.start()
+        assert first_waiting.wait(10)
+        assert store.get(item(1).record.id) == item(1).record  # the second reader, while the first still waits
+        second_done.set()
+        first.join(10)
+        assert found == [item(1).record]
+    finally:
+        second_done.set()
         lagging.stop()
 
 

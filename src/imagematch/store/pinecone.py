@@ -397,7 +397,7 @@ class PineconeStore:
     def _fresh(self, namespace: str) -> None:
         """Wait until reads of `namespace` see our last write there (Pinecone is eventually consistent)."""
         with self._lock:
-            target = self._unseen.pop(namespace, None)
+            target = self._unseen.get(namespace)
         if target is None or self._index is None:
             return
         deadline = time.monotonic() + self.freshness_timeout
@@ -406,14 +406,18 @@ class PineconeStore:
             response = self._call("query", self._index.query, namespace=namespace, vector=self._probe(), top_k=1)
             info = response.response_info
             if info is None or info.lsn_reconciled is None or info.is_reconciled(target):
-                return
+                break
             if time.monotonic() > deadline:
                 log.warning(
                     "Pinecone namespace %s still behind our writes after %.0f s", namespace, self.freshness_timeout
                 )
-                return
+                break
             self._sleep(pause)
             pause = min(pause * 2, 1.0)
+        # The marker goes only now, and only if no newer write moved it: until then every reader waits.
+        with self._lock:
+            if self._unseen.get(namespace) == target:
+                del self._unseen[namespace]
 
     def _delete_ids(self, namespace: str, vids: Sequence[str], *, wait: bool) -> None:
         index = self._require()
