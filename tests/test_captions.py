@@ -109,6 +109,17 @@ def test_last_failure_is_recorded_and_can_be_retried(
     assert _worker(caption_settings, library).run_until_empty() == (1, 0)
 
 
+def test_every_failed_caption_is_queued_again_however_many(
+    library: Library, caption_settings: Settings, fake: FakeMoondream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("imagematch.library._RETRY_PAGE", 2)  # five failed images over three pages
+    ids = [_add(library, name) for name in ("astronaut", "coffee", "rocket", "coins", "moon")]
+    for image_id in ids:
+        library.fail_caption(image_id, "Moondream server error (HTTP 500)")
+    assert library.retry_captions() == 5
+    assert library.caption_counts().get("pending") == 5 and not library.caption_counts().get("failed")
+
+
 def test_malformed_answers_fail_after_retries_and_slow_ones_time_out(
     library: Library, caption_settings: Settings, fake: FakeMoondream
 ) -> None:

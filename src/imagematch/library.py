@@ -79,6 +79,7 @@ MAX_QUERY_TEXT_LENGTH = 10_000
 _MAX_VECTOR_PAIRS = 200_000  # duplicate review: pairs whose vectors are compared, closest hashes first
 _VECTOR_BATCH = 1000
 _CANDIDATE_READERS = 8  # concurrent searches whose image-side candidates are read beside their words side
+_RETRY_PAGE = 500  # failed captions queued again per store read
 
 
 @dataclass(frozen=True, slots=True)
@@ -1013,19 +1014,31 @@ class Library:
         """Queue failed captions again (or one image's caption, whatever its state). Returns how many."""
         if not self.captions_wanted:
             raise InvalidInput("captions are off: set MOONDREAM_API_KEY or IMAGEMATCH_MOONDREAM_ENDPOINT")
+        queued: set[str] = set()
         with self._write_lock:
             if image_id is not None:
-                targets = [self.get(image_id)]
+                self._queue_captions([self.get(image_id)])
+                queued.add(image_id)
             else:
-                targets = self.store.page(limit=100_000, flt=_status_filter(CaptionStatus.FAILED))
-            for record in targets:
-                words = self.store.get_vectors([record.id]).get(record.id, (None, None))[1]
-                queued = replace(record, caption_status=CaptionStatus.PENDING, caption_error="", caption_edited=False)
-                self.store.update(queued, words)
-        log.info("queued %d captions again", len(targets))
-        if targets and self.on_pending is not None:
+                # A page at a time: queued images leave the filter, so each page holds the next failed ones. One
+                # that fails again meanwhile (the worker runs on) is left for the next retry, so this ends.
+                while page := [
+                    r
+                    for r in self.store.page(limit=500, flt=_status_filter(CaptionStatus.FAILED))
+                    if r.id not in queued
+                ]:
+                    self._queue_captions(page)
+                    queued.update(r.id for r in page)
+        log.info("queued %d captions again", len(queued))
+        if queued and self.on_pending is not None:
             self.on_pending()
-        return len(targets)
+        return len(queued)
+
+    def _queue_captions(self, records: Sequence[ImageRecord]) -> None:
+        words = self.store.get_vectors([r.id for r in records])
+        for record in records:
+            pending = replace(record, caption_status=CaptionStatus.PENDING, caption_error="", caption_edited=False)
+            self.store.update(pending, words.get(record.id, (None, None))[1])
 
     # maintenance
 
