@@ -292,3 +292,12 @@ def test_listing_is_paginated_newest_first(library: Library) -> None:
     second = library.page(offset=4, limit=4)
     assert [r.id for r in first + second] == order[:8]
     assert [r.id for r in library.page(limit=3, newest_first=False)] == [ids[n] for n in PHOTOS[:3]]
+
+
+def test_close_stops_the_librarys_threads(settings: Settings) -> None:
+    library = build_library(settings)
+    library.add(jpeg("coffee"), filename="coffee.jpg", description="a cup of coffee")
+    assert library.search(Query((TextTerm("coffee"),), k=1)).hits  # a fused search starts the candidate readers
+    assert any(t.name.startswith("candidates") for t in threading.enumerate())
+    library.close()
+    assert not any(t.name.startswith("candidates") and t.is_alive() for t in threading.enumerate())

@@ -217,6 +217,11 @@ class Library:
         if remover:
             self._load_remover()
 
+    def close(self) -> None:
+        """Stop the library's own threads and close its store: what a process does before it exits."""
+        self._candidate_reader.shutdown(wait=True)
+        self.store.close()
+
     def _load_remover(self) -> None:
         """`on` needs the model; `auto` carries on without cut-outs, saying so once."""
         if self._remover_checked:

@@ -117,7 +117,8 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if getattr(app.state, "library", None) is None:
+        owned = getattr(app.state, "library", None) is None  # a library passed in is its caller's to close
+        if owned:
             app.state.library = build_library(settings)
         app.state.library.verify_model()
         app.state.library.open(remover=True)  # load the model now, so the first search is fast
@@ -129,6 +130,8 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         app.state.captions.stop()
         app.state.jobs.cancel()
         app.state.jobs.wait(timeout=30)
+        if owned:
+            app.state.library.close()
 
     app = FastAPI(
         title="ImageMatch",
