@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from imagematch.captions import CaptionWorker
+from imagematch.captions import CaptionsNotRecorded, CaptionWorker
 from imagematch.factory import build_caption_worker, build_library
 from imagematch.library import Library, SimpleSearch
 from imagematch.records import CaptionStatus, ImageRecord, RecordPatch
@@ -168,6 +168,32 @@ def test_the_worker_survives_any_error_marks_the_image_and_goes_on(
     finally:
         worker.stop()
     assert sum("the store refused the write" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_library_that_takes_no_writes_stops_the_run_instead_of_asking_again(
+    library: Library, caption_settings: Settings, fake: FakeMoondream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk: neither the caption nor the failure can be written. Each new request would be paid for."""
+    _add(library, "coffee")
+
+    def refused(*_args: object) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(library, "apply_caption", refused)
+    monkeypatch.setattr(library, "fail_caption", refused)
+    with pytest.raises(CaptionsNotRecorded, match="No space left on device"):
+        _worker(caption_settings, library).run_until_empty()
+    assert len(fake.requests) == 1
+    worker = _worker(caption_settings, library)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(fake.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the background worker waits (5 s, doubling) before it asks again
+        assert len(fake.requests) == 2 and worker._thread is not None and worker._thread.is_alive()
+    finally:
+        worker.stop()
 
 
 def test_a_bad_key_pauses_captions_with_one_clear_status(

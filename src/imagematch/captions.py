@@ -22,14 +22,20 @@ from typing import Literal
 from imagematch import media
 from imagematch.ai.captioner import Captioner, CaptionError, CaptionLength
 from imagematch.library import Library
-from imagematch.records import ImageRecord
+from imagematch.records import ImageMatchError, ImageRecord
 
 log = logging.getLogger(__name__)
 
 WorkerState = Literal["off", "idle", "working", "stopped", "error"]
 _IDLE_POLL_S = 5.0
-# After an error the worker could not even record (the store is down), it waits this long before the next try.
+# After an error the worker could not even record (the store takes no writes), it waits before trying again:
+# this long at first, doubling up to the cap, so a full disk does not cost a caption request every few seconds.
 _STORE_ERROR_PAUSE_S = 5.0
+_STORE_ERROR_PAUSE_CAP_S = 300.0
+
+
+class CaptionsNotRecorded(ImageMatchError):
+    """The library takes no caption results now (its store refuses writes): captioning must wait."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +134,8 @@ class CaptionWorker:
             self._state = "stopped"
 
     def run_until_empty(self, on_caption: Callable[[], None] | None = None) -> tuple[int, int]:
-        """Caption everything pending in this thread (the CLI); returns (captioned, failed)."""
+        """Caption everything pending in this thread (the CLI); returns (captioned, failed). Raises
+        CaptionsNotRecorded when the library takes no writes, rather than asking for the same caption again."""
         captioned = failed = 0
         while self.captioner is not None and not self._broken() and not self._stop.is_set():
             batch = self.library.pending_captions()
@@ -146,6 +153,7 @@ class CaptionWorker:
 
     def _loop(self) -> None:
         log.info("caption worker started (%s, %.1f requests/s)", self.name, 1 / self.limiter.interval)
+        pause = _STORE_ERROR_PAUSE_S
         while not self._stop.is_set():
             try:
                 batch = self.library.pending_captions()
@@ -158,17 +166,22 @@ class CaptionWorker:
                 self._wake.clear()
                 continue
             self._state = "working"
-            for record in batch:
-                if self._stop.is_set() or self._broken():
-                    break
-                if self._guarded_caption(record) is None and not self._broken():
-                    self._stop.wait(_STORE_ERROR_PAUSE_S)
+            try:
+                for record in batch:
+                    if self._stop.is_set() or self._broken():
+                        break
+                    self._guarded_caption(record)
+                pause = _STORE_ERROR_PAUSE_S
+            except CaptionsNotRecorded as error:
+                log.error("%s; trying again in %.0f s", error, pause)
+                self._stop.wait(pause)
+                pause = min(pause * 2, _STORE_ERROR_PAUSE_CAP_S)
             if self._broken():
                 return
 
     def _guarded_caption(self, record: ImageRecord) -> bool | None:
-        """_caption, with any error it lets through logged once and recorded on the image (False); None when
-        even that could not be written, or when interrupted."""
+        """_caption, with any error it lets through logged once and recorded on the image (False). When even that
+        cannot be written, CaptionsNotRecorded: the same image would come back from the queue at once."""
         try:
             return self._caption(record)
         except Exception as error:
@@ -176,8 +189,9 @@ class CaptionWorker:
             try:
                 self.library.fail_caption(record.id, reason)  # which logs it
             except Exception as store_error:
-                log.error("caption %s: %s; and cannot record it: %s", record.id, reason, store_error)
-                return None
+                raise CaptionsNotRecorded(
+                    f"caption of {record.id} failed ({reason}), and the library cannot record it: {store_error}"
+                ) from None
             return False
 
     def _caption(self, record: ImageRecord) -> bool | None:
