@@ -328,6 +328,11 @@ def test_serve_on_a_port_in_use_names_the_settings(env: dict[str, str]) -> None:
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_serve_on_an_address_that_is_no_address_says_so(env: dict[str, str]) -> None:
+    result = runner.invoke(app, ["serve", "--host", "no-such-host.invalid", "--insecure"])
+    assert result.exit_code == 2 and "IMAGEMATCH_HOST" in result.output and "port" not in result.output
+
+
 def test_log_lines_print_above_a_live_progress_bar() -> None:
     from rich.console import Console
     from rich.progress import Progress

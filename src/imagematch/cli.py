@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import socket
@@ -28,6 +27,7 @@ from rich.table import Table
 from typer._click import Context, Parameter
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
+from imagematch.addresses import ip_address
 from imagematch.files import FolderScan, scan
 from imagematch.filters import parse_where
 from imagematch.library import RESET_PHRASE, Library, SimpleSearch, Upload
@@ -123,17 +123,24 @@ def is_loopback(host: str) -> bool:
     """Whether an address to bind is reachable from this machine only."""
     if host.lower() == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    address = ip_address(host)
+    return address is not None and address.is_loopback
 
 
 def _require_free_port(host: str, port: int) -> None:
-    """Refuse a port another program listens on before anything is loaded or announced (uvicorn would only
-    say `[Errno 98]` after the banner)."""
+    """Refuse an address this machine cannot listen on, or a port another program listens on, before anything
+    is loaded or announced (uvicorn would only say `[Errno 98]` after the banner)."""
+    bind_host = host.strip().removeprefix("[").removesuffix("]") or "0.0.0.0"  # "" is every interface
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(bind_host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        err.print(
+            f"[red]error:[/red] cannot listen on {host!r} ({error.strerror or error}): set --host or "
+            "IMAGEMATCH_HOST to an address of this machine",
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
+    try:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
             probe.bind(address)

@@ -5,6 +5,7 @@ beyond loopback without authentication."""
 from __future__ import annotations
 
 import re
+import socket
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -451,3 +452,14 @@ def test_serve_leaves_forwarded_headers_to_the_app(
     assert result.exit_code == 0 and "FORWARDED_ALLOW_IPS is ignored" in result.output
     assert "IMAGEMATCH_TRUSTED_PROXIES" in result.output
     assert [call["proxy_headers"] for call in served] == [False]
+
+
+@pytest.mark.parametrize("host", ["[::1]", ""])
+def test_serve_listens_on_bracketed_and_empty_hosts(served: list[dict[str, Any]], host: str) -> None:
+    """`[::1]` is loopback and `""` every interface: the port check before the banner must take both."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    result = CliRunner().invoke(cli, ["serve", "--host", host, "--port", str(port), "--insecure"])
+    assert result.exit_code == 0, result.output
+    assert [call["host"] for call in served] == [host]

@@ -120,6 +120,13 @@ def test_the_client_is_the_right_most_untrusted_address(forwarded_for: str, clie
     assert TrustedProxies(["127.0.0.1", "10.0.0.0/8"]).client("127.0.0.1", forwarded_for) == client
 
 
+def test_ipv4_mapped_addresses_of_dual_stack_sockets_are_the_proxies_they_carry() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8", "::1"])
+    assert proxies.trusts("::ffff:10.0.0.5") and proxies.trusts("[::ffff:10.0.0.5]") and proxies.trusts("::1")
+    assert not proxies.trusts("::ffff:192.168.1.5") and not proxies.trusts("not an address")
+    assert proxies.client("::ffff:10.0.0.5", "203.0.113.9, ::ffff:10.0.0.7") == "203.0.113.9"
+
+
 def test_forwarded_headers_count_only_from_a_trusted_peer(tmp_path: Path, tiny_model_dir: Path) -> None:
     settings = make_settings(tmp_path, tiny_model_dir, rate_limit=2, trusted_proxies=("192.0.2.1",))
     app = create_app(settings, build_library(settings))

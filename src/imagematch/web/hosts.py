@@ -14,13 +14,13 @@ Anything else gets 400 before any other work: JSON for the API, a page for peopl
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable
 
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from imagematch.addresses import IPAddress, ip_address
 from imagematch.settings import Settings
 from imagematch.web.templating import error_page, is_page_path
 
@@ -39,23 +39,16 @@ def host_name(value: str) -> str | None:
     return match["name"].lower().rstrip(".") or None
 
 
-def _address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(name.removeprefix("[").removesuffix("]"))
-    except ValueError:
-        return None
-
-
 class HostAllowList:
     """Exact names and `*.domain` patterns (which match names under the domain, not the domain itself)."""
 
     def __init__(self, patterns: Iterable[str], *, any_address: bool = False) -> None:
         self.names: set[str] = set()
-        self.addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+        self.addresses: set[IPAddress] = set()
         self.suffixes: list[str] = []
         self.any_address = any_address
         for pattern in (given.lower().rstrip(".") for given in patterns):
-            address = _address(pattern)
+            address = ip_address(pattern)
             if address is not None:
                 self.addresses.add(address)
             elif pattern.startswith("*."):
@@ -64,10 +57,9 @@ class HostAllowList:
                 self.names.add(pattern)
 
     def allows(self, name: str) -> bool:
-        address = _address(name)
+        address = ip_address(name)
         if address is not None:
-            mapped = getattr(address, "ipv4_mapped", None) or address
-            return self.any_address or mapped.is_loopback or address in self.addresses
+            return self.any_address or address.is_loopback or address in self.addresses
         return name in self.names or name.endswith(tuple(self.suffixes))
 
 

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from imagematch.addresses import ip_address
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _SCHEMES = frozenset({"http", "https"})
 
@@ -26,11 +28,8 @@ class TrustedProxies:
         self.networks: tuple[Network, ...] = tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
     def trusts(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.strip().removeprefix("[").removesuffix("]"))
-        except ValueError:
-            return False
-        return any(ip.version == network.version and ip in network for network in self.networks)
+        ip = ip_address(address)
+        return ip is not None and any(ip.version == network.version and ip in network for network in self.networks)
 
     def client(self, peer: str, forwarded_for: str) -> str:
         """The right-most address that no trusted proxy put there; the left-most when every one is trusted."""
