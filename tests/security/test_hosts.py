@@ -200,3 +200,15 @@ def test_uploads_from_the_pages_own_name_still_work(harness: Harness) -> None:
     )
     assert added.status_code == 201
     assert harness.client.delete(f"/api/v1/images/{added.json()['id']}").status_code == 204
+
+
+def test_every_refusal_carries_the_security_headers(harness: Harness) -> None:
+    """Refusals of the outermost layers too: a wrong host (400) and a cross-site write (403)."""
+    for response in (
+        harness.client.get("/", headers={"Host": "rebind.attacker.example"}),
+        harness.client.get("/api/v1/images", headers={"Host": "rebind.attacker.example"}),
+        harness.client.delete(f"/api/v1/images/{harness.stored_id}", headers={"Origin": "http://127.0.0.1:9999"}),
+        harness.client.get("/"),
+    ):
+        assert response.headers["x-content-type-options"] == "nosniff", response.status_code
+        assert response.headers["x-frame-options"] == "DENY" and response.headers["referrer-policy"] == "same-origin"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -96,6 +96,35 @@ class BodyLimit:
         )
 
 
+class SecurityHeaders:
+    """Headers every answer carries, refusals of the outer layers included: no sniffing, no framing, no
+    referrer beyond this site. An answer that sets its own keeps it."""
+
+    HEADERS = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+        (b"x-frame-options", b"DENY"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(header for header in self.HEADERS if header[0] not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -146,7 +175,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     # Multipart overhead on top of the largest accepted file.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)
     # Before any body is read, the client's request budget and then its credentials are checked (each
-    # add_middleware wraps what was added before); security_headers, added after, wraps their refusals too.
+    # add_middleware wraps what was added before).
     secret = session_secret(settings)
     app.state.form_tokens = FormTokens(secret)
     app.state.authenticator = Authenticator(settings, secret) if settings.auth_enabled else None
@@ -155,14 +184,6 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     if settings.rate_limit:
         app.add_middleware(RateLimit, buckets=TokenBuckets(settings.rate_limit))
     app.state.login_attempts = TokenBuckets(LOGIN_ATTEMPTS_PER_MINUTE)
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        return response
 
     # Pages get a friendly HTML page; the API keeps its JSON errors.
     @app.exception_handler(ImageMatchError)
@@ -202,6 +223,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     allowed_hosts = host_allow_list(settings)
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed=allowed_hosts)
+    app.add_middleware(SecurityHeaders)  # around everything, so every refusal above carries them too
     app.include_router(api.router)
     app.include_router(auth.router)
     api_docs.install(app)
