@@ -834,7 +834,7 @@ class Library:
         if vectors.text is None or weight <= 0:
             hits = self.store.search(vectors.query, k=depth, flt=query.filter)
         else:
-            hits = self._fused_search(vectors.query, vectors.text, weight, depth, query.filter)
+            hits = self._fused_search(vectors.query, vectors.text, weight, depth, query.filter, shown)
         if query.min_score is not None:
             hits = [hit for hit in hits if hit.score >= query.min_score]
         if query.hybrid:
@@ -886,7 +886,9 @@ class Library:
         order = sorted(fused, key=lambda image_id: (-fused[image_id], image_id))
         return [Hit(records[image_id], fused[image_id]) for image_id in order]
 
-    def _fused_search(self, query: Vector, text: Vector, weight: float, k: int, flt: Filter | None) -> list[Hit]:
+    def _fused_search(
+        self, query: Vector, text: Vector, weight: float, k: int, flt: Filter | None, shown: set[str]
+    ) -> list[Hit]:
         depth = self._depth(k)
         by_image = self._candidate_reader.submit(self.store.nearest, query, k=depth, flt=flt)
         by_words = self.store.nearest(text, k=depth, flt=flt, field="words")
@@ -900,7 +902,7 @@ class Library:
         image_scores = np.array([float(stored[i][0] @ query) for i in ids])
         words_scores = np.array([float(w @ text) if (w := stored[i][1]) is not None else np.nan for i in ids])
         standing = words_standing(words_scores, (self._reference_vectors() @ text).astype(np.float64))
-        from_image = {c.id for c in image_candidates}
+        from_image = {c.id for c in image_candidates} - shown  # the query's own images would widen the spread
         baseline = np.array([score for i, score in zip(ids, image_scores, strict=True) if i in from_image])
         fused = fuse(image_scores, standing, baseline if baseline.size else image_scores, weight)
         order = np.argsort(-fused, kind="stable")[:k]
