@@ -120,3 +120,28 @@ def test_a_model_file_in_any_folder_is_used_where_it_is(u2netp: Path, tmp_path: 
     assert remover.cutout(photo("astronaut")).image is not None
     homes = [U2NET_HOME, Path.home() / ".rembg"]
     assert not [copy for home in homes for copy in home.rglob("portrait-u2netp.onnx")]  # used in place, not copied
+
+
+def test_a_missing_model_behind_a_proxy_is_left_to_the_download(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The fast offline check connects directly, which a proxy-only network refuses though the download works."""
+    import rembg
+
+    from imagematch.ai import background
+
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path))  # nothing downloaded there
+    downloads: list[str] = []
+
+    def new_session(model: str) -> object:
+        downloads.append(model)
+        return object()
+
+    monkeypatch.setattr(rembg, "new_session", new_session)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    background._named_session("u2netp")
+    assert downloads == ["u2netp"]
+    monkeypatch.delenv("HTTPS_PROXY")
+    with pytest.raises(ModelUnavailable, match="cannot be reached"):  # no network here, and no proxy to try
+        background._named_session("u2netp")
+    assert downloads == ["u2netp"]

@@ -11,6 +11,7 @@ import logging
 import socket
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -134,7 +135,9 @@ def _named_session(model: str) -> Any:
     from rembg.sessions import sessions_class
 
     session_class = next((c for c in sessions_class if c.name() == model), None)
-    if session_class is not None and session_class.resolve_existing(f"{model}.onnx") is None:
+    missing = session_class is not None and session_class.resolve_existing(f"{model}.onnx") is None
+    # Through a proxy only the download itself can tell whether it works: the direct probe would say no.
+    if missing and not urllib.request.getproxies().get("https"):
         try:
             socket.create_connection((MODEL_HOST, 443), timeout=5).close()
         except OSError as error:
