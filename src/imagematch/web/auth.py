@@ -35,7 +35,7 @@ from imagematch.settings import Settings
 from imagematch.web.csrf import require_token
 from imagematch.web.ratelimit import TokenBuckets, client_address, too_many_requests
 from imagematch.web.schemas import API
-from imagematch.web.templating import error_page, render
+from imagematch.web.templating import error_page, is_page_path, render
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,6 @@ Credential = Literal["key", "session"]
 
 def is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
-
-
-def answers_json(path: str) -> bool:
-    """The API and the OpenAPI schema answer in JSON; everything else is a page for people."""
-    return path in {"/openapi.json", "/api"} or path.startswith("/api/")
 
 
 def session_secret(settings: Settings) -> bytes:
@@ -187,7 +182,7 @@ class AccessGuard:
 
 def _refusal(scope: Scope) -> Response:
     path: str = scope["path"]
-    if answers_json(path):
+    if not is_page_path(path):
         return JSONResponse(
             {"detail": "authentication required: send the API key as X-API-Key or Authorization: Bearer, or log in"},
             status_code=401,

@@ -28,8 +28,8 @@ COOKIE_NAME = "imagematch_csrf"
 FIELD_NAME = "csrf_token"
 _BROWSER_VALUE_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 REFUSED_MESSAGE = (
-    "This form could not be verified: it has expired or it was not sent from an ImageMatch page. "
-    "Reload the page and try again."
+    "This form could not be verified: it was opened before you logged in or out, or it was not sent from an "
+    "ImageMatch page. Reload the page and try again."
 )
 
 

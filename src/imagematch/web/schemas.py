@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imagematch import shapes
 from imagematch.jobs import JobStatus
-from imagematch.records import Hit, ImageRecord, IngestResult
-from imagematch.shapes import hit_fields, image_fields
+from imagematch.records import ImageRecord, IngestResult
+from imagematch.shapes import image_fields
 
 API = shapes.API  # the prefix of every API route
 
@@ -105,10 +105,6 @@ class HitOut(BaseModel):
     thumbnail_url: str
     url: str
     image: ImageOut
-
-    @classmethod
-    def of(cls, hit: Hit) -> HitOut:
-        return cls.model_validate(hit_fields(hit))
 
 
 class SearchOut(BaseModel):

@@ -162,5 +162,5 @@ def error_page(status: int, message: str) -> HTMLResponse:
 
 
 def is_page_path(path: str) -> bool:
-    """Pages answer errors in HTML; the API (and anything under /api) in JSON."""
-    return not (path == "/api" or path.startswith("/api/"))
+    """Pages answer errors in HTML; the API (anything under /api) and its schema in JSON."""
+    return not (path in ("/api", "/openapi.json") or path.startswith("/api/"))
