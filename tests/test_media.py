@@ -42,12 +42,14 @@ def test_animated_gif_uses_the_first_frame() -> None:
     assert red > 200 and blue < 50 and green < 50
 
 
-def test_exif_orientation_is_applied() -> None:
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_exif_orientation_is_applied(fmt: str) -> None:
+    """Once: Pillow's TIFF plugin turns the image itself as it loads it."""
     image = Image.new("RGB", (200, 100), (255, 255, 255))
     image.paste((255, 0, 0), (0, 0, 100, 100))  # left half red
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
-    decoded = decode(encode(image, "JPEG", exif=exif.tobytes()), max_pixels=CAP)
+    decoded = decode(encode(image, fmt, exif=exif.tobytes()), max_pixels=CAP)
     assert (decoded.width, decoded.height) == (100, 200)
     top = decoded.image.getpixel((50, 20))
     assert top[0] > 200 and top[1] < 80  # type: ignore[index]  # the red half is now on top
@@ -69,13 +71,36 @@ def test_bad_orientation_tag_is_ignored() -> None:
         Image.new("RGBA", (40, 30), (10, 20, 30, 0)),
         Image.new("1", (40, 30), 1),
         Image.fromarray(np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50),
+        Image.frombytes("I;16B", (40, 30), (np.arange(1200, dtype=">u2") * 50).tobytes()),
+        Image.frombytes("I;16L", (40, 30), (np.arange(1200, dtype="<u2") * 50).tobytes()),
     ],
-    ids=["cmyk", "palette", "gray-alpha", "transparent", "bilevel", "16-bit"],
+    ids=[
+        "cmyk",
+        "palette",
+        "gray-alpha",
+        "transparent",
+        "bilevel",
+        "16-bit",
+        "16-bit-big-endian",
+        "16-bit-little-endian",
+    ],
 )
 def test_unusual_modes_become_rgb(image: Image.Image) -> None:
-    fmt = "JPEG" if image.mode == "CMYK" else ("TIFF" if image.mode == "I;16" else "PNG")
+    fmt = "JPEG" if image.mode == "CMYK" else ("TIFF" if image.mode.startswith("I;16") else "PNG")
     decoded = decode(encode(image, fmt), max_pixels=CAP)
     assert decoded.image.mode == "RGB" and decoded.image.size == (40, 30)
+
+
+@pytest.mark.parametrize("mode", ["I;16B", "I;16L"])
+def test_sixteen_bit_tiffs_in_either_byte_order_are_stretched_like_native_sixteen_bit(mode: str) -> None:
+    """A big-endian TIFF (as many scanners write) opens as I;16B, whose strips Pillow's point() and getextrema()
+    refuse: it was refused as corrupt."""
+    values = np.linspace(1000, 60000, 64 * 48).astype(np.uint16).reshape(48, 64)
+    native = np.asarray(decode(encode(Image.fromarray(values), "PNG"), max_pixels=CAP).image)
+    ordered = Image.frombytes(mode, (64, 48), values.astype(">u2" if mode == "I;16B" else "<u2").tobytes())
+    decoded = np.asarray(decode(encode(ordered, "TIFF"), max_pixels=CAP).image)
+    assert np.array_equal(decoded, native)
+    assert decoded.min() == 0 and decoded.max() == 255
 
 
 def test_transparent_pixels_become_white() -> None:
@@ -120,6 +145,14 @@ def test_large_jpeg_is_decoded_reduced_but_reports_full_size() -> None:
     decoded = decode(encode(big, "JPEG", quality=85), max_pixels=CAP)
     assert (decoded.width, decoded.height) == (4000, 3000)
     assert min(decoded.image.size) < 3000 and min(decoded.image.size) >= 1024
+
+
+def test_an_rgb_image_that_needs_no_reduction_is_not_charged_for_a_working_copy() -> None:
+    """A 400×10000 RGB strip is too narrow to reduce and is returned as it is decoded: 4 bytes a pixel, 16 MB,
+    within the budget of a 5-megapixel cap (24 MB). Counting an RGB working copy too (32 MB) refused it."""
+    strip = encode(Image.new("RGB", (400, 10_000), (20, 90, 200)), "PNG")
+    decoded = decode(strip, max_pixels=5_000_000)
+    assert (decoded.width, decoded.height) == decoded.image.size == (400, 10_000)
 
 
 def test_decoding_keeps_only_the_pixels_asked_for() -> None:

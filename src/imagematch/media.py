@@ -40,12 +40,25 @@ ACCEPTED_NAMES = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF and AVIF"
 # CLIP-family preprocessing (<= 448 px), and JPEG draft mode makes it several times cheaper than full size.
 WORK_SIZE = 1024
 THUMBNAIL_SIZE = 384
-# The memory one decode may take, per pixel of the pixel cap: Pillow holds every mode in at most 4 bytes a pixel
-# (RGB too), and the working copy of an image that is not reduced (a very long strip) needs up to 4 more.
-# Conversion to RGB works a strip of rows at a time, so it adds about _STRIP_PIXELS × 16 bytes whatever the size.
+# The memory one decode may take, per pixel of the pixel cap. A decode holds the decoded pixels (decoded_bytes:
+# 1 byte a pixel for grey and palette, 2 for 16-bit grey, 4 for the rest, RGB included) and, unless the image is
+# RGB and needs no box reduction, an RGB copy at the box-reduced size (4 bytes a pixel; the full size for a strip
+# too narrow to reduce); the resized image comes after the decoded pixels are freed. EXIF orientation turns the
+# smaller of the decoded image and the result, so a turn costs a second copy of that one. 5 lets through, at the
+# cap, every image box-reduced by 2 or more each way (at most 4 + 1), every RGB image that needs no turn, and grey
+# strips too narrow to reduce (1 + 4); such a strip in a deeper mode (16-bit 2 + 4, RGBA or CMYK 4 + 4), or an RGB
+# one that must be turned (4 + 4), is refused near the cap. _check_budget counts all of this before decoding.
+# Conversion works a strip of rows at a time, which adds up to about _STRIP_PIXELS × 16 bytes whatever the size,
+# uncounted.
 DECODE_BYTES_PER_PIXEL = 5
 _STRIP_PIXELS = 1 << 20
 _DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+# 16-bit modes that Pillow's point() and getextrema() refuse ("I;16B" is how a big-endian 16-bit TIFF, common from
+# scanners, opens); a strip of them converted to "I" supports both.
+_POINTLESS_MODES = ("I;16B", "I;16L", "I;16N")
+# Formats whose Pillow plugin applies the EXIF orientation itself as it loads (reporting the turned size from
+# the start) and then drops the tag: decode() must not turn them again.
+_TURNED_ON_LOAD = frozenset({"TIFF"})
 _ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
 _TRANSPOSE_FOR_ORIENTATION = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -106,7 +119,7 @@ def decode(data: bytes, *, max_pixels: int, short_side: int = WORK_SIZE, long_si
     if not data:
         raise InvalidImage("the file is empty")
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise InvalidImage(f"not an image we can read (accepted: {ACCEPTED_NAMES})") from None
     except (OSError, SyntaxError, ValueError) as error:
@@ -131,16 +144,24 @@ def decode(data: bytes, *, max_pixels: int, short_side: int = WORK_SIZE, long_si
             wanted = (long_side, short_side) if stored_w >= stored_h else (short_side, long_side)
             image.draft("RGB", wanted)
         plan = _Reduction.of(image.size, short_side, long_side)
-        _check_budget(image, plan, max_pixels)
+        turn = _Turn.of(orientation, fmt, image.mode, image.size, plan)
+        _check_budget(image, plan, turn, max_pixels)
         image.load()
-        rgb = _working_copy(image, plan)
+        if turn.first:  # the decoded image is smaller than the result: turn it, then drop it
+            image = image.transpose(_TRANSPOSE_FOR_ORIENTATION[orientation])
+            plan = _Reduction.of(image.size, short_side, long_side)
+        decoded_size = image.size
+        rgb = _reduced_copy(image, plan)
+        del image  # unless the reduced copy is the decoded image itself, the decoded pixels are freed here
+        rgb = _resized(rgb, plan, decoded_size)
+        if turn.after:
+            rgb = rgb.transpose(_TRANSPOSE_FOR_ORIENTATION[orientation])
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise InvalidImage(f"the image is truncated or corrupt ({error})") from None
 
-    if orientation in (5, 6, 7, 8):
+    if orientation in (5, 6, 7, 8) and fmt not in _TURNED_ON_LOAD:
         width, height = height, width
-    upright = rgb.transpose(_TRANSPOSE_FOR_ORIENTATION[orientation]) if orientation != 1 else rgb
-    return DecodedImage(image=upright, format=fmt, width=width, height=height, exif=info)
+    return DecodedImage(image=rgb, format=fmt, width=width, height=height, exif=info)
 
 
 def decoded_bytes(mode: str, size: tuple[int, int]) -> int:
@@ -250,10 +271,60 @@ class _Reduction:
         return math.ceil(size[0] / self.factor[0]), math.ceil(size[1] / self.factor[1])
 
 
-def _check_budget(image: Image.Image, plan: _Reduction, max_pixels: int) -> None:
-    """Refuse, before decoding, an image whose decoded pixels and working copy need more memory than the budget
-    (DECODE_BYTES_PER_PIXEL × the pixel cap): the pixel count alone does not say what a decode costs."""
-    needed = decoded_bytes(image.mode, image.size) + decoded_bytes("RGB", plan.reduced(image.size))
+def _copies_made(mode: str, plan: _Reduction) -> bool:
+    """Whether _reduced_copy converts and box-reduces a copy of the image (else it returns the image itself)."""
+    return mode != "RGB" or plan.factor != (1, 1)
+
+
+def _result_bytes(mode: str, size: tuple[int, int], plan: _Reduction) -> int:
+    """What the working image holds in the end: the resized image, the reduced copy or the decoded image itself."""
+    if plan.size is not None:
+        return decoded_bytes("RGB", plan.size)
+    return decoded_bytes("RGB", plan.reduced(size)) if _copies_made(mode, plan) else decoded_bytes(mode, size)
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """Where decode() applies the EXIF orientation: to the decoded image before the working copy is made (`first`,
+    when the decoded image is the smaller: a grey or 16-bit strip that is not reduced), to the result (`after`),
+    or nowhere (upright, or the plugin turned it as it loaded). `turned_decoded` says whether the decoded image is
+    turned (by decode() or by the plugin): two copies of it are held for a moment."""
+
+    first: bool = False
+    after: bool = False
+    turned_decoded: bool = False
+
+    @classmethod
+    def of(cls, orientation: int, fmt: str, mode: str, size: tuple[int, int], plan: _Reduction) -> _Turn:
+        if orientation == 1:
+            return cls()
+        if fmt in _TURNED_ON_LOAD:
+            return cls(turned_decoded=True)
+        if _result_bytes(mode, size, plan) > decoded_bytes(mode, size):
+            return cls(first=True, turned_decoded=True)
+        return cls(after=True)
+
+
+def _needed_bytes(mode: str, size: tuple[int, int], plan: _Reduction, turn: _Turn) -> int:
+    """The most memory a decode holds at once: the decoded pixels and the converted, box-reduced copy (when one
+    is made), then that copy (the decoded image when none is made) and the resized image; a turn holds two
+    copies of what it turns, the decoded image or the result (by then the only image left)."""
+    decoded = decoded_bytes(mode, size)
+    reduced = decoded_bytes("RGB", plan.reduced(size)) if _copies_made(mode, plan) else 0
+    working = decoded + reduced
+    if plan.size is not None:
+        working = max(working, (reduced or decoded) + decoded_bytes("RGB", plan.size))
+    if turn.turned_decoded:
+        return max(working, 2 * decoded)
+    if turn.after:
+        return max(working, 2 * _result_bytes(mode, size, plan))
+    return working
+
+
+def _check_budget(image: Image.Image, plan: _Reduction, turn: _Turn, max_pixels: int) -> None:
+    """Refuse, before decoding, an image whose decode needs more memory than the budget (DECODE_BYTES_PER_PIXEL ×
+    the pixel cap): the pixel count alone does not say what a decode costs."""
+    needed = _needed_bytes(image.mode, image.size, plan, turn)
     budget = DECODE_BYTES_PER_PIXEL * max_pixels
     if needed > budget:
         width, height = image.size
@@ -263,23 +334,31 @@ def _check_budget(image: Image.Image, plan: _Reduction, max_pixels: int) -> None
         )
 
 
-def _working_copy(image: Image.Image, plan: _Reduction) -> Image.Image:
-    """The decoded image in RGB at its working size, converted and box-reduced a strip of rows at a time, then
-    resized: beside the decoded pixels, memory holds one strip and the reduced image, whatever the mode (16-bit,
-    float, alpha, palette, CMYK); the result is what converting the whole image and then resizing it gives."""
-    if plan.size is None and image.mode == "RGB":
+def _reduced_copy(image: Image.Image, plan: _Reduction) -> Image.Image:
+    """The decoded image in RGB, box-reduced by the plan's factors, converted and reduced a strip of rows at a
+    time: beside the decoded pixels, memory holds one strip and the reduced image, whatever the mode (16-bit,
+    float, alpha, palette, CMYK). An RGB image that needs no box reduction is returned as it is."""
+    if not _copies_made(image.mode, plan):
         return image
     convert = _strip_converter(image)
-    factor_x, factor_y = plan.factor
+    factor_y = plan.factor[1]
     width, height = image.size
     reduced = Image.new("RGB", plan.reduced(image.size))
     rows = max(1, _STRIP_PIXELS // width // factor_y) * factor_y
     for top in range(0, height, rows):
         strip = convert(image.crop((0, top, width, min(height, top + rows))))
         reduced.paste(strip.reduce(plan.factor) if plan.factor != (1, 1) else strip, (0, top // factor_y))
+    return reduced
+
+
+def _resized(reduced: Image.Image, plan: _Reduction, decoded_size: tuple[int, int]) -> Image.Image:
+    """The reduced image resized to the plan's final size (as it is when the plan has none): together with
+    _reduced_copy, what converting the whole image and then resizing it gives. The decoded image is no longer
+    held by then, unless it is the reduced image."""
     if plan.size is None:
         return reduced
-    return reduced.resize(plan.size, Image.Resampling.BILINEAR, box=(0, 0, width / factor_x, height / factor_y))
+    box = (0, 0, decoded_size[0] / plan.factor[0], decoded_size[1] / plan.factor[1])
+    return reduced.resize(plan.size, Image.Resampling.BILINEAR, box=box)
 
 
 def _strip_converter(image: Image.Image) -> Callable[[Image.Image], Image.Image]:
@@ -290,10 +369,10 @@ def _strip_converter(image: Image.Image) -> Callable[[Image.Image], Image.Image]
     if mode in ("RGB", "L"):
         return lambda strip: strip
     if mode in _DEEP_MODES:
-        extrema = image.getextrema()
-        low, high = float(extrema[0]), float(extrema[1])  # type: ignore[arg-type]
+        pointable = _as_int if mode in _POINTLESS_MODES else _unchanged
+        low, high = _extrema(image, pointable)
         scale = 255.0 / (high - low) if high > low else 0.0
-        return lambda strip: strip.point(lambda value: value * scale - low * scale).convert("L")
+        return lambda strip: pointable(strip).point(lambda value: value * scale - low * scale).convert("L")
     if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
 
         def over_white(strip: Image.Image) -> Image.Image:
@@ -305,6 +384,29 @@ def _strip_converter(image: Image.Image) -> Callable[[Image.Image], Image.Image]
     if mode == "1":
         return lambda strip: strip.convert("L")
     return lambda strip: strip.convert("RGB")
+
+
+def _as_int(strip: Image.Image) -> Image.Image:
+    return strip.convert("I")
+
+
+def _unchanged(strip: Image.Image) -> Image.Image:
+    return strip
+
+
+def _extrema(image: Image.Image, pointable: Callable[[Image.Image], Image.Image]) -> tuple[float, float]:
+    """The darkest and lightest value of a one-band image, a strip at a time for modes getextrema() refuses."""
+    if pointable is _unchanged:
+        extrema = image.getextrema()
+        return float(extrema[0]), float(extrema[1])  # type: ignore[arg-type]
+    width, height = image.size
+    rows = max(1, _STRIP_PIXELS // width)
+    lows, highs = [], []
+    for top in range(0, height, rows):
+        low, high = pointable(image.crop((0, top, width, min(height, top + rows)))).getextrema()
+        lows.append(float(low))  # type: ignore[arg-type]
+        highs.append(float(high))  # type: ignore[arg-type]
+    return min(lows), max(highs)
 
 
 def _clean_text(value: object) -> str:

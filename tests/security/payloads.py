@@ -117,6 +117,24 @@ def _sixteen_bit() -> bytes:
     return encode(Image.fromarray(gray), "PNG")
 
 
+def _sixteen_bit_grey(name: str, size: tuple[int, int]) -> np.ndarray:
+    return np.asarray(photo(name).convert("L").resize(size), dtype=np.uint16) * 257
+
+
+def _sixteen_bit_tiff(name: str, size: tuple[int, int], byte_order: str, orientation: int = 1) -> bytes:
+    """A 16-bit grey TIFF as scanners write it, big-endian ("MM", which Pillow opens as mode I;16B) or
+    little-endian ("II"), optionally with an orientation tag (which Pillow's TIFF plugin applies as it loads)."""
+    mode, dtype = ("I;16B", ">u2") if byte_order == "big" else ("I;16L", "<u2")
+    image = Image.frombytes(mode, size, _sixteen_bit_grey(name, size).astype(dtype).tobytes())
+    return encode(image, "TIFF", tiffinfo={0x0112: orientation} if orientation != 1 else {})
+
+
+def _sixteen_bit_rotated_png() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    return encode(Image.fromarray(_sixteen_bit_grey("immunohistochemistry", (480, 320))), "PNG", exif=exif.tobytes())
+
+
 def _corrupt_jpeg() -> bytes:
     data = jpeg("astronaut")
     return _flipped(data, data.find(b"\xff\xda") + 20, 2000)
@@ -172,6 +190,28 @@ REFUSED_FILES = [
 ODD_IMAGES = [
     OddImage("one-pixel", "dot.png", lambda: encode(Image.new("RGB", (1, 1), (200, 30, 30)), "PNG"), (1, 1), "PNG"),
     OddImage("sixteen-bit", "deep.png", _sixteen_bit, (512, 512), "PNG"),
+    OddImage("sixteen-bit-rotated-by-exif", "deep-turned.png", _sixteen_bit_rotated_png, (320, 480), "PNG"),
+    OddImage(
+        "sixteen-bit-big-endian-tiff",
+        "scan-mm.tif",
+        lambda: _sixteen_bit_tiff("gravel", (512, 384), "big"),
+        (512, 384),
+        "TIFF",
+    ),
+    OddImage(
+        "sixteen-bit-little-endian-tiff",
+        "scan-ii.tif",
+        lambda: _sixteen_bit_tiff("hubble_deep_field", (500, 436), "little"),
+        (500, 436),
+        "TIFF",
+    ),
+    OddImage(
+        "sixteen-bit-big-endian-tiff-rotated",
+        "scan-turned.tif",
+        lambda: _sixteen_bit_tiff("cell", (550, 660), "big", 6),
+        (660, 550),
+        "TIFF",
+    ),
     OddImage("cmyk", "print.jpg", lambda: encode(photo("coffee").convert("CMYK"), "JPEG"), (600, 400), "JPEG"),
     OddImage("palette", "palette.png", lambda: encode(photo("chelsea").quantize(256), "PNG"), (451, 300), "PNG"),
     OddImage("bad-orientation-tag", "tag42.jpg", lambda: _with_orientation("rocket", 42), (640, 427), "JPEG"),

@@ -23,33 +23,60 @@ from imagematch.web.app import create_app
 from tests.browser.live import serve
 from tests.images import encode, jpeg, photo
 from tests.security.conftest import make_settings
-from tests.security.payloads import lying_jpeg
+from tests.security.payloads import lying_jpeg, sixteen_bit_bomb
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Decodes the 16-bit PNG at the pixel cap in a fresh interpreter and prints how much its peak memory grew.
+# Decodes the file named on the command line in a fresh interpreter (after one small decode, so that plugins and
+# Pillow's allocator are set up) and prints how much its peak memory grew. The peak is VmHWM, this process's own:
+# ru_maxrss would start from the peak of pytest, which Linux carries over into a child through fork and exec, so
+# any decode smaller than what pytest had once held measured as growing by nothing.
 _PEAK_OF_A_DECODE = """
-import resource
+import io, sys
+from PIL import Image
 from imagematch import media
-from tests.security.payloads import sixteen_bit_bomb
-data = sixteen_bit_bomb()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-decoded = media.decode(data, max_pixels=100_000_000, short_side=224, long_side=384)
-grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-print(grown, decoded.width, decoded.height)
+
+def high_water():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+warm = io.BytesIO()
+Image.new("L", (64, 64)).save(warm, "JPEG")
+media.decode(warm.getvalue(), max_pixels=10_000)
+with open(sys.argv[1], "rb") as file:
+    data = file.read()
+cap, short_side, long_side = map(int, sys.argv[2:])
+before = high_water()
+decoded = media.decode(data, max_pixels=cap, short_side=short_side, long_side=long_side)
+print(high_water() - before, decoded.width, decoded.height, *decoded.image.size)
 """
 
 
-def test_a_sixteen_bit_png_at_the_pixel_cap_costs_what_pillow_holds_not_gigabytes() -> None:
+def _peak_of_a_decode(
+    path: Path, cap: int, short_side: int = media.WORK_SIZE, long_side: int = media.WORK_SIZE
+) -> list[int]:
+    """How much the peak memory of a fresh interpreter grows while it decodes the file, then the sizes decode()
+    reports: the upright original's, then the decoded image's."""
+    finished = subprocess.run(
+        [sys.executable, "-c", _PEAK_OF_A_DECODE, str(path), str(cap), str(short_side), str(long_side)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return [int(word) for word in finished.stdout.split()]
+
+
+def test_a_sixteen_bit_png_at_the_pixel_cap_costs_what_pillow_holds_not_gigabytes(tmp_path: Path) -> None:
     """200 KB that decode to 10000×10000 16-bit pixels: Pillow holds 200 MB of them; converting to RGB must add
     little to that (it took 2.2 GB through float64 copies)."""
-    finished = subprocess.run(
-        [sys.executable, "-c", _PEAK_OF_A_DECODE], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
-    )
-    grown, width, height = finished.stdout.split()
-    assert (int(width), int(height)) == (10_000, 10_000)
+    path = tmp_path / "deep.png"
+    path.write_bytes(sixteen_bit_bomb())
+    grown, width, height, *_ = _peak_of_a_decode(path, 100_000_000, short_side=224, long_side=384)
+    assert (width, height) == (10_000, 10_000)
     held = 2 * 10_000 * 10_000  # bytes: Pillow keeps 16-bit grey in 2 bytes a pixel
-    assert int(grown) < held * 1.5, f"decoding took {int(grown) / 2**20:.0f} MB"
+    assert grown < held * 1.5, f"decoding took {grown / 2**20:.0f} MB"
 
 
 def test_a_decode_that_needs_more_memory_than_the_budget_is_refused_before_it_starts() -> None:
@@ -59,6 +86,38 @@ def test_a_decode_that_needs_more_memory_than_the_budget_is_refused_before_it_st
     with pytest.raises(TooLarge, match=r"needs 1.2 MB of memory; the limit is 0.8 MB"):
         media.decode(strip, max_pixels=4000 * 40)
     assert media.decode(strip, max_pixels=4000 * 80).width == 4000
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_decode_stays_within_the_budget_it_was_checked_against_when_it_is_turned(
+    tmp_path: Path, orientation: int
+) -> None:
+    """A grey 2000×20000 JPEG is too narrow to reduce: 40 MB decoded and a 160 MB RGB copy, just the budget of a
+    40-megapixel cap (200 MB). Turning the RGB copy for the EXIF orientation made a third, uncounted image of
+    160 MB (350 MB in all); the grey image is turned before the copy is made instead, at 40 MB."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "tall.jpg"
+    path.write_bytes(encode(Image.new("L", (2000, 20_000), 128), "JPEG", exif=exif.tobytes()))
+    cap = 40_000_000
+    grown, *sizes = _peak_of_a_decode(path, cap)
+    upright = (2000, 20_000) if orientation == 1 else (20_000, 2000)
+    assert sizes == [*upright, *upright]
+    strips = media._STRIP_PIXELS * 16  # the strip-wise conversion, which the budget does not count
+    assert grown < media.DECODE_BYTES_PER_PIXEL * cap + strips, f"decoding took {grown / 2**20:.0f} MB"
+
+
+def test_turning_an_rgb_strip_that_is_used_as_it_is_counts_the_turned_copy() -> None:
+    """An RGB strip too narrow to reduce is returned as decoded (no working copy: 4 bytes a pixel, within the
+    budget at the cap), but turning it for its EXIF orientation holds a second copy (8 bytes a pixel)."""
+    strip = Image.new("RGB", (4000, 40), (10, 200, 30))
+    assert media.decode(encode(strip, "PNG"), max_pixels=4000 * 40).image.size == (4000, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = encode(strip, "PNG", exif=exif.tobytes())
+    with pytest.raises(TooLarge, match=r"needs 1.2 MB of memory; the limit is 0.8 MB"):
+        media.decode(turned, max_pixels=4000 * 40)
+    assert media.decode(turned, max_pixels=4000 * 80).image.size == (40, 4000)
 
 
 def test_a_jpeg_whose_header_claims_more_pixels_than_it_holds_is_refused() -> None:
