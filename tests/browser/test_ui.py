@@ -175,7 +175,7 @@ def test_open_an_image_edit_its_metadata_and_find_similar(page: Page, app: LiveA
 
     page.get_by_role("link", name="Find similar").click()
     expect(page.locator("[data-kept-image]")).to_contain_text("chelsea.jpg")
-    assert result_ids(page)[0] == image_id
+    assert result_ids(page) and image_id not in result_ids(page)  # the others, most alike first
 
 
 def test_delete_asks_for_confirmation(page: Page, app: LiveApp) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,8 @@ def test_a_request_without_host_is_answered(harness: Harness) -> None:
         "server": ("127.0.0.1", 8000),
         "state": {},
     }
-    asyncio.run(harness.client.app(scope, receive, send))  # type: ignore[arg-type]
+    with ThreadPoolExecutor(1) as fresh:  # its own event loop, whatever another test left running in this thread
+        fresh.submit(asyncio.run, harness.client.app(scope, receive, send)).result()  # type: ignore[arg-type]
     assert messages[0]["type"] == "http.response.start" and messages[0]["status"] == 200
 
 
