@@ -1,5 +1,5 @@
-"""The search page's query builder, filters, cut-off and region fields, and the duplicate review pages, through
-TestClient (no JavaScript)."""
+"""The search page's box and folded options, query builder, filters, cut-off, region fields, paging and sorting,
+and the duplicate review pages, through TestClient (no JavaScript)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,106 @@ from imagematch.library import Library
 from imagematch.records import RecordPatch
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
-from tests.images import encode, photo
+from tests.images import encode, jpeg, photo
 from tests.test_pages import add, heading, token
 
 
 def result_ids(html: str) -> list[str]:
     return re.findall(r'data-testid="result" data-image-id="([^"]+)"', html)
+
+
+def options_panel(html: str) -> str:
+    """The opening tag of the folded options panel."""
+    match = re.search(r"<details [^>]*data-search-options[^>]*>", html)
+    assert match is not None, "no options panel"
+    return match.group(0)
+
+
+def test_one_box_for_words_and_an_image_and_the_options_folded_until_used(client: TestClient, library: Library) -> None:
+    add(library, "astronaut")
+    page = client.get("/search").text
+    box = re.search(r'<div class="search-box"[^>]*>(.*?)</div>', page, re.S)
+    assert box is not None
+    for control in ('name="text"', 'type="file" name="image"', 'type="submit"'):
+        assert control in box.group(1), control  # words, image and Search in one box, the button first
+    assert box.group(1).index('name="text"') < box.group(1).index('type="submit"')
+    assert page.index("data-search-box") < page.index("data-search-options") < page.index('name="k"')
+    assert " open" not in options_panel(page)
+    plain = client.post("/search", data={"csrf_token": token(client), "text": "a cat"}, follow_redirects=False)
+    assert plain.headers["location"] == "/search?text=a+cat"  # no options: the results are right under the box
+    assert " open" not in options_panel(client.get(plain.headers["location"]).text)
+
+    used = client.post(
+        "/search",
+        data={"csrf_token": token(client), "text": "a cat", "key": "album", "value": "space", "hybrid": "1"},
+        follow_redirects=False,
+    )
+    location = used.headers["location"]
+    assert location.endswith("#results")  # the open options push the results down: the page opens at them
+    shown = client.get(location.partition("#")[0]).text
+    assert " open" in options_panel(shown) and 'data-testid="options-in-use">2 in use' in shown
+
+
+def test_saved_links_with_every_old_parameter_show_the_search_with_its_options_open(
+    client: TestClient, library: Library
+) -> None:
+    image_id = add(library, "astronaut")
+    add(library, "rocket")
+    saved = {
+        "text": "a launch",
+        "image_id": image_id,
+        "image_weight": "0.7",
+        "term": ["text:people"],
+        "weight": ["-1"],
+        "key": ["image.width"],
+        "op": [">="],
+        "value": ["100"],
+        "format": "JPEG",
+        "camera": "",
+        "taken_from": "",
+        "taken_to": "",
+        "k": "5",
+        "min_score": "-1",
+        "hybrid": "1",
+        "region": "0,0,0.5,0.5",
+    }
+    page = client.get("/search", params=saved)
+    assert page.status_code == 200 and len(result_ids(page.text)) == 1
+    assert " open" in options_panel(page.text)
+    for field, value in (
+        ("text", "a launch"),
+        ("image_id", image_id),
+        ("image_weight", "0.7"),
+        ("term_value", "people"),
+        ("weight", "-1"),
+        ("key", "image.width"),
+        ("value", "100"),
+        ("k", "5"),
+        ("min_score", "-1"),
+        ("region_right", "0.5"),
+    ):
+        assert re.search(rf'name="{field}"[^>]*value="{re.escape(value)}"', page.text), field
+    assert '<option value="JPEG" selected>' in page.text and 'name="hybrid" value="1" checked' in page.text
+
+
+def test_a_region_drawn_on_a_new_query_image_is_kept(client: TestClient, library: Library) -> None:
+    add(library, "astronaut")
+    posted = client.post(
+        "/search",
+        data={
+            "csrf_token": token(client),
+            "region_left": "0.1",
+            "region_top": "0.2",
+            "region_right": "0.6",
+            "region_bottom": "0.7",
+        },
+        files={"image": ("rocket.jpg", jpeg("rocket"), "image/jpeg")},
+        follow_redirects=False,
+    )
+    params = parse_qs(urlsplit(posted.headers["location"]).query)
+    assert params["region"] == ["0.1,0.2,0.6,0.7"] and len(params["query_image"][0]) == 22
+    page = client.get(posted.headers["location"])
+    assert page.status_code == 200 and re.search(r'name="region_right"[^>]*value="0.6"', page.text)
 
 
 def test_more_and_less_like_this_add_a_stored_image_term(client: TestClient, library: Library) -> None:
@@ -94,7 +188,8 @@ def test_min_score_can_answer_nothing_matched(client: TestClient, library: Libra
 def test_region_fields_appear_with_a_query_image_and_are_kept(client: TestClient, library: Library) -> None:
     image_id = add(library, "astronaut")
     rocket = add(library, "rocket")
-    assert "region_left" not in client.get("/search", params={"text": "x"}).text
+    # Without a query image the region fields are there for the script to show, hidden from everyone else.
+    assert re.search(r"<fieldset [^>]*data-region hidden>", client.get("/search", params={"text": "x"}).text)
     page = client.get("/search", params={"image_id": image_id, "region": "0.1,0.2,0.5,0.6"})
     assert page.status_code == 200 and result_ids(page.text) == [rocket]  # not the query image
     for side, value in (("left", "0.1"), ("top", "0.2"), ("right", "0.5"), ("bottom", "0.6")):

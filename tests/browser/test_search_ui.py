@@ -23,6 +23,7 @@ def test_build_a_query_of_terms_and_steer_it_with_the_results(page: Page, app: L
         add(app.library, name)
     page.goto("/search")
     page.get_by_label("Words", exact=True).fill("a rocket")
+    page.locator("summary", has_text="Options").click()
     terms = page.locator("[data-term-row]")
     expect(terms).to_have_count(1)
     page.get_by_role("button", name="Add term").click()
@@ -65,7 +66,8 @@ def test_select_a_region_of_the_query_image_by_dragging(page: Page, app: LiveApp
     image_id = add(app.library, "astronaut")
     add(app.library, "rocket")
     page.goto(f"/search?image_id={image_id}")
-    picture = page.locator("[data-region-image]")
+    page.locator("summary", has_text="Options").click()
+    picture = page.locator("img[data-region-image]")
     expect(picture).to_be_visible()
     box = picture.bounding_box()
     assert box is not None

@@ -1,8 +1,9 @@
 """The HTML pages. Thin: read the form, call the Library or the JobRunner, render a template.
 
 Every page works without JavaScript; the script in static/app.js only adds comfort (drag and drop, uploads one
-by one with live status, live job progress, the search slider appearing as the query takes shape). A POST that
-changes something answers with a redirect to a page that shows the result, so reloading never repeats it.
+by one with live status, live job progress, an image dropped or pasted into the search box, the search slider
+and region picker appearing as the query takes shape). A POST that changes something answers with a redirect
+to a page that shows the result, so reloading never repeats it.
 """
 
 from __future__ import annotations
@@ -261,6 +262,25 @@ class SearchForm:
     def has_filter(self) -> bool:
         return bool(self.filter_rows or self.format or self.camera.strip() or self.taken_from or self.taken_to)
 
+    @property
+    def options_in_use(self) -> list[str]:
+        """The folded options this search uses: their panel is shown open, and the page moves to the results."""
+        used = {
+            "image or words": self.has_both and self.image_weight != DEFAULT_IMAGE_WEIGHT,
+            "part of the image": self.has_image and bool(self.region.strip()),
+            "more terms": bool(self.terms),
+            "filters": self.has_filter,
+            "how many": self.k.strip() != str(DEFAULT_K),
+            "minimum score": bool(self.min_score.strip()),
+            "exact words": bool(self.hybrid),
+        }
+        return [name for name, on in used.items() if on]
+
+    def link(self, **changes: str | tuple[str, ...]) -> str:
+        """The address of this search with changes, opened at its results when its open options push them down."""
+        changed = replace(self, **changes)  # type: ignore[arg-type]
+        return changed.url() + ("#results" if changed.options_in_use else "")
+
     def url(self, **changes: str | tuple[str, ...]) -> str:
         """The linkable address of this search, leaving out fields at their defaults."""
         form = replace(self, **changes)  # type: ignore[arg-type]
@@ -274,7 +294,7 @@ class SearchForm:
 
     def with_term(self, term: str, weight: str) -> str:
         """This search with one more term: "more like this" (weight 1) and "less like this" (-1)."""
-        return self.url(term=(*self.term, term), weight=(*self.weight[: len(self.term)], weight))
+        return self.link(term=(*self.term, term), weight=(*self.weight[: len(self.term)], weight))
 
     def without_term(self, index: int) -> str:
         return self.url(
@@ -464,8 +484,8 @@ async def search_submit(
             context = _search_page(form, error=f"the query image cannot be used: {error}")
             return render(request, "search.html", context, status=status_for(error))
         token = _query_images(request).keep(data, preview, clean_filename(image.filename))
-        form = replace(form, query_image=token, image_id="", region="")
-    return _see_other(form.url())
+        form = replace(form, query_image=token, image_id="")  # the region, if any, was drawn on this image
+    return _see_other(form.link())
 
 
 def _query_upload(library: Library, image: UploadFile) -> tuple[bytes, bytes]:

@@ -256,33 +256,129 @@
     });
   }
 
-  /* Search: the image/words slider appears only when both are given. */
+  /* Search: one box takes words, an image (chosen, dropped or pasted) or both. The image/words slider and the
+   * region picker appear as soon as the query has an image. A chosen file is drawn on a canvas: the pages' policy
+   * loads images from the server only. */
+
+  /** Whether a file may be an image the server reads (some systems give HEIC files no image type). */
+  function isImageFile(file) {
+    return file.type.startsWith("image/") || /\.(heic|heif|avif)$/i.test(file.name);
+  }
+
+  /** The middle square of a picture, drawn into a small canvas. */
+  function drawSquare(canvas, bitmap) {
+    const context = canvas.getContext("2d");
+    context.clearRect(0, 0, canvas.width, canvas.height);
+    if (!bitmap) return;
+    const side = Math.min(bitmap.width, bitmap.height);
+    const [x, y] = [(bitmap.width - side) / 2, (bitmap.height - side) / 2];
+    context.drawImage(bitmap, x, y, side, side, 0, 0, canvas.width, canvas.height);
+  }
 
   function initSearch() {
     for (const form of document.querySelectorAll("[data-search-form]")) {
+      const box = form.querySelector("[data-search-box]");
       const text = form.querySelector("[data-search-text]");
       const file = form.querySelector("[data-search-file]");
+      const hint = form.querySelector(".search-box-hint");
+      const hintText = "Words, an image (drop or paste it here), or both.";
+      hint.textContent = hintText;
+      text.placeholder = "Words, or paste an image";
+      const chosen = form.querySelector("[data-chosen-image]");
+      const chosenName = chosen.querySelector("[data-chosen-name]");
+      const chosenPreview = chosen.querySelector("[data-chosen-preview]");
       const weight = form.querySelector("[data-weight]");
       const slider = form.querySelector("[data-weight-input]");
       const output = form.querySelector("[data-weight-output]");
+      const region = regionPicker(form.querySelector("[data-region]"));
+      let turn = 0; // a file chosen later wins over a slower decode of an earlier one
+
+      const hasImage = () => file.files.length > 0 || form.querySelector("[data-kept-image]") !== null;
       const update = () => {
-        const hasImage = file.files.length > 0 || form.querySelector("[data-kept-image]") !== null;
-        weight.hidden = !(text.value.trim() && hasImage);
+        weight.hidden = !(text.value.trim() && hasImage());
       };
+
+      async function showChosen() {
+        const picked = file.files[0];
+        const mine = ++turn;
+        hint.textContent = hintText;
+        chosen.hidden = !picked;
+        if (!picked) {
+          region.clear(hasImage());
+          update();
+          return;
+        }
+        for (const kept of form.querySelectorAll("[data-kept-image]")) kept.remove();
+        chosenName.textContent = picked.name;
+        chosenName.title = picked.name;
+        update();
+        const bitmap = await createImageBitmap(picked).catch(() => null);
+        if (mine !== turn) return;
+        drawSquare(chosenPreview, bitmap);
+        region.useImage(bitmap);
+      }
+
+      /** Put the first image of dropped or pasted files in the box; false when there is none. */
+      function take(files) {
+        const image = Array.from(files || []).find(isImageFile);
+        if (!image) return false;
+        const transfer = new DataTransfer();
+        transfer.items.add(image);
+        file.files = transfer.files;
+        showChosen();
+        text.focus();
+        return true;
+      }
+
+      const carriesFiles = (event) => event.dataTransfer && Array.from(event.dataTransfer.types).includes("Files");
+      for (const type of ["dragenter", "dragover"]) {
+        form.addEventListener(type, (event) => {
+          if (!carriesFiles(event)) return;
+          event.preventDefault();
+          box.classList.add("is-dragover");
+        });
+      }
+      form.addEventListener("dragleave", (event) => {
+        if (!form.contains(event.relatedTarget)) box.classList.remove("is-dragover");
+      });
+      form.addEventListener("drop", (event) => {
+        box.classList.remove("is-dragover");
+        if (!event.dataTransfer || !event.dataTransfer.files.length) return;
+        event.preventDefault(); // a file dropped and not taken would make the browser leave the page for it
+        if (!take(event.dataTransfer.files)) {
+          hint.textContent = "That is not an image: drop a JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC or AVIF file.";
+        }
+      });
+      // Pasting an image anywhere but in another form (the upload form on the home page) searches with it.
+      document.addEventListener("paste", (event) => {
+        const other = event.target instanceof Element ? event.target.closest("form") : null;
+        if ((other && other !== form) || !event.clipboardData) return;
+        if (take(event.clipboardData.files)) event.preventDefault();
+      });
+
       text.addEventListener("input", update);
-      file.addEventListener("change", update);
+      file.addEventListener("change", showChosen);
       slider.addEventListener("input", () => {
         const percent = Math.round(Number(slider.value) * 100);
         output.textContent = `${percent}% image, ${100 - percent}% words`;
       });
       form.addEventListener("click", (event) => {
-        const clear = event.target.closest("[data-clear-kept-image]");
-        if (!clear) return;
-        event.preventDefault();
-        clear.closest("[data-kept-image]").remove();
+        const clearKept = event.target.closest("[data-clear-kept-image]");
+        const clearChosen = event.target.closest("[data-clear-chosen-image]");
+        if (clearKept) {
+          event.preventDefault();
+          clearKept.closest("[data-kept-image]").remove();
+          region.clear(hasImage());
+        } else if (clearChosen) {
+          file.value = "";
+          showChosen();
+        } else {
+          return;
+        }
         update();
-        file.focus();
+        text.focus();
       });
+      if (file.files.length) showChosen(); // a file the browser kept when coming back to the page
       update();
     }
   }
@@ -319,69 +415,96 @@
   }
 
   /* Search: drag a rectangle over the query image to search with that part only. The four number fields
-   * are the source of truth (and the keyboard's way to set it); the rectangle shows them. */
+   * are the source of truth (and the keyboard's way to set it); the rectangle shows them. The picture is the
+   * kept query image, or the file just chosen, drawn on the picker's canvas. */
 
-  function initRegion() {
-    for (const fieldset of document.querySelectorAll("[data-region]")) {
-      const picker = fieldset.querySelector("[data-region-picker]");
-      const image = picker.querySelector("[data-region-image]");
-      const box = picker.querySelector("[data-region-box]");
-      const inputs = ["left", "top", "right", "bottom"].map((side) => fieldset.querySelector(`[data-region-${side}]`));
-      const clear = fieldset.querySelector("[data-region-clear]");
-      const clamp = (value) => Math.min(1, Math.max(0, value));
-      let start = null;
+  const REGION_PICTURE_SIZE = 384;
 
-      function draw() {
-        const [left, top, right, bottom] = inputs.map((input) => (input.value.trim() === "" ? NaN : Number(input.value)));
-        const valid = [left, top, right, bottom].every(Number.isFinite) && left < right && top < bottom;
-        box.hidden = !valid;
-        if (!valid) return;
-        box.style.left = `${left * 100}%`;
-        box.style.top = `${top * 100}%`;
-        box.style.width = `${(right - left) * 100}%`;
-        box.style.height = `${(bottom - top) * 100}%`;
-      }
+  function regionPicker(fieldset) {
+    const picker = fieldset.querySelector("[data-region-picker]");
+    const canvas = picker.querySelector("[data-region-canvas]");
+    const box = picker.querySelector("[data-region-box]");
+    const inputs = ["left", "top", "right", "bottom"].map((side) => fieldset.querySelector(`[data-region-${side}]`));
+    const clearButton = fieldset.querySelector("[data-region-clear]");
+    const clamp = (value) => Math.min(1, Math.max(0, value));
+    const picture = () => Array.from(picker.querySelectorAll("[data-region-image]")).find((node) => !node.hidden);
+    let start = null;
 
-      function point(event) {
-        const rect = image.getBoundingClientRect();
-        return [clamp((event.clientX - rect.left) / rect.width), clamp((event.clientY - rect.top) / rect.height)];
-      }
+    function draw() {
+      const [left, top, right, bottom] = inputs.map((input) => (input.value.trim() === "" ? NaN : Number(input.value)));
+      const valid = [left, top, right, bottom].every(Number.isFinite) && left < right && top < bottom;
+      box.hidden = !valid;
+      if (!valid) return;
+      box.style.left = `${left * 100}%`;
+      box.style.top = `${top * 100}%`;
+      box.style.width = `${(right - left) * 100}%`;
+      box.style.height = `${(bottom - top) * 100}%`;
+    }
 
-      function select(from, to) {
-        const values = [
-          Math.min(from[0], to[0]),
-          Math.min(from[1], to[1]),
-          Math.max(from[0], to[0]),
-          Math.max(from[1], to[1]),
-        ].map((value) => Math.round(value * 100) / 100);
-        if (values[2] - values[0] < 0.01 || values[3] - values[1] < 0.01) return;
-        values.forEach((value, index) => {
-          inputs[index].value = String(value);
-        });
-        draw();
-      }
+    function point(event) {
+      const rect = picture().getBoundingClientRect();
+      return [clamp((event.clientX - rect.left) / rect.width), clamp((event.clientY - rect.top) / rect.height)];
+    }
 
-      picker.addEventListener("pointerdown", (event) => {
-        event.preventDefault();
-        start = point(event);
-        picker.setPointerCapture(event.pointerId);
-      });
-      picker.addEventListener("pointermove", (event) => {
-        if (start) select(start, point(event));
-      });
-      picker.addEventListener("pointerup", (event) => {
-        if (!start) return;
-        select(start, point(event));
-        start = null;
-      });
-      for (const input of inputs) input.addEventListener("input", draw);
-      clear.hidden = false;
-      clear.addEventListener("click", () => {
-        for (const input of inputs) input.value = "";
-        draw();
+    function select(from, to) {
+      const values = [
+        Math.min(from[0], to[0]),
+        Math.min(from[1], to[1]),
+        Math.max(from[0], to[0]),
+        Math.max(from[1], to[1]),
+      ].map((value) => Math.round(value * 100) / 100);
+      if (values[2] - values[0] < 0.01 || values[3] - values[1] < 0.01) return;
+      values.forEach((value, index) => {
+        inputs[index].value = String(value);
       });
       draw();
     }
+
+    function forget() {
+      for (const input of inputs) input.value = "";
+      draw();
+    }
+
+    picker.addEventListener("pointerdown", (event) => {
+      if (!picture()) return;
+      event.preventDefault();
+      start = point(event);
+      picker.setPointerCapture(event.pointerId);
+    });
+    picker.addEventListener("pointermove", (event) => {
+      if (start) select(start, point(event));
+    });
+    picker.addEventListener("pointerup", (event) => {
+      if (!start) return;
+      select(start, point(event));
+      start = null;
+    });
+    for (const input of inputs) input.addEventListener("input", draw);
+    clearButton.hidden = false;
+    clearButton.addEventListener("click", forget);
+    draw();
+
+    return {
+      /** A newly chosen image: its own picture (none when the browser cannot decode it) and no region yet. */
+      useImage(bitmap) {
+        for (const kept of picker.querySelectorAll("img[data-region-image]")) kept.remove();
+        if (bitmap) {
+          const scale = Math.min(1, REGION_PICTURE_SIZE / Math.max(bitmap.width, bitmap.height));
+          canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+          canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+          canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+        }
+        canvas.hidden = !bitmap;
+        picker.hidden = !bitmap;
+        fieldset.hidden = false;
+        forget();
+      },
+      /** The image was removed: no region; the fieldset stays only for an image still in the query. */
+      clear(imageLeft) {
+        fieldset.hidden = !imageLeft;
+        forget();
+      },
+    };
   }
 
   /* Batch upload: poll the job and show its progress and report as it grows. */
@@ -492,6 +615,5 @@
     add: "add-filter",
     remove: "remove-filter",
   });
-  initRegion();
   initJob();
 })();
