@@ -94,6 +94,19 @@ def test_saved_links_with_every_old_parameter_show_the_search_with_its_options_o
     assert '<option value="JPEG" selected>' in page.text and 'name="hybrid" value="1" checked' in page.text
 
 
+def test_how_many_results_is_refused_in_the_words_of_its_field(client: TestClient, library: Library) -> None:
+    add(library, "astronaut")
+    for k, message in (
+        ("0", "How many results must be between 1 and 1000"),
+        ("1001", "How many results must be between 1 and 1000"),
+        ("ten", "How many results must be a whole number, such as 12"),
+    ):
+        page = client.get("/search", params={"text": "a cat", "k": k})
+        assert page.status_code == 422 and message in page.text, k
+        assert f'name="k" value="{k}"' in page.text  # kept, to be corrected
+        assert " open" in options_panel(page.text)  # where the field is
+
+
 def test_a_region_drawn_on_a_new_query_image_is_kept(client: TestClient, library: Library) -> None:
     add(library, "astronaut")
     posted = client.post(

@@ -60,6 +60,7 @@ CsrfChecked = Depends(require_token)
 BROWSE_PAGE_SIZE = 24
 RECENT_ON_HOME = 8
 DEFAULT_K = 12
+K_LABEL = "How many results"  # the k field's label, which its messages name
 DEFAULT_IMAGE_WEIGHT = "0.5"
 QUERY_IMAGE_BUDGET = 64 * 1024 * 1024
 DUPLICATE_NOTICES = {"resolved": "Done: the other images of the group were deleted."}
@@ -281,6 +282,16 @@ class SearchForm:
         changed = replace(self, **changes)  # type: ignore[arg-type]
         return changed.url() + ("#results" if changed.options_in_use else "")
 
+    def count(self, max_k: int) -> int:
+        """k as a number, with the field's own label in its messages."""
+        try:
+            k = int(self.k.strip())
+        except ValueError:
+            raise InvalidQuery(f"{K_LABEL} must be a whole number, such as {DEFAULT_K}") from None
+        if not 1 <= k <= max_k:
+            raise InvalidQuery(f"{K_LABEL} must be between 1 and {max_k}")
+        return k
+
     def url(self, **changes: str | tuple[str, ...]) -> str:
         """The linkable address of this search, leaving out fields at their defaults."""
         form = replace(self, **changes)  # type: ignore[arg-type]
@@ -339,11 +350,8 @@ class SearchForm:
             raise InvalidQuery(f"{label} must be a finite number")
         return number
 
-    def request(self, image: bytes | None) -> SimpleSearch:
-        try:
-            k = int(self.k.strip())
-        except ValueError:
-            raise InvalidQuery("the number of results must be a whole number") from None
+    def request(self, image: bytes | None, max_k: int) -> SimpleSearch:
+        k = self.count(max_k)
         try:
             weight = float(self.image_weight.strip()) if self.has_both else float(DEFAULT_IMAGE_WEIGHT)
         except ValueError:
@@ -360,9 +368,9 @@ class SearchForm:
             min_score=self._number(self.min_score, "the minimum score") if self.min_score.strip() else None,
         )
 
-    def query(self, image: bytes | None) -> SimpleSearch | SearchQuery:
+    def query(self, image: bytes | None, max_k: int) -> SimpleSearch | SearchQuery:
         """The seed's form alone is a SimpleSearch; with more terms, one query of all of them."""
-        simple = self.request(image)
+        simple = self.request(image, max_k)
         if not self.terms:
             return simple
         base = to_query(simple).terms if self.has_main_query else ()
@@ -403,7 +411,7 @@ def _search_context(request: Request, library: Library, form: SearchForm) -> tup
         if form.image_id:
             context["query_record"] = library.get(form.image_id.strip())
         context["term_records"] = library.store.get_many([v for kind, v, _ in form.terms if kind == "id"])
-        query = form.query(image)
+        query = form.query(image, library.settings.max_k)
         context["result"] = library.simple_search(query) if isinstance(query, SimpleSearch) else library.search(query)
     except ImageMatchError as error:
         context["error"] = str(error)
