@@ -7,6 +7,7 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from imagematch.library import Library
 from imagematch.records import RecordPatch
@@ -25,6 +26,13 @@ def options_panel(html: str) -> str:
     match = re.search(r"<details [^>]*data-search-options[^>]*>", html)
     assert match is not None, "no options panel"
     return match.group(0)
+
+
+def taken_on(name: str, moment: str) -> bytes:
+    """A photo whose EXIF says when it was taken ("2023:07:14 18:30:05")."""
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = moment
+    return encode(photo(name), "JPEG", exif=exif.tobytes())
 
 
 def test_one_box_for_words_and_an_image_and_the_options_folded_until_used(client: TestClient, library: Library) -> None:
@@ -92,6 +100,55 @@ def test_saved_links_with_every_old_parameter_show_the_search_with_its_options_o
     ):
         assert re.search(rf'name="{field}"[^>]*value="{re.escape(value)}"', page.text), field
     assert '<option value="JPEG" selected>' in page.text and 'name="hybrid" value="1" checked' in page.text
+
+
+def test_more_results_asks_for_one_page_more_and_opens_at_the_first_new_one(
+    settings: Settings, library: Library
+) -> None:
+    for name in ("astronaut", "coffee", "rocket"):
+        add(library, name)
+    capped = settings.model_copy(update={"max_k": 2})
+    library.settings = capped
+    with TestClient(create_app(capped, library)) as client:
+        first = client.get("/search", params={"text": "x", "k": "1"}).text
+        more = re.search(r'href="([^"]+)" data-testid="more-results"', first)
+        assert more is not None and more.group(1) == "/search?text=x&amp;k=2#result-2"  # 1 + 12, but at most 2
+        second = client.get(more.group(1).replace("&amp;", "&").partition("#")[0]).text
+        assert len(result_ids(second)) == 2 and result_ids(second)[0] == result_ids(first)[0]
+        assert 'id="result-2"' in second and 'data-testid="more-results"' not in second  # the most it may show
+    library.settings = settings
+    with TestClient(create_app(settings, library)) as client:
+        page = client.get("/search", params={"text": "x", "k": "2"}).text
+        assert 'href="/search?text=x&amp;k=14#result-3" data-testid="more-results"' in page
+        everything = client.get("/search", params={"text": "x", "k": "14"}).text
+        assert len(result_ids(everything)) == 3 and 'data-testid="more-results"' not in everything
+
+
+def test_sorting_by_date_reorders_the_most_relevant_results(client: TestClient, library: Library) -> None:
+    dates = {"astronaut": "2020:05:01 10:00:00", "coffee": "2023:07:14 18:30:05", "rocket": None}
+    ids = {}
+    for name, moment in dates.items():
+        data = taken_on(name, moment) if moment else jpeg(name)
+        record = library.add(data, filename=f"{name}.jpg").record
+        assert record is not None
+        ids[name] = record.id
+    by_relevance = client.get("/search", params={"text": "x", "k": "2"}).text
+    most_relevant = result_ids(by_relevance)
+    taken = client.get("/search", params={"text": "x", "k": "2", "sort": "taken"}).text
+    assert sorted(result_ids(taken)) == sorted(most_relevant)  # the same two results, in another order
+    assert "The 2 most relevant, by date taken" in taken
+    everything = client.get("/search", params={"text": "x", "k": "3", "sort": "taken"}).text
+    assert result_ids(everything) == [ids["coffee"], ids["astronaut"], ids["rocket"]]  # newest, then undated
+    assert re.findall(r'data-testid="result-date">([^<]+)<', everything)[:2] == [
+        "Taken 2023-07-14 18:30 UTC",
+        "Taken 2020-05-01 10:00 UTC",
+    ]
+    added = client.get("/search", params={"text": "x", "k": "3", "sort": "added"}).text
+    assert result_ids(added) == [ids["rocket"], ids["coffee"], ids["astronaut"]]  # the last added first
+    assert 'aria-current="true">date added</a>' in added
+    assert 'href="/search?text=x&amp;k=3&amp;sort=taken#results"' in added  # sort links keep the search
+    wrong = client.get("/search", params={"text": "x", "sort": "oldest"})
+    assert wrong.status_code == 422 and "sorted by relevance, taken, added, not &#39;oldest&#39;" in wrong.text
 
 
 def test_how_many_results_is_refused_in_the_words_of_its_field(client: TestClient, library: Library) -> None:

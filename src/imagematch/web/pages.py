@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
@@ -31,6 +31,7 @@ from imagematch.query_syntax import parse_region
 from imagematch.records import (
     Conflict,
     Filter,
+    Hit,
     ImageMatchError,
     IngestResult,
     InvalidInput,
@@ -60,7 +61,10 @@ CsrfChecked = Depends(require_token)
 BROWSE_PAGE_SIZE = 24
 RECENT_ON_HOME = 8
 DEFAULT_K = 12
+RESULTS_PAGE = DEFAULT_K  # how many more results "More results" asks for
 K_LABEL = "How many results"  # the k field's label, which its messages name
+# The orders of the search page: the most relevant results, as ranked or re-sorted by a date, newest first.
+SORTS = {"relevance": "relevance", "taken": "date taken", "added": "date added"}
 DEFAULT_IMAGE_WEIGHT = "0.5"
 QUERY_IMAGE_BUDGET = 64 * 1024 * 1024
 DUPLICATE_NOTICES = {"resolved": "Done: the other images of the group were deleted."}
@@ -184,7 +188,7 @@ class SearchForm:
 
     Beyond the seed's text, image and slider: more terms with their own weights (`term` is `text:words` or
     `id:<image id>`, `weight` beside it), filter rows (`key` `op` `value`), built-in filters, keyword fusion,
-    a relevance cut-off and a region of the query image.
+    a relevance cut-off and a region of the query image; `sort` orders the k most relevant results.
     """
 
     text: str = ""
@@ -204,6 +208,7 @@ class SearchForm:
     camera: str = ""
     taken_from: str = ""
     taken_to: str = ""
+    sort: str = "relevance"
 
     @property
     def has_image(self) -> bool:
@@ -281,6 +286,13 @@ class SearchForm:
         """The address of this search with changes, opened at its results when its open options push them down."""
         changed = replace(self, **changes)  # type: ignore[arg-type]
         return changed.url() + ("#results" if changed.options_in_use else "")
+
+    def more_url(self, max_k: int) -> str:
+        """The same search asking for one page more, opened at the first new result (by relevance; sorted by a
+        date, the new ones mix in, so at the top of the results)."""
+        count = self.count(max_k)
+        more = self.url(k=str(min(max_k, count + RESULTS_PAGE)))
+        return more + (f"#result-{count + 1}" if self.sort == "relevance" else "#results")
 
     def count(self, max_k: int) -> int:
         """k as a number, with the field's own label in its messages."""
@@ -390,8 +402,30 @@ def _search_page(form: SearchForm, error: str = "") -> dict[str, object]:
         "query_upload": None,
         "term_records": {},
         "result": None,
+        "ranked": [],
+        "sorts": SORTS,
         "error": error,
     }
+
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def _by_sort(hits: list[Hit], sort: str) -> list[tuple[int, Hit]]:
+    """The hits with their relevance rank, in the order asked for: by a date, newest first, the ones without
+    that date last; equal dates keep their relevance order."""
+    ranked = list(enumerate(hits, start=1))
+    if sort == "relevance":
+        return ranked
+
+    def newest_first(pair: tuple[int, Hit]) -> tuple[bool, datetime]:
+        record = pair[1].record
+        moment = record.taken_at if sort == "taken" else record.created_at
+        if moment is None:
+            return False, _EPOCH
+        return True, moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # naive means UTC, as pages show it
+
+    return sorted(ranked, key=newest_first, reverse=True)
 
 
 def _search_context(request: Request, library: Library, form: SearchForm) -> tuple[dict[str, object], int]:
@@ -400,6 +434,8 @@ def _search_context(request: Request, library: Library, form: SearchForm) -> tup
     if not form.has_query:
         return context, 200
     try:
+        if form.sort not in SORTS:
+            raise InvalidQuery(f"the results can be sorted by {', '.join(SORTS)}, not {form.sort!r}")
         image: bytes | None = None
         if form.query_image:
             kept = _query_images(request).get(form.query_image)
@@ -412,7 +448,8 @@ def _search_context(request: Request, library: Library, form: SearchForm) -> tup
             context["query_record"] = library.get(form.image_id.strip())
         context["term_records"] = library.store.get_many([v for kind, v, _ in form.terms if kind == "id"])
         query = form.query(image, library.settings.max_k)
-        context["result"] = library.simple_search(query) if isinstance(query, SimpleSearch) else library.search(query)
+        result = library.simple_search(query) if isinstance(query, SimpleSearch) else library.search(query)
+        context.update(result=result, ranked=_by_sort(result.hits, form.sort))
     except ImageMatchError as error:
         context["error"] = str(error)
         return context, status_for(error)
