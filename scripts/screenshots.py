@@ -103,7 +103,7 @@ def take_screenshots(base_url: str, ids: dict[str, str], output: Path) -> None:
         page.get_by_text("1 added, 1 duplicate, 1 failed.").wait_for()
         shoot(page, output / "home.png")
 
-        page.goto(f"/search?text=a+cat+sitting+indoors&image_id={ids['chelsea']}&image_weight=0.9&k=8")
+        page.goto(f"/search?text=a+cat+sitting+indoors&image_id={ids['chelsea']}")
         shoot(page, output / "search.png")
 
         terms = f"term=id:{ids['rocket']}&weight=0.5&term=text:people&weight=-1"
@@ -137,6 +137,8 @@ def take_screenshots(base_url: str, ids: dict[str, str], output: Path) -> None:
         phone = browser.new_context(base_url=base_url, viewport=PHONE, is_mobile=True, has_touch=True).new_page()
         phone.goto("/images")
         shoot(phone, output / "phone-browse.png")
+        phone.goto("/search?text=a+cat+sitting+indoors")
+        shoot(phone, output / "phone-search.png")
         browser.close()
 
 
