@@ -52,8 +52,8 @@ def test_duplicate_answers_409_with_existing_id(client: TestClient) -> None:
     ("data", "form", "status"),
     [
         (b"", {}, 422),
-        (b"hello, I am text", {}, 422),
-        (b"<html><script>alert(1)</script></html>", {}, 422),
+        (b"hello, I am text", {}, 415),
+        (b"<html><script>alert(1)</script></html>", {}, 415),
         (jpeg("rocket")[:3000], {}, 422),
         (encode(Image.new("RGB", (8, 8)), "ICO"), {}, 415),
         (jpeg("rocket"), {"metadata": "{not json"}, 422),

@@ -386,7 +386,7 @@ def test_search_tells_about_empty_truncated_and_wrong_queries(client: TestClient
     bad_image = client.post(
         "/search", data={"csrf_token": token(client)}, files={"image": ("q.jpg", b"not an image", "image/jpeg")}
     )
-    assert bad_image.status_code == 422 and "The query image cannot be used" in bad_image.text
+    assert bad_image.status_code == 415 and "The query image cannot be used" in bad_image.text
 
 
 def test_browse_pages_sorts_and_filters(client: TestClient, library: Library, monkeypatch: pytest.MonkeyPatch) -> None:

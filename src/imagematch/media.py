@@ -118,16 +118,20 @@ def decode(data: bytes, *, max_pixels: int, short_side: int = WORK_SIZE, long_si
     """
     if not data:
         raise InvalidImage("the file is empty")
+    # One rule for files of a kind we do not take, whether Pillow knows the kind (ICO, PPM, JPEG 2000) or not
+    # (text, SVG, PDF): UnsupportedFormat. InvalidImage is left for accepted formats whose data is broken.
     try:
         image: Image.Image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise InvalidImage(f"not an image we can read (accepted: {ACCEPTED_NAMES})") from None
+        raise UnsupportedFormat(f"not an image we can read (accepted: {ACCEPTED_NAMES})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise InvalidImage(f"the image is corrupt ({error})") from None
 
     fmt = image.format or ""
     if fmt not in ACCEPTED_FORMATS:
-        raise UnsupportedFormat(f"{fmt or 'this'} images are not supported (accepted: {ACCEPTED_NAMES})")
+        raise UnsupportedFormat(
+            f"not an image we can read: {fmt or 'its format'} is not supported (accepted: {ACCEPTED_NAMES})"
+        )
     width, height = image.size
     if width < 1 or height < 1:
         raise InvalidImage("the image has no pixels")

@@ -260,11 +260,11 @@ class ImageMatchError(Exception):
 
 
 class InvalidImage(ImageMatchError):
-    """The bytes are not an image we can read."""
+    """An image in an accepted format whose data cannot be used (empty, truncated, corrupt)."""
 
 
 class UnsupportedFormat(InvalidImage):
-    """An image, but in a format we do not accept."""
+    """Not a kind of file we accept: one no decoder recognises (text, SVG, PDF) or a format we do not take (ICO)."""
 
 
 class TooLarge(ImageMatchError):

@@ -171,18 +171,40 @@ class OddImage:
     format: str
 
 
+# Anything that is not an accepted image format is 415, whether Pillow knows the format (ICO, PPM, JPEG 2000)
+# or not (text, HTML, SVG, PDF, noise); 422 is for an accepted format whose data is empty, cut or damaged.
+UNSUPPORTED = "not an image we can read"
+
 REFUSED_FILES = [
     RefusedFile("zero-bytes", "empty.jpg", lambda: b"", 422, "empty"),
-    RefusedFile("random-bytes", "noise.jpg", lambda: np.random.default_rng(3).bytes(4096), 422, "not an image"),
+    RefusedFile("random-bytes", "noise.jpg", lambda: np.random.default_rng(3).bytes(4096), 415, UNSUPPORTED),
     RefusedFile("truncated-jpeg", "cut.jpg", _half(lambda: jpeg("astronaut")), 422, "truncated"),
     RefusedFile("corrupt-jpeg", "damaged.jpg", _corrupt_jpeg, 422, "corrupt"),
     RefusedFile("truncated-png", "cut.png", _half(lambda: encode(photo("astronaut"), "PNG")), 422, "truncated"),
     RefusedFile("corrupt-png", "damaged.png", _corrupt_png, 422, "corrupt"),
     RefusedFile("truncated-webp", "cut.webp", _half(lambda: encode(photo("astronaut"), "WEBP")), 422, "corrupt"),
-    RefusedFile("text-named-jpg", "notes.jpg", lambda: b"just some notes\n" * 20, 422, "not an image"),
-    RefusedFile("html-named-jpg", "page.jpg", lambda: HTML, 422, "not an image"),
-    RefusedFile("svg-named-jpg", "drawing.jpg", lambda: SVG, 422, "not an image"),
-    RefusedFile("svg", "drawing.svg", lambda: SVG, 422, "not an image"),
+    RefusedFile("text", "notes.txt", lambda: b"just some notes\n" * 20, 415, UNSUPPORTED),
+    RefusedFile("text-named-jpg", "notes.jpg", lambda: b"just some notes\n" * 20, 415, UNSUPPORTED),
+    RefusedFile("html-named-jpg", "page.jpg", lambda: HTML, 415, UNSUPPORTED),
+    RefusedFile("svg-named-jpg", "drawing.jpg", lambda: SVG, 415, UNSUPPORTED),
+    RefusedFile("svg", "drawing.svg", lambda: SVG, 415, UNSUPPORTED),
+    RefusedFile("pdf", "paper.pdf", lambda: encode(photo("page"), "PDF"), 415, UNSUPPORTED),
+    RefusedFile(
+        "ico",
+        "favicon.ico",
+        lambda: encode(Image.new("RGB", (32, 32), (200, 30, 30)), "ICO"),
+        415,
+        f"{UNSUPPORTED}: ICO",
+    ),
+    RefusedFile(
+        "ico-named-jpg",
+        "icon.jpg",
+        lambda: encode(Image.new("RGB", (32, 32), (9, 90, 9)), "ICO"),
+        415,
+        f"{UNSUPPORTED}: ICO",
+    ),
+    RefusedFile("ppm", "photo.ppm", lambda: encode(photo("coffee"), "PPM"), 415, UNSUPPORTED),
+    RefusedFile("jpeg-2000", "scan.jp2", lambda: encode(photo("coffee"), "JPEG2000"), 415, UNSUPPORTED),
     RefusedFile("decompression-bomb", "bomb.png", decompression_bomb, 413, "30000×30000 pixels"),
     RefusedFile("jpeg-header-lies", "lies.jpg", lying_jpeg, 422, "its header is false"),
 ]
