@@ -79,8 +79,33 @@ def test_oversized_upload_is_413(settings: Settings, library: Any) -> None:
     with TestClient(create_app(small, library)) as client:
         response = upload(client, "retina")
         assert response.status_code == 413
-        assert "larger" in response.json()["detail"]
+        assert response.json()["detail"].endswith("; the limit is 19.5 KB")
+        just_over = upload(client, "astronaut", data=b"\xff" * 20_001)  # within the form's overhead
+        assert just_over.status_code == 413
+        assert just_over.json()["detail"] == "the file is larger than the limit of 19.5 KB"
         assert count(client) == 0
+
+
+def test_an_upload_over_the_limit_is_told_in_megabytes(client: TestClient) -> None:
+    """The default limit is 50 MiB; a 57 MB photo was told "larger than 52,494,336 bytes"."""
+    response = upload(client, "photo", data=b"\xff" * (57 * 1024 * 1024))
+    assert response.status_code == 413
+    assert response.json()["detail"] == "the upload is 57 MB; the limit is 50 MB"
+    page = client.post("/upload", files={"files": ("photo.jpg", b"\xff" * (57 * 1024 * 1024), "image/jpeg")})
+    assert page.status_code == 413 and "the upload is 57 MB; the limit is 50 MB" in page.text
+    assert count(client) == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "what_to_send"),
+    [("/api/v1/search", "POST /api/v1/search/query"), ("/api/v1/images", "a field named file")],
+)
+def test_json_sent_to_a_form_route_is_415_saying_what_to_send(client: TestClient, path: str, what_to_send: str) -> None:
+    response = client.post(path, json={"text": "a dog"})
+    assert response.status_code == 415
+    detail = response.json()["detail"]
+    assert "not application/json" in detail and "multipart/form-data" in detail and what_to_send in detail
+    assert count(client) == 0
 
 
 def test_list_get_patch_delete(client: TestClient) -> None:

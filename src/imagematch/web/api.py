@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette import datastructures
 
 from imagematch import __version__
 from imagematch.duplicates import DuplicateRule
@@ -61,6 +62,7 @@ from imagematch.web.schemas import (
     SearchOut,
     TermIn,
 )
+from imagematch.web.templating import human_bytes
 
 router = APIRouter(prefix=API, tags=["images"], responses=ERROR_RESPONSES)
 
@@ -91,11 +93,36 @@ LibraryDep = Annotated[Library, Depends(get_library)]
 JobsDep = Annotated[JobRunner, Depends(get_jobs)]
 
 
-def read_upload(upload: UploadFile, limit: int) -> bytes:
-    """Read at most limit bytes; a larger file is refused without reading it all."""
+FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+
+
+def form_body(hint: str) -> Any:
+    """A dependency refusing a body that is not a form with 415 and `hint`, what to send instead.
+
+    Read as a form, a JSON body is an empty one, and the answer would complain about fields the client did send.
+    A request that declares no type is left to the form's own checks.
+    """
+
+    def check(request: Request) -> None:
+        declared = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if declared and declared not in FORM_TYPES:
+            raise HTTPException(415, f"{request.url.path} takes a form, not {declared}: {hint}")
+
+    return Depends(check)
+
+
+SEARCH_FORM = form_body(
+    'send text, image, image_id, k and filter as multipart/form-data fields (curl -F text="a dog"), or send JSON '
+    f'to POST {API}/search/query: {{"terms": [{{"text": "a dog"}}], "k": 10}}'
+)
+UPLOAD_FORM = form_body("send the image as multipart/form-data in a field named file (curl -F file=@photo.jpg)")
+
+
+def read_upload(upload: datastructures.UploadFile, limit: int) -> bytes:
+    """Read at most limit bytes; a larger file is refused without reading it all (API and pages alike)."""
     data = upload.file.read(limit + 1)
     if len(data) > limit:
-        raise TooLarge(f"the file is larger than the limit of {limit:,} bytes")
+        raise TooLarge(f"the file is larger than the limit of {human_bytes(limit)}")
     return data
 
 
@@ -113,6 +140,7 @@ def parse_metadata(text: str) -> dict[str, Any] | None:
     status_code=201,
     response_model=ImageOut,
     responses={409: {"model": DuplicateOut, "description": "A duplicate of a stored image; nothing was stored."}},
+    dependencies=[UPLOAD_FORM],
 )
 def upload_image(
     library: LibraryDep,
@@ -210,7 +238,7 @@ def image_cutout(library: LibraryDep, image_id: str) -> Response:
     return _file_response(library.cutout_file(image_id), "image/jpeg")
 
 
-@router.post("/search", response_model=SearchOut, tags=["search"])
+@router.post("/search", response_model=SearchOut, tags=["search"], dependencies=[SEARCH_FORM])
 def search(
     library: LibraryDep,
     text: Annotated[str, Form(description="What to look for, in words.")] = "",
@@ -259,7 +287,7 @@ def _term(term: TermIn, limit: int) -> QueryTerm:
         return StoredImageTerm(term.image_id.strip(), term.weight, region=region)
     encoded = term.image or ""
     if len(encoded) > limit * 4 // 3 + 4:
-        raise TooLarge(f"a query image is larger than the limit of {limit:,} bytes")
+        raise TooLarge(f"a query image is larger than the limit of {human_bytes(limit)}")
     try:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):

@@ -28,9 +28,12 @@ from imagematch.web.head import HeadAsGet
 from imagematch.web.hosts import HostCheck, host_allow_list
 from imagematch.web.proxies import ProxyHeaders, TrustedProxies
 from imagematch.web.ratelimit import RateLimit, TokenBuckets
-from imagematch.web.templating import error_page, is_page_path
+from imagematch.web.templating import error_page, human_bytes, is_page_path
 
 log = logging.getLogger(__name__)
+
+
+FORM_OVERHEAD_BYTES = 64 * 1024  # a request body may be this much larger than the largest accepted file
 
 
 class BodyLimit:
@@ -41,9 +44,10 @@ class BodyLimit:
     the limit is passed, whatever response the app starts is replaced by the 413.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, file_limit: int) -> None:
         self.app = app
-        self.limit = limit
+        self.file_limit = file_limit
+        self.limit = file_limit + FORM_OVERHEAD_BYTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,7 +55,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send, scope)
+            await self._refuse(send, scope, int(declared))
             return
         seen = 0
         exceeded = started = refused = False
@@ -82,8 +86,14 @@ class BodyLimit:
             if not (started or refused):
                 await self._refuse(send, scope)
 
-    async def _refuse(self, send: Send, scope: Scope) -> None:
-        message = f"the request is larger than {self.limit:,} bytes"
+    async def _refuse(self, send: Send, scope: Scope, size: int | None = None) -> None:
+        """The limit people know, in the unit their file manager shows: the file limit, not the form's overhead."""
+        limit = human_bytes(self.file_limit)
+        message = (
+            f"the upload is larger than the limit of {limit}"
+            if size is None
+            else f"the upload is {human_bytes(size)}; the limit is {limit}"
+        )
         response: Response
         if is_page_path(scope["path"]):
             response = error_page(413, f"The upload is too large: {message}. Send fewer or smaller files at once.")
@@ -172,8 +182,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     )
     app.state.library = library
     app.state.settings = settings
-    # Multipart overhead on top of the largest accepted file.
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)
+    app.add_middleware(BodyLimit, file_limit=settings.max_upload_bytes)
     # Before any body is read, the client's request budget and then its credentials are checked (each
     # add_middleware wraps what was added before).
     secret = session_secret(settings)

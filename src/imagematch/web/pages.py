@@ -43,16 +43,15 @@ from imagematch.records import (
     Region,
     StoredImageTerm,
     TextTerm,
-    TooLarge,
 )
 from imagematch.records import Query as SearchQuery
 from imagematch.validation import clean_filename
-from imagematch.web.api import JobsDep, LibraryDep
+from imagematch.web.api import JobsDep, LibraryDep, read_upload
 from imagematch.web.csrf import require_token
 from imagematch.web.errors import status_for
 from imagematch.web.forms import FILTER_OPERATORS, editable_value, metadata_from_rows, one_key_filter, typed_value
 from imagematch.web.query_images import QueryImageStore
-from imagematch.web.templating import STATIC_DIR, human_bytes, render
+from imagematch.web.templating import STATIC_DIR, render
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger(__name__)
@@ -106,14 +105,6 @@ def chosen_files(field: str) -> Callable[[Request], Awaitable[list[UploadFile]]]
     return files
 
 
-def _read_limited(upload: UploadFile, limit: int) -> bytes:
-    """At most limit bytes; a larger file is refused without reading it all."""
-    data = upload.file.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"the file is larger than the limit of {human_bytes(limit)}")
-    return data
-
-
 # Home: upload and search
 
 
@@ -139,7 +130,7 @@ def _ingest(library: Library, upload: UploadFile, description: str, metadata: Me
     """One file of a form upload; a file we cannot take is a failed line of the report, not an error page."""
     name = upload.filename or ""
     try:
-        data = _read_limited(upload, library.settings.max_upload_bytes)
+        data = read_upload(upload, library.settings.max_upload_bytes)
         return library.add(data, filename=name, description=description, metadata=metadata)
     except ImageMatchError as error:
         return IngestResult("failed", clean_filename(name), reason=str(error))
@@ -535,7 +526,7 @@ async def search_submit(
 
 def _query_upload(library: Library, image: UploadFile) -> tuple[bytes, bytes]:
     """In a worker thread, never on the event loop: read the query image and decode it for its preview."""
-    data = _read_limited(image, library.settings.max_upload_bytes)
+    data = read_upload(image, library.settings.max_upload_bytes)
     return data, library.query_preview(data)
 
 
