@@ -19,6 +19,7 @@ from tests.browser.live import launch_chromium, serve
 from tests.tinymodel import tiny_settings
 
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +55,20 @@ def app(live_app: LiveApp) -> LiveApp:
 
 
 @contextmanager
-def _tab(browser: Browser, app: LiveApp, *, javascript: bool, expected: tuple[str, ...] = ()) -> Iterator[Page]:
+def _tab(
+    browser: Browser,
+    app: LiveApp,
+    *,
+    javascript: bool,
+    expected: tuple[str, ...] = (),
+    viewport: ViewportSize = DESKTOP,
+) -> Iterator[Page]:
     """A fresh browser context; any script error or policy violation on any page fails the test, but for
-    console errors that contain one of the expected texts."""
-    context = browser.new_context(base_url=app.url, viewport=DESKTOP, java_script_enabled=javascript)
+    console errors that contain one of the expected texts. A phone's viewport comes with touch, as on a phone."""
+    phone = viewport["width"] < 600
+    context = browser.new_context(
+        base_url=app.url, viewport=viewport, java_script_enabled=javascript, is_mobile=phone, has_touch=phone
+    )
     context.set_default_timeout(10_000)
     tab = context.new_page()
     problems: list[str] = []

@@ -112,6 +112,7 @@ def _home(library: Library, **context: object) -> dict[str, object]:
     return {
         "section": "home",
         "recent": library.page(limit=RECENT_ON_HOME),
+        "recent_count": RECENT_ON_HOME,
         "search": SearchForm(),
         "description": "",
         "metadata_rows": [],

@@ -19,10 +19,14 @@
     return `${count} ${word}${count === 1 ? "" : "s"}`;
   }
 
+  /** A size as the server words it (templating.human_bytes): "57 MB", "39.1 KB". */
   function humanBytes(size) {
-    if (size < 1024) return `${size} bytes`;
-    if (size < 1024 * 1024) return `${(size / 1024).toFixed(1)} KB`;
-    return `${(size / 1024 / 1024).toFixed(1)} MB`;
+    let value = size;
+    for (const unit of ["bytes", "KB", "MB"]) {
+      if (value < 1024) return unit === "bytes" ? `${size} bytes` : `${value.toFixed(1).replace(/\.0$/, "")} ${unit}`;
+      value /= 1024;
+    }
+    return `${value.toFixed(1).replace(/\.0$/, "")} GB`;
   }
 
   /** The server's rule for typed form values (web/forms.py): numbers and true/false are typed,
@@ -159,6 +163,60 @@
     };
   }
 
+  /** Why a file cannot be sent at all, known before sending it: it is over the server's limit. */
+  function tooLarge(file, limit) {
+    return limit && file.size > limit ? `${file.name} is ${humanBytes(file.size)}; the limit is ${humanBytes(limit)}` : "";
+  }
+
+  /** A tile of "Recently added" from the API's JSON, like the image_tile macro. */
+  function recentTile(image) {
+    const tile = element("li", { class: "tile", "data-testid": "image-tile", "data-image-id": image.id });
+    const link = element("a", { class: "tile-link", href: image.links.page });
+    const ratio = Math.min(1, 384 / Math.max(image.width, image.height));
+    const frame = element("span", { class: "frame" });
+    frame.append(
+      element("img", {
+        src: image.links.thumbnail,
+        alt: image.description || image.caption || image.filename,
+        width: String(Math.max(1, Math.round(image.width * ratio))),
+        height: String(Math.max(1, Math.round(image.height * ratio))),
+        loading: "lazy",
+        decoding: "async",
+      }),
+    );
+    link.append(frame, element("span", { class: "tile-name" }, image.filename));
+    const body = element("div", { class: "tile-body" });
+    if (image.description) body.append(element("p", { class: "tile-text", "data-testid": "tile-description" }, image.description));
+    if (image.caption) body.append(element("p", { class: "tile-text muted", "data-testid": "tile-caption" }, image.caption));
+    tile.append(link, body);
+    return tile;
+  }
+
+  /** "Recently added", "Browse all N" and the footer's count, read again after an upload. */
+  async function refreshRecent() {
+    const section = document.querySelector("[data-recent]");
+    if (!section) return;
+    let page;
+    try {
+      const response = await fetch(`/api/v1/images?limit=${Number(section.dataset.recentCount) || 8}`, {
+        headers: { Accept: "application/json" },
+      });
+      if (!response.ok) return;
+      page = await response.json();
+    } catch {
+      return; // the report says what happened; the list catches up at the next visit
+    }
+    const grid = section.querySelector("[data-recent-grid]");
+    grid.replaceChildren(...page.items.map(recentTile));
+    grid.hidden = page.items.length === 0;
+    section.querySelector("[data-recent-empty]").hidden = page.items.length > 0;
+    const browseAll = section.querySelector("[data-browse-all]");
+    browseAll.textContent = `Browse all ${page.total}`;
+    browseAll.hidden = page.total === 0;
+    const footerCount = document.querySelector('[data-testid="footer-count"]');
+    if (footerCount) footerCount.textContent = plural(page.total, "image");
+  }
+
   async function uploadOne(file, description, metadata) {
     const body = new FormData();
     body.append("file", file, file.name);
@@ -193,11 +251,15 @@
     errorBox.hidden = true;
     form.prepend(errorBox);
 
+    const limit = Number(form.dataset.maxBytes) || 0;
+
     function showChosen() {
       chosen.replaceChildren(
         ...Array.from(input.files, (file) => {
-          const item = element("li");
+          const problem = tooLarge(file, limit);
+          const item = element("li", problem ? { class: "too-large", "data-testid": "chosen-too-large" } : {});
           item.append(element("span", {}, file.name), element("span", { class: "muted" }, humanBytes(file.size)));
+          if (problem) item.append(element("span", { class: "chosen-problem" }, problem));
           return item;
         }),
       );
@@ -240,11 +302,19 @@
       report.hidden = false;
       const rows = files.map((file) => reportRow(file.name));
       list.replaceChildren(...rows.map((row) => row.element));
+      // The outcome appears under the button; bring it into view wherever the button was.
+      report.scrollIntoView({ block: "nearest" });
       const counts = { added: 0, duplicate: 0, failed: 0 };
       for (const [index, file] of files.entries()) {
         summary.textContent = `Uploading ${index + 1} of ${files.length}…`;
-        rows[index].uploading();
-        const outcome = await uploadOne(file, description, metadata);
+        const problem = tooLarge(file, limit);
+        let outcome;
+        if (problem) {
+          outcome = { status: "failed", reason: problem };
+        } else {
+          rows[index].uploading();
+          outcome = await uploadOne(file, description, metadata);
+        }
         rows[index].finish(outcome);
         counts[outcome.status] += 1;
       }
@@ -253,6 +323,8 @@
       clearBusy();
       input.value = "";
       chosen.replaceChildren();
+      summary.scrollIntoView({ block: "nearest" });
+      if (counts.added) await refreshRecent();
     });
   }
 
