@@ -67,8 +67,8 @@ def choose_model(settings: Settings) -> tuple[ModelSource, str]:
         return source, ""
     log.warning("the default model cannot be loaded: %s", reason)
     return parse_model_spec(DEMO), (
-        "Running on the small built-in demo model, which only knows simple coloured shapes: the default model "
-        "is not downloaded yet and cannot be downloaded now (the server log says why). Connect to the internet "
+        "Running on the small built-in demo model: it only knows simple coloured shapes, because the default "
+        "model is not downloaded yet and cannot be downloaded now (the server log says why). Connect to the internet "
         "once, or point IMAGEMATCH_MODEL=local-dir:/path/to/folder at a downloaded model. A library built with "
         "the demo model needs `imagematch reindex` after switching."
     )

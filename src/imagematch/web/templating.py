@@ -4,6 +4,7 @@ and the headers every page gets (Content-Security-Policy, no caching of pages th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,26 @@ environment.globals.update(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Banner:
+    """A library-wide warning as the pages show it: a headline, and the rest folded under it, so that a few of
+    them stay short on a phone. `text` is the warning whole (it names the banner a browser was told to hide)."""
+
+    text: str
+    headline: str
+    detail: str
+
+    @classmethod
+    def of(cls, text: str) -> Banner:
+        """Warnings read "what is wrong: why, and what to do"; the part before the first ': ' is the headline."""
+        headline, _, detail = text.partition(": ")
+        return cls(text, _sentence(headline), _sentence(detail))
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _respond(html: str, status: int) -> HTMLResponse:
     response = HTMLResponse(html, status_code=status)
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
@@ -135,7 +156,7 @@ def render(
             "csrf_token": token,
             "info": info,
             "settings": library.settings,
-            "notices": [*info.warnings, *_caption_notices(request)] if info else [],
+            "notices": [Banner.of(text) for text in [*info.warnings, *_caption_notices(request)]] if info else [],
             "signed_in": getattr(request.state, "auth", None) == "session",
             **context,
         }

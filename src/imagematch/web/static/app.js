@@ -669,6 +669,48 @@
     window.setTimeout(poll, 300);
   }
 
+  /* Banners: a dismissed one stays hidden for the rest of this browser session (sessionStorage, by its text, so a
+   * new warning still shows); without the script, or without storage, they stay. */
+
+  const DISMISSED_BANNERS = "imagematch.dismissed-banners";
+
+  function dismissedBanners() {
+    try {
+      const stored = JSON.parse(window.sessionStorage.getItem(DISMISSED_BANNERS) || "[]");
+      return new Set(Array.isArray(stored) ? stored : []);
+    } catch {
+      return new Set();
+    }
+  }
+
+  function initBanners() {
+    const area = document.querySelector("[data-banners]");
+    if (!area) return;
+    const dismissed = dismissedBanners();
+    const banners = Array.from(area.querySelectorAll("[data-banner]"));
+    const tidy = () => {
+      area.hidden = banners.every((banner) => banner.hidden);
+    };
+    for (const banner of banners) {
+      banner.hidden = dismissed.has(banner.dataset.banner);
+      const button = banner.querySelector("[data-dismiss-banner]");
+      button.hidden = false;
+      button.addEventListener("click", () => {
+        dismissed.add(banner.dataset.banner);
+        try {
+          window.sessionStorage.setItem(DISMISSED_BANNERS, JSON.stringify([...dismissed]));
+        } catch {
+          // storage refused (a private window's quota): hidden on this page only
+        }
+        banner.hidden = true;
+        tidy();
+        document.getElementById("main").focus();
+      });
+    }
+    tidy();
+  }
+
+  initBanners();
   initBusyForms();
   initMetadataFields();
   initUpload();
