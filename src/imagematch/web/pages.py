@@ -563,6 +563,12 @@ def _rule(library: Library, max_distance: str, min_similarity: str, crop_distanc
     )
 
 
+def _rule_fields(max_distance: str, min_similarity: str, crop_distance: str) -> dict[str, str]:
+    """The thresholds the user set, to carry through resolving a group and back to the list they came from."""
+    given = {"max_distance": max_distance, "min_similarity": min_similarity, "crop_distance": crop_distance}
+    return {name: value.strip() for name, value in given.items() if value.strip()}
+
+
 @router.get("/duplicates", response_class=HTMLResponse)
 def duplicates_page(
     request: Request,
@@ -576,6 +582,7 @@ def duplicates_page(
         "section": "duplicates",
         "groups": [],
         "rule": library.duplicate_rule,
+        "rule_fields": _rule_fields(max_distance, min_similarity, crop_distance),
         "notice": DUPLICATE_NOTICES.get(notice, ""),
         "error": "",
     }
@@ -594,6 +601,9 @@ def resolve_confirmation(
     library: LibraryDep,
     keep: str = "",
     member: Annotated[list[str] | None, Query()] = None,
+    max_distance: str = "",
+    min_similarity: str = "",
+    crop_distance: str = "",
 ) -> Response:
     """The confirmation step: what is kept and what will be deleted. Nothing changes until it is confirmed."""
     if not keep:
@@ -602,7 +612,20 @@ def resolve_confirmation(
     doomed = [library.get(i) for i in dict.fromkeys(member or []) if i != keep]
     if not doomed:
         raise InvalidInput("there is nothing else in this group to delete")
-    return render(request, "duplicates_confirm.html", {"section": "duplicates", "kept": kept, "doomed": doomed})
+    rule_fields = _rule_fields(max_distance, min_similarity, crop_distance)
+    context = {
+        "section": "duplicates",
+        "kept": kept,
+        "doomed": doomed,
+        "rule_fields": rule_fields,
+        "back_url": _duplicates_url(rule_fields),
+    }
+    return render(request, "duplicates_confirm.html", context)
+
+
+def _duplicates_url(rule_fields: dict[str, str], **extra: str) -> str:
+    params = {**rule_fields, **extra}
+    return "/duplicates?" + urlencode(params) if params else "/duplicates"
 
 
 @router.post("/duplicates/resolve", dependencies=[CsrfChecked])
@@ -610,10 +633,17 @@ def resolve(
     library: LibraryDep,
     keep: Annotated[str, Form()] = "",
     delete: Annotated[list[str] | None, Form()] = None,
+    max_distance: Annotated[str, Form()] = "",
+    min_similarity: Annotated[str, Form()] = "",
+    crop_distance: Annotated[str, Form()] = "",
 ) -> Response:
+    """Delete the others, then back to the list under the same thresholds (checked first: nothing is deleted
+    on the way to an error)."""
+    rule_fields = _rule_fields(max_distance, min_similarity, crop_distance)
+    _rule(library, max_distance, min_similarity, crop_distance)
     deleted = library.keep_one(keep, delete or [])
     log.info("duplicates resolved: kept %s, deleted %d", keep, len(deleted))
-    return _see_other("/duplicates?notice=resolved")
+    return _see_other(_duplicates_url(rule_fields, notice="resolved"))
 
 
 # Browse
@@ -651,13 +681,15 @@ def browse(
     offset = (page - 1) * BROWSE_PAGE_SIZE
     records = library.page(offset=offset, limit=BROWSE_PAGE_SIZE, newest_first=sort == "newest", flt=flt)
     base = {"sort": sort, "key": key, "value": value} if key.strip() else {"sort": sort}
+    pages = max(1, math.ceil(total / BROWSE_PAGE_SIZE))
     context.update(
         records=records,
         total=total,
-        pages=max(1, math.ceil(total / BROWSE_PAGE_SIZE)),
-        page_url={n: "/images?" + urlencode({**base, "page": n}) for n in (page - 1, page + 1, 1)},
+        pages=pages,
+        page_url={n: "/images?" + urlencode({**base, "page": n}) for n in (page - 1, page + 1, 1, pages)},
     )
-    return render(request, "browse.html", context)
+    # A page past the end (an old link, an edited address) is not there: say how many there are instead.
+    return render(request, "browse.html", context, status=404 if page > pages else 200)
 
 
 # One image: view, edit, delete
