@@ -513,11 +513,11 @@ def demo_images(
     count: Annotated[int, typer.Option(help="How many images.", min=1, max=1000)] = 48,
 ) -> None:
     """Write synthetic demo images (coloured shapes) to try ImageMatch offline, e.g. with /upload-samples."""
-    from imagematch.demo_data import write_demo_images
+    from imagematch.demo_data import EXAMPLE_QUERY, write_demo_images
 
     target = folder or _settings().samples_dir
     written = write_demo_images(target, count)
-    out.print(f"wrote {len(written)} demo images to {target}; try searching for 'a red circle'", highlight=False)
+    out.print(f"wrote {len(written)} demo images to {target}; try searching for '{EXAMPLE_QUERY}'", highlight=False)
 
 
 @app.command("hash-password", cls=_Command)

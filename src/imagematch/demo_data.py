@@ -27,6 +27,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (25, 25, 25),
 }
 SIZES = ("small", "large")
+# The search the Quick start (README.md) and `imagematch demo-images` suggest: the default demo images hold two
+# green circles, and the demo model ranks them first (tests/test_quick_start.py).
+EXAMPLE_QUERY = "a green circle"
 PATTERNS = ("plain", "striped", "dotted", "checkered")
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "gray": (128, 128, 128),
