@@ -139,6 +139,12 @@ def take_screenshots(base_url: str, ids: dict[str, str], output: Path) -> None:
         shoot(phone, output / "phone-browse.png")
         phone.goto("/search?text=a+cat+sitting+indoors")
         shoot(phone, output / "phone-search.png")
+        phone.goto("/")
+        phone.get_by_label("Images", exact=True).set_input_files([uploads[0], uploads[2]])
+        phone.get_by_role("button", name="Upload").click()
+        phone.get_by_text("0 added, 1 duplicate, 1 failed.").wait_for()
+        phone.screenshot(path=str(output / "phone-home.png"))  # the screen as it is: the report is in view
+        print(f"wrote {output / 'phone-home.png'}")
         browser.close()
 
 
