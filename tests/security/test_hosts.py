@@ -33,7 +33,7 @@ def _is_refused(path: str, response: Any) -> bool:
         return False
     if response.request.method == "HEAD":
         return bool(response.content == b"")
-    if path.startswith("/api/"):
+    if path.startswith("/api/") or path == "/openapi.json":  # the API and its schema answer in JSON
         return ATTACKER in response.json()["detail"] and "IMAGEMATCH_ALLOWED_HOSTS" in response.json()["detail"]
     return response.headers["content-type"].startswith("text/html") and "not one of this server" in response.text
 
