@@ -300,6 +300,8 @@ BAD_METADATA_ROWS = [
     ("long-key", ["k" * 129], ["1"]),
     ("too-many-rows", [f"k{i}" for i in range(101)], ["1"] * 101),
     ("same-key-twice", ["a", "a"], ["1", "2"]),
+    ("value-without-key", ["", "year"], ["kept?", "2024"]),
+    ("built-in-prefix", ["image.format"], ["mine"]),
 ]
 
 # Search fields with their expected status. "{stored}" is replaced by a stored image's id.
