@@ -35,7 +35,7 @@ DEMO_LIBRARY: list[tuple[str, str, str, Metadata]] = [
         "astronaut",
         "Eileen Collins, the first woman to command a Space Shuttle",
         "an astronaut in a white suit in front of a flag",
-        {"album": "space", "year": 1999},
+        {"album": "space", "year": 1999, "tags": ["nasa", "portrait", "Kennedy Space Center"]},
     ),
     ("rocket", "Launch pad 39A", "a rocket on a launch pad under a clear sky", {"album": "space", "year": 2009}),
     ("coffee", "", "a cup of coffee on a saucer", {"album": "kitchen"}),
