@@ -20,7 +20,7 @@ from tests.tinymodel import build_tiny_model
 
 from imagematch.factory import build_library
 from imagematch.library import Library
-from imagematch.records import RecordPatch
+from imagematch.records import Metadata, RecordPatch
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
 
@@ -30,12 +30,12 @@ PHONE: ViewportSize = {"width": 390, "height": 844}
 MAX_HEIGHT = 1500  # long pages are cut here, to keep the pictures readable in the README
 
 # name, description, caption, metadata
-DEMO_LIBRARY: list[tuple[str, str, str, dict[str, str | int | float | bool]]] = [
+DEMO_LIBRARY: list[tuple[str, str, str, Metadata]] = [
     (
         "astronaut",
         "Eileen Collins, the first woman to command a Space Shuttle",
         "an astronaut in a white suit in front of a flag",
-        {"album": "space", "year": 1999},
+        {"album": "space", "year": 1999, "tags": ["nasa", "portrait", "Kennedy Space Center"]},
     ),
     ("rocket", "Launch pad 39A", "a rocket on a launch pad under a clear sky", {"album": "space", "year": 2009}),
     ("coffee", "", "a cup of coffee on a saucer", {"album": "kitchen"}),

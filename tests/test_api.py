@@ -266,3 +266,29 @@ def test_samples_job_without_folder_is_a_clear_error(client: TestClient) -> None
     response = client.post("/api/v1/jobs/samples")
     assert response.status_code == 422 and "does not exist" in response.json()["detail"]
     assert client.get("/api/v1/jobs/nope").status_code == 404
+
+
+def test_tags_are_stored_as_lists_and_filters_join_with_or_and_none_of(client: TestClient) -> None:
+    """Lists of strings were refused and `{"$or": [...]}` matched nothing: the first ten minutes of a new user."""
+    beach = upload(client, "astronaut", metadata='{"tags": ["beach", "sunset"], "album": "trip"}')
+    assert beach.status_code == 201 and beach.json()["metadata"]["tags"] == ["beach", "sunset"]
+    city = upload(client, "coffee", metadata='{"tags": ["city"], "album": "home"}').json()["id"]
+    plain = upload(client, "rocket", metadata='{"album": "space"}').json()["id"]
+
+    def found(spec: object) -> set[str]:
+        response = client.get("/api/v1/images", params={"filter": json.dumps(spec)})
+        assert response.status_code == 200, response.text
+        return {item["id"] for item in response.json()["items"]}
+
+    assert found({"tags": "beach"}) == {beach.json()["id"]}
+    assert found({"tags": {"$in": ["city", "snow"]}}) == {city}
+    assert found({"$or": [{"tags": "city"}, {"album": "space"}]}) == {city, plain}
+    assert found({"album": {"$nin": ["trip", "home"]}}) == {plain}
+    searched = client.post("/api/v1/search/query", json={"terms": [{"text": "a photo"}], "filter": {"tags": "city"}})
+    assert searched.status_code == 200 and [h["id"] for h in searched.json()["hits"]] == [city]
+
+    unknown = client.get("/api/v1/images", params={"filter": '{"$xor": [{"tags": "city"}]}'})
+    assert unknown.status_code == 422 and "use $and or $or" in unknown.json()["detail"]
+    reserved = client.patch(f"/api/v1/images/{city}", json={"metadata": {"image.format": "mine"}})
+    assert reserved.status_code == 422 and "built-in field" in reserved.json()["detail"]
+    assert client.get(f"/api/v1/images/{city}").json()["metadata"] == {"tags": ["city"], "album": "home"}

@@ -16,8 +16,10 @@ from typer.testing import CliRunner
 
 import imagematch
 from imagematch.cli import app
+from imagematch.factory import build_library
 from imagematch.query_syntax import TypedTerm, parse_region, parse_terms
-from imagematch.records import InvalidQuery
+from imagematch.records import InvalidQuery, RecordPatch
+from imagematch.settings import load_settings
 from tests.images import PHOTOS, encode, jpeg, photo
 
 
@@ -355,3 +357,24 @@ def test_log_lines_print_above_a_live_progress_bar() -> None:
     [logged] = [line for line in visible if "exporting the model" in line]
     assert logged.endswith("WARNING imagematch.progress-test: exporting the model to ONNX Runtime")
     assert "indexing" not in logged
+
+
+def test_where_clauses_can_ask_for_any_of_them_or_be_a_json_filter(env: dict[str, str], photos: Path) -> None:
+    runner.invoke(app, ["index", str(photos)])
+    found = json.loads(runner.invoke(app, ["search", "a photo", "-k", "10", "--json"]).stdout)["hits"]
+    by_name = {hit["image"]["filename"]: hit["id"] for hit in found}
+    library = build_library(load_settings())
+    library.update(by_name["coffee.jpg"], RecordPatch(metadata={"tags": ["cup", "morning"]}))
+    library.update(by_name["rocket.jpg"], RecordPatch(metadata={"album": "space"}))
+
+    def names(*args: str) -> set[str]:
+        result = runner.invoke(app, ["search", "a photo", "-k", "10", "--json", *args])
+        assert result.exit_code == 0, result.output
+        return {hit["image"]["filename"] for hit in json.loads(result.stdout)["hits"]}
+
+    assert names("--where", "tags=cup", "--where", "album=space") == set()
+    assert names("--where", "tags=cup", "--where", "album=space", "--any") == {"coffee.jpg", "rocket.jpg"}
+    assert names("--where", "tags!=evening,night") == {"coffee.jpg"}
+    assert names("--where", '{"$or": [{"tags": "morning"}, {"album": "space"}]}') == {"coffee.jpg", "rocket.jpg"}
+    refused = runner.invoke(app, ["search", "a photo", "--where", '{"$xor": []}'])
+    assert refused.exit_code == 1 and "use $and or $or" in refused.output

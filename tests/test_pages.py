@@ -211,15 +211,23 @@ def test_form_upload_reports_every_file(client: TestClient, library: Library) ->
             ("notes.jpg", b"this is not an image"),
         ],
         description="holiday",
-        meta_key=["year", "favourite", "ratio", "code", "place", ""],
-        meta_value=["2024", "true", "1.5", '"007"', "Biarritz", "ignored"],
+        meta_key=["year", "favourite", "ratio", "code", "place", "tags", ""],
+        meta_type=["value", "value", "value", "value", "value", "list", "value"],
+        meta_value=["2024", "true", "1.5", '"007"', "Biarritz", 'surf, "Biarritz, France"', ""],
     )
     assert response.status_code == 200
     assert statuses(response) == ["added", "added", "duplicate", "failed"]
     assert "2 added, 1 duplicate, 1 failed." in response.text
     astronaut = next(r for r in library.page() if r.filename == "astronaut.jpg")
     assert astronaut.description == "holiday"
-    assert astronaut.metadata == {"year": 2024, "favourite": True, "ratio": 1.5, "code": "007", "place": "Biarritz"}
+    assert astronaut.metadata == {
+        "year": 2024,
+        "favourite": True,
+        "ratio": 1.5,
+        "code": "007",
+        "place": "Biarritz",
+        "tags": ["surf", "Biarritz, France"],
+    }
     duplicate = response.text.split('data-status="duplicate"')[1].split("</li>")[0]
     assert f'href="/images/{astronaut.id}"' in duplicate
     assert f"/api/v1/images/{astronaut.id}/thumbnail" in duplicate
@@ -261,7 +269,7 @@ def test_edit_changes_description_and_metadata_and_keeps_types(client: TestClien
             "csrf_token": token(client),
             "description": "espresso",
             "meta_key": ["cafe", "year", "", "open"],
-            "meta_value": ["Le Zinc", '"2024"', "2", "true"],
+            "meta_value": ["Le Zinc", '"2024"', "", "true"],
         },
     )
     assert response.status_code == 200 and str(response.url).endswith("?notice=saved")
@@ -270,6 +278,61 @@ def test_edit_changes_description_and_metadata_and_keeps_types(client: TestClien
     assert record.description == "espresso"
     assert record.metadata == {"cafe": "Le Zinc", "year": "2024", "open": True}
     assert "Le Zinc" in client.get(f"/images/{image_id}").text
+
+
+def test_a_value_without_a_key_is_refused_not_dropped_with_changes_saved(client: TestClient, library: Library) -> None:
+    """The edit form dropped a value whose key was empty and still said "Changes saved."."""
+    image_id = add(library, "coffee", metadata={"cafe": "x"})
+    response = client.post(
+        f"/images/{image_id}/edit",
+        data={"csrf_token": token(client), "description": "d", "meta_key": ["cafe", ""], "meta_value": ["y", "orphan"]},
+    )
+    assert response.status_code == 422 and "Changes saved." not in response.text
+    assert "has the value &#39;orphan&#39; but no key" in response.text
+    assert 'value="orphan"' in response.text and 'value="y"' in response.text  # what was typed is kept
+    assert library.get(image_id).metadata == {"cafe": "x"} and library.get(image_id).description == ""
+
+
+def test_tags_are_edited_as_a_list_row_and_shown_as_links(client: TestClient, library: Library) -> None:
+    image_id = add(library, "coffee", metadata={"tags": ["espresso", "Rome, Italy"], "cafe": "x"})
+    page = client.get(f"/images/{image_id}").text
+    row = page.split('name="meta_key" value="tags"')[1].split("</div>")[0]
+    assert '<option value="list" selected>' in row and 'value="espresso, &#34;Rome, Italy&#34;"' in row
+    shown = page.split('data-testid="metadata"')[1].split("</dl>")[0]
+    assert re.findall(r'<li class="tag"><a href="/images\?([^"]+)">([^<]+)</a>', shown) == [
+        ("key=tags&amp;value=%22espresso%22", "espresso"),
+        ("key=tags&amp;value=%22Rome%2C+Italy%22", "Rome, Italy"),
+    ]
+    browse = client.get("/images", params={"key": "tags", "value": '"Rome, Italy"'})
+    assert 'data-testid="browse-total">1 image' in browse.text
+    saved = client.post(
+        f"/images/{image_id}/edit",
+        data={
+            "csrf_token": token(client),
+            "meta_key": ["tags", "cafe"],
+            "meta_type": ["list", "value"],
+            "meta_value": ['espresso, "Rome, Italy", crema,', "x"],
+        },
+    )
+    assert saved.status_code == 200 and "Changes saved." in saved.text
+    assert library.get(image_id).metadata == {"tags": ["espresso", "Rome, Italy", "crema"], "cafe": "x"}
+    empty = client.post(
+        f"/images/{image_id}/edit",
+        data={"csrf_token": token(client), "meta_key": ["tags"], "meta_type": ["list"], "meta_value": [" , "]},
+    )
+    assert empty.status_code == 422 and "add at least one tag" in empty.text
+
+
+def test_keys_a_filter_would_read_as_a_built_in_field_are_refused(client: TestClient, library: Library) -> None:
+    """A user key `image.format` was accepted but could never be filtered: the built-in field won."""
+    image_id = add(library, "coffee")
+    response = client.post(
+        f"/images/{image_id}/edit",
+        data={"csrf_token": token(client), "meta_key": ["image.format"], "meta_value": ["mine"]},
+    )
+    assert response.status_code == 422 and "Changes saved." not in response.text
+    assert "starts with &#39;image.&#39;, which filters read as a built-in field" in response.text
+    assert library.get(image_id).metadata == {}
 
 
 def test_image_page_shows_every_detail_including_exif(client: TestClient, library: Library) -> None:

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from imagematch.library import Library
-from imagematch.records import RecordPatch
+from imagematch.records import Metadata, RecordPatch
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
 from tests.images import encode, jpeg, photo
@@ -244,6 +244,30 @@ def test_filters_on_built_in_fields_and_dates(client: TestClient, library: Libra
     assert bad.status_code == 422 and "must be a date" in bad.text
     twice = client.get("/search", params={"text": "x", "key": ["a", "a"], "op": ["=", "="], "value": ["1", "2"]})
     assert twice.status_code == 422 and "same test twice" in twice.text
+
+
+def test_filter_rows_can_ask_for_any_one_of_them_and_for_none_of_some_values(
+    client: TestClient, library: Library
+) -> None:
+    ids = {name: add(library, name) for name in ("astronaut", "coffee", "rocket", "moon")}
+    tagged: dict[str, Metadata] = {
+        "astronaut": {"album": "space", "tags": ["nasa", "portrait"]},
+        "rocket": {"album": "space", "tags": ["nasa"]},
+        "coffee": {"album": "kitchen"},
+        "moon": {"album": "night", "tags": ["sky"]},
+    }
+    for name, metadata in tagged.items():
+        library.update(ids[name], RecordPatch(metadata=metadata))
+    rows = {"text": "a photo", "k": "10", "key": ["tags", "album"], "op": ["=", "="], "value": ["portrait", "night"]}
+    assert result_ids(client.get("/search", params=rows).text) == []  # all rows: no image has both
+    either = client.get("/search", params={**rows, "match": "any"})
+    assert set(result_ids(either.text)) == {ids["astronaut"], ids["moon"]}
+    assert 'name="match" value="any" checked' in either.text
+    none_of = client.get("/search", params={"text": "a photo", "key": "album", "op": "not in", "value": "space, night"})
+    assert result_ids(none_of.text) == [ids["coffee"]]
+    assert '<option value="not in" selected>is none of (a, b, …)</option>' in none_of.text
+    camera = client.get("/search", params={"text": "a photo", "camera": "canon"})
+    assert camera.status_code == 200 and result_ids(camera.text) == []
 
 
 def test_min_score_can_answer_nothing_matched(client: TestClient, library: Library) -> None:

@@ -307,6 +307,9 @@ def search(
         typer.Option(help="Filter, e.g. album=holiday or 'rating>=4'; repeat it for more.", metavar="FILTER"),
     ] = None,
     hybrid: Annotated[bool, typer.Option("--hybrid", help="Fuse a keyword (BM25) ranking of the words.")] = False,
+    any_where: Annotated[
+        bool, typer.Option("--any", help="One of the --where filters is enough, instead of all of them.")
+    ] = False,
     min_score: Annotated[
         float | None, typer.Option("--min-score", help="Leave out matches below this similarity.")
     ] = None,
@@ -319,7 +322,7 @@ def search(
     settings = _settings()
     data = read_image_file(str(image)) if image is not None else None
     library = _library(settings, short_lived=True)
-    flt = parse_where(where or [])
+    flt = parse_where(where or [], any_of=any_where)
     box = parse_region(region)
     typed = parse_terms([word for word in query or [] if word.strip()], lambda v: library.store.get(v) is not None)
     if len(typed) <= 1 and all(t.kind == "text" and t.weight == 1.0 for t in typed):

@@ -2,12 +2,15 @@
 
 JSON (API, UI), in the style of Pinecone and MongoDB, so the seed's users already know it:
 
-    {"album": "holiday"}                       custom metadata equals
-    {"rating": {"$gte": 4}}                    range ($gt, $gte, $lt, $lte), also $ne and $in
+    {"album": "holiday"}                       custom metadata equals (a list of tags: has it as a member)
+    {"rating": {"$gte": 4}}                    range ($gt, $gte, $lt, $lte), also $ne, $in and $nin
     {"image.format": {"$in": ["JPEG", "PNG"]}} built-in fields carry the prefix "image."
     {"image.taken_at": {"$gte": "2024-01-01"}} dates as ISO 8601
+    {"image.camera": "canon"}                  camera and lens match a part of the name, ignoring case
+    {"$or": [{"album": "a"}, {"tags": "b"}]}   one of the filters holds; {"$and": [...]} all of them
 
-The CLI writes the same as `--where album=holiday --where "rating>=4" --where image.format=JPEG,PNG`.
+The keys of one object must all hold. The CLI writes the same as `--where album=holiday --where "rating>=4"
+--where image.format=JPEG,PNG`, with `--any` for one of them, or a JSON object as a `--where`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,16 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from imagematch.records import FILTER_FIELDS, Condition, Filter, FilterOp, FilterScalar, InvalidQuery
+from imagematch.records import (
+    FILTER_FIELDS,
+    PARTIAL_FIELDS,
+    Condition,
+    Filter,
+    FilterOp,
+    FilterScalar,
+    InvalidQuery,
+    name_words,
+)
 from imagematch.validation import load_json
 
 BUILTIN_PREFIX = "image."
@@ -26,6 +38,7 @@ _OPERATORS: dict[str, FilterOp] = {
     "$eq": "eq",
     "$ne": "ne",
     "$in": "in",
+    "$nin": "nin",
     "$gt": "gt",
     "$gte": "gte",
     "$lt": "lt",
@@ -38,8 +51,10 @@ _DATE_FIELDS = {"created_at", "taken_at"}
 _INTEGER_FIELDS = {"width": 2**31 - 1, "height": 2**31 - 1, "size": 2**63 - 1}
 _NUMBER_FIELDS = set(_INTEGER_FIELDS)
 _BOOL_FIELDS = {"cutout"}
+_LOGICAL = ("$and", "$or")
 _MAX_CONDITIONS = 50
 _MAX_IN_VALUES = 200
+_MAX_DEPTH = 10  # $and and $or inside each other
 
 
 def _text(value: str, what: str) -> str:
@@ -98,8 +113,15 @@ def _scalar(value: object, key: str, field: str | None) -> FilterScalar:
     if isinstance(value, str):
         if field in _NUMBER_FIELDS or field in _BOOL_FIELDS:
             raise InvalidQuery(f"filter {key!r}: expected {'a number' if field in _NUMBER_FIELDS else 'true or false'}")
-        return _text(value, f"filter {key!r}")
-    raise InvalidQuery(f"filter {key!r}: values must be text, numbers, true/false or lists of them")
+        text = _text(value, f"filter {key!r}")
+        if field in PARTIAL_FIELDS and text.strip() and not name_words(text):
+            raise InvalidQuery(
+                f"filter {key!r}: {text!r} has no letters or digits; give a part of the name, such as canon"
+            )
+        return text.strip() if field in PARTIAL_FIELDS else text
+    if isinstance(value, list):
+        raise InvalidQuery(f'filter {key!r}: a list of values goes in $in or $nin, as {{"{key}": {{"$in": [...]}}}}')
+    raise InvalidQuery(f"filter {key!r}: values must be text, numbers or true/false")
 
 
 def _target(key: object) -> tuple[str, bool]:
@@ -129,7 +151,9 @@ def _integer_test(key: str, op: FilterOp, value: FilterScalar | tuple[FilterScal
     if isinstance(value, tuple):
         kept = tuple(dict.fromkeys(int(v) for v in value if isinstance(v, int | float) and v == int(v)))
         kept = tuple(v for v in kept if bottom <= v <= top)
-        return Condition(key, op, kept, True) if kept else nothing
+        if not kept:  # no value the field can hold: $in matches nothing, $nin every image
+            return nothing if op == "in" else everything
+        return Condition(key, op, kept, True)
     assert isinstance(value, int | float)
     if op in ("eq", "ne"):
         if value != int(value) or not bottom <= value <= top:
@@ -146,14 +170,16 @@ def _integer_test(key: str, op: FilterOp, value: FilterScalar | tuple[FilterScal
 def _condition(key: str, builtin: bool, op: FilterOp, value: object, label: str) -> Condition:
     field = key if builtin else None
     operand: FilterScalar | tuple[FilterScalar, ...]
-    if op == "in":
+    if op in ("in", "nin"):
         if not isinstance(value, list) or not value:
-            raise InvalidQuery(f"filter {label!r}: $in takes a non-empty list")
+            raise InvalidQuery(f"filter {label!r}: ${op} takes a non-empty list")
         if len(value) > _MAX_IN_VALUES:
-            raise InvalidQuery(f"filter {label!r}: $in takes at most {_MAX_IN_VALUES} values")
+            raise InvalidQuery(f"filter {label!r}: ${op} takes at most {_MAX_IN_VALUES} values")
+        if any(isinstance(v, list) for v in value):
+            raise InvalidQuery(f"filter {label!r}: ${op} takes a list of values, not of lists")
         operand = tuple(_scalar(v, label, field) for v in value)
         if len({type(v) for v in operand}) > 1 and not all(isinstance(v, int | float) for v in operand):
-            raise InvalidQuery(f"filter {label!r}: $in values must all be of one type")
+            raise InvalidQuery(f"filter {label!r}: ${op} values must all be of one type")
     else:
         operand = _scalar(value, label, field)
         if op in ("gt", "gte", "lt", "lte") and isinstance(operand, str | bool):
@@ -163,17 +189,53 @@ def _condition(key: str, builtin: bool, op: FilterOp, value: object, label: str)
     return Condition(key, op, operand, builtin)
 
 
-def parse_filter(value: Any) -> Filter | None:
-    """Parse the JSON filter object (already decoded, or as text)."""
-    if value is None or value in ("", {}):
-        return None
-    if isinstance(value, str):
-        value = load_json(value, "filter", InvalidQuery)
-    if not isinstance(value, dict):
-        raise InvalidQuery('filter must be a JSON object such as {"album": "holiday"}')
-    conditions: list[Condition] = []
+def _operator_help() -> str:
+    return (
+        f"at the top of a filter object use {' or '.join(_LOGICAL)} (each takes a list of filter objects); "
+        f'inside a key use {", ".join(_OPERATORS)}, as {{"album": {{"$ne": "holiday"}}}}'
+    )
+
+
+class _Budget:
+    """Conditions left for the whole filter, however deep."""
+
+    def __init__(self) -> None:
+        self.left = _MAX_CONDITIONS
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise InvalidQuery(f"a filter may have at most {_MAX_CONDITIONS} conditions")
+
+
+def _logical(name: str, spec: object, depth: int, budget: _Budget) -> Filter:
+    if not isinstance(spec, list) or not spec:
+        raise InvalidQuery(f'{name} takes a non-empty list of filter objects, as {{"{name}": [{{"album": "a"}}, ...]}}')
+    if depth >= _MAX_DEPTH:
+        raise InvalidQuery(f"$and and $or may be nested at most {_MAX_DEPTH} deep")
+    parts: list[Condition | Filter] = []
+    for item in spec:
+        if not isinstance(item, dict) or not item:
+            raise InvalidQuery(
+                f'each item of {name} must be a filter object with at least one key, such as {{"album": "a"}}'
+            )
+        part = _object(item, depth + 1, budget)
+        parts.append(part.all_of[0] if len(part.all_of) == 1 and not part.any_of else part)
+    return Filter(all_of=tuple(parts)) if name == "$and" else Filter(any_of=tuple(parts))
+
+
+def _object(value: dict[Any, Any], depth: int, budget: _Budget) -> Filter:
+    """One filter object: every key in it holds."""
+    items: list[Condition | Filter] = []
     written: dict[tuple[str, bool], object] = {}
     for raw_key, spec in value.items():
+        if isinstance(raw_key, str) and raw_key.strip().startswith("$"):
+            name = _text(raw_key, f"filter key {raw_key!r}").strip()
+            if name not in _LOGICAL:
+                raise InvalidQuery(f"{name!r} is not an operator here: {_operator_help()}")
+            joined = _logical(name, spec, depth, budget)
+            items.extend(joined.all_of if not joined.any_of else (joined,))  # an $and is just more keys
+            continue
         key, builtin = _target(raw_key)
         if (key, builtin) in written:  # the forms' rule: keys the same but for spaces are one key, given twice
             raise InvalidQuery(
@@ -187,16 +249,28 @@ def parse_filter(value: Any) -> Filter | None:
                 op = _OPERATORS.get(op_name)
                 if op is None:
                     raise InvalidQuery(f"filter {raw_key!r}: unknown operator {op_name!r}; use {', '.join(_OPERATORS)}")
-                conditions.append(_condition(key, builtin, op, operand, raw_key))
+                budget.spend()
+                items.append(_condition(key, builtin, op, operand, raw_key))
         else:
-            conditions.append(_condition(key, builtin, "eq", spec, raw_key))
-    if len(conditions) > _MAX_CONDITIONS:
-        raise InvalidQuery(f"a filter may have at most {_MAX_CONDITIONS} conditions")
-    return Filter(tuple(conditions))
+            budget.spend()
+            items.append(_condition(key, builtin, "eq", spec, raw_key))
+    return Filter(all_of=tuple(items))
+
+
+def parse_filter(value: Any) -> Filter | None:
+    """Parse the JSON filter object (already decoded, or as text)."""
+    if value is None or value in ("", {}):
+        return None
+    if isinstance(value, str):
+        value = load_json(value, "filter", InvalidQuery)
+    if not isinstance(value, dict):
+        raise InvalidQuery('filter must be a JSON object such as {"album": "holiday"}')
+    return _object(value, 0, _Budget())
 
 
 _WHERE = re.compile(r"^\s*(?P<key>[^=<>!]+?)\s*(?P<op>>=|<=|!=|=|>|<)\s*(?P<value>.*?)\s*$")
 _CLI_OPS: dict[str, str] = {"=": "$eq", "!=": "$ne", ">": "$gt", ">=": "$gte", "<": "$lt", "<=": "$lte"}
+_CLI_LISTS = {"$eq": "$in", "$ne": "$nin"}
 
 
 def _cli_value(text: str) -> Any:
@@ -213,16 +287,40 @@ def _cli_value(text: str) -> Any:
         return text
 
 
-def parse_where(clauses: list[str]) -> Filter | None:
-    """The CLI form: `key=value`, `key>=3`, `key=a,b` (any of), built-ins as `image.format=PNG`."""
-    spec: dict[str, dict[str, Any]] = {}
+def _clause(clause: str) -> tuple[str, str, Any] | dict[str, Any]:
+    """One `--where`: (key, operator, value), or a JSON filter object."""
+    if clause.lstrip().startswith("{"):
+        written: dict[str, Any] = load_json(clause, f"the filter {clause[:40]!r}", InvalidQuery)
+        return written
+    match = _WHERE.match(clause)
+    if match is None:
+        raise InvalidQuery(
+            f"cannot read filter {clause!r}; write key=value, key!=value, key>=number, key=a,b (one of) "
+            "or key!=a,b (none of), or a JSON filter object"
+        )
+    key, op, value = match["key"], _CLI_OPS[match["op"]], match["value"]
+    if op in _CLI_LISTS and "," in value:
+        return key, _CLI_LISTS[op], [_cli_value(v.strip()) for v in value.split(",")]
+    return key, op, _cli_value(value)
+
+
+def parse_where(clauses: list[str], any_of: bool = False) -> Filter | None:
+    """The CLI form: `key=value`, `key>=3`, `key=a,b` (any of), `key!=a,b` (none of), built-ins as
+    `image.format=PNG`, or a JSON filter object. All of them must hold, or with `any_of` one of them."""
+    objects: list[dict[str, Any]] = []
+    merged: dict[str, dict[str, Any]] = {}  # the tests on one key, as one object: `rating>=3 rating<5`
     for clause in clauses:
-        match = _WHERE.match(clause)
-        if match is None:
-            raise InvalidQuery(f"cannot read filter {clause!r}; write key=value, key>=number or key=a,b")
-        key, op, value = match["key"], _CLI_OPS[match["op"]], match["value"]
-        if op == "$eq" and "," in value:
-            spec.setdefault(key, {})["$in"] = [_cli_value(v.strip()) for v in value.split(",")]
+        parsed = _clause(clause)
+        if isinstance(parsed, dict):
+            objects.append(parsed)
+            continue
+        key, op, value = parsed
+        if any_of:
+            objects.append({key: {op: value}})
         else:
-            spec.setdefault(key, {})[op] = _cli_value(value)
-    return parse_filter(spec) if spec else None
+            merged.setdefault(key, {})[op] = value
+    if merged:
+        objects.insert(0, merged)
+    if not objects:
+        return None
+    return parse_filter(objects[0] if len(objects) == 1 else {"$or" if any_of else "$and": objects})

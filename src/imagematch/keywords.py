@@ -63,8 +63,13 @@ BM25_B = 0.75
 
 def search_text(record: ImageRecord) -> str:
     """Everything a keyword may match: the filename's words, description, caption, camera, lens and the values
-    (not the keys) of custom metadata."""
-    values = [str(v) for v in record.metadata.values() if not isinstance(v, bool)]
+    (not the keys) of custom metadata, each tag of a list among them."""
+    values = [
+        str(item)
+        for value in record.metadata.values()
+        if not isinstance(value, bool)
+        for item in (value if isinstance(value, list) else [value])
+    ]
     parts = [
         _FILENAME_SEPARATORS.sub(" ", record.filename),
         record.description,

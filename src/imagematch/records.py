@@ -6,21 +6,25 @@ Nothing here knows about HTTP, storage engines or models.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 Vector = npt.NDArray[np.float32]
-MetadataValue = str | int | float | bool
+# A list is of strings only (tags): every store can hold it and test membership in it.
+MetadataValue = str | int | float | bool | list[str]
 Metadata = dict[str, MetadataValue]
 
 MAX_METADATA_KEYS = 100
 MAX_METADATA_KEY_LENGTH = 128
-MAX_METADATA_VALUE_LENGTH = 2000
+MAX_METADATA_VALUE_LENGTH = 2000  # characters of a text value, or of all the strings of a list together
+MAX_METADATA_LIST_ITEMS = 100
 MAX_DESCRIPTION_LENGTH = 5000
 MAX_FILENAME_LENGTH = 255
 MAX_QUERY_TERMS = 16
@@ -129,9 +133,9 @@ class StoredImageTerm:
 
 QueryTerm = TextTerm | ImageTerm | StoredImageTerm
 
-FilterOp = Literal["eq", "ne", "in", "gt", "gte", "lt", "lte"]
+FilterOp = Literal["eq", "ne", "in", "nin", "gt", "gte", "lt", "lte"]
 FilterScalar = str | int | float | bool | datetime
-FILTER_OPS: tuple[FilterOp, ...] = ("eq", "ne", "in", "gt", "gte", "lt", "lte")
+FILTER_OPS: tuple[FilterOp, ...] = ("eq", "ne", "in", "nin", "gt", "gte", "lt", "lte")
 # Record fields a filter may name directly; anything else is a custom metadata key.
 FILTER_FIELDS = (
     "format",
@@ -146,11 +150,27 @@ FILTER_FIELDS = (
     "caption_status",
     "cutout",
 )
+# Built-in text fields a filter matches by a part, ignoring case: EXIF names are long and oddly cased, so
+# "canon" finds "Canon EOS R5" (see `name_words`).
+PARTIAL_FIELDS = ("camera", "lens")
+_WORD = re.compile(r"\w+")
+
+T = TypeVar("T")
+
+
+def name_words(text: str) -> tuple[str, ...]:
+    """The lower-cased words of a camera or lens filter. A record matches when each of them is part of its
+    name: "eos r5" and "EOS" match "Canon EOS R5", "r6" does not."""
+    return tuple(_WORD.findall(text.lower()))
 
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """One test on a record: a built-in field (FILTER_FIELDS) or a custom metadata key."""
+    """One test on a record: a built-in field (FILTER_FIELDS) or a custom metadata key.
+
+    On a list value (tags), `eq` and `in` hold when the list has one of the values as a member, `ne` and
+    `nin` when it has none of them. `ne` and `nin` never hold for a record without the key.
+    """
 
     key: str
     op: FilterOp
@@ -160,15 +180,48 @@ class Condition:
 
 @dataclass(frozen=True, slots=True)
 class Filter:
-    """All conditions must hold."""
+    """Every item of `all_of` holds and, when `any_of` is not empty, at least one of its items; items are
+    conditions or filters, so `$and` and `$or` nest."""
 
-    conditions: tuple[Condition, ...] = ()
+    all_of: tuple[Condition | Filter, ...] = ()
+    any_of: tuple[Condition | Filter, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.conditions)
+        return bool(self.all_of or self.any_of)
 
     def and_(self, other: Filter | None) -> Filter:
-        return Filter(self.conditions + (other.conditions if other else ()))
+        if not other:
+            return self
+        if not self:
+            return other
+        return Filter((*self._conjuncts(), *other._conjuncts()))
+
+    def _conjuncts(self) -> tuple[Condition | Filter, ...]:
+        return self.all_of if not self.any_of else (self,)
+
+    def conditions(self) -> list[Condition]:
+        """Every condition in the tree, at any depth."""
+        found: list[Condition] = []
+        for item in (*self.all_of, *self.any_of):
+            found.extend(item.conditions() if isinstance(item, Filter) else [item])
+        return found
+
+    def fold(
+        self, condition: Callable[[Condition], T], every: Callable[[list[T]], T], some: Callable[[list[T]], T]
+    ) -> T:
+        """The filter in a store's language: `condition` renders one test, `every` and `some` join tests that
+        must all hold, or one of which must (each gets a non-empty list). Only for a filter that is not empty."""
+        if not self:
+            raise ValueError("an empty filter has no test to render")
+
+        def render(item: Condition | Filter) -> T:
+            return item.fold(condition, every, some) if isinstance(item, Filter) else condition(item)
+
+        parts = [render(item) for item in self.all_of]
+        if self.any_of:
+            alternatives = [render(item) for item in self.any_of]
+            parts.append(alternatives[0] if len(alternatives) == 1 else some(alternatives))
+        return parts[0] if len(parts) == 1 else every(parts)
 
 
 def check_region(region: object) -> Region:

@@ -16,6 +16,7 @@ from imagematch.records import (
     MAX_FILENAME_LENGTH,
     MAX_METADATA_KEY_LENGTH,
     MAX_METADATA_KEYS,
+    MAX_METADATA_LIST_ITEMS,
     MAX_METADATA_VALUE_LENGTH,
     InvalidInput,
     Metadata,
@@ -24,6 +25,13 @@ from imagematch.records import (
 
 _ALLOWED_CONTROLS = {"\n", "\r", "\t"}
 _MAX_INT = 2**63 - 1
+# Key beginnings a filter reads as something else: a built-in field (`image.format`), the optional prefix of
+# custom keys (`metadata.album` is `album`) and operators (`$or`). A key stored with one could never be filtered.
+RESERVED_KEY_PREFIXES = {
+    "image.": "a built-in field (image.format is the file's format)",
+    "metadata.": "the optional prefix of custom keys (metadata.album is album)",
+    "$": "an operator such as $or",
+}
 
 
 def load_json(text: str, what: str, error: type[InvalidInput] = InvalidInput) -> Any:
@@ -69,6 +77,31 @@ def clean_description(value: Any) -> str:
     return clean_text(value, "the description")
 
 
+def _clean_list(key: str, items: list[Any]) -> list[str]:
+    """Tags: distinct non-empty strings, as many and as long in all as one text value may be."""
+    if not items:
+        raise InvalidInput(f"metadata {key!r}: the list is empty; leave the key out instead")
+    if len(items) > MAX_METADATA_LIST_ITEMS:
+        raise InvalidInput(f"metadata {key!r}: the list has {len(items)} items; the limit is {MAX_METADATA_LIST_ITEMS}")
+    cleaned: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise InvalidInput(f"metadata {key!r}: a list may hold only strings (tags), not {type(item).__name__}")
+        text = clean_text(item, f"metadata {key!r}", MAX_METADATA_VALUE_LENGTH)
+        if not text:
+            raise InvalidInput(f"metadata {key!r}: the list holds an empty string")
+        if text in cleaned:
+            raise InvalidInput(f"metadata {key!r}: {text!r} appears twice in the list; keep one of them")
+        cleaned.append(text)
+    total = sum(map(len, cleaned))
+    if total > MAX_METADATA_VALUE_LENGTH:
+        raise InvalidInput(
+            f"metadata {key!r}: the list's strings are {total:,} characters long in all; the limit is "
+            f"{MAX_METADATA_VALUE_LENGTH:,}"
+        )
+    return cleaned
+
+
 def _clean_value(key: str, value: Any) -> MetadataValue:
     if isinstance(value, bool):
         return value
@@ -82,11 +115,16 @@ def _clean_value(key: str, value: Any) -> MetadataValue:
         return value
     if isinstance(value, str):
         return clean_text(value, f"metadata {key!r}", MAX_METADATA_VALUE_LENGTH)
-    raise InvalidInput(f"metadata {key!r}: values must be a string, a number or true/false, not {type(value).__name__}")
+    if isinstance(value, list):
+        return _clean_list(key, value)
+    raise InvalidInput(
+        f"metadata {key!r}: values must be a string, a number, true/false or a list of strings, "
+        f"not {type(value).__name__}"
+    )
 
 
 def clean_metadata(value: Any) -> Metadata:
-    """A flat mapping of string keys to string, number or boolean values."""
+    """A flat mapping of string keys to string, number, boolean or list-of-string values."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -104,6 +142,12 @@ def clean_metadata(value: Any) -> Metadata:
             raise InvalidInput(f"metadata key {name[:40]!r}… is longer than {MAX_METADATA_KEY_LENGTH} characters")
         if _has_controls(name, allow_newlines=False):
             raise InvalidInput(f"metadata key {name!r} contains control characters")
+        reserved = next((prefix for prefix in RESERVED_KEY_PREFIXES if name.startswith(prefix)), None)
+        if reserved is not None:
+            raise InvalidInput(
+                f"metadata key {name!r} starts with {reserved!r}, which filters read as "
+                f"{RESERVED_KEY_PREFIXES[reserved]}; choose another name"
+            )
         if name in cleaned:  # `"a"` and `" a "` are one key: keeping either would drop the other's value unseen
             raise InvalidInput(f"the metadata key {name!r} appears twice; keep one of them")
         cleaned[name] = _clean_value(name, item)

@@ -113,7 +113,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> I
     settings = make_settings(tmp_path_factory.mktemp("security"), tiny_model_dir)
     library = build_library(settings)
     stored = library.add(jpeg("astronaut"), filename="astronaut.jpg", description="kept", metadata={"album": "moon"})
-    library.add(jpeg("moon"), filename="moon.jpg")
+    library.add(jpeg("moon"), filename="moon.jpg", metadata={"tags": ["night", "sky"], "rating": 4})
     assert stored.record is not None
     with TestClient(create_app(settings, library), raise_server_exceptions=False) as client:
         yield Harness(client, library, settings, stored.record.id)

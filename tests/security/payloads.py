@@ -278,6 +278,18 @@ BAD_METADATA_JSON = [
     ("infinity", '{"a": -Infinity}', 422),
     ("five-thousand-digits", '{"a": 1' + "0" * 5000 + "}", 422),
     ("keys-differing-by-spaces", '{"a": 1, " a ": 2}', 422),
+    ("list-of-lists", '{"tags": [["a"]]}', 422),
+    ("empty-list", '{"tags": []}', 422),
+    ("blank-tag", '{"tags": ["a", " "]}', 422),
+    ("tag-twice", '{"tags": ["a", "a"]}', 422),
+    ("too-many-tags", '{"tags": [' + ", ".join(f'"t{i}"' for i in range(101)) + "]}", 422),
+    ("tags-too-long-in-all", '{"tags": [' + ", ".join('"' + "t" * 100 + f'{i:02d}"' for i in range(20)) + "]}", 422),
+    ("control-in-tag", '{"tags": ["x\\u001by"]}', 422),
+    ("surrogate-in-tag", '{"tags": ["\\ud800"]}', 422),
+    # Keys a filter would read as something else, so that the value could never be found.
+    ("built-in-prefix", '{"image.format": "mine"}', 422),
+    ("metadata-prefix", '{"metadata.album": "x"}', 422),
+    ("operator-key", '{"$or": "x"}', 422),
 ]
 
 # The typed metadata rows of the upload and edit forms: (case, keys, values).
@@ -288,6 +300,8 @@ BAD_METADATA_ROWS = [
     ("long-key", ["k" * 129], ["1"]),
     ("too-many-rows", [f"k{i}" for i in range(101)], ["1"] * 101),
     ("same-key-twice", ["a", "a"], ["1", "2"]),
+    ("value-without-key", ["", "year"], ["kept?", "2024"]),
+    ("built-in-prefix", ["image.format"], ["mine"]),
 ]
 
 # Search fields with their expected status. "{stored}" is replaced by a stored image's id.
@@ -329,6 +343,19 @@ BAD_FILTERS = [
     ("utc-before-year-one", '{"image.created_at": {"$lt": "0001-01-01T00:00:00+00:01"}}', "outside the dates"),
     ("keys-differing-by-spaces", '{"album": "moon", " album ": "sun"}', "appears twice"),
     ("key-with-and-without-prefix", '{"album": "moon", "metadata.album": "sun"}', "appears twice"),
+    # `{"$or": ...}` was a metadata key named "$or" that matched nothing: operators are known, or refused.
+    ("unknown-top-level-operator", '{"$xor": [{"album": "a"}]}', "use $and or $or"),
+    ("not-at-the-top", '{"$nin": ["a"]}', "inside a key use $eq, $ne, $in, $nin"),
+    ("or-not-a-list", '{"$or": {"album": "a"}}', "non-empty list of filter objects"),
+    ("or-empty", '{"$or": []}', "non-empty list of filter objects"),
+    ("or-of-an-empty-object", '{"$or": [{}]}', "at least one key"),
+    ("or-of-text", '{"$and": ["album"]}', "at least one key"),
+    ("nested-too-deep", '{"$or": [' * 12 + '{"a": 1}' + "]}" * 12, "nested at most 10 deep"),
+    ("too-many-conditions-inside-or", '{"$or": [' + ", ".join(f'{{"a": {i}}}' for i in range(51)) + "]}", "at most 50"),
+    ("surrogate-inside-or", '{"$or": [{"album": "\\ud800"}]}', "not valid Unicode"),
+    ("nin-of-text", '{"tags": {"$nin": "beach"}}', "$nin takes a non-empty list"),
+    ("list-as-a-value", '{"tags": ["beach", "sun"]}', "goes in $in or $nin"),
+    ("camera-without-a-word", '{"image.camera": "--"}', "no letters or digits"),
 ]
 
 # Filters beyond what a field holds, which mean something all the same: (case, filter, whether every stored

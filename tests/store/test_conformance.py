@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -12,9 +12,9 @@ import pytest
 
 from imagematch.filters import parse_filter
 from imagematch.fingerprint import phash_hex
-from imagematch.records import CaptionStatus, ImageRecord, StoredImage, StoreMismatch
+from imagematch.records import CaptionStatus, ImageRecord, Metadata, MetadataValue, StoredImage, StoreMismatch
 from imagematch.store.base import VectorStore
-from imagematch.store.shared import TRUNCATION_MARK
+from imagematch.store.shared import LIST_TRUNCATION_MARK, TRUNCATION_MARK
 from tests.store.conftest import StoreFactory
 
 DIM = 64  # the smallest Pinecone accepts: it keeps the 64-bit pHash as a vector of the index width
@@ -321,6 +321,10 @@ def test_a_filter_on_a_key_whose_values_differ_in_type_matches_only_its_type(sto
     assert matching({"album": {"$in": [7, 2.5]}}) == _expect(1, 4)
     assert matching({"flag": True}) == _expect(3)
     assert matching({"album": "moon"}) == _expect(0)
+    # Not equal, none of: a value of another type is different, whatever the store.
+    assert matching({"album": {"$ne": 7}}) == _expect(0, 2, 3, 4)
+    assert matching({"album": {"$nin": ["moon", "7"]}}) == _expect(1, 3, 4)
+    assert matching({"flag": {"$ne": True}}) == _expect(0, 1, 2, 4)
 
 
 def test_update_replaces_metadata_and_can_drop_the_words_vector(store: VectorStore) -> None:
@@ -358,6 +362,21 @@ def test_oversized_text_is_kept_or_cut_with_a_note_never_refused(store: VectorSt
     for stored, original in pairs:
         kept = stored.removesuffix(TRUNCATION_MARK)
         assert stored == original or (stored.endswith(TRUNCATION_MARK) and original.startswith(kept))
+
+
+def test_oversized_tag_lists_are_kept_or_cut_with_a_note_never_refused(store: VectorStore) -> None:
+    """As many tags as validation lets through (100 lists of 2,000 characters) are beyond Milvus's 64 KB and
+    Pinecone's 40 KB: the longest lists keep their first tags and end with a note, never refused."""
+    metadata: Metadata = {f"k{i:03d}": [chr(0x4E00 + i) * 20 + f"{n:02d}" for n in range(90)] for i in range(100)}
+    metadata["short"] = ["kept"]
+    huge = item(6, metadata=metadata)
+    store.upsert([huge])
+    got = store.get(huge.record.id)
+    assert got is not None and got.metadata.keys() == metadata.keys() and got.metadata["short"] == ["kept"]
+    for key, tags in metadata.items():
+        stored = got.metadata[key]
+        assert isinstance(stored, list) and isinstance(tags, list)
+        assert stored == tags or (stored[-1] == LIST_TRUNCATION_MARK and stored[:-1] == tags[: len(stored) - 1])
 
 
 def test_search_edges(store: VectorStore) -> None:
@@ -421,3 +440,92 @@ def test_keyword_search_filters_before_top_k_and_follows_edits(store: VectorStor
     assert record.id not in {h.record.id for h in store.keyword_search("invoice", k=20)}
     store.delete([item(4).record.id])
     assert len(store.keyword_search("invoice", k=20)) == 10
+
+
+def _matching(store: VectorStore, spec: Mapping[str, object]) -> set[str]:
+    """The ids a filter lets through, the same whether listed, counted or searched."""
+    flt = parse_filter(spec)
+    listed = _ids(store.page(limit=100, flt=flt))
+    assert store.count(flt) == len(listed), spec
+    assert {h.record.id for h in store.search(unit(0), k=100, flt=flt)} == listed, spec
+    return listed
+
+
+def test_tags_are_lists_whose_members_filters_match(store: VectorStore) -> None:
+    """A list of strings was refused as metadata; now a filter on it matches a member, as Pinecone's do."""
+    tags: list[MetadataValue | None] = [
+        ["beach", "sunset"],
+        ["city", "night"],
+        ["beach", "Biarritz, France", 'it\'s "quoted"', "東京"],
+        "beach",  # text, not a list: equality as before
+        None,  # no tags at all
+        ["7", "be"],
+    ]
+    store.upsert([item(n, metadata={"tags": t} if t is not None else {"album": "x"}) for n, t in enumerate(tags)])
+    assert store.get(item(2).record.id).metadata["tags"] == tags[2]  # type: ignore[union-attr]
+    assert _matching(store, {"tags": "beach"}) == _expect(0, 2, 3)
+    assert _matching(store, {"tags": {"$in": ["night", "sunset"]}}) == _expect(0, 1)
+    assert _matching(store, {"tags": "Biarritz, France"}) == _expect(2)
+    assert _matching(store, {"tags": 'it\'s "quoted"'}) == _expect(2)
+    assert _matching(store, {"tags": "東京"}) == _expect(2)
+    assert _matching(store, {"tags": "bea"}) == set()  # a member, not a part of one
+    assert _matching(store, {"tags": "7"}) == _expect(5) and _matching(store, {"tags": 7}) == set()
+    # None of them: records that have tags, none of which is one of these (no tags at all does not match).
+    assert _matching(store, {"tags": {"$ne": "beach"}}) == _expect(1, 5)
+    assert _matching(store, {"tags": {"$nin": ["beach", "night"]}}) == _expect(5)
+    assert _matching(store, {"tags": "beach", "image.format": "JPEG"}) == _expect(0, 2)
+    edited = replace(item(1).record, metadata={"tags": ["beach"]})
+    store.update(edited, None)
+    assert _matching(store, {"tags": "beach"}) == _expect(0, 1, 2, 3)
+
+
+def test_any_of_all_of_and_none_of_nest(store: VectorStore) -> None:
+    """`$or` was taken for a metadata key and matched nothing; `$or`, `$and` and `$nin` now nest as written."""
+    albums = ["a", "b", "c", "a", "b", "c", "a", "b"]
+    store.upsert(
+        [
+            item(n, metadata={"album": albums[n], "rating": n}, taken_at=T0 + timedelta(days=n) if n % 2 else None)
+            for n in range(8)
+        ]
+    )
+    assert _matching(store, {"$or": [{"album": "c"}, {"rating": {"$gte": 6}}]}) == _expect(2, 5, 6, 7)
+    nested = {
+        "$or": [
+            {"album": "a", "image.format": "PNG"},
+            {"$and": [{"album": "b"}, {"$or": [{"rating": 1}, {"rating": {"$gt": 5}}]}]},
+        ]
+    }
+    assert _matching(store, nested) == _expect(1, 3, 7)
+    assert _matching(store, {"$and": [{"rating": {"$gte": 2}}, {"rating": {"$lt": 4}}]}) == _expect(2, 3)
+    assert _matching(store, {"image.format": "JPEG", "$or": [{"album": "a"}, {"album": "b"}]}) == _expect(0, 4, 6)
+    assert _matching(store, {"album": {"$nin": ["a", "b"]}}) == _expect(2, 5)
+    assert _matching(store, {"image.format": {"$nin": ["PNG", "GIF"]}}) == _expect(0, 2, 4, 6)
+    assert _matching(store, {"image.width": {"$nin": [101, 102, 3_000_000_000]}}) == _expect(0, 3, 4, 5, 6, 7)
+    assert _matching(store, {"image.width": {"$nin": [3_000_000_000]}}) == _expect(*range(8))
+    day = timedelta(days=1)
+    taken = {"image.taken_at": {"$nin": [(T0 + day).isoformat(), (T0 + 5 * day).isoformat()]}}
+    assert _matching(store, taken) == _expect(3, 7)  # images without a date do not match
+    assert _matching(store, {"$or": [{"album": "zzz"}, {"rating": 99}]}) == set()
+
+
+def test_camera_and_lens_match_a_part_of_the_name_ignoring_case(store: VectorStore) -> None:
+    """ "canon eos r5" found nothing: camera and lens matched only exactly and case-sensitively."""
+    cameras = ["Canon EOS R5", "NIKON Z 6_2", "canon eos 5d mark iv", "", "iPhone 15 Pro", "Leica M612"]
+    lenses = ["RF24-105mm F4 L IS USM", "NIKKOR Z 24-70mm f/4 S", "EF24-70mm f/2.8L II USM", "", "", ""]
+    store.upsert([item(n, camera=cameras[n], lens=lenses[n]) for n in range(len(cameras))])
+    assert _matching(store, {"image.camera": "canon"}) == _expect(0, 2)
+    assert _matching(store, {"image.camera": "canon eos r5"}) == _expect(0)
+    assert _matching(store, {"image.camera": "CANON EOS"}) == _expect(0, 2)
+    assert _matching(store, {"image.camera": "r5 canon"}) == _expect(0)  # each word, in any order
+    assert _matching(store, {"image.camera": "nik"}) == _expect(1)  # a part of a word
+    assert _matching(store, {"image.camera": "6_2"}) == _expect(1)  # `_` is itself, not any character
+    assert _matching(store, {"image.camera": "IPHONE"}) == _expect(4)
+    assert _matching(store, {"image.camera": {"$in": ["nikon", "iphone"]}}) == _expect(1, 4)
+    assert _matching(store, {"image.camera": {"$ne": "canon"}}) == _expect(1, 3, 4, 5)
+    assert _matching(store, {"image.camera": {"$nin": ["canon", "nikon"]}}) == _expect(3, 4, 5)
+    assert _matching(store, {"image.camera": ""}) == _expect(3)  # no camera recorded
+    assert _matching(store, {"image.camera": {"$ne": ""}}) == _expect(0, 1, 2, 4, 5)
+    assert _matching(store, {"image.lens": "24-70"}) == _expect(1, 2)
+    assert _matching(store, {"image.lens": "usm"}) == _expect(0, 2)
+    assert _matching(store, {"image.camera": "canon", "image.lens": "70mm"}) == _expect(2)
+    assert _matching(store, {"$or": [{"image.camera": "leica"}, {"image.lens": "nikkor"}]}) == _expect(1, 5)

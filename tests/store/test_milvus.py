@@ -8,9 +8,11 @@ import pytest
 from pymilvus import MilvusClient
 
 from imagematch.factory import build_store
+from imagematch.filters import parse_filter
 from imagematch.fingerprint import phash_from_hex
-from imagematch.records import ImageMatchError
+from imagematch.records import ImageMatchError, NotSupported
 from imagematch.settings import Settings, SettingsError, load_settings
+from imagematch.store import milvus
 from imagematch.store.milvus import MilvusStore
 from tests.store.test_conformance import DIM, MODEL, item, unit
 
@@ -83,3 +85,26 @@ def test_a_library_written_by_another_process_opens_and_searches(tmp_path: Path)
     assert store.count() == 3
     assert store.search(unit(1), k=1)[0].record.id == item(1).record.id
     assert store.stored_model() == (MODEL, DIM)
+
+
+def test_a_collection_without_lower_cased_names_asks_for_a_reindex(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Collections made before camera and lens filters ignored case (schema 2) cannot answer them: a clear
+    note, never a silently case-sensitive answer; the rebuild of `imagematch reindex` makes them answerable."""
+    uri = str(tmp_path / "milvus.db")
+    with monkeypatch.context() as old_version:
+        old_version.setattr(milvus, "_LOWER_FIELDS", {})
+        old = MilvusStore(uri)
+        old.open(MODEL, DIM)
+        old.upsert([item(1, camera="Canon EOS R5"), item(2, camera="Nikon Z 6")])
+        old.close()
+    store = MilvusStore(uri)
+    store.open(MODEL, DIM)
+    assert store.count(parse_filter({"image.format": "PNG"})) == 1  # other filters answer as before
+    with pytest.raises(NotSupported, match="run `imagematch reindex`"):
+        store.count(parse_filter({"$or": [{"album": "a"}, {"image.camera": "canon"}]}))
+    rebuilt = store.start_rebuild(MODEL, DIM)
+    rebuilt.upsert([item(1, camera="Canon EOS R5"), item(2, camera="Nikon Z 6")])
+    store.finish_rebuild()
+    assert store.count(parse_filter({"image.camera": "canon"})) == 1

@@ -5,6 +5,7 @@ The conformance suite proves behaviour; these tests look at the requests themsel
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -15,9 +16,17 @@ import pytest
 
 from imagematch.factory import build_store
 from imagematch.filters import parse_filter
-from imagematch.records import ImageMatchError, StoreMismatch
+from imagematch.records import ImageMatchError, NotSupported, StoreMismatch
 from imagematch.settings import Settings, SettingsError
-from imagematch.store.pinecone import MAX_METADATA_BYTES, PineconeStore, PineconeUnavailable, Retry, pinecone_filter
+from imagematch.store.pinecone import (
+    MAX_METADATA_BYTES,
+    STORE_KIND,
+    PineconeStore,
+    PineconeUnavailable,
+    Retry,
+    name_parts,
+    pinecone_filter,
+)
 from imagematch.store.shared import TRUNCATION_MARK, to_micros
 from tests.fake_pinecone import MAX_REQUEST_BYTES, REJECTED_KEY, FakePinecone
 from tests.store.test_conformance import DIM, MODEL, item
@@ -211,3 +220,29 @@ def test_settings_choose_the_index_region_and_namespace_prefix(
     assert set(index.namespaces) == {"team-a-images", "team-a-phash", "team-a-state"}
     with pytest.raises(SettingsError, match="PINECONE_API_KEY"):
         build_store(settings.model_copy(update={"pinecone_api_key": ""}))
+
+
+def test_a_library_written_before_name_parts_asks_for_a_reindex(fake: FakePinecone) -> None:
+    """Records written before `_camera_parts` (schema 1) would silently miss camera and lens filters."""
+    store = make(fake)
+    store.open(MODEL, DIM)
+    store.put_document(
+        STORE_KIND, "library", json.dumps({"model_id": MODEL, "dim": DIM, "generation": "", "schema": 1})
+    )
+    store.upsert([item(1, camera="Canon EOS R5")])
+    old = make(fake)
+    assert old.count(parse_filter({"image.format": "PNG"})) == 1
+    with pytest.raises(NotSupported, match="run `imagematch reindex`"):
+        old.count(parse_filter({"image.lens": {"$nin": ["usm"]}}))
+    rebuilt = old.start_rebuild(MODEL, DIM)
+    rebuilt.upsert([item(1, camera="Canon EOS R5")])
+    old.finish_rebuild()
+    assert old.count(parse_filter({"image.camera": "canon eos"})) == 1
+    assert make(fake).count(parse_filter({"image.camera": "eos"})) == 1
+
+
+def test_name_parts_are_every_piece_of_every_word_within_a_bound() -> None:
+    assert name_parts("EOS R5") == ["e", "eo", "eos", "o", "os", "s", "r", "r5", "5"]
+    assert name_parts("--") == []
+    long = name_parts("x" * 500 + " " + "".join(chr(0x4E00 + i) for i in range(24)))
+    assert len(json.dumps(long)) <= 3000 and all(len(part) <= 24 for part in long)

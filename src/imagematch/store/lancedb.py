@@ -28,16 +28,19 @@ from lancedb.index import FTS, BTree, IvfPq
 from imagematch.fingerprint import from_signed, hamming_many, phash_from_hex, phash_hex, to_signed
 from imagematch.keywords import search_text, tokens
 from imagematch.records import (
+    PARTIAL_FIELDS,
     RECORD_FIELDS,
     CaptionStatus,
     Condition,
     Filter,
+    FilterScalar,
     Hit,
     ImageRecord,
     Neighbour,
     StoredImage,
     StoreMismatch,
     Vector,
+    name_words,
 )
 from imagematch.store.base import VectorField
 
@@ -106,23 +109,57 @@ def _sql_literal(value: object) -> str:
     return sql_string(str(value))
 
 
-def _metadata_expression(key: str, sample: object) -> str:
-    """The custom value a condition reads. Numbers and booleans are read as JSON text (json_extract), not with
-    json_get_float or json_get_bool: those fail the whole query on any record whose value has another type
-    (`{"album": 0}` where albums are text), where a record whose value is of another type should not match."""
-    if isinstance(sample, str):
-        return f"json_get_string(metadata, {sql_string(key)})"
-    value = f"json_extract(metadata, {sql_string('$[' + json.dumps(key, ensure_ascii=False) + ']')})"
-    return value if isinstance(sample, bool) else f"TRY_CAST({value} AS DOUBLE)"
+def _metadata_path(key: str) -> str:
+    return sql_string("$[" + json.dumps(key, ensure_ascii=False) + "]")
 
 
-def _metadata_literal(value: object) -> str:
-    """A custom value as its condition compares it: booleans as their JSON text, numbers as doubles."""
+def _double(value: FilterScalar) -> str:
+    """A custom number as its tests compare it: as a double (the parser sends ranges numbers only)."""
+    return repr(float(value)) if isinstance(value, int | float) else "NULL"
+
+
+def _metadata_equals(key: str, value: FilterScalar) -> str:
+    """The custom value equals `value`, or (text) is a list that holds it. Values are read as JSON text
+    (json_extract), never with json_get_string or json_get_float: those fail the whole query on any record
+    whose value has another type (`{"album": 0}` where albums are text, a list of tags where one is text),
+    where a record whose value is of another type should simply not match."""
+    path = _metadata_path(key)
+    raw = f"json_extract(metadata, {path})"
     if isinstance(value, bool):
-        return sql_string(json.dumps(value))
+        return f"{raw} = {sql_string(json.dumps(value))}"
     if isinstance(value, int | float):
-        return repr(float(value))
-    return _sql_literal(value)
+        return f"TRY_CAST({raw} AS DOUBLE) = {_double(value)}"
+    text = json.dumps(str(value), ensure_ascii=False)
+    # json_array_contains compares a member's JSON text, without its quotes, with the needle.
+    return f"({raw} = {sql_string(text)} OR json_array_contains(metadata, {path}, {sql_string(text[1:-1])}))"
+
+
+def _metadata_sql(condition: Condition, values: tuple[FilterScalar, ...]) -> str:
+    raw = f"json_extract(metadata, {_metadata_path(condition.key)})"
+    if condition.op in ("gt", "gte", "lt", "lte"):
+        return f"TRY_CAST({raw} AS DOUBLE) {_SQL_OPS[condition.op]} {_double(values[0])}"
+    equal = " OR ".join(f"({_metadata_equals(condition.key, v)})" for v in values)
+    if condition.op in ("eq", "in"):
+        return equal
+    # ne, nin: the record has the key, and a value that is none of these (a list that holds none of them).
+    return f"({raw} IS NOT NULL AND ({equal}) IS NOT TRUE)"
+
+
+def _like_word(column: str, word: str) -> str:
+    """`word` is letters, digits and underscores: only `_` means something to LIKE."""
+    pattern = "%" + word.replace("_", "\\_") + "%"
+    return f"{column} LIKE {sql_string(pattern)} ESCAPE '\\'"
+
+
+def _partial_sql(condition: Condition, values: tuple[FilterScalar, ...]) -> str:
+    """Camera and lens: each word of a value is part of the lower-cased name; an empty value is no name."""
+    column = f"lower(coalesce({condition.key}, ''))"
+    matches = []
+    for value in values:
+        words = name_words(str(value))
+        matches.append(" AND ".join(_like_word(column, w) for w in words) if words else f"{column} = ''")
+    any_match = " OR ".join(f"({m})" for m in matches)
+    return any_match if condition.op in ("eq", "in") else f"({any_match}) IS NOT TRUE"
 
 
 _SQL_OPS = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
@@ -130,20 +167,26 @@ _SQL_OPS = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=
 
 def condition_sql(condition: Condition) -> str:
     values = condition.value if isinstance(condition.value, tuple) else (condition.value,)
-    sample = values[0] if values else ""
-    column = condition.key if condition.builtin else _metadata_expression(condition.key, sample)
-    literal = _sql_literal if condition.builtin else _metadata_literal
+    if not condition.builtin:
+        return _metadata_sql(condition, values)
+    if condition.key in PARTIAL_FIELDS:
+        return _partial_sql(condition, values)
+    listed = ", ".join(_sql_literal(v) for v in values)
     if condition.op == "in":
-        if not values:
-            return "false"
-        return f"{column} IN ({', '.join(literal(v) for v in values)})"
-    return f"{column} {_SQL_OPS[condition.op]} {literal(values[0])}"
+        return f"{condition.key} IN ({listed})"
+    if condition.op == "nin":
+        return f"{condition.key} NOT IN ({listed})"
+    return f"{condition.key} {_SQL_OPS[condition.op]} {_sql_literal(values[0])}"
 
 
 def filter_sql(flt: Filter | None) -> str | None:
     if not flt:
         return None
-    return " AND ".join(f"({condition_sql(c)})" for c in flt.conditions)
+    return flt.fold(
+        condition_sql,
+        lambda parts: " AND ".join(f"({p})" for p in parts),
+        lambda parts: " OR ".join(f"({p})" for p in parts),
+    )
 
 
 def _record_to_row(record: ImageRecord) -> dict[str, Any]:

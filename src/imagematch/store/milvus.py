@@ -8,6 +8,9 @@ Layout, in collections named after IMAGEMATCH_MILVUS_COLLECTION (default `imagem
   there and `has_words` false, which the words search filters on.
 - The pHash is also a ±1 vector of 64 floats (Milvus Lite has no binary vectors): cosine similarity is
   exactly 1 - 2·hamming/64, so near duplicates are a top-k search, checked against the exact hash.
+- Camera and lens filters match a part of the name, ignoring case: `camera_lower` and `lens_lower` hold the
+  lower-cased names (Milvus has no lower()) and each word of a filter is a `like "%word%"` on them.
+  Collections made before them (schema 2) answer such filters with a note to run `imagematch reindex`.
 - Keyword search: `search_text` (imagematch.keywords.search_text of the record) feeds Milvus's built-in BM25
   function into the sparse vector `keywords` (Milvus 2.5+ and Milvus Lite 3 have it; the analyzer folds case
   and accents but does not stem). Collections made before it (schema 1) have no such field: keyword search
@@ -26,7 +29,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ from pymilvus import DataType, Function, FunctionType, MilvusClient, MilvusExcep
 from imagematch.fingerprint import PHASH_BITS, from_signed, hamming, phash_from_hex, phash_hex, to_signed
 from imagematch.keywords import search_text, tokens
 from imagematch.records import (
+    PARTIAL_FIELDS,
     RECORD_FIELDS,
     CaptionStatus,
     Condition,
@@ -50,24 +54,25 @@ from imagematch.records import (
     StoredImage,
     StoreMismatch,
     Vector,
+    name_words,
 )
 from imagematch.store.base import VectorField
 from imagematch.store.shared import (
     DocumentPart,
     assemble,
+    cut_longest,
     fit_text,
     from_micros,
     json_len,
     new_version,
     phash_signs,
-    shorten_longest,
     split_value,
     to_micros,
 )
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: search_text and its BM25 sparse vector
+SCHEMA_VERSION = 3  # 2: search_text and its BM25 sparse vector; 3: camera_lower and lens_lower
 _SEARCH_TEXT_BYTES = 65535
 _KEYWORD_ANALYZER = {"tokenizer": "standard", "filter": ["lowercase", "asciifolding"]}
 STORE_KIND = "_store"  # the documents that hold the pointer to the live collection and the staging one
@@ -84,6 +89,7 @@ _TEXT_BYTES = {
     "camera": 4096,
     "lens": 4096,
 }
+_LOWER_FIELDS = {name: f"{name}_lower" for name in PARTIAL_FIELDS}
 _METADATA_BYTES = 60_000  # Milvus caps a JSON value at 64 KiB
 _DOC_PART_BYTES = 60_000
 _BATCH_ROWS = 500  # rows per insert request; a few MB with large descriptions
@@ -117,25 +123,64 @@ def _literal(value: object) -> str:
 _OPS = {"eq": "==", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
+def _metadata_expr(condition: Condition, values: tuple[object, ...]) -> str:
+    column = f"metadata[{expr_string(condition.key)}]"
+    if condition.op in ("gt", "gte", "lt", "lte"):
+        return f"{column} {_OPS[condition.op]} {_literal(values[0])}"
+
+    def equal(value: object) -> str:  # text may also be a member of a list (tags)
+        test = f"{column} == {_literal(value)}"
+        return f"({test} or json_contains({column}, {_literal(value)}))" if isinstance(value, str) else test
+
+    # Lite takes no `in` on JSON paths: a chain of `==`.
+    any_equal = " or ".join(equal(v) for v in values)
+    if condition.op in ("eq", "in"):
+        return f"({any_equal})"
+    # ne, nin: a record without the value does not match, as in SQL and in the other stores.
+    return f"(exists {column} and not ({any_equal}))"
+
+
+def _like_word(column: str, word: str) -> str:
+    """`word` is letters, digits and underscores: only `_` means something to `like`."""
+    pattern = "%" + word.replace("_", "\\_") + "%"
+    return f"{column} like {expr_string(pattern)}"
+
+
+def _partial_expr(condition: Condition, values: tuple[object, ...]) -> str:
+    """Camera and lens: each word of a value is part of the lower-cased name; an empty value is no name."""
+    column = _LOWER_FIELDS[condition.key]
+    matches = []
+    for value in values:
+        words = name_words(str(value))
+        matches.append(" and ".join(_like_word(column, w) for w in words) if words else f'{column} == ""')
+    any_match = " or ".join(f"({m})" for m in matches)
+    return f"({any_match})" if condition.op in ("eq", "in") else f"not ({any_match})"
+
+
 def condition_expr(condition: Condition) -> str:
-    column = condition.key if condition.builtin else f"metadata[{expr_string(condition.key)}]"
-    if condition.op == "in":
-        values = condition.value if isinstance(condition.value, tuple) else (condition.value,)
-        if condition.builtin:
-            return f"{column} in [{', '.join(_literal(v) for v in values)}]"
-        return "(" + " or ".join(f"{column} == {_literal(v)}" for v in values) + ")"
-    test = f"{column} {_OPS[condition.op]} {_literal(condition.value)}"
-    if condition.op != "ne":
-        return test
-    # A record without the value does not match `!=`, as in SQL and in the other stores.
+    values = condition.value if isinstance(condition.value, tuple) else (condition.value,)
     if not condition.builtin:
-        return f"(exists {column} and {test})"
-    return f"({column} is not null and {test})" if condition.key == "taken_at" else test
+        return _metadata_expr(condition, values)
+    if condition.key in PARTIAL_FIELDS:
+        return _partial_expr(condition, values)
+    column = condition.key
+    if condition.op in ("in", "nin"):
+        test = f"{column} {'in' if condition.op == 'in' else 'not in'} [{', '.join(_literal(v) for v in values)}]"
+    else:
+        test = f"{column} {_OPS[condition.op]} {_literal(values[0])}"
+    # A record without the value does not match `!=`, as in SQL and in the other stores.
+    if condition.op in ("ne", "nin") and column == "taken_at":
+        return f"({column} is not null and {test})"
+    return test
 
 
 def filter_expr(flt: Filter | None, *extra: str) -> str:
-    parts = [f"({condition_expr(c)})" for c in flt.conditions] if flt else []
-    return " and ".join([*parts, *extra])
+    parts = [flt.fold(condition_expr, _joined(" and "), _joined(" or "))] if flt else []
+    return " and ".join(f"({p})" for p in [*parts, *extra])
+
+
+def _joined(word: str) -> Callable[[list[str]], str]:
+    return lambda parts: word.join(f"({p})" for p in parts)
 
 
 def _ids_expr(ids: Sequence[str]) -> str:
@@ -146,16 +191,17 @@ def _ids_expr(ids: Sequence[str]) -> str:
 
 
 def _fit_metadata(metadata: Metadata) -> Metadata:
-    """Custom metadata within Milvus's JSON size limit: the longest text values are cut, with a note."""
+    """Custom metadata within Milvus's JSON size limit: the longest texts (tags too) are cut, with a note."""
     fitted = dict(metadata)
-    texts = {k: v for k, v in fitted.items() if isinstance(v, str)}
-    while (excess := json_len(fitted) - _METADATA_BYTES) > 0:
-        cut = shorten_longest(texts, excess)
-        if cut is None:
+    strings: dict[str, str | list[str]] = {
+        k: v if isinstance(v, str) else list(v) for k, v in fitted.items() if isinstance(v, str | list)
+    }
+    while (excess := json_len({**fitted, **strings}) - _METADATA_BYTES) > 0:
+        cut = cut_longest(strings, excess)
+        if not cut:
             break
-        fitted[cut] = texts[cut]
-        log.warning("metadata %r cut to fit Milvus's JSON size limit", cut)
-    return fitted
+        log.warning("metadata %s cut to fit Milvus's JSON size limit", ", ".join(repr(k) for k in cut))
+    return {**fitted, **strings}
 
 
 def _placeholder(dim: int) -> list[float]:
@@ -185,6 +231,13 @@ def record_row(record: ImageRecord) -> dict[str, Any]:
     for name, limit in _TEXT_BYTES.items():
         row[name] = fit_text(str(getattr(record, name)), limit)
     return row
+
+
+def lower_names(record: ImageRecord) -> dict[str, str]:
+    """The lower-cased camera and lens that their filters read (schema 3)."""
+    return {
+        lower: fit_text(str(getattr(record, name)).lower(), _TEXT_BYTES[name]) for name, lower in _LOWER_FIELDS.items()
+    }
 
 
 def row_record(row: dict[str, Any]) -> ImageRecord:
@@ -258,7 +311,8 @@ class MilvusStore:
         if self._client.has_collection(self.images):
             self._client.load_collection(self.images)
         self._dim = self._collection_dim(self.images)
-        self._keywords = self._has_keywords(self.images)
+        self._keywords = self._has_field(self.images, "keywords")
+        self._lower_names = all(self._has_field(self.images, field) for field in _LOWER_FIELDS.values())
 
     # collections
 
@@ -292,6 +346,8 @@ class MilvusStore:
             schema.add_field(field, DataType.INT64)
         for field, limit in _TEXT_BYTES.items():
             schema.add_field(field, DataType.VARCHAR, max_length=limit)
+        for field, lower in _LOWER_FIELDS.items():
+            schema.add_field(lower, DataType.VARCHAR, max_length=_TEXT_BYTES[field])
         schema.add_field("caption_edited", DataType.BOOL)
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("taken_at", DataType.INT64, nullable=True)
@@ -329,10 +385,10 @@ class MilvusStore:
         self._client.create_index(name, index, sync=False)
         self._client.load_collection(name)
 
-    def _has_keywords(self, name: str) -> bool:
+    def _has_field(self, name: str, field: str) -> bool:
         if not self._client.has_collection(name):
-            return True  # it will be created with them
-        return any(field["name"] == "keywords" for field in self._client.describe_collection(name)["fields"])
+            return True  # it will be created with it
+        return any(f["name"] == field for f in self._client.describe_collection(name)["fields"])
 
     def _collection_dim(self, name: str) -> int:
         if not self._client.has_collection(name):
@@ -446,7 +502,8 @@ class MilvusStore:
         self.delete_document(STORE_KIND, "staging")
         self.images = staging["collection"]
         self._dim = int(staging["dim"])
-        self._keywords = self._has_keywords(self.images)
+        self._keywords = self._has_field(self.images, "keywords")
+        self._lower_names = all(self._has_field(self.images, field) for field in _LOWER_FIELDS.values())
         if old != self.images and self._client.has_collection(old):
             self._client.drop_collection(old)
 
@@ -463,7 +520,18 @@ class MilvusStore:
         row["words_vector"] = _floats(words) if words is not None else _placeholder(self._dim)
         if self._keywords:
             row["search_text"] = fit_text(search_text(record), _SEARCH_TEXT_BYTES)
+        if self._lower_names:
+            row.update(lower_names(record))
         return row
+
+    def _filter(self, flt: Filter | None, *extra: str) -> str:
+        """The filter as an expression this collection can answer."""
+        if flt and not self._lower_names and any(c.builtin and c.key in PARTIAL_FIELDS for c in flt.conditions()):
+            raise NotSupported(
+                f"the Milvus collection {self.images} was made before camera and lens filters ignored case; run "
+                "`imagematch reindex` once to rebuild it with them"
+            )
+        return filter_expr(flt, *extra)
 
     def upsert(self, items: Sequence[StoredImage]) -> None:
         if not items:
@@ -559,7 +627,7 @@ class MilvusStore:
     def count(self, flt: Filter | None = None) -> int:
         if not self._dim:
             return 0
-        rows = self._client.query(self.images, filter=filter_expr(flt), output_fields=["count(*)"])
+        rows = self._client.query(self.images, filter=self._filter(flt), output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
     def page(
@@ -568,7 +636,7 @@ class MilvusStore:
         """Milvus cannot order by a field, so the ids and times of matching rows are read and sorted here."""
         if limit <= 0:
             return []
-        keys = [(row["created_at"], row["id"]) for row in self._scan(filter_expr(flt), ["id", "created_at"])]
+        keys = [(row["created_at"], row["id"]) for row in self._scan(self._filter(flt), ["id", "created_at"])]
         keys.sort(key=lambda key: (-key[0] if newest_first else key[0], key[1]))
         page = [image_id for _, image_id in keys[offset : offset + limit]]
         found = self.get_many(page)
@@ -602,7 +670,7 @@ class MilvusStore:
             data=[_floats(vector)],
             anns_field=_VECTOR_FIELDS[field],
             limit=min(k, _MAX_LIMIT),
-            filter=filter_expr(flt, *(["has_words == true"] if field == "words" else [])),
+            filter=self._filter(flt, *(["has_words == true"] if field == "words" else [])),
             output_fields=list(fields),
             search_params=self._search_params(k),
         )
@@ -622,7 +690,7 @@ class MilvusStore:
             data=[" ".join(words)],
             anns_field="keywords",
             limit=min(k, _MAX_LIMIT),
-            filter=filter_expr(flt),
+            filter=self._filter(flt),
             output_fields=list(RECORD_FIELDS),
             search_params={"metric_type": "BM25"},
         )

@@ -11,6 +11,11 @@ One index (INDEX_NAME), created on first use with the model's dimension and the 
   distinct words of its text (imagematch.keywords). The index selects the records sharing a word with the
   query (`$in` on that list, with the user's filter), at most KEYWORD_CANDIDATES of them, and they are ranked
   here by BM25 over their stored text. Records written before `_terms` existed are found after a reindex.
+- Camera and lens filters match a part of the name, ignoring case. Pinecone has no substring test, so each
+  record's metadata carries `_camera_parts` and `_lens_parts`: every piece of every lower-cased word of the
+  name (words cut at PART_WORD_LENGTH characters, at most MAX_PARTS_BYTES of them), and each word of a filter
+  must be one of them. The same as the other stores, but for words longer than that. Libraries written
+  before them (schema 1) answer such filters with a note to run `imagematch reindex`.
 - `state`: documents (batch jobs, queues) and the pointer naming the live generation and its model. A
   rebuild writes a new generation of the three namespaces and switches the pointer with one record.
 
@@ -58,6 +63,7 @@ from pinecone import (
 from imagematch.fingerprint import PHASH_BITS, hamming, phash_from_hex
 from imagematch.keywords import bm25, search_text, terms, tokens
 from imagematch.records import (
+    PARTIAL_FIELDS,
     CaptionStatus,
     Condition,
     Filter,
@@ -65,19 +71,21 @@ from imagematch.records import (
     ImageMatchError,
     ImageRecord,
     Neighbour,
+    NotSupported,
     StoredImage,
     StoreMismatch,
     Vector,
+    name_words,
 )
 from imagematch.store.base import VectorField
 from imagematch.store.shared import (
     DocumentPart,
+    cut_longest,
     from_micros,
     json_len_escaped,
     new_version,
     newest_complete,
     phash_signs,
-    shorten_longest,
     split_value,
     superseded,
     to_micros,
@@ -86,7 +94,7 @@ from imagematch.store.shared import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: _camera_parts and _lens_parts
 STORE_KIND = "_store"  # the documents that hold the pointer to the live generation and the staging one
 CUSTOM = "m:"  # custom metadata keys, so they never clash with the record's own fields
 MAX_RECORDS = 1000  # per upsert request
@@ -98,8 +106,12 @@ _DELETE_IDS = 1000
 _SCAN_PAGE = 1000
 _TOP_K_MAX = 10_000
 _KEYS_TTL_S = 30.0
-MAX_TERMS = 300  # distinct words kept per record for keyword search (about 4 KB of metadata at most)
+MAX_TERMS = 300  # distinct words kept per record for keyword search
+MAX_TERMS_BYTES = 6000  # and at most this much metadata: non-ASCII words take six bytes a character
 KEYWORD_CANDIDATES = 5000  # records sharing a word with the query that are read and ranked here
+PART_FIELDS = {name: f"_{name}_parts" for name in PARTIAL_FIELDS}
+PART_WORD_LENGTH = 24
+MAX_PARTS_BYTES = 3000  # per name
 _ID_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) != "%") + " "
 _TEXT_FIELDS = (
     "filename",
@@ -146,10 +158,63 @@ def _operand(value: object) -> object:
     return to_micros(value) if isinstance(value, datetime) else value
 
 
+def name_parts(name: str) -> list[str]:
+    """Every piece of every lower-cased word of a camera or lens name: what its filters' words are matched with."""
+    parts: dict[str, None] = {}
+    for whole in name_words(name):
+        word = whole[:PART_WORD_LENGTH]
+        for start in range(len(word)):
+            for end in range(start + 1, len(word) + 1):
+                parts[word[start:end]] = None
+    return _first_within(list(parts), MAX_PARTS_BYTES)
+
+
+def _first_within(items: list[str], max_bytes: int) -> list[str]:
+    """The first items whose JSON list takes at most `max_bytes`, as Pinecone may count them (non-ASCII escaped)."""
+    kept: list[str] = []
+    size = 2
+    for item in items:
+        size += json_len_escaped(item) + 1
+        if size > max_bytes:
+            break
+        kept.append(item)
+    return kept
+
+
+def _name_match(field: str, text: str) -> dict[str, Any]:
+    """The camera or lens holds each word of `text` (an empty `text`: there is no name)."""
+    words = list(dict.fromkeys(w[:PART_WORD_LENGTH] for w in name_words(text)))
+    if not words:
+        return {field: {"$eq": ""}}
+    return _all([{PART_FIELDS[field]: {"$eq": word}} for word in words])
+
+
+def _name_mismatch(field: str, text: str) -> dict[str, Any]:
+    """Not `_name_match`: some word is missing, or the name has no words at all."""
+    words = list(dict.fromkeys(w[:PART_WORD_LENGTH] for w in name_words(text)))
+    if not words:
+        return {field: {"$ne": ""}}
+    parts = PART_FIELDS[field]
+    return {"$or": [{parts: {"$exists": False}}, *({parts: {"$nin": [word]}} for word in words)]}
+
+
+def _all(tests: list[dict[str, Any]]) -> dict[str, Any]:
+    return tests[0] if len(tests) == 1 else {"$and": tests}
+
+
+def _any(tests: list[dict[str, Any]]) -> dict[str, Any]:
+    return tests[0] if len(tests) == 1 else {"$or": tests}
+
+
 def condition_filter(condition: Condition) -> dict[str, Any]:
+    values = condition.value if isinstance(condition.value, tuple) else (condition.value,)
+    if condition.builtin and condition.key in PARTIAL_FIELDS:
+        if condition.op in ("eq", "in"):
+            return _any([_name_match(condition.key, str(v)) for v in values])
+        return _all([_name_mismatch(condition.key, str(v)) for v in values])
     field = condition.key if condition.builtin else CUSTOM + condition.key
     test = {field: {f"${condition.op}": _operand(condition.value)}}
-    if condition.op == "ne":  # a record without the value does not match, as in the other stores
+    if condition.op in ("ne", "nin"):  # a record without the value does not match, as in the other stores
         return {"$and": [{field: {"$exists": True}}, test]}
     return test
 
@@ -157,8 +222,7 @@ def condition_filter(condition: Condition) -> dict[str, Any]:
 def pinecone_filter(flt: Filter | None) -> dict[str, Any] | None:
     if not flt:
         return None
-    clauses = [condition_filter(c) for c in flt.conditions]
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+    return flt.fold(condition_filter, _all, _any)
 
 
 # Records as metadata
@@ -182,30 +246,34 @@ def record_metadata(record: ImageRecord) -> dict[str, Any]:
         meta["taken_at"] = to_micros(record.taken_at)
     if record.gps_lat is not None and record.gps_lon is not None:
         meta["gps_lat"], meta["gps_lon"] = record.gps_lat, record.gps_lon
-    texts = {name: str(getattr(record, name)) for name in _TEXT_FIELDS}
+    strings: dict[str, str | list[str]] = {name: str(getattr(record, name)) for name in _TEXT_FIELDS}
     ints = []
     for key, value in record.metadata.items():
-        if isinstance(value, str):
-            texts[CUSTOM + key] = value
+        if isinstance(value, str | list):
+            strings[CUSTOM + key] = value if isinstance(value, str) else list(value)
         else:
             meta[CUSTOM + key] = value
             if isinstance(value, int) and not isinstance(value, bool):
                 ints.append(key)
     if ints:
         meta["_ints"] = ints  # Pinecone keeps every number as a float; these were integers
-    words = terms(search_text(record), MAX_TERMS)
+    for name in PARTIAL_FIELDS:
+        parts = name_parts(str(getattr(record, name)))
+        if parts:
+            meta[PART_FIELDS[name]] = parts
+    words = _first_within(terms(search_text(record), MAX_TERMS), MAX_TERMS_BYTES)
     if words:
         meta["_terms"] = words
     cut: set[str] = set()
-    while (excess := json_len_escaped({**meta, **texts}) - MAX_METADATA_BYTES) > 0:
-        shortened = shorten_longest(texts, excess, json_len_escaped)
-        if shortened is None:
+    while (excess := json_len_escaped({**meta, **strings}) - MAX_METADATA_BYTES) > 0:
+        shortened = cut_longest(strings, excess, json_len_escaped)
+        if not shortened:
             break
-        cut.add(shortened)
+        cut.update(shortened)
         meta["_cut"] = sorted(cut)
     if cut:
         log.warning("record %s: %s cut to fit Pinecone's 40 KB metadata limit", record.id, ", ".join(sorted(cut)))
-    return {**meta, **texts}
+    return {**meta, **strings}
 
 
 def metadata_record(meta: dict[str, Any]) -> ImageRecord:
@@ -319,6 +387,8 @@ class PineconeStore:
             self._attach(model)
         library = self._pointer("library")
         self.generation = generation if generation is not None else (library["generation"] if library else "")
+        # A staging generation (a rebuild) and a new library are written as this version makes them.
+        self.schema = int(library.get("schema", 1)) if library and generation is None else SCHEMA_VERSION
 
     # plumbing
 
@@ -633,6 +703,7 @@ class PineconeStore:
         )
         self.delete_document(STORE_KIND, "staging")
         self.generation = staging["generation"]
+        self.schema = SCHEMA_VERSION
         self._keys.clear()
         if old != self.generation:
             for kind in ("images", "words", "phash"):
@@ -703,6 +774,15 @@ class PineconeStore:
 
     # reads
 
+    def _filter(self, flt: Filter | None) -> dict[str, Any] | None:
+        """The filter in Pinecone's language, where this library's records carry what it reads."""
+        if flt and self.schema < 2 and any(c.builtin and c.key in PARTIAL_FIELDS for c in flt.conditions()):
+            raise NotSupported(
+                f"the Pinecone library in {self.index_name} was written before camera and lens filters ignored "
+                "case; run `imagematch reindex` once to rewrite it with them"
+            )
+        return pinecone_filter(flt)
+
     def get(self, image_id: str) -> ImageRecord | None:
         return self.get_many([image_id]).get(image_id)
 
@@ -724,7 +804,7 @@ class PineconeStore:
 
     def _sorted_keys(self, flt: Filter | None) -> list[tuple[float, str]]:
         """(created_at, id) of every matching record, oldest first: Pinecone cannot sort, so we read them all."""
-        spec = pinecone_filter(flt) or {"created_at": {"$exists": True}}
+        spec = self._filter(flt) or {"created_at": {"$exists": True}}
         cache_key = json.dumps(spec, sort_keys=True, ensure_ascii=False)
         cached = self._keys.get(cache_key)
         if cached is not None and time.monotonic() - cached[0] < _KEYS_TTL_S:
@@ -794,7 +874,7 @@ class PineconeStore:
             namespace=namespace,
             vector=_floats(vector),
             top_k=min(k, _TOP_K_MAX),
-            filter=pinecone_filter(flt),
+            filter=self._filter(flt),
             include_metadata=with_records,
         )
         return response.matches
@@ -807,7 +887,7 @@ class PineconeStore:
         namespace = self._space("images")
         self._fresh(namespace)
         selection: dict[str, Any] = {"_terms": {"$in": wanted}}
-        user = pinecone_filter(flt)
+        user = self._filter(flt)
         spec = {"$and": [selection, user]} if user else selection
         records: list[ImageRecord] = []
         token: str | None = None

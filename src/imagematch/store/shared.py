@@ -20,6 +20,7 @@ from imagematch.fingerprint import PHASH_BITS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TRUNCATION_MARK = " […cut: too long for the store]"
+LIST_TRUNCATION_MARK = TRUNCATION_MARK.strip()  # the last item of a list that was cut
 
 
 def to_micros(value: datetime) -> int:
@@ -71,24 +72,50 @@ def fit_text(text: str, max_size: int, measure: Callable[[str], int] = utf8_len)
     return text[:low] + TRUNCATION_MARK
 
 
-def shorten_longest(texts: dict[str, str], excess: int, measure: Callable[[str], int] = utf8_len) -> str | None:
-    """Cut the longest text by at least `excess` (as `measure` counts), in place, ending it with TRUNCATION_MARK.
-
-    Returns the key it cut, or None when every text is empty. Callers measure the whole again and repeat.
-    """
-    key = max(texts, key=lambda k: measure(texts[k]), default=None)
-    if key is None or not texts[key]:
-        return None
-    size = measure(texts[key])
+def _shortened(text: str, excess: int, measure: Callable[[str], int]) -> str:
+    """`text` at least `excess` shorter (as `measure` counts), ending with TRUNCATION_MARK where that fits."""
+    size = measure(text)
     target = size - max(excess, 1)
     mark = measure(TRUNCATION_MARK)
     if target >= mark:
-        texts[key] = fit_text(texts[key], target, measure)
-    elif size > mark:
-        texts[key] = TRUNCATION_MARK
-    else:
-        texts[key] = ""
-    return key
+        return fit_text(text, target, measure)
+    return TRUNCATION_MARK if size > mark else ""
+
+
+def _shortened_list(items: list[str], excess: int, measure: Callable[[str], int]) -> list[str]:
+    """`items` at least `excess` shorter in all: its last items left out, LIST_TRUNCATION_MARK in their place."""
+    kept = list(items)
+    saved = 0
+    while kept and saved < excess + measure(LIST_TRUNCATION_MARK):
+        saved += measure(kept.pop())
+    return [*kept, LIST_TRUNCATION_MARK]
+
+
+def cut_longest(
+    strings: dict[str, str | list[str]], excess: int, measure: Callable[[str], int] = utf8_len
+) -> list[str]:
+    """Cut the longest values (texts, and lists of tags by their size in all) until they are at least `excess`
+    shorter in all (as `measure` counts), in place: a text keeps its beginning and ends with TRUNCATION_MARK,
+    a list keeps its first items and ends with the item LIST_TRUNCATION_MARK. Returns the keys it cut, none
+    when nothing can be cut further. Callers measure the whole again and repeat (escapes count differently)."""
+
+    def size(value: str | list[str]) -> int:
+        return measure(value) if isinstance(value, str) else sum(map(measure, value))
+
+    cut: list[str] = []
+    for key in sorted(strings, key=lambda k: -size(strings[k])):
+        if excess <= 0:
+            break
+        value = strings[key]
+        shortened = (
+            _shortened(value, excess, measure) if isinstance(value, str) else _shortened_list(value, excess, measure)
+        )
+        saved = size(value) - size(shortened)
+        if saved > 0:
+            strings[key] = shortened
+            excess -= saved
+            cut.append(key)
+    return cut
 
 
 # Documents: a value is split into parts; a write adds a new version, then removes older versions, so a

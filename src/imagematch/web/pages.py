@@ -49,7 +49,14 @@ from imagematch.validation import clean_filename
 from imagematch.web.api import JobsDep, LibraryDep, read_upload
 from imagematch.web.csrf import require_token
 from imagematch.web.errors import status_for
-from imagematch.web.forms import FILTER_OPERATORS, editable_value, metadata_from_rows, one_key_filter, typed_value
+from imagematch.web.forms import (
+    FILTER_OPERATORS,
+    editable_rows,
+    metadata_from_rows,
+    one_key_filter,
+    posted_rows,
+    typed_value,
+)
 from imagematch.web.query_images import QueryImageStore
 from imagematch.web.templating import STATIC_DIR, render
 
@@ -145,15 +152,15 @@ def upload(
     description: Annotated[str, Form()] = "",
     meta_key: Annotated[list[str] | None, Form()] = None,
     meta_value: Annotated[list[str] | None, Form()] = None,
+    meta_type: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
     """The form upload without JavaScript: every file through library.add, then the same report."""
-    rows = list(zip(meta_key or [], meta_value or [], strict=False))
-    kept = {"description": description, "metadata_rows": rows}
+    kept = {"description": description, "metadata_rows": posted_rows(meta_key or [], meta_value or [], meta_type or [])}
     if not files:
         context = _home(library, error="Choose at least one image to upload.", **kept)
         return render(request, "home.html", context, status=422)
     try:
-        metadata = metadata_from_rows(meta_key or [], meta_value or [])
+        metadata = metadata_from_rows(meta_key or [], meta_value or [], meta_type)
     except InvalidInput as error:
         return render(request, "home.html", _home(library, error=str(error), **kept), status=422)
     report = [_ingest(library, f, description, metadata) for f in files]
@@ -179,8 +186,9 @@ class SearchForm:
     """The search form as the user left it; it is shown again, editable, above the results.
 
     Beyond the seed's text, image and slider: more terms with their own weights (`term` is `text:words` or
-    `id:<image id>`, `weight` beside it), filter rows (`key` `op` `value`), built-in filters, keyword fusion,
-    a relevance cut-off and a region of the query image; `sort` orders the k most relevant results.
+    `id:<image id>`, `weight` beside it), filter rows (`key` `op` `value`, all of them or with `match=any` one
+    of them), built-in filters, keyword fusion, a relevance cut-off and a region of the query image; `sort`
+    orders the k most relevant results.
     """
 
     text: str = ""
@@ -191,6 +199,7 @@ class SearchForm:
     key: tuple[str, ...] = ()
     op: tuple[str, ...] = ()
     value: tuple[str, ...] = ()
+    match: str = ""  # "any": one of the filter rows is enough
     term: tuple[str, ...] = ()
     weight: tuple[str, ...] = ()
     hybrid: str = ""
@@ -325,6 +334,7 @@ class SearchForm:
                 raise InvalidQuery(f"the filter on {key!r} has the same test twice; keep one of them")
             tests[operator] = operand
 
+        rows: list[tuple[str, str, object]] = []
         for key, op, value in self.filter_rows:
             if not key.strip():
                 raise InvalidQuery("a filter row has a value but no key; give the metadata key to filter on")
@@ -332,9 +342,15 @@ class SearchForm:
             if operator is None:
                 raise InvalidQuery(f"unknown filter test {op!r}")
             operand: object = typed_value(value)
-            if operator == "$in":
+            if operator in ("$in", "$nin"):
                 operand = [typed_value(part) for part in value.split(",") if part.strip()]
-            add(key.strip(), operator, operand)
+            rows.append((key.strip(), operator, operand))
+        alternatives = []
+        if self.match == "any" and len(rows) > 1:
+            alternatives = [{key: {operator: operand}} for key, operator, operand in rows]
+        else:
+            for row in rows:
+                add(*row)
         if self.format:
             add("image.format", "$eq", self.format)
         if self.camera.strip():
@@ -343,7 +359,8 @@ class SearchForm:
             add("image.taken_at", "$gte", _date_bound(self.taken_from, "'taken from'", end_of_day=False))
         if self.taken_to:
             add("image.taken_at", "$lte", _date_bound(self.taken_to, "'taken to'", end_of_day=True))
-        return parse_filter(spec) if spec else None
+        combined: dict[str, object] = {**spec, **({"$or": alternatives} if alternatives else {})}
+        return parse_filter(combined) if combined else None
 
     def _number(self, text: str, label: str) -> float:
         try:
@@ -705,7 +722,7 @@ def image_page(request: Request, library: LibraryDep, image_id: str, notice: str
         "error": "",
         "description": record.description,
         "caption": record.caption,
-        "metadata_rows": [(key, editable_value(value)) for key, value in record.metadata.items()],
+        "metadata_rows": editable_rows(record.metadata),
     }
     return render(request, "image.html", context)
 
@@ -719,12 +736,13 @@ def edit_image(
     caption: Annotated[str | None, Form()] = None,
     meta_key: Annotated[list[str] | None, Form()] = None,
     meta_value: Annotated[list[str] | None, Form()] = None,
+    meta_type: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
     record = library.get(image_id)
     # A caption counts as corrected only when the user changed the text.
     corrected = caption if caption is not None and caption.strip() != record.caption.strip() else None
     try:
-        metadata = metadata_from_rows(meta_key or [], meta_value or [])
+        metadata = metadata_from_rows(meta_key or [], meta_value or [], meta_type)
         library.update(image_id, RecordPatch(description=description, metadata=metadata, caption=corrected))
     except InvalidInput as error:
         context = {
@@ -734,7 +752,7 @@ def edit_image(
             "error": str(error),
             "description": description,
             "caption": caption if caption is not None else record.caption,
-            "metadata_rows": list(zip(meta_key or [], meta_value or [], strict=False)),
+            "metadata_rows": posted_rows(meta_key or [], meta_value or [], meta_type or []),
         }
         return render(request, "image.html", context, status=422)
     return _see_other(f"/images/{image_id}?notice=saved")

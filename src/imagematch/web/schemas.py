@@ -63,7 +63,7 @@ class ImageOut(BaseModel):
     caption_status: str
     caption_error: str
     caption_edited: bool
-    metadata: dict[str, str | int | float | bool]
+    metadata: dict[str, str | int | float | bool | list[str]] = Field(description="Custom metadata; a list holds tags.")
     model_id: str
     cutout: bool
     exif: Exif

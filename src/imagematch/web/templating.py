@@ -18,7 +18,7 @@ from imagematch.library import RESET_PHRASE, Library
 from imagematch.media import ACCEPTED_FORMATS, THUMBNAIL_SIZE
 from imagematch.records import ImageRecord
 from imagematch.web import csrf
-from imagematch.web.forms import FILTER_OPERATOR_LABELS, shown_value
+from imagematch.web.forms import FILTER_OPERATOR_LABELS, METADATA_KINDS, shown_value
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -109,6 +109,7 @@ environment.globals.update(
     version=__version__,
     csrf_field=csrf.FIELD_NAME,
     filter_operator_labels=FILTER_OPERATOR_LABELS,
+    metadata_kinds=METADATA_KINDS,
     image_formats=sorted(set(ACCEPTED_FORMATS) - {"MPO"}),
     signed_in=False,
 )

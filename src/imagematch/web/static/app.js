@@ -46,16 +46,66 @@
     return value;
   }
 
-  /** The metadata rows of a form as an object; a row without a key is a removed row. */
+  /** The tags of a list row's text, as web/forms.py reads them: comma-separated, "quoted" where a tag holds a
+   * comma or a quote (doubled inside the quotes); empty ones are gaps. */
+  function listItems(text) {
+    const items = [];
+    let current = "";
+    let quoted = false;
+    for (let i = 0; i < text.length; i += 1) {
+      const ch = text[i];
+      if (quoted) {
+        if (ch === '"' && text[i + 1] === '"') {
+          current += '"';
+          i += 1;
+        } else if (ch === '"') {
+          quoted = false;
+        } else {
+          current += ch;
+        }
+      } else if (ch === '"' && current.trim() === "") {
+        quoted = true;
+        current = "";
+      } else if (ch === ",") {
+        items.push(current);
+        current = "";
+      } else {
+        current += ch;
+      }
+    }
+    items.push(current);
+    return items.map((item) => item.trim()).filter((item) => item);
+  }
+
+  /** Tags as a list row's text: listItems (and the server) read them back unchanged. */
+  function listText(items) {
+    return items.map((item) => (/[,"]/.test(item) ? `"${item.replaceAll('"', '""')}"` : item)).join(", ");
+  }
+
+  /** The metadata rows of a form as an object, by the server's rules: a row without key and value is a
+   * removed row, a value needs a key, a list row holds tags. */
   function metadataOf(form) {
     const entries = new Map();
     for (const row of form.querySelectorAll("[data-meta-rows] [data-meta-row]")) {
       const key = row.querySelector('[name="meta_key"]').value.trim();
-      if (!key) continue;
+      const text = row.querySelector('[name="meta_value"]').value;
+      const kind = row.querySelector('[name="meta_type"]').value;
+      if (!key) {
+        if (text.trim()) {
+          throw new Error(`A metadata row has the value "${text.trim()}" but no key; give it a key, or clear the value.`);
+        }
+        continue;
+      }
       if (entries.has(key)) {
         throw new Error(`The metadata key "${key}" appears twice; keep one of them.`);
       }
-      entries.set(key, typedValue(row.querySelector('[name="meta_value"]').value));
+      if (kind === "list") {
+        const tags = listItems(text);
+        if (!tags.length) throw new Error(`Metadata "${key}": add at least one tag, or clear the key.`);
+        entries.set(key, tags);
+      } else {
+        entries.set(key, typedValue(text));
+      }
     }
     return Object.fromEntries(entries);
   }
@@ -89,6 +139,88 @@
     window.addEventListener("pageshow", clearBusy);
   }
 
+  /** A list row's tags as chips: typed in the entry (Enter or a comma adds one), removed with their button
+   * or Backspace. The row's text field stays the form field, kept in step and hidden. */
+  function tagEditor(row) {
+    const kind = row.querySelector("[data-meta-kind]");
+    const field = row.querySelector("[data-meta-value]");
+    let editor = null;
+
+    function open() {
+      const tags = listItems(field.value);
+      const list = element("ul", { class: "tag-list" });
+      const entry = element("input", {
+        type: "text",
+        class: "tag-entry",
+        "aria-label": "Add a tag",
+        placeholder: "add a tag, then Enter",
+        autocomplete: "off",
+      });
+      const sync = () => {
+        const pending = listItems(entry.value);
+        field.value = listText([...tags, ...pending.filter((tag) => !tags.includes(tag))]);
+      };
+      const addChip = (tag) => {
+        const chip = element("li", { class: "tag", "data-testid": "tag-chip" });
+        const label = `Remove the tag ${tag}`;
+        const remove = element("button", { type: "button", class: "chip-remove", "aria-label": label }, "×");
+        remove.addEventListener("click", () => {
+          tags.splice(tags.indexOf(tag), 1);
+          chip.remove();
+          sync();
+          entry.focus();
+        });
+        chip.append(element("span", {}, tag), remove);
+        list.append(chip);
+      };
+      const commit = () => {
+        for (const tag of listItems(entry.value)) {
+          if (tags.includes(tag)) continue;
+          tags.push(tag);
+          addChip(tag);
+        }
+        entry.value = "";
+        sync();
+      };
+      entry.addEventListener("keydown", (event) => {
+        const inQuotes = (entry.value.match(/"/g) || []).length % 2 === 1;
+        if (event.key === "Enter" || (event.key === "," && !inQuotes)) {
+          event.preventDefault();
+          commit();
+        } else if (event.key === "Backspace" && !entry.value && tags.length) {
+          tags.pop();
+          list.lastElementChild.remove();
+          sync();
+        }
+      });
+      // Typed text that is not a chip yet is saved all the same (sync). It stays text when the entry loses
+      // focus: a chip added then would move the page under a click on Save.
+      entry.addEventListener("input", sync);
+      editor = element("div", { class: "tag-editor", "data-tag-editor": "" });
+      editor.append(list, entry);
+      field.hidden = true;
+      field.after(editor);
+      tags.forEach(addChip);
+    }
+
+    function close() {
+      if (editor) editor.remove();
+      editor = null;
+      field.hidden = false;
+    }
+
+    function update() {
+      if (kind.value !== "list") close();
+      else if (!editor) open();
+    }
+
+    kind.addEventListener("change", () => {
+      update();
+      (editor ? editor.querySelector("input") : field).focus();
+    });
+    update();
+  }
+
   function initMetadataFields() {
     for (const fieldset of document.querySelectorAll("[data-metadata]")) {
       const rows = fieldset.querySelector("[data-meta-rows]");
@@ -96,13 +228,14 @@
       const addButton = fieldset.querySelector("[data-add-row]");
       const enable = (row) => {
         row.querySelector("[data-remove-row]").hidden = false;
+        tagEditor(row);
       };
       rows.querySelectorAll("[data-meta-row]").forEach(enable);
       addButton.hidden = false;
       addButton.addEventListener("click", () => {
         const row = template.content.querySelector("[data-meta-row]").cloneNode(true);
-        enable(row);
         rows.append(row);
+        enable(row);
         row.querySelector("input").focus();
       });
       rows.addEventListener("click", (event) => {
