@@ -7,7 +7,7 @@ import logging
 from imagematch.ai.background import BackgroundRemover, RembgRemover
 from imagematch.ai.captioner import Captioner, CaptionError, MoondreamCaptioner
 from imagematch.ai.embedder import Embedder, OpenClipEmbedder
-from imagematch.ai.model_source import DEMO, ModelSource, parse_model_spec, unavailable_reason
+from imagematch.ai.model_source import DEMO, LOCAL_DIR, ModelSource, parse_model_spec, unavailable_reason
 from imagematch.ai.onnx_embedder import AutoEmbedder, OnnxEmbedder
 from imagematch.blobs import BlobStore, LocalBlobStore
 from imagematch.captions import CaptionWorker
@@ -101,9 +101,20 @@ def build_remover(settings: Settings) -> BackgroundRemover | None:
     )
 
 
+def portable_spec(source: ModelSource) -> str:
+    """What IMAGEMATCH_MODEL has to say for another process to load the same model (a local folder in full)."""
+    if source.kind == "local-dir" and source.spec != DEMO:
+        return f"{LOCAL_DIR}{source.name}"
+    return source.spec
+
+
 def build_library(settings: Settings, *, short_lived: bool = False) -> Library:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     source, warning = choose_model(settings)
+
+    def load_model(spec: str) -> Embedder:
+        return build_embedder(settings, parse_model_spec(spec, settings.model_cache_dir), short_lived=short_lived)
+
     library = Library(
         settings,
         build_embedder(settings, source, short_lived=short_lived),
@@ -111,6 +122,8 @@ def build_library(settings: Settings, *, short_lived: bool = False) -> Library:
         build_blobs(settings),
         remover=build_remover(settings),
         captions_wanted=settings.captions_wanted,
+        model_spec=portable_spec(source),
+        load_model=load_model,
     )
     if warning:
         log.warning(warning)

@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -68,10 +69,25 @@ from imagematch.records import (
     Vector,
 )
 from imagematch.settings import Settings
+from imagematch.store import generations
 from imagematch.store.base import VectorStore
 from imagematch.validation import clean_description, clean_filename, clean_metadata, clean_text
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+
+def _one_generation(method: Callable[Concatenate[Library, _P], _T]) -> Callable[Concatenate[Library, _P], _T]:
+    """A Library operation that runs on one model and generation throughout (see Library._pinned)."""
+
+    def pinned(self: Library, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with self._pinned():
+            return method(self, *args, **kwargs)
+
+    pinned.__name__, pinned.__doc__ = method.__name__, method.__doc__
+    return pinned
+
 
 RESET_PHRASE = "DELETE ALL"
 # Far beyond any model's context (it is cut by tokens anyway); keeps tokenizing a hostile query cheap.
@@ -80,6 +96,9 @@ _MAX_VECTOR_PAIRS = 200_000  # duplicate review: pairs whose vectors are compare
 _VECTOR_BATCH = 1000
 _CANDIDATE_READERS = 8  # concurrent searches whose image-side candidates are read beside their words side
 _RETRY_PAGE = 500  # failed captions queued again per store read
+FOLLOW_EVERY = 0.5  # seconds between two reads of the store's generation pointer by a running process
+HOUSEKEEPING_EVERY = 10.0  # seconds between passes that carry leftover changes and drop retired generations
+SWITCH_SETTLES = 2.0  # after a switch, writes that read the old pointer just before it have landed by then
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +176,14 @@ class DuplicateLink:
     similarity: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Active:
+    """The model and the generation of the store it embeds for: they change together, never one alone."""
+
+    embedder: Embedder
+    store: VectorStore
+
+
 class Library:
     def __init__(
         self,
@@ -167,10 +194,20 @@ class Library:
         *,
         remover: BackgroundRemover | None = None,
         captions_wanted: bool = False,
+        model_spec: str = "",
+        load_model: Callable[[str], Embedder] | None = None,
     ) -> None:
         self.settings = settings
-        self.embedder = embedder
-        self.store = store
+        self._active = _Active(embedder, store)
+        self._pins = threading.local()  # the _Active an operation started with, for the whole operation
+        self.model_spec = model_spec  # how another process loads this model (IMAGEMATCH_MODEL, resolved)
+        self.load_model = load_model  # loads the model a reindex elsewhere switched the library to
+        self.keeps_house = False  # a long-running process (the server) carries leftover changes and sweeps
+        self._checked_at = 0.0
+        self._housekept_at = 0.0
+        self._follow_lock = threading.Lock()
+        self._housekeeping = threading.Lock()
+        self._housekeeper: threading.Thread | None = None
         self.blobs = blobs
         self.remover = remover
         self.captions_wanted = captions_wanted  # new images wait for the caption worker
@@ -189,6 +226,153 @@ class Library:
         self._candidate_reader = ThreadPoolExecutor(_CANDIDATE_READERS, thread_name_prefix="candidates")
         self._references: tuple[str, Matrix] | None = None  # model id, its REFERENCE_TEXTS vectors
         self._references_lock = threading.Lock()
+
+    # the model and generation in use
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._current().embedder
+
+    @property
+    def store(self) -> VectorStore:
+        return self._current().store
+
+    def _current(self) -> _Active:
+        pinned: _Active | None = getattr(self._pins, "active", None)
+        if pinned is not None:
+            return pinned
+        self._follow()
+        return self._active
+
+    @contextlib.contextmanager
+    def _pinned(self, active: _Active | None = None) -> Iterator[_Active]:
+        """Run an operation on one model and one generation, even if the library moves on meanwhile."""
+        outer: _Active | None = getattr(self._pins, "active", None)
+        if outer is not None:
+            yield outer
+            return
+        self._pins.active = chosen = active or self._current()
+        try:
+            yield chosen
+        finally:
+            self._pins.active = None
+
+    def _in(self, active: _Active, work: Callable[..., _T], *args: object) -> _T:
+        """`work(*args)` pinned to `active`: for the worker threads of a pinned operation."""
+        with self._pinned(active):
+            return work(*args)
+
+    def _follow(self) -> None:
+        """Notice a switch made by a reindex in any process, and move to its model and generation.
+
+        The pointer is read at most every FOLLOW_EVERY seconds; the new model loads while requests carry on
+        with the old one, which is kept (retired) long enough for that."""
+        if not self._opened or time.monotonic() - self._checked_at < FOLLOW_EVERY:
+            return
+        if not self._follow_lock.acquire(blocking=False):
+            return  # another thread is checking or moving
+        try:
+            self._checked_at = time.monotonic()
+            live = self._active.store.generations().live
+            if live != self._active.store.generation_name:
+                self._move_to(live)
+            if self.keeps_house and time.monotonic() - self._housekept_at >= HOUSEKEEPING_EVERY:
+                self._start_housekeeping()
+        except Exception:
+            log.exception("could not follow the library's generation; trying again")
+        finally:
+            self._follow_lock.release()
+
+    def _move_to(self, live: str) -> None:
+        store = self._active.store.at(live)
+        stored = store.stored_model()
+        if stored is None:
+            raise ModelUnavailable(f"the library's generation {live} names no model")
+        model_id, dim = stored
+        embedder = self._active.embedder
+        if model_id != embedder.model_id:
+            spec = store.get_document(generations.MODEL_SPECS, model_id)
+            if not spec or self.load_model is None:
+                raise ModelUnavailable(
+                    f"the library was reindexed with model {model_id}, which this process cannot load: "
+                    f"restart it with IMAGEMATCH_MODEL set to that model"
+                )
+            log.info("the library was reindexed with %s: loading it", model_id)
+            embedder = self.load_model(spec)
+            embedder.load()
+            if (embedder.model_id, embedder.dim) != (model_id, dim):
+                raise ModelUnavailable(f"{spec} loads as {embedder.model_id}, not the library's {model_id}")
+        store.open(model_id, dim)
+        with self._write_lock:  # no write runs half on the old model and half on the new one
+            self._active = _Active(embedder, store)
+        log.info("now serving generation %s of the library with %s", live, model_id)
+        self._start_housekeeping()
+
+    def _start_housekeeping(self) -> None:
+        self._housekept_at = time.monotonic()
+        if self._housekeeper is None or not self._housekeeper.is_alive():
+            self._housekeeper = threading.Thread(target=self._keep_house, name="generations", daemon=True)
+            self._housekeeper.start()
+
+    def _keep_house(self) -> None:
+        if not self._housekeeping.acquire(blocking=False):
+            return
+        try:
+            active = self._active
+            if active.store.generations().live == active.store.generation_name:
+                self._carry_changes(active)
+                generations.sweep(active.store)
+        except Exception:
+            log.exception("carrying changes into the new generation failed; trying again later")
+        finally:
+            self._housekeeping.release()
+
+    def _note_changes(self, ids: Sequence[str], kind: generations.ChangeKind) -> None:
+        """Before a write: while a rebuild runs, or when this process has not noticed a switch yet, remember
+        the images it touches so the new generation takes the change over (`_carry_changes`)."""
+        store = self.store
+        pointers = store.generations()
+        if pointers.staging or pointers.live != store.generation_name:
+            generations.note_changes(store, ids, kind)
+
+    def _carry_changes(self, target: _Active) -> int:
+        """Bring what writers did to older generations into `target`: edits, new images (embedded by its
+        model from their originals) and deletions. Returns how many changes were carried."""
+        pointers = target.store.generations()
+        if target.store.generation_name != (pointers.staging or pointers.live):
+            return 0  # a newer generation is being built: the changes are for it
+        sources: dict[str, VectorStore] = {}
+        carried = 0
+        with self._pinned(target):
+            for change in generations.pending_changes(target.store):
+                if change.source != target.store.generation_name:
+                    if change.kind == "delete":
+                        target.store.delete([change.image_id])
+                    else:
+                        source = sources.get(change.source) or target.store.at(change.source)
+                        sources[change.source] = source
+                        record = source.get(change.image_id)
+                        if record is None and time.time() - change.at < generations.CHANGE_SETTLES:
+                            continue  # its write may still be on its way
+                        if record is not None:
+                            self._carry(record, target)
+                    carried += 1
+                generations.forget_change(target.store, change)
+        if carried:
+            log.info("carried %d changes into generation %s", carried, target.store.generation_name)
+        return carried
+
+    def _carry(self, record: ImageRecord, target: _Active) -> None:
+        model_id = target.embedder.model_id
+        stored = target.store.get_vectors([record.id]).get(record.id)
+        if stored is not None:
+            kept = target.store.get(record.id)
+            updated = replace(record, model_id=model_id, cutout=kept.cutout if kept else record.cutout)
+            target.store.update(updated, self._words_vectors([updated])[0])
+            return
+        loaded = self._reload(record)
+        if loaded is not None:
+            self._embed_into(target.store, [loaded])
 
     # lifecycle
 
@@ -220,6 +404,8 @@ class Library:
     def close(self) -> None:
         """Stop the library's own threads and close its store: what a process does before it exits."""
         self._candidate_reader.shutdown(wait=True)
+        if self._housekeeper is not None:
+            self._housekeeper.join()
         self.store.close()
 
     def _load_remover(self) -> None:
@@ -260,6 +446,7 @@ class Library:
 
     # ingest
 
+    @_one_generation
     def add(
         self,
         data: bytes,
@@ -303,6 +490,7 @@ class Library:
         )
         return IngestResult("added", name, record=candidate.record)
 
+    @_one_generation
     def add_many(
         self,
         uploads: Iterable[Upload],
@@ -317,6 +505,7 @@ class Library:
         Safe to interrupt: each batch is written atomically, and a re-run reports the rest as duplicates.
         """
         self.open(remover=True)
+        active = self._current()
         batch_size = self.settings.embed_batch_size
         ahead = batch_size * 2 + self.settings.decode_workers
         results: list[IngestResult] = []
@@ -337,7 +526,7 @@ class Library:
             if writing is not None:
                 for result in writing.result():
                     emit(result)
-            writing = writer.submit(self._store_batch, embedded)
+            writing = writer.submit(self._in, active, self._store_batch, embedded)
 
         with (
             ThreadPoolExecutor(
@@ -353,7 +542,7 @@ class Library:
                     upload = next(source, None)
                     if upload is None:
                         return
-                    window.append(pool.submit(self._prepare_upload, upload))
+                    window.append(pool.submit(self._in, active, self._prepare_upload, upload))
 
             refill()
             while window:
@@ -701,6 +890,7 @@ class Library:
             self.blobs.put_thumbnail(candidate.record.id, candidate.thumbnail)
             if candidate.cutout is not None:
                 self.blobs.put_cutout(candidate.record.id, candidate.cutout)
+        self._note_changes([c.record.id for c, _, _ in items], "put")
         self.store.upsert([StoredImage(c.record, v, w) for c, v, w in items])
         if self.captions_wanted and self.on_pending is not None:
             self.on_pending()
@@ -761,6 +951,7 @@ class Library:
                 words = self._words_vectors([updated])[0]
             else:
                 words = self.store.get_vectors([image_id]).get(image_id, (None, None))[1]
+            self._note_changes([image_id], "put")
             self.store.update(updated, words)
         log.info("updated %s (%s)", image_id, ", ".join(sorted(changes)))
         return updated
@@ -769,6 +960,7 @@ class Library:
         """Record first, then files: a crash in between leaves an orphan file, not a broken record."""
         with self._write_lock:
             record = self.get(image_id)
+            self._note_changes([image_id], "delete")
             self.store.delete([image_id])
             self.blobs.delete(image_id)
         log.info("deleted %s %r", image_id, record.filename)
@@ -810,6 +1002,7 @@ class Library:
 
     # search
 
+    @_one_generation
     def search(self, query: Query) -> SearchResult:
         """Top k for a query of weighted terms.
 
@@ -845,6 +1038,7 @@ class Library:
         encode = (encoded - started) * 1000
         return SearchResult(hits=hits, truncated=vectors.truncated, took_ms=took, encode_ms=encode)
 
+    @_one_generation
     def simple_search(self, request: SimpleSearch) -> SearchResult:
         """The seed's form: text and/or an image, mixed by image_weight in [0, 1]."""
         query = to_query(request)
@@ -1003,6 +1197,7 @@ class Library:
                 caption_error="",
                 updated_at=datetime.now(UTC),
             )
+            self._note_changes([image_id], "put")
             self.store.update(updated, self._words_vectors([updated])[0])
         log.info("captioned %s: %r", image_id, caption[:80])
         return updated
@@ -1014,6 +1209,7 @@ class Library:
                 return
             updated = replace(record, caption_status=CaptionStatus.FAILED, caption_error=reason)
             words = self.store.get_vectors([image_id]).get(image_id, (None, None))[1]
+            self._note_changes([image_id], "put")
             self.store.update(updated, words)
         log.warning("caption failed for %s: %s", image_id, reason)
 
@@ -1043,6 +1239,7 @@ class Library:
 
     def _queue_captions(self, records: Sequence[ImageRecord]) -> None:
         words = self.store.get_vectors([r.id for r in records])
+        self._note_changes([r.id for r in records], "put")
         for record in records:
             pending = replace(record, caption_status=CaptionStatus.PENDING, caption_error="", caption_edited=False)
             self.store.update(pending, words.get(record.id, (None, None))[1])
@@ -1050,46 +1247,64 @@ class Library:
     # maintenance
 
     def reindex(self, on_progress: Callable[[int, int], None] | None = None) -> int:
-        """Re-embed every stored original with the configured model, into a staging store, then switch.
+        """Re-embed every stored original with the configured model into a staging generation, then switch.
 
-        Interrupted, it resumes where it stopped; until it finishes the old library stays as it was.
+        Servers on the library keep answering on the old model meanwhile: what they write is noted and carried
+        into the new generation before and after the switch, and they move to the new model by themselves
+        (`_follow`). Interrupted, it resumes where it stopped; until the switch the old library is untouched.
         """
-        dim = self.embedder.dim
-        staging = self.store.start_rebuild(self.embedder.model_id, dim)
-        done = set(staging.ids())
-        ids = list(self.store.ids())
-        total = len(ids)
-        if on_progress:
-            on_progress(len(done), total)
-        todo = [i for i in ids if i not in done]
-        batch_size = self.settings.embed_batch_size
-        with ThreadPoolExecutor(
-            self.settings.decode_workers, thread_name_prefix="reindex", initializer=_lowest_cpu_priority
-        ) as pool:
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start : start + batch_size]
-                records = self.store.get_many(chunk)
-                loaded = [r for r in pool.map(self._reload, [records[i] for i in chunk if i in records]) if r]
-                vectors = self.embedder.encode_prepared([pixels for _, pixels, _ in loaded])
-                words = self._words_vectors([record for record, _, _ in loaded])
-                for record, _, cutout in loaded:
-                    if cutout is not None:
-                        self.blobs.put_cutout(record.id, cutout)
-                staging.upsert(
-                    [
-                        StoredImage(replace(r, model_id=self.embedder.model_id, cutout=c is not None), v, w)
-                        for (r, _, c), v, w in zip(loaded, vectors, words, strict=True)
-                    ]
-                )
-                done.update(chunk)
-                if on_progress:
-                    on_progress(len(done), total)
-        self.store.finish_rebuild()
+        with self._pinned() as active:
+            embedder, live = active.embedder, active.store
+            live.put_document(generations.MODEL_SPECS, embedder.model_id, self.model_spec)
+            staging = live.start_rebuild(embedder.model_id, embedder.dim)
+            target = _Active(embedder, staging)
+            done = set(staging.ids())
+            ids = list(live.ids())
+            total = len(ids)
+            if on_progress:
+                on_progress(len(done), total)
+            todo = [i for i in ids if i not in done]
+            batch_size = self.settings.embed_batch_size
+            with ThreadPoolExecutor(
+                self.settings.decode_workers, thread_name_prefix="reindex", initializer=_lowest_cpu_priority
+            ) as pool:
+                for start in range(0, len(todo), batch_size):
+                    chunk = todo[start : start + batch_size]
+                    records = live.get_many(chunk)
+                    wanted = [records[i] for i in chunk if i in records]
+                    loaded = list(pool.map(lambda r: self._in(target, self._reload, r), wanted))
+                    self._in(target, self._embed_into, staging, [r for r in loaded if r])
+                    done.update(chunk)
+                    if on_progress:
+                        on_progress(len(done), total)
+            self._carry_changes(target)  # what the servers wrote while this ran
+        live.finish_rebuild()
+        with self._write_lock:
+            self._active = target
         self._opened = False
         self.open()
-        self.store.maintain()
-        log.info("reindexed %d images with %s", total, self.embedder.model_id)
+        time.sleep(SWITCH_SETTLES)  # writes that read the old pointer just before the switch land meanwhile
+        self._carry_changes(target)
+        staging.maintain()
+        log.info("reindexed %d images with %s", total, embedder.model_id)
         return total
+
+    def _embed_into(self, store: VectorStore, loaded: Sequence[tuple[ImageRecord, Prepared, bytes | None]]) -> None:
+        """Embed reloaded originals with the current model and write them (one batch) into `store`."""
+        if not loaded:
+            return
+        embedder = self.embedder
+        vectors = embedder.encode_prepared([pixels for _, pixels, _ in loaded])
+        words = self._words_vectors([record for record, _, _ in loaded])
+        for record, _, cutout in loaded:
+            if cutout is not None:
+                self.blobs.put_cutout(record.id, cutout)
+        store.upsert(
+            [
+                StoredImage(replace(r, model_id=embedder.model_id, cutout=c is not None), v, w)
+                for (r, _, c), v, w in zip(loaded, vectors, words, strict=True)
+            ]
+        )
 
     def _reload(self, record: ImageRecord) -> tuple[ImageRecord, Prepared, bytes | None] | None:
         data = self.blobs.read_original(record.id)

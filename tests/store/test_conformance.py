@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -13,7 +15,9 @@ import pytest
 from imagematch.filters import parse_filter
 from imagematch.fingerprint import phash_hex
 from imagematch.records import CaptionStatus, ImageRecord, Metadata, MetadataValue, StoredImage, StoreMismatch
+from imagematch.store import generations
 from imagematch.store.base import VectorStore
+from imagematch.store.generations import Generations
 from imagematch.store.shared import LIST_TRUNCATION_MARK, TRUNCATION_MARK
 from tests.store.conftest import StoreFactory
 
@@ -197,6 +201,49 @@ def test_rebuild_switches_atomically(open_store: StoreFactory) -> None:
     assert store.stored_model() == ("new-model", DIM)
     assert store.count() == 3
     assert open_store().stored_model() == ("new-model", DIM)
+
+
+def test_a_switch_retires_the_old_generation_for_its_readers_and_sweep_drops_it(open_store: StoreFactory) -> None:
+    store = open_store()
+    store.open(MODEL, DIM)
+    store.upsert([item(i) for i in range(3)])
+    old = store.generation_name
+    reader = open_store()  # a process that has not noticed the switch yet
+    staging = store.start_rebuild("new-model", DIM)
+    assert store.generations() == Generations(old, staging.generation_name)
+    staging.upsert([item(0), item(1)])
+    store.finish_rebuild()
+    assert open_store().generations() == Generations(staging.generation_name)
+    assert reader.generation_name == old and reader.count() == 3  # still readable after the switch
+    assert generations.sweep(store) == []  # too recent: a process may still be reading it
+    assert generations.sweep(store, older_than=0) == [old]
+    assert open_store().count() == 2 and open_store().stored_model() == ("new-model", DIM)
+    assert store.list_documents(generations.RETIRED) == {}
+
+
+def test_a_crash_inside_the_switch_never_takes_the_live_generation_for_staging(
+    open_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped after the live pointer is written and before anything else: the next rebuild, for any model,
+    leaves the library the switch made whole."""
+    store = open_store()
+    store.open(MODEL, DIM)
+    store.upsert([item(i) for i in range(3)])
+    store.start_rebuild("new-model", DIM).upsert([item(i) for i in range(3)])
+
+    def power_cut(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(store), "delete_document", power_cut)
+    monkeypatch.setattr(sys.modules[type(store).__module__], "retire", power_cut)
+    with contextlib.suppress(KeyboardInterrupt):
+        store.finish_rebuild()
+    monkeypatch.undo()
+    after = open_store()
+    assert after.stored_model() == ("new-model", DIM) and after.generations().staging == ""
+    again = after.start_rebuild("third-model", DIM)
+    assert again.generation_name != after.generations().live and list(again.ids()) == []
+    assert open_store().count() == 3 and open_store().stored_model() == ("new-model", DIM)
 
 
 def test_documents_are_shared_state(open_store: StoreFactory) -> None:

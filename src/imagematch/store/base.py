@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import Literal, Protocol
 
 from imagematch.records import Filter, Hit, ImageRecord, Neighbour, StoredImage, Vector
+from imagematch.store.generations import Generations
 
 VectorField = Literal["image", "words"]
 
@@ -33,11 +34,24 @@ class VectorStore(Protocol):
 
     def delete_document(self, kind: str, key: str) -> None: ...
 
+    @property
+    def generation_name(self) -> str:
+        """The generation this store object reads and writes (see store/generations.py)."""
+
+    def generations(self) -> Generations:
+        """The live and staging generations as stored now (a cheap read: every process checks it often)."""
+
+    def at(self, name: str) -> VectorStore:
+        """The same library's generation `name`, as a store of its own."""
+
+    def drop_generation(self, name: str) -> None: ...
+
     def start_rebuild(self, model_id: str, dim: int) -> VectorStore:
         """A staging store to re-embed the library into; an interrupted rebuild for the same model resumes."""
 
     def finish_rebuild(self) -> None:
-        """Atomically make the staging store the library (and its model the stored model)."""
+        """Atomically make the staging store the library (and its model the stored model); the old generation
+        is retired (generations.retire), not dropped, so processes still reading it are not cut off."""
 
     def upsert(self, items: Sequence[StoredImage]) -> None: ...
 

@@ -43,6 +43,7 @@ from imagematch.records import (
     name_words,
 )
 from imagematch.store.base import VectorField
+from imagematch.store.generations import Generations, retire, staging_name
 
 log = logging.getLogger(__name__)
 
@@ -387,42 +388,58 @@ class LanceStore:
         )
         log.info("added keyword search to %d records of %s", len(rows), self.table_name)
 
+    @property
+    def generation_name(self) -> str:
+        return self.table_name
+
+    def generations(self) -> Generations:
+        rows = self._state.search().where("key IN ('table', 'staging_table')").limit(2).to_list()
+        values = {row["key"]: row["value"] for row in rows}
+        live = values.get("table") or IMAGES
+        return Generations(live, staging_name(values.get("staging_table"), live))
+
+    def at(self, name: str) -> LanceStore:
+        """This library's generation `name` (the live one, the staging one or one being retired)."""
+        return LanceStore(
+            self.path, table_name=name, ann_threshold=self.ann_threshold, nprobes=self.nprobes, rerank=self.rerank
+        )
+
+    def drop_generation(self, name: str) -> None:
+        if name in set(self._db.list_tables().tables):
+            self._db.drop_table(name)
+        self._forget_vector_indexes(name)
+
     def start_rebuild(self, model_id: str, dim: int) -> LanceStore:
         """A staging store for re-embedding the library; resumes an interrupted rebuild for the same model."""
-        staging = self._get_state("staging_table")
+        staging = self.generations().staging
         resumable = staging and self._get_state("staging_model") == f"{model_id}@{dim}"
-        if staging and not resumable and staging in set(self._db.list_tables().tables):
-            self._db.drop_table(staging)
+        if staging and not resumable:
+            self.drop_generation(staging)
         if not resumable:
             staging = f"{IMAGES}_{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
             self._db.create_table(staging, schema=images_schema(dim))
             self._set_state({"staging_table": staging, "staging_model": f"{model_id}@{dim}"})
-        return LanceStore(
-            self.path,
-            table_name=staging,
-            ann_threshold=self.ann_threshold,
-            nprobes=self.nprobes,
-            rerank=self.rerank,
-        )
+        return self.at(staging)
 
     def finish_rebuild(self) -> None:
-        """Make the staging table the library, in one atomic state write, then drop the old table."""
+        """Make the staging table the library in one atomic state write; the old table is retired, not dropped,
+        so processes still reading it finish (generations.sweep drops it later)."""
         old = self.table_name
-        staging = self._get_state("staging_table")
+        staging = self.generations().staging
         if not staging:
             raise RuntimeError("no rebuild in progress")
         with self._write_lock:
             model_id, _, dim = (self._get_state("staging_model") or "").rpartition("@")
-            self._set_state({"table": staging, "model_id": model_id, "dim": dim})
-            self._state.delete("key = 'staging_table' OR key = 'staging_model'")
+            self._set_state(
+                {"table": staging, "model_id": model_id, "dim": dim, "staging_table": "", "staging_model": ""}
+            )
             self.table_name = staging
             self._table = self._db.open_table(self.table_name)
             self._dim = int(dim)
             self._phash_cache = None
             self._keyword_index = False
-            if old != self.table_name and old in set(self._db.list_tables().tables):
-                self._db.drop_table(old)
-                self._forget_vector_indexes(old)
+        if old != staging:
+            retire(self, old)
 
     def _require_table(self) -> Any:
         if self._table is None:

@@ -57,6 +57,7 @@ from imagematch.records import (
     name_words,
 )
 from imagematch.store.base import VectorField
+from imagematch.store.generations import Generations, retire, staging_name
 from imagematch.store.shared import (
     DocumentPart,
     assemble,
@@ -466,46 +467,61 @@ class MilvusStore:
     def _put_pointer(self, key: str, value: dict[str, Any]) -> None:
         self.put_document(STORE_KIND, key, json.dumps(value))
 
+    @property
+    def generation_name(self) -> str:
+        return self.images
+
+    def generations(self) -> Generations:
+        pointers = {key: json.loads(text) for key, text in self.list_documents(STORE_KIND).items()}
+        live = pointers["library"]["collection"] if "library" in pointers else f"{self.collection}_images"
+        return Generations(live, staging_name(pointers.get("staging", {}).get("collection"), live))
+
+    def at(self, name: str) -> MilvusStore:
+        """This library's generation `name` (the live one, the staging one or one being retired)."""
+        return MilvusStore(self.uri, token=self.token, collection=self.collection, images=name)
+
+    def drop_generation(self, name: str) -> None:
+        if self._client.has_collection(name):
+            self._client.drop_collection(name)
+
     def start_rebuild(self, model_id: str, dim: int) -> MilvusStore:
         """A staging collection for re-embedding; an interrupted rebuild for the same model resumes."""
-        staging = self._pointer("staging")
+        name = self.generations().staging
+        staging = self._pointer("staging") if name else None
         resumable = (
             staging is not None
             and (staging["model_id"], int(staging["dim"])) == (model_id, dim)
-            and self._client.has_collection(staging["collection"])
+            and self._client.has_collection(name)
         )
-        if staging is not None and not resumable and self._client.has_collection(staging["collection"]):
-            self._client.drop_collection(staging["collection"])
+        if name and not resumable:
+            self.drop_generation(name)
         if staging is None or not resumable:
             name = f"{self.collection}_images_{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
             with self._write_lock:
                 self._create_images(name, dim)
             staging = {"model_id": model_id, "dim": dim, "collection": name}
             self._put_pointer("staging", staging)
-        return MilvusStore(self.uri, token=self.token, collection=self.collection, images=staging["collection"])
+        return self.at(name)
 
     def finish_rebuild(self) -> None:
-        """Point the library at the staging collection (one row write), then drop the old collection."""
-        staging = self._pointer("staging")
+        """Point the library at the staging collection: one row write (the staging pointer left behind then
+        names the live collection, which the guard reads as no staging). The old collection is retired."""
+        name = self.generations().staging
+        staging = self._pointer("staging") if name else None
         if staging is None:
             raise RuntimeError("no rebuild in progress")
         old = self.images
         self._put_pointer(
             "library",
-            {
-                "model_id": staging["model_id"],
-                "dim": staging["dim"],
-                "collection": staging["collection"],
-                "schema": SCHEMA_VERSION,
-            },
+            {"model_id": staging["model_id"], "dim": staging["dim"], "collection": name, "schema": SCHEMA_VERSION},
         )
         self.delete_document(STORE_KIND, "staging")
-        self.images = staging["collection"]
+        self.images = name
         self._dim = int(staging["dim"])
         self._keywords = self._has_field(self.images, "keywords")
         self._lower_names = all(self._has_field(self.images, field) for field in _LOWER_FIELDS.values())
-        if old != self.images and self._client.has_collection(old):
-            self._client.drop_collection(old)
+        if old != name:
+            retire(self, old)
 
     def _require_open(self) -> None:
         if not self._dim:

@@ -78,6 +78,7 @@ from imagematch.records import (
     name_words,
 )
 from imagematch.store.base import VectorField
+from imagematch.store.generations import Generations, retire, staging_name
 from imagematch.store.shared import (
     DocumentPart,
     cut_longest,
@@ -95,6 +96,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SCHEMA_VERSION = 2  # 2: _camera_parts and _lens_parts
+FIRST_GENERATION = "first"  # the name of the namespaces without a generation suffix (a library never reindexed)
 STORE_KIND = "_store"  # the documents that hold the pointer to the live generation and the staging one
 CUSTOM = "m:"  # custom metadata keys, so they never clash with the record's own fields
 MAX_RECORDS = 1000  # per upsert request
@@ -653,6 +655,35 @@ class PineconeStore:
     def _put_pointer(self, key: str, value: dict[str, Any]) -> None:
         self.put_document(STORE_KIND, key, json.dumps(value))
 
+    @property
+    def generation_name(self) -> str:
+        return self.generation or FIRST_GENERATION
+
+    def generations(self) -> Generations:
+        pointers = {key: json.loads(text) for key, text in self.list_documents(STORE_KIND).items()}
+        live = pointers["library"]["generation"] if "library" in pointers else ""
+        staging = pointers["staging"]["generation"] if "staging" in pointers else None
+        return Generations(live or FIRST_GENERATION, staging_name(staging, live))
+
+    def at(self, name: str) -> PineconeStore:
+        """This library's generation `name` (the live one, the staging one or one being retired)."""
+        return PineconeStore(
+            self._api_key,
+            index_name=self.index_name,
+            cloud=self.cloud,
+            region=self.region,
+            namespace_prefix=self.prefix,
+            host=self._host,
+            generation="" if name == FIRST_GENERATION else name,
+            retry=self.retry,
+            freshness_timeout=self.freshness_timeout,
+            sleep=self._sleep,
+        )
+
+    def drop_generation(self, name: str) -> None:
+        for kind in ("images", "words", "phash"):
+            self._delete_namespace(self._space(kind, "" if name == FIRST_GENERATION else name))
+
     def start_rebuild(self, model_id: str, dim: int) -> PineconeStore:
         """A new generation of namespaces to re-embed into; an interrupted rebuild for the same model resumes."""
         self._require()
@@ -661,10 +692,10 @@ class PineconeStore:
                 f"the Pinecone index {self.index_name} has {self._dim} dimensions and cannot hold the {dim}-dimension "
                 f"vectors of {model_id}: set INDEX_NAME to a new name and index your images again there"
             )
-        staging = self._pointer("staging")
+        name = self.generations().staging
+        staging = self._pointer("staging") if name else None
         if staging is not None and (staging["model_id"], int(staging["dim"])) != (model_id, dim):
-            for kind in ("images", "words", "phash"):
-                self._delete_namespace(self._space(kind, staging["generation"]))
+            self.drop_generation(name)
             staging = None
         if staging is None:
             staging = {
@@ -673,25 +704,16 @@ class PineconeStore:
                 "generation": f"-r{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}",
             }
             self._put_pointer("staging", staging)
-        return PineconeStore(
-            self._api_key,
-            index_name=self.index_name,
-            cloud=self.cloud,
-            region=self.region,
-            namespace_prefix=self.prefix,
-            host=self._host,
-            generation=staging["generation"],
-            retry=self.retry,
-            freshness_timeout=self.freshness_timeout,
-            sleep=self._sleep,
-        )
+        return self.at(staging["generation"])
 
     def finish_rebuild(self) -> None:
-        """Point the library at the staging generation (one record write), then delete the old namespaces."""
-        staging = self._pointer("staging")
+        """Point the library at the staging generation: one record write (the staging pointer left behind then
+        names the live generation, which the guard reads as no staging). The old namespaces are retired."""
+        name = self.generations().staging
+        staging = self._pointer("staging") if name else None
         if staging is None:
             raise RuntimeError("no rebuild in progress")
-        old = self.generation
+        old = self.generation_name
         self._put_pointer(
             "library",
             {
@@ -705,9 +727,8 @@ class PineconeStore:
         self.generation = staging["generation"]
         self.schema = SCHEMA_VERSION
         self._keys.clear()
-        if old != self.generation:
-            for kind in ("images", "words", "phash"):
-                self._delete_namespace(self._space(kind, old))
+        if old != self.generation_name:
+            retire(self, old)
 
     # writes
 

@@ -1,0 +1,117 @@
+"""Generations: how a library moves to another model (reindex) while processes keep serving it, in every store.
+
+A generation is the images of the library embedded by one model: a table (LanceDB), a collection (Milvus) or a
+set of namespaces (Pinecone). Each store keeps a pointer to the live generation and, while a reindex runs, to
+a staging one; switching is one write of the live pointer. What every store shares is here, written once:
+
+- the guard: a staging pointer that names the live generation is a finished switch, never a staging to drop;
+- retirement: the old generation is kept after a switch, for processes still reading it, and dropped by
+  `sweep` once `RETIRE_AFTER` has passed (every process checks the pointer at least once a second);
+- changes: while a rebuild runs (or a process has not yet noticed a switch), each write notes the image it
+  touched and the generation it wrote to, so the change can be carried into the new generation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+log = logging.getLogger(__name__)
+
+RETIRED = "_retired_generation"  # document kind: old generation -> when it stopped being live (epoch seconds)
+CHANGES = "_generation_change"  # document kind: image id -> the change a newer generation still has to take
+MODEL_SPECS = "_model_spec"  # document kind: model id -> how to load it (what IMAGEMATCH_MODEL said)
+RETIRE_AFTER = 120.0  # seconds an old generation is kept after a switch
+CHANGE_SETTLES = 60.0  # a noted change whose write is not visible after this long never happened (a crash)
+
+ChangeKind = Literal["put", "delete"]
+
+
+@dataclass(frozen=True, slots=True)
+class Generations:
+    """The store's pointers, read fresh: the live generation and the staging one ("" when none)."""
+
+    live: str
+    staging: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    image_id: str
+    kind: ChangeKind
+    source: str  # the generation the write went to
+    at: float
+
+
+class GenerationStore(Protocol):
+    """What this module needs of a store: its documents and its generations."""
+
+    @property
+    def generation_name(self) -> str: ...
+
+    def generations(self) -> Generations: ...
+
+    def drop_generation(self, name: str) -> None: ...
+
+    def put_document(self, kind: str, key: str, value: str) -> None: ...
+
+    def get_document(self, kind: str, key: str) -> str | None: ...
+
+    def list_documents(self, kind: str) -> dict[str, str]: ...
+
+    def delete_document(self, kind: str, key: str) -> None: ...
+
+
+def staging_name(staging: str | None, live: str | None) -> str:
+    """The guard: a staging pointer equal to the live one is what a crash inside a switch leaves behind."""
+    return "" if not staging or staging == live else staging
+
+
+def retire(store: GenerationStore, name: str) -> None:
+    """Called after the switch wrote the new live pointer, so this never names the live generation."""
+    if name:
+        store.put_document(RETIRED, name, repr(time.time()))
+
+
+def sweep(store: GenerationStore, *, older_than: float = RETIRE_AFTER) -> list[str]:
+    """Drop the retired generations no process can still be reading; the live and staging ones never."""
+    pointers = store.generations()
+    dropped = []
+    for name, since in store.list_documents(RETIRED).items():
+        if name in (pointers.live, pointers.staging):
+            store.delete_document(RETIRED, name)
+            continue
+        if time.time() - float(since) < older_than:
+            continue
+        store.drop_generation(name)
+        store.delete_document(RETIRED, name)
+        dropped.append(name)
+        log.info("removed the old generation %s of the library", name)
+    return dropped
+
+
+def note_changes(store: GenerationStore, image_ids: Sequence[str], kind: ChangeKind) -> None:
+    """Remember that these images changed in this store's generation, for a newer one to take over."""
+    now = time.time()
+    for image_id in image_ids:
+        value = json.dumps({"kind": kind, "source": store.generation_name, "at": now})
+        store.put_document(CHANGES, image_id, value)
+
+
+def pending_changes(store: GenerationStore) -> list[Change]:
+    changes = []
+    for image_id, text in store.list_documents(CHANGES).items():
+        value = json.loads(text)
+        changes.append(Change(image_id, value["kind"], value["source"], float(value["at"])))
+    return sorted(changes, key=lambda change: change.at)
+
+
+def forget_change(store: GenerationStore, change: Change) -> None:
+    """Delete the note unless the image changed again since it was read."""
+    text = store.get_document(CHANGES, change.image_id)
+    if text is not None and float(json.loads(text)["at"]) == change.at:
+        store.delete_document(CHANGES, change.image_id)

@@ -1,0 +1,109 @@
+"""Reindex with another model while another process serves the library: what it writes meanwhile is carried
+into the new generation, it moves to the new model by itself, and the old generation goes only after a while."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imagematch.factory import build_library
+from imagematch.library import Library, SimpleSearch
+from imagematch.records import NotFound, RecordPatch
+from imagematch.settings import Settings
+from imagematch.store import generations
+from tests.images import jpeg
+
+
+def _add(library: Library, name: str) -> str:
+    result = library.add(jpeg(name), filename=f"{name}.jpg")
+    assert result.record is not None
+    return result.record.id
+
+
+def _notice_now(library: Library) -> None:
+    """Let the next call read the generation pointer without waiting for FOLLOW_EVERY."""
+    library._checked_at = 0.0
+
+
+def _housekeeping_done(library: Library) -> None:
+    if library._housekeeper is not None:
+        library._housekeeper.join(60)
+
+
+def _finds_itself(library: Library, name: str, image_id: str) -> bool:
+    hits = library.simple_search(SimpleSearch(image=jpeg(name), k=1)).hits
+    return bool(hits) and hits[0].record.id == image_id and hits[0].score >= 0.99
+
+
+@pytest.fixture
+def serving(settings: Settings) -> Iterator[Library]:
+    library = build_library(settings)
+    library.open()
+    yield library
+    library.close()
+
+
+def test_writes_during_a_reindex_end_up_in_the_new_generation(
+    serving: Library, settings: Settings, other_model_dir: Path
+) -> None:
+    ids = {name: _add(serving, name) for name in ("astronaut", "coffee", "rocket")}
+    old_model = serving.embedder.model_id
+    reindexer = build_library(settings.model_copy(update={"model": f"local-dir:{other_model_dir}"}))
+    during: dict[str, str] = {}
+
+    def meanwhile(done: int, total: int) -> None:
+        if during:
+            return
+        during["camera"] = _add(serving, "camera")  # uploaded, edited and deleted while the rebuild runs
+        serving.update(ids["rocket"], RecordPatch(description="Saturn V", metadata={"tags": ["launch"]}))
+        serving.delete(ids["astronaut"])
+        assert serving.embedder.model_id == old_model  # still serving on the old model
+
+    assert reindexer.reindex(on_progress=meanwhile) == 3
+    new_model = reindexer.embedder.model_id
+    _notice_now(serving)
+    assert serving.count() == 3  # the first call after the switch moves to the new generation
+    assert serving.embedder.model_id == new_model != old_model
+    with pytest.raises(NotFound):
+        serving.get(ids["astronaut"])
+    rocket = serving.get(ids["rocket"])
+    assert (rocket.description, rocket.metadata, rocket.model_id) == ("Saturn V", {"tags": ["launch"]}, new_model)
+    assert serving.get(during["camera"]).model_id == new_model
+    for name in ("coffee", "rocket", "camera"):  # each found by its picture: embedded by the new model
+        assert _finds_itself(serving, name, ids.get(name) or during[name])
+    assert generations.pending_changes(serving.store) == []
+
+
+def test_a_process_that_writes_before_it_notices_the_switch_loses_nothing(
+    serving: Library, settings: Settings, other_model_dir: Path
+) -> None:
+    coffee = _add(serving, "coffee")
+    reindexer = build_library(settings.model_copy(update={"model": f"local-dir:{other_model_dir}"}))
+    reindexer.reindex()
+    serving._checked_at = float("inf")  # it has not looked at the pointer since the switch
+    late = _add(serving, "chelsea")
+    assert generations.pending_changes(reindexer.store)  # noted for the new generation
+    _notice_now(serving)
+    serving.count()  # moves, and starts carrying what it noted in a thread of its own
+    _housekeeping_done(serving)
+    assert serving.embedder.model_id == reindexer.embedder.model_id
+    assert {r.id for r in serving.page(limit=10)} == {coffee, late}
+    assert _finds_itself(serving, "chelsea", late)
+    assert _finds_itself(reindexer, "chelsea", late)
+
+
+def test_the_old_generation_stays_for_readers_until_swept(
+    serving: Library, settings: Settings, other_model_dir: Path
+) -> None:
+    _add(serving, "coffee")
+    old = serving.store.generation_name
+    reindexer = build_library(settings.model_copy(update={"model": f"local-dir:{other_model_dir}"}))
+    reindexer.reindex()
+    assert reindexer.store.list_documents(generations.RETIRED).keys() == {old}
+    assert generations.sweep(reindexer.store) == []
+    assert serving._active.store.count() == 1  # a request that started on the old generation finishes on it
+    assert generations.sweep(reindexer.store, older_than=0) == [old]
+    _notice_now(serving)
+    assert serving.count() == 1 and serving.store.generation_name != old
