@@ -56,6 +56,7 @@ from imagematch.web.forms import (
     posted_rows,
     typed_value,
 )
+from imagematch.web.head import AnswersHead
 from imagematch.web.query_images import QueryImageStore
 from imagematch.web.templating import STATIC_DIR, render
 
@@ -84,7 +85,7 @@ def install(app: FastAPI) -> None:
     """Add the pages, their static files and the store of uploaded query images to the app."""
     settings = app.state.settings
     app.state.query_images = QueryImageStore(max(QUERY_IMAGE_BUDGET, settings.max_upload_bytes * 2))
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", AnswersHead(StaticFiles(directory=STATIC_DIR)), name="static")
     app.include_router(router)
 
 
