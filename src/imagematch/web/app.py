@@ -28,6 +28,7 @@ from imagematch.web.head import HeadAsGet
 from imagematch.web.hosts import HostCheck, host_allow_list
 from imagematch.web.proxies import ProxyHeaders, TrustedProxies
 from imagematch.web.ratelimit import RateLimit, TokenBuckets
+from imagematch.web.refusals import refusal
 from imagematch.web.templating import error_page, human_bytes, is_page_path
 
 log = logging.getLogger(__name__)
@@ -94,16 +95,8 @@ class BodyLimit:
             if size is None
             else f"the upload is {human_bytes(size)}; the limit is {limit}"
         )
-        response: Response
-        if is_page_path(scope["path"]):
-            response = error_page(413, f"The upload is too large: {message}. Send fewer or smaller files at once.")
-        else:
-            response = JSONResponse({"detail": message}, status_code=413)
-        await response(
-            {"type": "http", "method": "POST", "path": "/", "headers": []},
-            _empty_receive,
-            send,
-        )
+        page = f"The upload is too large: {message}. Send fewer or smaller files at once."
+        await refusal(scope, 413, message, page=page)(scope, _empty_receive, send)
 
 
 class SecurityHeaders:
