@@ -1,6 +1,7 @@
 """Turning a request away in the form its client reads: JSON `{"detail": ...}` for the API and its schema, a small
 HTML page for people. The path decides (templating.is_page_path), the same way for every layer that refuses: the
-host check, the access guard, the cross-site guard, the body limit and the rate limit.
+host check, the access guard, the cross-site guard, the body limit and the rate limit, and the app's error
+handlers after them.
 """
 
 from __future__ import annotations
