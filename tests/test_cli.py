@@ -286,7 +286,7 @@ def test_index_says_what_it_skipped(env: dict[str, str], photos: Path) -> None:
     result = runner.invoke(app, ["index", str(photos)])
     assert result.exit_code == 0, result.output
     assert "added 6, duplicates 0, failed 0" in result.output
-    assert "skipped 2 image files in 2 sub-folders (use -r)" in result.output
+    assert "skipped 2 sub-folders (use -r to include them): deeper, nested" in result.output
     assert "skipped 2 files of unsupported types: .ppm, .svg" in result.output
     everything = runner.invoke(app, ["index", str(photos), "-r"])
     assert "added 2, duplicates 6" in everything.output and "use -r" not in everything.output

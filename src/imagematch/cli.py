@@ -208,14 +208,20 @@ def _progress(console: Console) -> Progress:
     )
 
 
+SHOWN_FOLDERS = 5  # sub-folders named in the summary of an index without -r; the rest are counted
+
+
 def _summary(results: list[IngestResult], found: FolderScan) -> None:
     counts = {status: sum(r.status == status for r in results) for status in ("added", "duplicate", "failed")}
     out.print(f"added {counts['added']}, duplicates {counts['duplicate']}, failed {counts['failed']}")
-    if found.nested:
-        folders = len(found.nested_folders)
+    if found.nested_folders:
+        count = len(found.nested_folders)
+        names = [folder.name for folder in found.nested_folders[:SHOWN_FOLDERS]]
+        more = f" and {count - len(names)} more" if count > len(names) else ""
         out.print(
-            f"skipped {len(found.nested)} image files in {folders} sub-folder{'s' * (folders != 1)} (use -r)",
+            f"skipped {count} sub-folder{'s' * (count != 1)} (use -r to include them): {', '.join(names)}{more}",
             highlight=False,
+            markup=False,  # folder names are the user's, brackets included
         )
     if found.unsupported:
         out.print(

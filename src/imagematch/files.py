@@ -17,8 +17,7 @@ class FolderScan:
 
     files: list[Path] = field(default_factory=list)
     unsupported: list[Path] = field(default_factory=list)  # files in the folders with another suffix
-    nested: list[Path] = field(default_factory=list)  # image files in sub-folders that were not descended into
-    nested_folders: set[Path] = field(default_factory=set)  # those sub-folders (the ones below a scanned folder)
+    nested_folders: list[Path] = field(default_factory=list)  # sub-folders not entered (without recursive)
 
     @property
     def unsupported_suffixes(self) -> list[str]:
@@ -36,6 +35,11 @@ def _inside(path: Path, root: Path) -> bool:
 def scan(paths: list[Path], *, recursive: bool, confine: bool = False) -> FolderScan:
     """Image files named directly, or found in folders by suffix (hidden files skipped), in sorted order.
 
+    Without recursive, a folder is listed and nothing below it is: its own files are taken, and its sub-folders
+    are named in `nested_folders` (the ones recursive would enter: not hidden, not links), so that the user
+    can be told to use -r. What those sub-folders hold is not counted, since that would take the very walk of
+    the whole tree that leaving recursive off avoids (pointed at a home folder, a scan lists one folder).
+
     With confine=True, files reached through links that point outside their folder are skipped, so an
     imported folder cannot be used to read files elsewhere on the machine.
     """
@@ -45,18 +49,15 @@ def scan(paths: list[Path], *, recursive: bool, confine: bool = False) -> Folder
             found.files.append(path)
             continue
         root = path.resolve()
-        for child in sorted(path.rglob("*")):
-            parts = child.relative_to(path).parts
-            if any(part.startswith(".") for part in parts) or not child.is_file():
+        for child in sorted(path.rglob("*") if recursive else path.iterdir()):
+            if any(part.startswith(".") for part in child.relative_to(path).parts):
                 continue
-            if confine and not _inside(child, root):
+            if not recursive and child.is_dir() and not child.is_symlink():
+                found.nested_folders.append(child)
                 continue
-            supported = child.suffix.lower() in IMAGE_SUFFIXES
-            if len(parts) > 1 and not recursive:
-                if supported:
-                    found.nested.append(child)
-                    found.nested_folders.add(path / parts[0])
-            elif supported:
+            if not child.is_file() or (confine and not _inside(child, root)):
+                continue
+            if child.suffix.lower() in IMAGE_SUFFIXES:
                 found.files.append(child)
             else:
                 found.unsupported.append(child)

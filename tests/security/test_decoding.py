@@ -1,13 +1,15 @@
 """What decoding an image may cost: small files that decode into huge images get a memory budget, a JPEG that
 claims more pixels than it holds is refused, and no decode holds up the event loop (health and searches answer
-while the search page decodes a query image)."""
+while an upload or a query image is decoded, at every entry point that takes one)."""
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,9 @@ from PIL import Image
 
 from imagematch import media
 from imagematch.factory import build_library
+from imagematch.library import Library
 from imagematch.records import InvalidImage, TooLarge
+from imagematch.settings import Settings
 from imagematch.web.app import create_app
 from tests.browser.live import serve
 from tests.images import encode, jpeg, photo
@@ -140,41 +144,121 @@ def _csrf_token(client: httpx.Client) -> str:
     return found.group(1)
 
 
-def test_health_and_searches_answer_while_the_search_page_decodes_a_query_image(
-    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+# How long a held call waits to be released before it gives up. Only a failing run waits this long: on the
+# event loop, a held call stops every other request until it gives up, so the release comes too late.
+_HOLD_S = 60.0
+
+
+class _Hold:
+    """Wraps a function so that its first call, in whichever thread makes it, waits until the test releases it.
+
+    `released` records how that wait ended: True when the release came, False when it gave up.
+    """
+
+    def __init__(self, real: Callable[..., Any]) -> None:
+        self.real = real
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.released: list[bool] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            first = not self.entered.is_set()
+            self.entered.set()
+        if first:
+            self.released.append(self.release.wait(_HOLD_S))
+        return self.real(*args, **kwargs)
+
+
+def _image_file(field: str) -> dict[str, tuple[str, bytes, str]]:
+    return {field: ("query.jpg", jpeg("coffee"), "image/jpeg")}
+
+
+# Every way a request brings an image to decode: (path, form fields, files, JSON, the status it answers).
+_IMAGE_ENTRY_POINTS: dict[str, tuple[str, dict[str, str], dict[str, Any], Any, int]] = {
+    "search page": ("/search", {"text": ""}, _image_file("image"), None, 303),
+    "page upload": ("/upload", {}, _image_file("files"), None, 200),
+    "API upload": ("/api/v1/images", {}, _image_file("file"), None, 201),
+    "API search": ("/api/v1/search", {}, _image_file("image"), None, 200),
+    "query arithmetic": (
+        "/api/v1/search/query",
+        {},
+        {},
+        {"terms": [{"image": base64.b64encode(jpeg("coffee")).decode()}], "k": 3},
+        200,
+    ),
+}
+
+
+def _others_answer_while_held(
+    settings: Settings, library: Library, hold: _Hold, arm: Callable[[], None], send: Callable[..., httpx.Response]
+) -> httpx.Response:
+    """Sends one request whose work `hold` holds, and meanwhile health and a search by words from another client.
+
+    They must answer while the held call still waits for its release: had it run on the event loop, nothing
+    else would be served until it gave up. No timing is measured; only which of them finished first.
+    """
+    with (
+        serve(create_app(settings, library)) as url,
+        httpx.Client(base_url=url, timeout=_HOLD_S * 2) as sender,
+        httpx.Client(base_url=url, timeout=_HOLD_S * 2) as other,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        token = _csrf_token(sender)
+        arm()
+        submitted = pool.submit(send, sender, token)
+        try:
+            assert hold.entered.wait(_HOLD_S), "the request never reached the held call"
+            health = other.get("/api/v1/health")
+            found = other.post("/api/v1/search", data={"text": "a person"})
+        finally:
+            hold.release.set()
+        answer = submitted.result()
+    assert hold.released == [True], "health and the search waited for the held call: it ran on the event loop"
+    assert health.status_code == 200 and found.status_code == 200 and found.json()["hits"]
+    return answer
+
+
+@pytest.mark.parametrize("entry", list(_IMAGE_ENTRY_POINTS))
+def test_health_and_searches_answer_while_an_image_is_decoded(
+    entry: str, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A decode that takes long (held here until released) runs in a worker thread: the event loop serves the
-    other requests meanwhile. On the event loop, health would wait for the decode and time out."""
+    """Uploads, searches by an image and the search page's query image all decode in a worker thread."""
+    path, fields, files, body, status = _IMAGE_ENTRY_POINTS[entry]
     settings = make_settings(tmp_path, tiny_model_dir)
     library = build_library(settings)
     library.add(jpeg("astronaut"), filename="astronaut.jpg")
-    decoding, release = threading.Event(), threading.Event()
-    real_decode = media.decode
+    hold = _Hold(media.decode)
 
-    def held_decode(data: bytes, **options: Any) -> media.DecodedImage:
-        decoding.set()
-        release.wait(30)
-        return real_decode(data, **options)
+    def send(client: httpx.Client, token: str) -> httpx.Response:
+        form = {"csrf_token": token, **fields} if not path.startswith("/api/") else fields
+        if body is not None:
+            return client.post(path, json=body)
+        return client.post(path, data=form, files=files)
 
-    monkeypatch.setattr(media, "decode", held_decode)
-    with (
-        serve(create_app(settings, library)) as url,
-        httpx.Client(base_url=url, timeout=30) as searcher,
-        httpx.Client(base_url=url, timeout=5) as other,
-        ThreadPoolExecutor(1) as pool,
-    ):
-        form = {"csrf_token": _csrf_token(searcher), "text": ""}
-        submitted = pool.submit(
-            searcher.post, "/search", data=form, files={"image": ("query.jpg", jpeg("coffee"), "image/jpeg")}
-        )
-        try:
-            assert decoding.wait(10)
-            health = other.get("/api/v1/health")
-            found = other.post("/api/v1/search", data={"text": "a person"})
-            still_decoding = not submitted.done()
-        finally:
-            release.set()
-        answer = submitted.result()
-    assert health.status_code == 200 and found.status_code == 200 and found.json()["hits"]
-    assert still_decoding
-    assert answer.status_code == 303 and "query_image=" in answer.headers["location"]
+    answer = _others_answer_while_held(
+        settings, library, hold, lambda: monkeypatch.setattr(media, "decode", hold), send
+    )
+    assert answer.status_code == status, answer.text
+    if entry == "search page":
+        assert "query_image=" in answer.headers["location"]
+
+
+def test_the_search_page_refuses_an_unusable_query_image_off_the_event_loop(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page that says a query image cannot be used shows the library's facts, which come from the store (a
+    network call for a remote one): it is made in the worker thread too, not on the event loop."""
+    settings = make_settings(tmp_path, tiny_model_dir)
+    library = build_library(settings)
+    library.add(jpeg("astronaut"), filename="astronaut.jpg")
+    hold = _Hold(library.info)
+
+    def send(client: httpx.Client, token: str) -> httpx.Response:
+        form = {"csrf_token": token, "text": ""}
+        return client.post("/search", data=form, files={"image": ("query.jpg", b"not an image", "image/jpeg")})
+
+    answer = _others_answer_while_held(
+        settings, library, hold, lambda: monkeypatch.setattr(library, "info", hold), send
+    )
+    assert answer.status_code == 415 and "The query image cannot be used" in answer.text

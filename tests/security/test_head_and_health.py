@@ -3,14 +3,20 @@ with authentication on, tells an anonymous caller only that the server is up; it
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from fastapi.testclient import TestClient
 
 from imagematch.factory import build_library
 from imagematch.settings import DEFAULT_MODEL
 from imagematch.web.app import create_app
+from tests.images import jpeg
 from tests.security.conftest import Harness, app_routes, make_settings
 
 KEY = "k3y-for-the-tests-0123456789abcdef"
@@ -40,6 +46,87 @@ def test_head_of_an_original_gives_its_size_without_sending_it(harness: Harness)
     assert original is not None
     assert head.status_code == 200 and head.content == b"" and head.headers["content-type"] == "image/jpeg"
     assert int(head.headers["content-length"]) == original.stat().st_size
+
+
+@pytest.fixture
+def stored_files(harness: Harness) -> Iterator[list[str]]:
+    """An image with all three stored files (original, thumbnail, cut-out), and a static file; deleted after."""
+    added = harness.library.add(jpeg("coffee"), filename="coffee.jpg")
+    assert added.record is not None
+    image_id = added.record.id
+    harness.library.blobs.put_cutout(image_id, jpeg("chelsea"))
+    yield [f"/api/v1/images/{image_id}/{kind}" for kind in ("file", "thumbnail", "cutout")] + ["/static/style.css"]
+    harness.library.delete(image_id)
+
+
+def test_head_of_a_file_gives_its_headers_from_its_size_without_reading_it(
+    harness: Harness, stored_files: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What GET says about an original, a thumbnail, a cut-out or a static file (length, type, validators,
+    disposition), HEAD says too, and sends no body; the file is never opened for it, only looked up."""
+    opened: list[str] = []
+    real_open = anyio.open_file
+
+    async def recording_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(file))
+        return await real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(anyio, "open_file", recording_open)
+    for path in stored_files:
+        opened.clear()
+        got = harness.client.get(path)
+        assert got.status_code == 200 and got.content and len(opened) == 1, path  # GET reads the file
+        opened.clear()
+        head = harness.client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+        assert opened == [], f"HEAD {path} opened {opened}"
+        for name in ("content-length", "content-type", "etag", "last-modified"):
+            assert head.headers[name] == got.headers[name], (path, name)
+        assert int(head.headers["content-length"]) == len(got.content), path
+        assert head.headers.get("content-disposition") == got.headers.get("content-disposition"), path
+
+
+def test_head_never_sends_a_file_by_path(harness: Harness, stored_files: list[str]) -> None:
+    """A server that can send a file by its path (the ASGI pathsend extension) is never asked to for a HEAD."""
+    for path in stored_files:
+        messages = _asgi_request(harness, "HEAD", path, extensions={"http.response.pathsend": {}})
+        assert [m["type"] for m in messages] == ["http.response.start", "http.response.body"], path
+        assert messages[0]["status"] == 200 and messages[-1]["body"] == b"", path
+        assert [m["type"] for m in _asgi_request(harness, "GET", path, extensions={"http.response.pathsend": {}})] == [
+            "http.response.start",
+            "http.response.pathsend",
+        ], path
+
+
+def _asgi_request(harness: Harness, method: str, path: str, *, extensions: dict[str, Any]) -> list[dict[str, Any]]:
+    """Calls the app as a server would, with the given ASGI extensions, in an event loop of its own."""
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+        "extensions": extensions,
+    }
+    with ThreadPoolExecutor(1) as fresh:  # its own event loop, whatever another test left running in this thread
+        fresh.submit(asyncio.run, harness.client.app(scope, receive, send)).result()  # type: ignore[arg-type]
+    return messages
 
 
 def test_head_where_only_post_is_allowed_is_refused_as_get_is(harness: Harness) -> None:

@@ -39,6 +39,7 @@ from imagematch.records import (
 )
 from imagematch.shapes import search_fields
 from imagematch.validation import load_json
+from imagematch.web.head import StoredFileResponse
 from imagematch.web.schemas import (
     API,
     ERROR_RESPONSES,
@@ -208,7 +209,7 @@ def _file_response(found: Path | bytes, media_type: str, filename: str | None = 
         if filename:
             headers["Content-Disposition"] = f"inline; filename*=UTF-8''{quote(filename)}"
         return Response(found, media_type=media_type, headers=headers)
-    return FileResponse(
+    return StoredFileResponse(  # a HEAD request gets the file's headers without a read of the file
         found, media_type=media_type, headers=headers, filename=filename, content_disposition_type="inline"
     )
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from imagematch.web.head import AnswersHead
 from imagematch.web.templating import environment
 
 ASSETS_URL = "/static/api-docs"
@@ -36,7 +37,7 @@ router = APIRouter(include_in_schema=False)
 
 def install(app: FastAPI) -> None:
     """Add /docs, /redoc and their assets; before the pages' own /static mount, which would hide the assets."""
-    app.mount(ASSETS_URL, StaticFiles(packages=[ASSETS_PACKAGE]), name="api-docs-assets")
+    app.mount(ASSETS_URL, AnswersHead(StaticFiles(packages=[ASSETS_PACKAGE])), name="api-docs-assets")
     app.include_router(router)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,7 +28,8 @@ from imagematch.web.head import HeadAsGet
 from imagematch.web.hosts import HostCheck, host_allow_list
 from imagematch.web.proxies import ProxyHeaders, TrustedProxies
 from imagematch.web.ratelimit import RateLimit, TokenBuckets
-from imagematch.web.templating import error_page, human_bytes, is_page_path
+from imagematch.web.refusals import refusal
+from imagematch.web.templating import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +95,8 @@ class BodyLimit:
             if size is None
             else f"the upload is {human_bytes(size)}; the limit is {limit}"
         )
-        response: Response
-        if is_page_path(scope["path"]):
-            response = error_page(413, f"The upload is too large: {message}. Send fewer or smaller files at once.")
-        else:
-            response = JSONResponse({"detail": message}, status_code=413)
-        await response(
-            {"type": "http", "method": "POST", "path": "/", "headers": []},
-            _empty_receive,
-            send,
-        )
+        page = f"The upload is too large: {message}. Send fewer or smaller files at once."
+        await refusal(scope, 413, message, page=page)(scope, _empty_receive, send)
 
 
 class SecurityHeaders:
@@ -198,31 +191,22 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
     # Pages get a friendly HTML page; the API keeps its JSON errors.
     @app.exception_handler(ImageMatchError)
     async def library_error(request: Request, error: ImageMatchError) -> Response:
-        if is_page_path(request.url.path):
-            return error_page(status_for(error), str(error))
-        return JSONResponse({"detail": str(error)}, status_code=status_for(error))
+        return refusal(request.scope, status_for(error), str(error))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
-        if is_page_path(request.url.path):
-            return error_page(422, _validation_message(error))
-        return JSONResponse({"detail": _validation_message(error)}, status_code=422)
+        return refusal(request.scope, 422, _validation_message(error))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        detail: Any = error.detail
-        if is_page_path(request.url.path):
-            page = error_page(error.status_code, str(detail))
-            page.headers.update(error.headers or {})
-            return page
-        return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
+        detail: Any = error.detail  # the API's JSON keeps it as raised; the page shows it as text
+        return refusal(request.scope, error.status_code, detail, page=str(detail), headers=error.headers)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        if is_page_path(request.url.path):
-            return error_page(500, "An unexpected error happened; the server log has the details.")
-        return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
+        page = "An unexpected error happened; the server log has the details."
+        return refusal(request.scope, 500, "internal error; the server log has the details", page=page)
 
     app.add_middleware(CrossSiteGuard)
     # Outermost, in this order: the client's address from a trusted proxy (before the rate limit counts it),

@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -34,8 +34,9 @@ from imagematch.passwords import verify_password
 from imagematch.settings import Settings
 from imagematch.web.csrf import require_token
 from imagematch.web.ratelimit import TokenBuckets, client_address, too_many_requests
+from imagematch.web.refusals import refusal
 from imagematch.web.schemas import API
-from imagematch.web.templating import error_page, is_page_path, render
+from imagematch.web.templating import is_page_path, render
 
 log = logging.getLogger(__name__)
 
@@ -180,19 +181,19 @@ class AccessGuard:
         await self.app(scope, receive, send)
 
 
+AUTHENTICATION_REQUIRED = "authentication required: send the API key as X-API-Key or Authorization: Bearer, or log in"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="ImageMatch"'}  # on the API's 401, naming the scheme it takes
+
+
 def _refusal(scope: Scope) -> Response:
     path: str = scope["path"]
     if not is_page_path(path):
-        return JSONResponse(
-            {"detail": "authentication required: send the API key as X-API-Key or Authorization: Bearer, or log in"},
-            status_code=401,
-            headers={"WWW-Authenticate": 'Bearer realm="ImageMatch"'},
-        )
+        return refusal(scope, 401, AUTHENTICATION_REQUIRED, headers=CHALLENGE)
     if scope["method"] in ("GET", "HEAD"):
         query = scope.get("query_string", b"").decode("latin-1")
         target = path + (f"?{query}" if query else "")
         return RedirectResponse(f"{LOGIN_PATH}?next={quote(target, safe='')}", status_code=303)
-    return error_page(401, "This library is private: log in, then try again.")
+    return refusal(scope, 401, AUTHENTICATION_REQUIRED, page="This library is private: log in, then try again.")
 
 
 def safe_next(target: str) -> str:
@@ -231,7 +232,7 @@ def login(request: Request, password: Annotated[str, Form()] = "", next: Annotat
     attempts: TokenBuckets = request.app.state.login_attempts
     wait = attempts.take(client_address(request.scope))
     if wait > 0:
-        return too_many_requests(request.url.path, wait)
+        return too_many_requests(request.scope, wait)
     if not authenticator.password_matches(password):
         log.warning("failed login from %s", client_address(request.scope))
         context = _login_context(authenticator, target, "That password is not right.")

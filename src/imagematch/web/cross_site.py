@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import URL, Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imagematch.web.csrf import REFUSED_MESSAGE
-from imagematch.web.templating import error_page, is_page_path
+from imagematch.web.refusals import refusal
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # `none`: the user started the request (a resubmitted form after a reload can carry it).
 _ALLOWED_FETCH_SITES = frozenset({"same-origin", "none"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+FROM_ELSEWHERE = "requests from another origin may not change the library"
 
 
 def _origin_key(scheme: str, host: str | None, port: int | None) -> tuple[str, str, int | None]:
@@ -70,11 +70,6 @@ class CrossSiteGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] not in _SAFE_METHODS and comes_from_elsewhere(scope):
-            response: Response
-            if is_page_path(scope["path"]):
-                response = error_page(403, REFUSED_MESSAGE)
-            else:
-                response = JSONResponse({"detail": "requests from another origin may not change the library"}, 403)
-            await response(scope, receive, send)
+            await refusal(scope, 403, FROM_ELSEWHERE, page=REFUSED_MESSAGE)(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -17,12 +17,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imagematch.addresses import IPAddress, ip_address
 from imagematch.settings import Settings
-from imagematch.web.templating import error_page, is_page_path
+from imagematch.web.refusals import refusal
 
 LOOPBACK_NAMES = ("localhost", "*.localhost")  # RFC 6761: always this machine, no one can register them
 ANY_ADDRESS = frozenset({"0.0.0.0", "::", "[::]", ""})
@@ -84,7 +83,8 @@ class HostCheck:
         if scope["type"] in ("http", "websocket"):
             problem = self._problem(scope)
             if problem:
-                await _refusal(scope["path"], problem)(scope, receive, send)
+                page = f"This address is not one of this server's: {problem}."
+                await refusal(scope, 400, problem, page=page)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -103,9 +103,3 @@ class HostCheck:
             f"this server does not answer to the host name {shown!r}; if it is this server's, "
             "add it to IMAGEMATCH_ALLOWED_HOSTS"
         )
-
-
-def _refusal(path: str, message: str) -> Response:
-    if is_page_path(path):
-        return error_page(400, f"This address is not one of this server's: {message}.")
-    return JSONResponse({"detail": message}, status_code=400)

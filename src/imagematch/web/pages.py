@@ -19,8 +19,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from imagematch.duplicates import DuplicateRule
 from imagematch.files import image_files
@@ -57,6 +56,7 @@ from imagematch.web.forms import (
     posted_rows,
     typed_value,
 )
+from imagematch.web.head import AnswersHead
 from imagematch.web.query_images import QueryImageStore
 from imagematch.web.templating import STATIC_DIR, render
 
@@ -85,7 +85,7 @@ def install(app: FastAPI) -> None:
     """Add the pages, their static files and the store of uploaded query images to the app."""
     settings = app.state.settings
     app.state.query_images = QueryImageStore(max(QUERY_IMAGE_BUDGET, settings.max_upload_bytes * 2))
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", AnswersHead(StaticFiles(directory=STATIC_DIR)), name="static")
     app.include_router(router)
 
 
@@ -110,6 +110,13 @@ def chosen_files(field: str) -> Callable[[Request], Awaitable[list[UploadFile]]]
         return [item for item in form.getlist(field) if isinstance(item, UploadFile) and item.filename]
 
     return files
+
+
+async def posted_form(request: Request) -> FormData:
+    """The whole posted form, for a plain `def` route: reading it is the one part of a form post that belongs on
+    the event loop (Starlette writes large uploaded files to disk in worker threads), and the route that uses it
+    runs in a worker thread itself."""
+    return await request.form()
 
 
 # Home: upload and search
@@ -501,13 +508,17 @@ def search_page(request: Request, library: LibraryDep) -> Response:
 
 
 @router.post("/search", response_class=HTMLResponse, dependencies=[CsrfChecked])
-async def search_submit(
+def search_submit(
     request: Request,
     library: LibraryDep,
+    posted: Annotated[FormData, Depends(posted_form)],
     images: Annotated[list[UploadFile], Depends(chosen_files("image"))],
 ) -> Response:
-    """Keep an uploaded query image server-side, then redirect to the linkable GET page of the search."""
-    posted = await request.form()
+    """Keep an uploaded query image server-side, then redirect to the linkable GET page of the search.
+
+    A plain `def` route, so all of it runs in a worker thread: reading and decoding the query image, and also the
+    page that refuses it, which asks the store for the library's facts.
+    """
     params = _params(posted.multi_items())
     corners = [str(posted.get(f"region_{side}", "")).strip() for side in ("left", "top", "right", "bottom")]
     if any(corners):
@@ -533,19 +544,14 @@ async def search_submit(
     if images:
         image = images[0]
         try:
-            data, preview = await run_in_threadpool(_query_upload, library, image)
+            data = read_upload(image, library.settings.max_upload_bytes)
+            preview = library.query_preview(data)
         except ImageMatchError as error:
             context = _search_page(form, error=f"the query image cannot be used: {error}")
             return render(request, "search.html", context, status=status_for(error))
         token = _query_images(request).keep(data, preview, clean_filename(image.filename))
         form = replace(form, query_image=token, image_id="")  # the region, if any, was drawn on this image
     return _see_other(form.link())
-
-
-def _query_upload(library: Library, image: UploadFile) -> tuple[bytes, bytes]:
-    """In a worker thread, never on the event loop: read the query image and decode it for its preview."""
-    data = read_upload(image, library.settings.max_upload_bytes)
-    return data, library.query_preview(data)
 
 
 @router.get("/search/query-image/{token}")

@@ -13,10 +13,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from imagematch.web.templating import error_page, is_page_path
+from imagematch.web.refusals import refusal
 
 # Buckets kept at most; the least recently seen client is forgotten first (it comes back with a full bucket).
 MAX_CLIENTS = 10_000
@@ -74,17 +74,11 @@ def client_address(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
-def too_many_requests(path: str, wait_s: float) -> Response:
+def too_many_requests(scope: Scope, wait_s: float) -> Response:
     """429 with Retry-After: JSON for the API, a page for people."""
     seconds = max(1, math.ceil(wait_s))
     message = f"too many requests from your address; try again in {seconds} s"
-    response: Response
-    if is_page_path(path):
-        response = error_page(429, f"Slow down a little: {message}.")
-    else:
-        response = JSONResponse({"detail": message}, status_code=429)
-    response.headers["Retry-After"] = str(seconds)
-    return response
+    return refusal(scope, 429, message, page=f"Slow down a little: {message}.", headers={"Retry-After": str(seconds)})
 
 
 class RateLimit:
@@ -98,6 +92,6 @@ class RateLimit:
         if scope["type"] == "http" and not scope["path"].startswith(_UNCOUNTED_PREFIXES):
             wait = self.buckets.take(client_address(scope))
             if wait > 0:
-                await too_many_requests(scope["path"], wait)(scope, receive, send)
+                await too_many_requests(scope, wait)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
