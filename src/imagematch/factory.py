@@ -12,6 +12,7 @@ from imagematch.ai.onnx_embedder import AutoEmbedder, OnnxEmbedder
 from imagematch.blobs import BlobStore, LocalBlobStore
 from imagematch.captions import CaptionWorker
 from imagematch.library import Library
+from imagematch.records import ModelUnavailable
 from imagematch.settings import Settings, SettingsError
 from imagematch.store.base import VectorStore
 
@@ -112,8 +113,12 @@ def build_library(settings: Settings, *, short_lived: bool = False) -> Library:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     source, warning = choose_model(settings)
 
-    def load_model(spec: str) -> Embedder:
-        return build_embedder(settings, parse_model_spec(spec, settings.model_cache_dir), short_lived=short_lived)
+    def resolve_model(spec: str) -> tuple[Embedder, str]:
+        source = parse_model_spec(spec, settings.model_cache_dir)
+        reason = unavailable_reason(source, settings.model_cache_dir)
+        if reason is not None:
+            raise ModelUnavailable(reason)
+        return build_embedder(settings, source, short_lived=short_lived), portable_spec(source)
 
     library = Library(
         settings,
@@ -123,7 +128,7 @@ def build_library(settings: Settings, *, short_lived: bool = False) -> Library:
         remover=build_remover(settings),
         captions_wanted=settings.captions_wanted,
         model_spec=portable_spec(source),
-        load_model=load_model,
+        resolve_model=resolve_model,
     )
     if warning:
         log.warning(warning)

@@ -1,4 +1,5 @@
-"""Batch jobs that outlive the request that started them: index a folder in the background, with progress.
+"""Batch jobs that outlive the request that started them: index a folder, or reindex the library with another
+model, in the background, with progress.
 
 A job's status is a small JSON document kept in the store, so any server process (and a restarted one) can
 report it. A job whose process died is reported as interrupted; running it again finishes the rest, because
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from imagematch.ai.embedder import Embedder
 from imagematch.files import image_files
 from imagematch.library import Library, Upload
 from imagematch.records import Conflict, IngestResult, InvalidInput, NotFound
@@ -56,6 +58,7 @@ class JobStatus:
     finished_at: str = ""
     message: str = ""
     owner: str = ""
+    model: str = ""  # a reindex: the model it switches the library to
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
@@ -89,7 +92,7 @@ def _process_alive(owner: str) -> bool:
 
 
 class JobRunner:
-    """Starts and reports folder-indexing jobs; one at a time per process."""
+    """Starts and reports batch jobs (folder indexing, reindex); one at a time per process."""
 
     def __init__(self, library: Library) -> None:
         self.library = library
@@ -101,8 +104,7 @@ class JobRunner:
         if not folder.is_dir():
             raise InvalidInput(f"the folder {folder} does not exist; create it and put images in it")
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                raise Conflict("a batch upload is already running; wait for it to finish")
+            self._refuse_if_busy()
             files = list(image_files([folder], recursive=True, confine=True))
             status = JobStatus(
                 id=uuid.uuid4().hex[:12],
@@ -120,6 +122,34 @@ class JobRunner:
             self._thread.start()
         log.info("job %s: indexing %d files from %s", status.id, len(files), folder)
         return status
+
+    def start_reindex(self, model: str) -> JobStatus:
+        """Re-embed the library with `model` (what IMAGEMATCH_MODEL takes) while the server goes on serving."""
+        embedder, spec = self.library.prepare_model(model)
+        if embedder.model_id == self.library.embedder.model_id:
+            raise InvalidInput(f"the library is already embedded with {model}")
+        with self._lock:
+            self._refuse_if_busy()
+            status = JobStatus(
+                id=uuid.uuid4().hex[:12],
+                kind="reindex",
+                folder="",
+                model=spec,
+                total=self.library.count(),
+                started_at=datetime.now(UTC).isoformat(),
+                owner=_owner(),
+            )
+            self._save(status)
+            self._thread = threading.Thread(
+                target=self._run_reindex, args=(status, embedder), name=f"job-{status.id}", daemon=True
+            )
+            self._thread.start()
+        log.info("job %s: reindexing %d images with %s", status.id, status.total, spec)
+        return status
+
+    def _refuse_if_busy(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            raise Conflict("a batch job is already running; wait for it to finish")
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -154,6 +184,32 @@ class JobRunner:
         jobs = sorted(self.recent(), key=lambda j: j.started_at, reverse=True)
         for old in jobs[_KEEP_JOBS:]:
             self.library.store.delete_document(DOCUMENT_KIND, old.id)
+
+    def _run_reindex(self, status: JobStatus, embedder: Embedder) -> None:
+        last_save = 0.0
+
+        def progress(done: int, total: int) -> None:
+            nonlocal last_save
+            status.done, status.total = done, total
+            if time.monotonic() - last_save >= _SAVE_EVERY_S:
+                last_save = time.monotonic()
+                self._save(status)
+
+        try:
+            self.library.reindex(on_progress=progress, embedder=embedder, model_spec=status.model)
+            status.state = "done"
+            status.message = (
+                f"The library now uses {status.model}. Set IMAGEMATCH_MODEL={status.model} so that the "
+                "setting says so too."
+            )
+        except Exception as error:
+            log.exception("job %s failed", status.id)
+            status.state = "failed"
+            status.message = f"{error or type(error).__name__}. The library still uses its previous model."
+        status.finished_at = datetime.now(UTC).isoformat()
+        self._save(status)
+        self._prune()
+        log.info("job %s %s: reindex with %s", status.id, status.state, status.model)
 
     def _run(self, status: JobStatus, files: list[Path]) -> None:
         last_save = 0.0

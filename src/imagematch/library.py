@@ -195,13 +195,14 @@ class Library:
         remover: BackgroundRemover | None = None,
         captions_wanted: bool = False,
         model_spec: str = "",
-        load_model: Callable[[str], Embedder] | None = None,
+        resolve_model: Callable[[str], tuple[Embedder, str]] | None = None,
     ) -> None:
         self.settings = settings
         self._active = _Active(embedder, store)
         self._pins = threading.local()  # the _Active an operation started with, for the whole operation
         self.model_spec = model_spec  # how another process loads this model (IMAGEMATCH_MODEL, resolved)
-        self.load_model = load_model  # loads the model a reindex elsewhere switched the library to
+        # IMAGEMATCH_MODEL's value -> its embedder (not loaded yet) and the value that names it anywhere
+        self.resolve_model = resolve_model
         self.keeps_house = False  # a long-running process (the server) carries leftover changes and sweeps
         self._checked_at = 0.0
         self._housekept_at = 0.0
@@ -292,13 +293,13 @@ class Library:
         embedder = self._active.embedder
         if model_id != embedder.model_id:
             spec = store.get_document(generations.MODEL_SPECS, model_id)
-            if not spec or self.load_model is None:
+            if not spec or self.resolve_model is None:
                 raise ModelUnavailable(
                     f"the library was reindexed with model {model_id}, which this process cannot load: "
                     f"restart it with IMAGEMATCH_MODEL set to that model"
                 )
             log.info("the library was reindexed with %s: loading it", model_id)
-            embedder = self.load_model(spec)
+            embedder = self.resolve_model(spec)[0]
             embedder.load()
             if (embedder.model_id, embedder.dim) != (model_id, dim):
                 raise ModelUnavailable(f"{spec} loads as {embedder.model_id}, not the library's {model_id}")
@@ -307,6 +308,16 @@ class Library:
             self._active = _Active(embedder, store)
         log.info("now serving generation %s of the library with %s", live, model_id)
         self._start_housekeeping()
+
+    def prepare_model(self, model: str) -> tuple[Embedder, str]:
+        """The embedder for what IMAGEMATCH_MODEL would say (not loaded yet), and the value that names it
+        anywhere; InvalidInput when it is unknown or cannot be had here."""
+        if self.resolve_model is None:
+            raise InvalidInput("this library cannot switch models")
+        try:
+            return self.resolve_model(model.strip())
+        except ModelUnavailable as error:
+            raise InvalidInput(str(error)) from error
 
     def _start_housekeeping(self) -> None:
         self._housekept_at = time.monotonic()
@@ -377,9 +388,22 @@ class Library:
     # lifecycle
 
     def verify_model(self) -> None:
-        """Refuse a store built with another model, before any work (no model load needed)."""
+        """Refuse a store built with another model, before any work (no model load needed); unless a reindex
+        (from the web UI, or the CLI) switched the library to a model this process can load: then use that."""
         stored = self.store.stored_model()
         if stored is not None and stored[0] != self.embedder.model_id:
+            spec = self.store.get_document(generations.MODEL_SPECS, stored[0])
+            if spec and self.resolve_model is not None:
+                embedder = self.resolve_model(spec)[0]
+                if embedder.model_id == stored[0]:
+                    warning = (
+                        f"IMAGEMATCH_MODEL is {self.embedder.model_id}, but the library was reindexed with "
+                        f"{spec} ({stored[0]}): using that. Set IMAGEMATCH_MODEL={spec} to make it the setting."
+                    )
+                    log.warning(warning)
+                    self.warnings.append(warning)
+                    self._active = _Active(embedder, self._active.store)
+                    return
             raise StoreMismatch(
                 f"the library was built with model {stored[0]}, but IMAGEMATCH_MODEL is "
                 f"{self.embedder.model_id}. Run `imagematch reindex` to re-embed every image with the "
@@ -1246,16 +1270,24 @@ class Library:
 
     # maintenance
 
-    def reindex(self, on_progress: Callable[[int, int], None] | None = None) -> int:
+    def reindex(
+        self,
+        on_progress: Callable[[int, int], None] | None = None,
+        *,
+        embedder: Embedder | None = None,
+        model_spec: str = "",
+    ) -> int:
         """Re-embed every stored original with the configured model into a staging generation, then switch.
 
         Servers on the library keep answering on the old model meanwhile: what they write is noted and carried
         into the new generation before and after the switch, and they move to the new model by themselves
         (`_follow`). Interrupted, it resumes where it stopped; until the switch the old library is untouched.
+        `embedder` and `model_spec`: another model than the configured one (a reindex started from the web UI).
         """
-        with self._pinned() as active:
+        pinned = _Active(embedder, self._current().store) if embedder is not None else None
+        with self._pinned(pinned) as active:
             embedder, live = active.embedder, active.store
-            live.put_document(generations.MODEL_SPECS, embedder.model_id, self.model_spec)
+            live.put_document(generations.MODEL_SPECS, embedder.model_id, model_spec or self.model_spec)
             staging = live.start_rebuild(embedder.model_id, embedder.dim)
             target = _Active(embedder, staging)
             done = set(staging.ids())
@@ -1278,7 +1310,7 @@ class Library:
                     if on_progress:
                         on_progress(len(done), total)
             self._carry_changes(target)  # what the servers wrote while this ran
-        live.finish_rebuild()
+        live.at(live.generation_name).finish_rebuild()  # `live` itself stays on the old one for its readers
         with self._write_lock:
             self._active = target
         self._opened = False

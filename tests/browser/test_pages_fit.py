@@ -124,6 +124,7 @@ def pages_of(degraded: Degraded) -> list[str]:
         "/upload-samples",
         f"/upload-samples?job={degraded.job_id}",
         "/reset",
+        "/model",
         "/images/0000000000000000-00000000",
         "/duplicates/resolve",
     ]

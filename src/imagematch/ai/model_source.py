@@ -165,7 +165,10 @@ def local_model_dir(source: ModelSource, cache_dir: Path) -> Path:
 def unavailable_reason(source: ModelSource, cache_dir: Path) -> str | None:
     """Why this model cannot be loaded here (not cached and no hub), or None when it can be (or may be)."""
     if source.kind == "local-dir":
-        return None
+        folder = Path(source.name)
+        return (
+            None if (folder / CONFIG_NAME).is_file() else f"cannot load a model from {folder}: no {CONFIG_NAME} there"
+        )
     if (_cache_folder(source.model_id, cache_dir) / CONFIG_NAME).is_file():
         return None
     try:

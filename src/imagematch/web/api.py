@@ -55,6 +55,7 @@ from imagematch.web.schemas import (
     JobOut,
     PublicHealthOut,
     QueryIn,
+    ReindexIn,
     ResetIn,
     ResetOut,
     ResolveIn,
@@ -350,6 +351,13 @@ def resolve_duplicates(library: LibraryDep, body: ResolveIn) -> ResolveOut:
 def start_samples_job(library: LibraryDep, jobs: JobsDep) -> JobOut:
     """Index every image in the configured samples folder, in the background. Poll the job for progress."""
     return JobOut.of(jobs.start_folder(library.settings.samples_dir))
+
+
+@router.post("/jobs/reindex", status_code=202, response_model=JobOut, tags=["jobs"])
+def start_reindex_job(jobs: JobsDep, body: ReindexIn) -> JobOut:
+    """Re-embed every image with another model, in the background, while searches and uploads go on with the
+    current one; at the end every server on the library moves to the new model. Poll the job for progress."""
+    return JobOut.of(jobs.start_reindex(body.model))
 
 
 @router.get("/jobs", response_model=list[JobOut], tags=["jobs"])

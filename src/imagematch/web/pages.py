@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import FormData, UploadFile
 
+from imagematch.ai.model_source import PRESETS
 from imagematch.duplicates import DuplicateRule
 from imagematch.files import image_files
 from imagematch.filters import parse_filter
@@ -786,8 +787,9 @@ def delete_image(library: LibraryDep, image_id: str) -> Response:
 
 def _samples_context(library: Library, jobs: JobRunner, job: JobStatus | None) -> dict[str, object]:
     folder = library.settings.samples_dir
-    recent = jobs.recent()
-    running = next((j for j in recent if j.state == "running"), None)
+    every = jobs.recent()
+    running = next((j for j in every if j.state == "running" and j.kind != "reindex"), None)
+    recent = [j for j in every if j.kind != "reindex"]
     shown = job or running
     exists = folder.is_dir()
     return {
@@ -822,6 +824,48 @@ def start_samples(request: Request, library: LibraryDep, jobs: JobsDep) -> Respo
         context["error"] = str(error)
         return render(request, "upload_samples.html", context, status=status_for(error))
     return _see_other(f"/upload-samples?job={job.id}")
+
+
+# Model
+
+
+def _model_context(library: Library, jobs: JobRunner, job: JobStatus | None) -> dict[str, object]:
+    reindexes = [j for j in jobs.recent() if j.kind == "reindex"]
+    running = next((j for j in reindexes if j.state == "running"), None)
+    return {
+        "section": "model",
+        "model_id": library.embedder.model_id,
+        "model_spec": library.model_spec,
+        "presets": PRESETS,
+        "job": job or running or (reindexes[0] if reindexes else None),
+        "running": running,
+        "error": "",
+        "value": "",
+    }
+
+
+@router.get("/model", response_class=HTMLResponse)
+def model_page(request: Request, library: LibraryDep, jobs: JobsDep, job: str = "") -> Response:
+    shown: JobStatus | None = None
+    if job:
+        try:
+            shown = jobs.get(job)
+        except NotFound:
+            raise HTTPException(404, f"there is no job with id {job!r}; it may have been pruned") from None
+    return render(request, "model.html", _model_context(library, jobs, shown))
+
+
+@router.post("/model", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def start_reindex(request: Request, library: LibraryDep, jobs: JobsDep, model: Annotated[str, Form()] = "") -> Response:
+    try:
+        if not model.strip():
+            raise InvalidInput("name the model to switch to")
+        job = jobs.start_reindex(model)
+    except (Conflict, InvalidInput) as error:
+        context = _model_context(library, jobs, None)
+        context["error"], context["value"] = str(error), model
+        return render(request, "model.html", context, status=status_for(error))
+    return _see_other(f"/model?job={job.id}")
 
 
 # Reset

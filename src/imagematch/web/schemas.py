@@ -198,6 +198,7 @@ class JobOut(BaseModel):
     started_at: str
     finished_at: str
     message: str
+    model: str = Field("", description="A reindex job: the model it switches the library to.")
     links: dict[str, str]
 
     @classmethod
@@ -219,8 +220,23 @@ class JobOut(BaseModel):
             started_at=status.started_at,
             finished_at=status.finished_at,
             message=status.message,
-            links={"self": f"{API}/jobs/{status.id}", "page": f"/upload-samples?job={status.id}"},
+            model=status.model,
+            links={
+                "self": f"{API}/jobs/{status.id}",
+                "page": f"/model?job={status.id}" if status.kind == "reindex" else f"/upload-samples?job={status.id}",
+            },
         )
+
+
+class ReindexIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="What IMAGEMATCH_MODEL takes: a preset (fast, balanced, best), an open_clip name/tag, "
+        "hf-hub:org/repo or local-dir:/path.",
+    )
 
 
 class TermIn(BaseModel):
