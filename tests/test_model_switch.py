@@ -107,3 +107,16 @@ def test_the_old_generation_stays_for_readers_until_swept(
     assert generations.sweep(reindexer.store, older_than=0) == [old]
     _notice_now(serving)
     assert serving.count() == 1 and serving.store.generation_name != old
+
+
+def test_a_process_started_with_the_old_setting_uses_the_librarys_model_and_says_so(
+    serving: Library, settings: Settings, other_model_dir: Path
+) -> None:
+    coffee = _add(serving, "coffee")
+    reindexer = build_library(settings.model_copy(update={"model": f"local-dir:{other_model_dir}"}))
+    reindexer.reindex()
+    restarted = build_library(settings)  # IMAGEMATCH_MODEL still names the old model
+    restarted.verify_model()
+    assert restarted.embedder.model_id == reindexer.embedder.model_id
+    assert any("reindexed with" in warning for warning in restarted.warnings)
+    assert _finds_itself(restarted, "coffee", coffee)
