@@ -285,6 +285,7 @@ class LanceStore:
         ann_threshold: int = 10_000,
         nprobes: int = 30,
         rerank: int = 500,
+        connection: Any = None,
     ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -292,7 +293,7 @@ class LanceStore:
         self.nprobes = nprobes  # IVF partitions searched (ignored without an index)
         self.rerank = rerank  # index candidates re-ranked with exact vectors (ignored without an index)
         # Read consistency 0: every read sees writes from other processes (the CLI beside a server).
-        self._db = lancedb.connect(
+        self._db = connection or lancedb.connect(
             str(path),
             read_consistency_interval=timedelta(0),
             storage_options={"new_table_data_storage_version": FILE_FORMAT},
@@ -401,7 +402,12 @@ class LanceStore:
     def at(self, name: str) -> LanceStore:
         """This library's generation `name` (the live one, the staging one or one being retired)."""
         return LanceStore(
-            self.path, table_name=name, ann_threshold=self.ann_threshold, nprobes=self.nprobes, rerank=self.rerank
+            self.path,
+            table_name=name,
+            ann_threshold=self.ann_threshold,
+            nprobes=self.nprobes,
+            rerank=self.rerank,
+            connection=self._db,
         )
 
     def drop_generation(self, name: str) -> None:
