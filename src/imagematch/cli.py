@@ -46,6 +46,7 @@ from imagematch.records import (
 )
 from imagematch.settings import Settings, SettingsError, load_settings
 from imagematch.shapes import image_fields, search_fields
+from imagematch.store.names import STORE_NAMES
 
 
 class _NamedArgument(TyperArgument):
@@ -444,7 +445,7 @@ def caption(
 @app.command(cls=_Command)
 @friendly_errors
 def migrate(
-    to: Annotated[str, typer.Option("--to", help="The store to copy the library into: lancedb, milvus or pinecone.")],
+    to: Annotated[str, typer.Option("--to", help=f"The store to copy the library into: {', '.join(STORE_NAMES)}.")],
     batch: Annotated[int, typer.Option(help="Records per write.", min=1, max=1000)] = 500,
 ) -> None:
     """Copy the library (records, both vectors, metadata, captions) to another store, without re-embedding.
@@ -455,8 +456,8 @@ def migrate(
     from imagematch.migrate import migrate as copy_library
 
     settings = _settings()
-    if to not in ("lancedb", "milvus", "pinecone"):
-        raise typer.BadParameter(f"unknown store {to!r}; choose lancedb, milvus or pinecone")
+    if to not in STORE_NAMES:
+        raise typer.BadParameter(f"unknown store {to!r}; choose {', '.join(STORE_NAMES)}")
     if to == settings.store:
         raise typer.BadParameter(f"the library is already in {to} (IMAGEMATCH_STORE={settings.store})")
     source = build_store(settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from imagematch.ai.background import BackgroundRemover, RembgRemover
 from imagematch.ai.captioner import Captioner, CaptionError, MoondreamCaptioner
@@ -15,37 +16,53 @@ from imagematch.library import Library
 from imagematch.records import ModelUnavailable
 from imagematch.settings import Settings, SettingsError
 from imagematch.store.base import VectorStore
+from imagematch.store.names import StoreName
 
 log = logging.getLogger(__name__)
 
 
+def _lancedb(settings: Settings) -> VectorStore:
+    from imagematch.store.lancedb import LanceStore
+
+    return LanceStore(
+        settings.store_dir,
+        ann_threshold=settings.ann_threshold,
+        nprobes=settings.ann_nprobes,
+        rerank=settings.ann_rerank,
+    )
+
+
+def _milvus(settings: Settings) -> VectorStore:
+    from imagematch.store.milvus import MilvusStore
+
+    return MilvusStore(settings.milvus_target, token=settings.milvus_token, collection=settings.milvus_collection)
+
+
+def _pinecone(settings: Settings) -> VectorStore:
+    from imagematch.store.pinecone import PineconeStore
+
+    if not settings.pinecone_api_key:
+        raise SettingsError("IMAGEMATCH_STORE=pinecone needs PINECONE_API_KEY (from app.pinecone.io)")
+    return PineconeStore(
+        settings.pinecone_api_key,
+        index_name=settings.index_name,
+        cloud=settings.pinecone_cloud,
+        region=settings.pinecone_region,
+        namespace_prefix=settings.pinecone_namespace,
+    )
+
+
+# One builder per name of store/names.py (tests/test_factory.py checks that none is missing); each imports its
+# engine only when chosen.
+STORE_BUILDERS: dict[StoreName, Callable[[Settings], VectorStore]] = {
+    "lancedb": _lancedb,
+    "milvus": _milvus,
+    "pinecone": _pinecone,
+}
+
+
 def build_store(settings: Settings) -> VectorStore:
-    if settings.store == "lancedb":
-        from imagematch.store.lancedb import LanceStore
-
-        return LanceStore(
-            settings.store_dir,
-            ann_threshold=settings.ann_threshold,
-            nprobes=settings.ann_nprobes,
-            rerank=settings.ann_rerank,
-        )
-    if settings.store == "milvus":
-        from imagematch.store.milvus import MilvusStore
-
-        return MilvusStore(settings.milvus_target, token=settings.milvus_token, collection=settings.milvus_collection)
-    if settings.store == "pinecone":
-        from imagematch.store.pinecone import PineconeStore
-
-        if not settings.pinecone_api_key:
-            raise SettingsError("IMAGEMATCH_STORE=pinecone needs PINECONE_API_KEY (from app.pinecone.io)")
-        return PineconeStore(
-            settings.pinecone_api_key,
-            index_name=settings.index_name,
-            cloud=settings.pinecone_cloud,
-            region=settings.pinecone_region,
-            namespace_prefix=settings.pinecone_namespace,
-        )
-    raise SettingsError(f"IMAGEMATCH_STORE={settings.store} is not available in this build")
+    return STORE_BUILDERS[settings.store](settings)
 
 
 def build_blobs(settings: Settings) -> BlobStore:

@@ -18,6 +18,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from imagematch.passwords import is_password_hash
+from imagematch.store.names import StoreName
 
 DEFAULT_MODEL = "ViT-B-32-256/datacomp_s34b_b86k"
 ENV_PREFIX = "IMAGEMATCH_"
@@ -58,7 +59,7 @@ class Settings(BaseSettings):
     )
 
     # Backends
-    store: Literal["lancedb", "milvus", "pinecone"] = "lancedb"
+    store: StoreName = "lancedb"
     model: str = Field(DEFAULT_MODEL, min_length=1)
     captioner: Literal["auto", "moondream", "none"] = "auto"
     background_removal: Literal["off", "on", "auto"] = "auto"
