@@ -6,7 +6,7 @@ PIP    := $(BIN)/pip install --disable-pip-version-check -q
 # torch and torchvision are pinned first: this pair installs from the local wheel cache on our machines.
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test install dev lint typecheck unit screenshots clean
+.PHONY: run test quick install dev lint typecheck unit screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ unit: dev $(U2NETP)
 
 ## Lint, type check and every test
 test: lint typecheck unit
+
+## Everyday loop: lint, type check and the tests that take seconds (no browser, no kill -9, no live servers)
+quick: lint typecheck $(U2NETP)
+	$(BIN)/pytest -m "not slow and not browser"
 
 ## Screenshots of every page under docs/screenshots (needs /usr/bin/chromium)
 screenshots: dev
