@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from imagematch.factory import build_library
-from imagematch.library import Library, SimpleSearch
-from imagematch.records import NotFound, RecordPatch
+from imagematch.library import RESET_PHRASE, Library, SimpleSearch
+from imagematch.records import Conflict, NotFound, RecordPatch
 from imagematch.settings import Settings
 from imagematch.store import generations
 from tests.images import jpeg
@@ -104,6 +104,10 @@ def test_the_old_generation_stays_for_readers_until_swept(
     assert reindexer.store.list_documents(generations.RETIRED).keys() == {old}
     assert generations.sweep(reindexer.store) == []
     assert serving._active.store.count() == 1  # a request that started on the old generation finishes on it
+    generations.note_changes(serving._active.store, ["0123456789abcdef-01234567"], "put")
+    assert generations.sweep(reindexer.store, older_than=0) == []  # a change still to carry out of it
+    for change in generations.pending_changes(reindexer.store):
+        generations.forget_change(reindexer.store, change)
     assert generations.sweep(reindexer.store, older_than=0) == [old]
     _notice_now(serving)
     assert serving.count() == 1 and serving.store.generation_name != old
@@ -120,3 +124,12 @@ def test_a_process_started_with_the_old_setting_uses_the_librarys_model_and_says
     assert restarted.embedder.model_id == reindexer.embedder.model_id
     assert any("reindexed with" in warning for warning in restarted.warnings)
     assert _finds_itself(restarted, "coffee", coffee)
+
+
+def test_reset_is_refused_while_a_reindex_runs(serving: Library, settings: Settings, other_model_dir: Path) -> None:
+    _add(serving, "coffee")
+    reindexer = build_library(settings.model_copy(update={"model": f"local-dir:{other_model_dir}"}))
+    reindexer.store.start_rebuild(reindexer.embedder.model_id, reindexer.embedder.dim)
+    with pytest.raises(Conflict, match="reindex is running"):
+        serving.reset(RESET_PHRASE)
+    assert serving.count() == 1

@@ -205,7 +205,9 @@ class JobRunner:
         except Exception as error:
             log.exception("job %s failed", status.id)
             status.state = "failed"
-            status.message = f"{error or type(error).__name__}. The library still uses its previous model."
+            switched = self.library.store.stored_model() == (embedder.model_id, embedder.dim)
+            now = f"The library uses {status.model} already" if switched else "The library still uses its model"
+            status.message = f"{error or type(error).__name__}. {now}."
         status.finished_at = datetime.now(UTC).isoformat()
         self._save(status)
         self._prune()

@@ -45,6 +45,7 @@ from imagematch.fusion import REFERENCE_TEXTS, fuse, reciprocal_rank_fusion, wor
 from imagematch.records import (
     CaptionStatus,
     Condition,
+    Conflict,
     Filter,
     Hit,
     ImageMatchError,
@@ -249,14 +250,14 @@ class Library:
     def _pinned(self, active: _Active | None = None) -> Iterator[_Active]:
         """Run an operation on one model and one generation, even if the library moves on meanwhile."""
         outer: _Active | None = getattr(self._pins, "active", None)
-        if outer is not None:
+        if active is None and outer is not None:
             yield outer
             return
         self._pins.active = chosen = active or self._current()
         try:
             yield chosen
         finally:
-            self._pins.active = None
+            self._pins.active = outer
 
     def _in(self, active: _Active, work: Callable[..., _T], *args: object) -> _T:
         """`work(*args)` pinned to `active`: for the worker threads of a pinned operation."""
@@ -290,9 +291,9 @@ class Library:
         if stored is None:
             raise ModelUnavailable(f"the library's generation {live} names no model")
         model_id, dim = stored
-        embedder = self._active.embedder
+        embedder, spec = self._active.embedder, self.model_spec
         if model_id != embedder.model_id:
-            spec = store.get_document(generations.MODEL_SPECS, model_id)
+            spec = store.get_document(generations.MODEL_SPECS, model_id) or ""
             if not spec or self.resolve_model is None:
                 raise ModelUnavailable(
                     f"the library was reindexed with model {model_id}, which this process cannot load: "
@@ -304,8 +305,9 @@ class Library:
             if (embedder.model_id, embedder.dim) != (model_id, dim):
                 raise ModelUnavailable(f"{spec} loads as {embedder.model_id}, not the library's {model_id}")
         store.open(model_id, dim)
-        with self._write_lock:  # no write runs half on the old model and half on the new one
+        with self._write_lock:  # writes are pinned; this keeps the two attributes from being seen apart
             self._active = _Active(embedder, store)
+            self.model_spec = spec
         log.info("now serving generation %s of the library with %s", live, model_id)
         self._start_housekeeping()
 
@@ -338,12 +340,19 @@ class Library:
         finally:
             self._housekeeping.release()
 
-    def _note_changes(self, ids: Sequence[str], kind: generations.ChangeKind) -> None:
-        """Before a write: while a rebuild runs, or when this process has not noticed a switch yet, remember
-        the images it touches so the new generation takes the change over (`_carry_changes`)."""
+    @contextlib.contextmanager
+    def _noting(self, ids: Sequence[str], kind: generations.ChangeKind) -> Iterator[None]:
+        """Around a write: while a rebuild runs, or when this process has not noticed a switch yet, note the
+        images it touches so the new generation takes the change over (`_carry_changes`). Noted before (a
+        crash in the write leaves the note) and again after: a carry that read the image before the write
+        landed, and forgot the first note, finds the second."""
         store = self.store
         pointers = store.generations()
-        if pointers.staging or pointers.live != store.generation_name:
+        noting = bool(pointers.staging) or pointers.live != store.generation_name
+        if noting:
+            generations.note_changes(store, ids, kind)
+        yield
+        if noting:
             generations.note_changes(store, ids, kind)
 
     def _carry_changes(self, target: _Active) -> int:
@@ -358,7 +367,9 @@ class Library:
             for change in generations.pending_changes(target.store):
                 if change.source != target.store.generation_name:
                     if change.kind == "delete":
-                        target.store.delete([change.image_id])
+                        kept = target.store.get(change.image_id)
+                        if kept is None or kept.updated_at.timestamp() <= change.at:  # not added again since
+                            target.store.delete([change.image_id])
                     else:
                         source = sources.get(change.source) or target.store.at(change.source)
                         sources[change.source] = source
@@ -378,6 +389,8 @@ class Library:
         stored = target.store.get_vectors([record.id]).get(record.id)
         if stored is not None:
             kept = target.store.get(record.id)
+            if kept is not None and kept.updated_at > record.updated_at:
+                return  # edited in the new generation since: the older change does not overwrite it
             updated = replace(record, model_id=model_id, cutout=kept.cutout if kept else record.cutout)
             target.store.update(updated, self._words_vectors([updated])[0])
             return
@@ -403,6 +416,7 @@ class Library:
                     log.warning(warning)
                     self.warnings.append(warning)
                     self._active = _Active(embedder, self._active.store)
+                    self.model_spec = spec
                     return
             raise StoreMismatch(
                 f"the library was built with model {stored[0]}, but IMAGEMATCH_MODEL is "
@@ -430,7 +444,7 @@ class Library:
         self._candidate_reader.shutdown(wait=True)
         if self._housekeeper is not None:
             self._housekeeper.join()
-        self.store.close()
+        self._active.store.close()
 
     def _load_remover(self) -> None:
         """`on` needs the model; `auto` carries on without cut-outs, saying so once."""
@@ -884,6 +898,7 @@ class Library:
             )
         return found
 
+    @_one_generation
     def keep_one(self, keep: str, delete: Sequence[str]) -> list[ImageRecord]:
         """Resolve a duplicate group: delete the others, never the one kept. Returns what was deleted."""
         self.get(keep)
@@ -914,8 +929,8 @@ class Library:
             self.blobs.put_thumbnail(candidate.record.id, candidate.thumbnail)
             if candidate.cutout is not None:
                 self.blobs.put_cutout(candidate.record.id, candidate.cutout)
-        self._note_changes([c.record.id for c, _, _ in items], "put")
-        self.store.upsert([StoredImage(c.record, v, w) for c, v, w in items])
+        with self._noting([c.record.id for c, _, _ in items], "put"):
+            self.store.upsert([StoredImage(c.record, v, w) for c, v, w in items])
         if self.captions_wanted and self.on_pending is not None:
             self.on_pending()
         self._writes_since_maintenance += len(items)
@@ -952,6 +967,7 @@ class Library:
     def count(self, flt: Filter | None = None) -> int:
         return self.store.count(flt)
 
+    @_one_generation
     def update(self, image_id: str, patch: RecordPatch) -> ImageRecord:
         """Apply a user's edit; the words vector follows the new description or caption."""
         self.open()
@@ -975,25 +991,29 @@ class Library:
                 words = self._words_vectors([updated])[0]
             else:
                 words = self.store.get_vectors([image_id]).get(image_id, (None, None))[1]
-            self._note_changes([image_id], "put")
-            self.store.update(updated, words)
+            with self._noting([image_id], "put"):
+                self.store.update(updated, words)
         log.info("updated %s (%s)", image_id, ", ".join(sorted(changes)))
         return updated
 
+    @_one_generation
     def delete(self, image_id: str) -> ImageRecord:
         """Record first, then files: a crash in between leaves an orphan file, not a broken record."""
         with self._write_lock:
             record = self.get(image_id)
-            self._note_changes([image_id], "delete")
-            self.store.delete([image_id])
+            with self._noting([image_id], "delete"):
+                self.store.delete([image_id])
             self.blobs.delete(image_id)
         log.info("deleted %s %r", image_id, record.filename)
         return record
 
+    @_one_generation
     def reset(self, confirm: str) -> int:
         """Delete every record and stored file, only with the exact confirmation phrase."""
         if confirm != RESET_PHRASE:
             raise InvalidInput(f"to delete everything, confirm with the exact phrase {RESET_PHRASE!r}")
+        if self.store.generations().staging:
+            raise Conflict("a reindex is running: reset the library when it has finished")
         with self._write_lock:
             count = self.store.count()
             self.store.reset()
@@ -1208,6 +1228,7 @@ class Library:
     def caption_counts(self) -> dict[str, int]:
         return {status.value: self.store.count(_status_filter(status)) for status in CaptionStatus}
 
+    @_one_generation
     def apply_caption(self, image_id: str, caption: str) -> ImageRecord | None:
         """Store a generated caption and re-embed the image's words; a user's correction always wins."""
         with self._write_lock:
@@ -1221,11 +1242,12 @@ class Library:
                 caption_error="",
                 updated_at=datetime.now(UTC),
             )
-            self._note_changes([image_id], "put")
-            self.store.update(updated, self._words_vectors([updated])[0])
+            with self._noting([image_id], "put"):
+                self.store.update(updated, self._words_vectors([updated])[0])
         log.info("captioned %s: %r", image_id, caption[:80])
         return updated
 
+    @_one_generation
     def fail_caption(self, image_id: str, reason: str) -> None:
         with self._write_lock:
             record = self.store.get(image_id)
@@ -1233,10 +1255,11 @@ class Library:
                 return
             updated = replace(record, caption_status=CaptionStatus.FAILED, caption_error=reason)
             words = self.store.get_vectors([image_id]).get(image_id, (None, None))[1]
-            self._note_changes([image_id], "put")
-            self.store.update(updated, words)
+            with self._noting([image_id], "put"):
+                self.store.update(updated, words)
         log.warning("caption failed for %s: %s", image_id, reason)
 
+    @_one_generation
     def retry_captions(self, image_id: str | None = None) -> int:
         """Queue failed captions again (or one image's caption, whatever its state). Returns how many."""
         if not self.captions_wanted:
@@ -1263,10 +1286,10 @@ class Library:
 
     def _queue_captions(self, records: Sequence[ImageRecord]) -> None:
         words = self.store.get_vectors([r.id for r in records])
-        self._note_changes([r.id for r in records], "put")
-        for record in records:
-            pending = replace(record, caption_status=CaptionStatus.PENDING, caption_error="", caption_edited=False)
-            self.store.update(pending, words.get(record.id, (None, None))[1])
+        with self._noting([r.id for r in records], "put"):
+            for record in records:
+                pending = replace(record, caption_status=CaptionStatus.PENDING, caption_error="", caption_edited=False)
+                self.store.update(pending, words.get(record.id, (None, None))[1])
 
     # maintenance
 
@@ -1291,6 +1314,8 @@ class Library:
             staging = live.start_rebuild(embedder.model_id, embedder.dim)
             target = _Active(embedder, staging)
             done = set(staging.ids())
+            if not done:
+                time.sleep(SWITCH_SETTLES)  # writes that read the pointer before the staging one existed land
             ids = list(live.ids())
             total = len(ids)
             if on_progress:
@@ -1310,6 +1335,8 @@ class Library:
                     if on_progress:
                         on_progress(len(done), total)
             self._carry_changes(target)  # what the servers wrote while this ran
+        if live.generations().staging != staging.generation_name:
+            raise Conflict("another reindex replaced this one's staging generation: this one stops, switching nothing")
         live.at(live.generation_name).finish_rebuild()  # `live` itself stays on the old one for its readers
         with self._write_lock:
             self._active = target

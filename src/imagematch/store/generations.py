@@ -78,14 +78,16 @@ def retire(store: GenerationStore, name: str) -> None:
 
 
 def sweep(store: GenerationStore, *, older_than: float = RETIRE_AFTER) -> list[str]:
-    """Drop the retired generations no process can still be reading; the live and staging ones never."""
+    """Drop the retired generations no process can still be reading and no noted change still has to be carried
+    out of; the live and staging ones never."""
     pointers = store.generations()
+    still_read = {change.source for change in pending_changes(store)}  # changes not carried out of it yet
     dropped = []
     for name, since in store.list_documents(RETIRED).items():
         if name in (pointers.live, pointers.staging):
             store.delete_document(RETIRED, name)
             continue
-        if time.time() - float(since) < older_than:
+        if time.time() - float(since) < older_than or name in still_read:
             continue
         store.drop_generation(name)
         store.delete_document(RETIRED, name)
