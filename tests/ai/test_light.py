@@ -39,6 +39,14 @@ def test_tokens_match_open_clip(context: int) -> None:
     assert np.array_equal(ours, theirs)
 
 
+def test_vocabulary_and_merges_match_open_clip() -> None:
+    """Every id and every merge rank, not only those the texts above reach (we read only part of the file)."""
+    ours = ClipTokenizer()
+    theirs = open_clip.SimpleTokenizer()
+    assert ours.ids == theirs.encoder
+    assert {tuple(pair.split(" ")): rank for pair, rank in ours.rank.items()} == theirs.bpe_ranks
+
+
 @pytest.mark.parametrize(
     ("size", "mode", "interpolation"),
     [(224, "shortest", "bicubic"), (64, "shortest", "bicubic"), (256, "squash", "bilinear")],
