@@ -11,19 +11,11 @@ import threading
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from pydantic_core import to_jsonable_python
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 from typer._click import Context, Parameter
 from typer.core import TyperArgument, TyperCommand, TyperOption
@@ -47,6 +39,9 @@ from imagematch.records import (
 )
 from imagematch.settings import Settings, SettingsError, load_settings
 from imagematch.shapes import image_fields, search_fields
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 class _NamedArgument(TyperArgument):
@@ -213,6 +208,16 @@ def serve(
 
 
 def _progress(console: Console) -> Progress:
+    """The progress bar of the long commands (imported here: a search shows none)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
