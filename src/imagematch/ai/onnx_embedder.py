@@ -120,12 +120,22 @@ class OnnxEmbedder(_OpenClipDescribed):
     """Embedder protocol on ONNX Runtime; preprocessing and tokenising stay with the open_clip embedder.
 
     Each encoder's session opens when it is first needed (or both at `load`): a text search never reads the
-    image encoder, the larger of the two.
+    image encoder, the larger of the two. short_lived (a CLI search) opens them in the quickest way rather
+    than the one that encodes fastest.
     """
 
-    def __init__(self, base: OpenClipEmbedder, cache_dir: Path, *, quantized: bool = False, threads: int = 0) -> None:
+    def __init__(
+        self,
+        base: OpenClipEmbedder,
+        cache_dir: Path,
+        *,
+        quantized: bool = False,
+        threads: int = 0,
+        short_lived: bool = False,
+    ) -> None:
         super().__init__(base)
         self.quantized = quantized
+        self.short_lived = short_lived
         self.threads = threads or base.threads
         self.folder = cache_dir / "onnx" / hashlib.sha256(base.model_id.encode()).hexdigest()[:16]
         self._lock = threading.Lock()
@@ -175,6 +185,11 @@ class OnnxEmbedder(_OpenClipDescribed):
             options.inter_op_num_threads = 1
             # Idle worker threads sleep instead of spinning, leaving the cores to the decode threads of ingest.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if self.short_lived:
+                # Weights are used as stored instead of being copied into the layout the matrix kernels like:
+                # a ViT-B-32 text encoder opens in 0.1 s instead of 0.4 s (the image encoder saves more) and
+                # runs a query some 40 ms slower, which a process that encodes a query or two comes out ahead on.
+                options.add_session_config_entry("session.disable_prepacking", "1")
             name = "text.onnx" if kind == "text" else "image_int8.onnx" if self.quantized else "image.onnx"
             try:
                 session = ort.InferenceSession(str(self.folder / name), options, providers=["CPUExecutionProvider"])
@@ -391,7 +406,7 @@ class AutoEmbedder(_OpenClipDescribed):
 
     def __init__(self, base: OpenClipEmbedder, cache_dir: Path, *, short_lived: bool = False) -> None:
         super().__init__(base)
-        self.onnx = OnnxEmbedder(base, cache_dir)
+        self.onnx = OnnxEmbedder(base, cache_dir, short_lived=short_lived)
         self.short_lived = short_lived
         self._chosen: OpenClipEmbedder | OnnxEmbedder | None = None
         self._lock = threading.Lock()
