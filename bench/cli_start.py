@@ -2,7 +2,9 @@
 
 Prepares a library of demo images in a temporary folder (the one-time ONNX export happens there, in `index`),
 then runs `imagematch search ...` N times as a subprocess and prints the wall clock's median and maximum,
-whether PyTorch was imported, and the top offenders of `python -X importtime` for one more run.
+the load average before and after (the benchmark itself keeps about one core busy), how many times the
+searches connected to the model hub (HF_ENDPOINT points them at a listener that never answers), whether
+PyTorch was imported, and the top offenders of `python -X importtime` for one more run.
 
     .venv/bin/python -m bench.cli_start --runs 10
     .venv/bin/python -m bench.cli_start --model local-dir:/path/to/model   # a real model instead of the demo
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -23,7 +26,7 @@ import time
 from pathlib import Path
 
 QUERY = "a red circle"
-HEAVY = ("torch", "open_clip", "rembg", "transformers", "fastapi", "pymilvus", "pinecone")
+HEAVY = ("torch", "open_clip", "rembg", "transformers", "fastapi", "pymilvus", "pinecone", "ftfy", "rich.progress")
 
 
 def _run(arguments: list[str], env: dict[str, str], *, python_flags: tuple[str, ...] = ()) -> tuple[float, str]:
@@ -54,6 +57,21 @@ def _import_times(stderr: str) -> list[tuple[int, int, str]]:
     return rows
 
 
+def _accepted(listener: socket.socket) -> int:
+    """Connections waiting on a non-blocking listener."""
+    count = 0
+    while True:
+        try:
+            listener.accept()[0].close()
+        except BlockingIOError:
+            return count
+        count += 1
+
+
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
@@ -63,6 +81,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12, help="import-time offenders to list")
     args = parser.parse_args()
 
+    before = _load()
     with tempfile.TemporaryDirectory(prefix="cli-start-") as temp:
         root = Path(temp)
         env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEMATCH_")}
@@ -75,11 +94,18 @@ def main() -> None:
         print(f"prepared: {args.images} demo images indexed in {indexed:.1f}s (this includes any ONNX export)")
 
         _run(["search", QUERY], env)  # the first search after index may still warm the OS file cache
-        times = [_run(["search", QUERY, "-k", "5"], env)[0] for _ in range(args.runs)]
+        # The searches get a hub that listens and never answers: a search that asked it would show up here.
+        with socket.create_server(("127.0.0.1", 0)) as hub:
+            hub.setblocking(False)
+            searching = {**env, "HF_ENDPOINT": f"http://127.0.0.1:{hub.getsockname()[1]}"}
+            times = [_run(["search", QUERY, "-k", "5"], searching)[0] for _ in range(args.runs)]
+            asked = _accepted(hub)
         print(
             f"imagematch search {QUERY!r}, {args.runs} runs: p50 {statistics.median(times):.2f}s, "
             f"max {max(times):.2f}s, min {min(times):.2f}s (wall clock, whole process; {os.cpu_count()} CPUs)"
         )
+        print(f"load average before, after: {before}, {_load()}")
+        print(f"connections to the model hub during the searches: {asked}")
 
         _, stderr = _run(["search", QUERY, "-k", "5"], env, python_flags=("-X", "importtime"))
         rows = _import_times(stderr)

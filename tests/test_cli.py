@@ -234,7 +234,9 @@ def test_arithmetic_search_errors_stay_one_line(env: dict[str, str], photos: Pat
         assert result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1
 
 
-HEAVY = ("torch", "open_clip", "rembg", "fastapi", "pymilvus", "pinecone")
+# Not needed by a text search: PyTorch and the rest are slow to import; ftfy repairs only text that is not plain
+# printable ASCII, and only the long commands show a progress bar.
+HEAVY = ("torch", "open_clip", "rembg", "fastapi", "pymilvus", "pinecone", "ftfy", "rich.progress")
 SOURCE = str(Path(imagematch.__file__).resolve().parents[1])  # this checkout's package in a subprocess
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,33 @@ def test_default_model_offline_falls_back_to_demo_with_a_warning(offline: None, 
         assert health["model"].startswith("demo@") and any("demo model" in w for w in health["warnings"])
         for page in ("/", "/images", "/upload-samples"):
             assert "built-in demo model" in client.get(page).text
+
+
+def _asked(hub: socket.socket) -> bool:
+    """Whether anything connected to this listening (and never answering) hub."""
+    try:
+        hub.accept()[0].close()
+    except BlockingIOError:
+        return False
+    return True
+
+
+def test_a_search_of_a_demo_library_does_not_ask_the_hub(
+    offline: None, default_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built offline on the demo model, the library can only be searched with it: a search (the CLI's, a process
+    of its own each time) takes it without asking the hub, so it never waits on a network that is not there."""
+    build_library(default_settings).open()  # built offline: the demo model is the library's
+    with socket.create_server(("127.0.0.1", 0)) as hub:
+        hub.setblocking(False)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{hub.getsockname()[1]}")
+        searching = build_library(default_settings, short_lived=True)
+        assert searching.embedder.model_id.startswith("demo@")
+        [warning] = searching.warnings
+        assert "demo model, which this library was built with" in warning and "imagematch reindex" in warning
+        assert not _asked(hub)
+        build_library(default_settings)  # any other command asks, so that `reindex` can move to the default model
+        assert _asked(hub)
 
 
 def test_a_model_named_explicitly_is_never_swapped(offline: None, settings: Settings) -> None:

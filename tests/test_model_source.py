@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from imagematch.ai.download_host import unreachable
 from imagematch.ai.model_source import PRESETS, local_model_dir, parse_model_spec
 from imagematch.records import ModelUnavailable
 from tests.tinymodel import build_tiny_model
@@ -41,6 +44,23 @@ def test_uncached_model_without_network_fails_fast_and_clearly(monkeypatch: pyte
         local_model_dir(parse_model_spec("fast"), tmp_path / "cache")
     assert time.monotonic() - started < 10
     assert "not in the cache" in str(raised.value)
+
+
+def test_the_hub_probe_does_not_wait_for_a_name_server_that_never_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine whose name server is cut off: the lookup alone would wait out the resolver's retries."""
+    released = threading.Event()
+
+    def silent_lookup(*args: object, **kwargs: object) -> list[object]:
+        released.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", silent_lookup)
+    started = time.monotonic()
+    try:
+        assert unreachable("huggingface.co", 443, timeout=0.5) == "no answer within 0.5 s"
+        assert time.monotonic() - started < 3
+    finally:
+        released.set()
 
 
 def test_local_dir_must_hold_config_and_weights(tmp_path: Path) -> None:

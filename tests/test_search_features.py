@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from imagematch import media
+from imagematch.ai.embedder import Matrix
 from imagematch.duplicates import DuplicateRule, close_pairs, groups_of
 from imagematch.exif import GPS_IFD, without_gps
 from imagematch.factory import build_library
@@ -108,6 +110,29 @@ def test_hybrid_search_finds_an_exact_caption_word_that_the_vectors_rank_last(li
     assert hybrid[0].record.id == target
     assert hybrid[0].score > hybrid[1].score  # reciprocal rank fusion: 1/61 + 1/(60 + its vector rank)
     assert len(hybrid) == 3 and ids  # still k results
+
+
+def test_the_next_process_scores_words_with_the_reference_vectors_kept_on_disk(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Words are measured against fixed reference texts; a CLI search, a process of its own, reads their vectors
+    from the model cache instead of encoding them again, and scores exactly as the first did."""
+    library = build_library(settings)
+    ids = _fill(library, ("coffee", "rocket"))
+    library.update(ids["coffee"], RecordPatch(description="a cup of coffee"))
+    query = Query((TextTerm("a cup of coffee"),), k=2)
+    first = [(hit.record.id, hit.score) for hit in library.search(query).hits]
+    later = build_library(settings)
+    encoded: list[int] = []
+    encode = later.embedder.encode_texts
+
+    def counted(texts: Sequence[str]) -> Matrix:
+        encoded.append(len(texts))
+        return encode(texts)
+
+    monkeypatch.setattr(later.embedder, "encode_texts", counted)
+    assert [(hit.record.id, hit.score) for hit in later.search(query).hits] == first
+    assert encoded == [1]  # the query only
 
 
 def test_filters_combine_with_every_kind_of_query_and_apply_before_top_k(library: Library) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from imagematch.ai.background import BackgroundRemover, RembgRemover
 from imagematch.ai.captioner import Captioner, CaptionError, MoondreamCaptioner
 from imagematch.ai.embedder import Embedder, OpenClipEmbedder
-from imagematch.ai.model_source import DEMO, LOCAL_DIR, ModelSource, parse_model_spec, unavailable_reason
+from imagematch.ai.model_source import DEMO, LOCAL_DIR, ModelSource, is_cached, parse_model_spec, unavailable_reason
 from imagematch.ai.onnx_embedder import AutoEmbedder, OnnxEmbedder
 from imagematch.blobs import BlobStore, LocalBlobStore
 from imagematch.captions import CaptionWorker
@@ -74,22 +74,38 @@ def build_blobs(settings: Settings) -> BlobStore:
     return LocalBlobStore(settings.data_dir)
 
 
-def choose_model(settings: Settings) -> tuple[ModelSource, str]:
+DEMO_WARNING = (
+    "Running on the small built-in demo model: it only knows simple coloured shapes, because the default "
+    "model is not downloaded yet and cannot be downloaded now (the server log says why). Connect to the internet "
+    "once, or point IMAGEMATCH_MODEL=local-dir:/path/to/folder at a downloaded model. A library built with "
+    "the demo model needs `imagematch reindex` after switching."
+)
+DEMO_LIBRARY_WARNING = (
+    "Running on the small built-in demo model, which this library was built with: it only knows simple coloured "
+    "shapes. Run `imagematch reindex` while connected to the internet to download the default model and move "
+    "the library to it, or point IMAGEMATCH_MODEL=local-dir:/path/to/folder at a downloaded model."
+)
+
+
+def choose_model(settings: Settings, *, stored_model: str | None = None) -> tuple[ModelSource, str]:
     """The configured model; or, when the default model cannot be had here, the built-in demo model and a
-    warning that says so. A model the user named explicitly is never swapped: it fails with its reason."""
+    warning that says so. A model the user named explicitly is never swapped: it fails with its reason.
+
+    stored_model, the model a library was built with, is given by a process that only searches it (the CLI's
+    search): a library built with the demo model can be searched with nothing else, so while the default
+    model is not downloaded the demo model is taken without asking the hub. Nothing then waits on the network
+    at every search of a machine that has none.
+    """
     source = parse_model_spec(settings.model, settings.model_cache_dir)
-    if not settings.model_is_default:
+    if not settings.model_is_default or is_cached(source, settings.model_cache_dir):
         return source, ""
+    if stored_model is not None and stored_model.startswith(f"{DEMO}@"):
+        return parse_model_spec(DEMO), DEMO_LIBRARY_WARNING
     reason = unavailable_reason(source, settings.model_cache_dir)
     if reason is None:
         return source, ""
     log.warning("the default model cannot be loaded: %s", reason)
-    return parse_model_spec(DEMO), (
-        "Running on the small built-in demo model: it only knows simple coloured shapes, because the default "
-        "model is not downloaded yet and cannot be downloaded now (the server log says why). Connect to the internet "
-        "once, or point IMAGEMATCH_MODEL=local-dir:/path/to/folder at a downloaded model. A library built with "
-        "the demo model needs `imagematch reindex` after switching."
-    )
+    return parse_model_spec(DEMO), DEMO_WARNING
 
 
 def build_embedder(settings: Settings, source: ModelSource | None = None, *, short_lived: bool = False) -> Embedder:
@@ -127,8 +143,12 @@ def portable_spec(source: ModelSource) -> str:
 
 
 def build_library(settings: Settings, *, short_lived: bool = False) -> Library:
+    """short_lived: a process that searches the library and exits (CLI search); see choose_model and
+    AutoEmbedder for what it changes."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    source, warning = choose_model(settings)
+    store = build_store(settings) if short_lived else None  # a search reads what the library was built with
+    stored = store.stored_model() if store is not None else None
+    source, warning = choose_model(settings, stored_model=stored[0] if stored else None)
 
     def resolve_model(spec: str) -> tuple[Embedder, str]:
         source = parse_model_spec(spec, settings.model_cache_dir)
@@ -140,7 +160,7 @@ def build_library(settings: Settings, *, short_lived: bool = False) -> Library:
     library = Library(
         settings,
         build_embedder(settings, source, short_lived=short_lived),
-        build_store(settings),
+        store or build_store(settings),
         build_blobs(settings),
         remover=build_remover(settings),
         captions_wanted=settings.captions_wanted,

@@ -29,6 +29,7 @@ from PIL import Image
 from imagematch import media
 from imagematch.ai.background import BackgroundRemover
 from imagematch.ai.embedder import Embedder, Matrix, Prepared
+from imagematch.ai.text_vectors import cached_text_vectors
 from imagematch.blobs import BlobStore
 from imagematch.duplicates import VARIANT_DISTANCE, DuplicateRule, Pairs, close_pairs, groups_of, lookup_hashes
 from imagematch.exif import without_gps
@@ -1148,11 +1149,13 @@ class Library:
         return [Hit(records[ids[i]], float(fused[i])) for i in order if ids[i] in records]
 
     def _reference_vectors(self) -> Matrix:
-        """The reference texts' vectors that words evidence is measured against: made once per model."""
+        """The reference texts' vectors that words evidence is measured against: made once per model and
+        runtime, and kept in the model cache for the processes that follow (each CLI search is one)."""
         model_id = self.embedder.model_id
         with self._references_lock:
             if self._references is None or self._references[0] != model_id:
-                self._references = (model_id, self.embedder.encode_texts(REFERENCE_TEXTS))
+                vectors = cached_text_vectors(self.embedder, REFERENCE_TEXTS, self.settings.model_cache_dir)
+                self._references = (model_id, vectors)
             return self._references[1]
 
     def _query_vectors(self, terms: Sequence[QueryTerm]) -> _QueryVectors:

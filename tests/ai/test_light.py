@@ -6,12 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ftfy
 import numpy as np
 import open_clip
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
-from imagematch.ai.clip_text import ClipTokenizer
+from imagematch.ai.clip_text import ClipTokenizer, repaired
 from imagematch.ai.preprocess import ImagePreprocessor
 from tests.images import photo
 
@@ -37,6 +40,20 @@ def test_tokens_match_open_clip(context: int) -> None:
     theirs = open_clip.SimpleTokenizer(context_length=context)(TEXTS).numpy()
     assert ours.dtype == np.int64
     assert np.array_equal(ours, theirs)
+
+
+@given(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="&")))
+def test_printable_ascii_without_entities_needs_no_repair(text: str) -> None:
+    """What lets the tokeniser skip ftfy (and its import) for such text: ftfy would change nothing."""
+    assert ftfy.fix_text(text) == text == repaired(text)
+
+
+def test_vocabulary_and_merges_match_open_clip() -> None:
+    """Every id and every merge rank, not only those the texts above reach (we read only part of the file)."""
+    ours = ClipTokenizer()
+    theirs = open_clip.SimpleTokenizer()
+    assert ours.ids == theirs.encoder
+    assert {tuple(pair.split(" ")): rank for pair, rank in ours.rank.items()} == theirs.bpe_ranks
 
 
 @pytest.mark.parametrize(

@@ -73,3 +73,12 @@ def test_the_library_searches_the_same_on_onnx(settings: Settings) -> None:
     hit = library.simple_search(SimpleSearch(image=jpeg("coffee"), k=1)).hits[0]
     assert hit.record.id == ids["coffee"] and hit.score >= 0.99
     assert library.embedder.runtime == "onnx"
+
+
+def test_a_text_search_opens_only_the_text_encoder(torch_embedder: OpenClipEmbedder, tmp_path: Path) -> None:
+    OnnxEmbedder(_fresh_base(torch_embedder), tmp_path).prepare_export()  # the export exists, as after `index`
+    auto = AutoEmbedder(_fresh_base(torch_embedder), tmp_path, short_lived=True)
+    auto.encode_texts(["a cup of coffee"])
+    assert auto.runtime == "onnx" and set(auto.onnx._sessions) == {"text"}
+    auto.encode_images([photo("coffee")])
+    assert set(auto.onnx._sessions) == {"text", "image"}

@@ -8,7 +8,6 @@ image. The thresholds come from bench/cutout_coverage.py on scikit-image photos 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 import urllib.request
@@ -19,6 +18,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from PIL import Image
 
+from imagematch.ai.download_host import unreachable
 from imagematch.records import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -138,10 +138,7 @@ def _named_session(model: str) -> Any:
     missing = session_class is not None and session_class.resolve_existing(f"{model}.onnx") is None
     # Through a proxy only the download itself can tell whether it works: the direct probe would say no.
     if missing and not urllib.request.getproxies().get("https"):
-        try:
-            socket.create_connection((MODEL_HOST, 443), timeout=5).close()
-        except OSError as error:
-            raise ModelUnavailable(
-                f"it is not downloaded yet and {MODEL_HOST} cannot be reached ({error.strerror or error})"
-            ) from error
+        problem = unreachable(MODEL_HOST, 443)
+        if problem is not None:
+            raise ModelUnavailable(f"it is not downloaded yet and {MODEL_HOST} cannot be reached ({problem})")
     return new_session(model)

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-import ftfy
 import numpy as np
 import numpy.typing as npt
 import regex
@@ -48,22 +47,53 @@ def _byte_symbols() -> dict[int, str]:
     return symbols
 
 
+def repaired(text: str) -> str:
+    """ftfy's repairs (mojibake, HTML entities, control characters, ligatures, curly quotes, ...).
+
+    Printable ASCII without an entity has nothing for them to repair, and that is most of what people type:
+    ftfy, 30 ms to import, is imported for other text only.
+    """
+    if text.isascii() and text.isprintable() and "&" not in text:
+        return text
+    import ftfy
+
+    return ftfy.fix_text(text)
+
+
 def clean(text: str) -> str:
     """Repair mojibake, unescape HTML (twice, as CLIP did), collapse white space, lower case."""
-    fixed = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    fixed = html.unescape(html.unescape(repaired(text))).strip()
     return " ".join(fixed.split()).lower()
+
+
+def read_merges(path: Path) -> list[str]:
+    """The merges CLIP uses, best first, each as its two symbols with a space between ("i n").
+
+    The file holds more than four times as many; only the part before the last one used is decompressed.
+    """
+    chunks: list[bytes] = []
+    newlines = 0
+    with gzip.open(path) as handle:
+        while newlines <= MERGE_COUNT:  # a header line, then one merge a line
+            chunk = handle.read(1 << 18)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            newlines += chunk.count(b"\n")
+    data = b"".join(chunks)
+    whole_lines = data[: data.rfind(b"\n")] if newlines > MERGE_COUNT else data  # never half a character
+    return whole_lines.decode("utf-8").split("\n")[1 : MERGE_COUNT + 1]
 
 
 class ClipTokenizer:
     def __init__(self, context_length: int = 77, merges: Path | None = None) -> None:
         self.context_length = context_length
-        with gzip.open(merges or merges_path()) as handle:
-            lines = handle.read().decode("utf-8").split("\n")[1 : MERGE_COUNT + 1]
-        pairs = [tuple(line.split()) for line in lines]
+        lines = read_merges(merges or merges_path())
         symbols = list(_byte_symbols().values())
-        vocabulary = symbols + [s + "</w>" for s in symbols] + ["".join(p) for p in pairs] + [START, END]
-        self.ids = {token: n for n, token in enumerate(vocabulary)}
-        self.rank = {(a, b): n for n, (a, b) in enumerate(pairs)}
+        merged = [line.replace(" ", "") for line in lines]
+        vocabulary = [*symbols, *(s + "</w>" for s in symbols), *merged, START, END]
+        self.ids = dict(zip(vocabulary, range(len(vocabulary)), strict=True))
+        self.rank = dict(zip(lines, range(len(lines)), strict=True))  # "a b" -> its merge's rank
         self.start_id, self.end_id = self.ids[START], self.ids[END]
         self._words: dict[str, list[str]] = {START: [START], END: [END]}
         self._pattern = regex.compile(
@@ -77,7 +107,9 @@ class ClipTokenizer:
             return cached
         pieces = [*word[:-1], word[-1] + "</w>"]
         while len(pieces) > 1:
-            ranked = [(self.rank.get(pair, MERGE_COUNT), i) for i, pair in enumerate(itertools.pairwise(pieces))]
+            ranked = [
+                (self.rank.get(f"{a} {b}", MERGE_COUNT), i) for i, (a, b) in enumerate(itertools.pairwise(pieces))
+            ]
             best, _ = min(ranked)
             if best == MERGE_COUNT:
                 break

@@ -12,12 +12,12 @@ import json
 import logging
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from imagematch.ai.download_host import unreachable
 from imagematch.records import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,11 @@ def local_model_dir(source: ModelSource, cache_dir: Path) -> Path:
     return folder
 
 
+def is_cached(source: ModelSource, cache_dir: Path) -> bool:
+    """Whether the model loads without a download: a local folder, or one in the cache already."""
+    return source.kind == "local-dir" or (_cache_folder(source.model_id, cache_dir) / CONFIG_NAME).is_file()
+
+
 def unavailable_reason(source: ModelSource, cache_dir: Path) -> str | None:
     """Why this model cannot be loaded here (not cached and no hub), or None when it can be (or may be)."""
     if source.kind == "local-dir":
@@ -169,7 +174,7 @@ def unavailable_reason(source: ModelSource, cache_dir: Path) -> str | None:
         return (
             None if (folder / CONFIG_NAME).is_file() else f"cannot load a model from {folder}: no {CONFIG_NAME} there"
         )
-    if (_cache_folder(source.model_id, cache_dir) / CONFIG_NAME).is_file():
+    if is_cached(source, cache_dir):
         return None
     try:
         _require_hub(source, cache_dir)
@@ -190,10 +195,9 @@ def _require_hub(source: ModelSource, cache_dir: Path) -> None:
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     reason = "HF_HUB_OFFLINE is set" if offline else ""
     if not offline:
-        try:
-            socket.create_connection((host, port), timeout=5).close()
-        except OSError as error:
-            reason = f"{host} cannot be reached ({error.strerror or error})"
+        problem = unreachable(host, port)
+        if problem is not None:
+            reason = f"{host} cannot be reached ({problem})"
     if reason:
         raise ModelUnavailable(
             f"model {source.model_id} is not in the cache ({cache_dir}) and {reason}. Connect to the internet "

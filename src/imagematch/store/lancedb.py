@@ -315,8 +315,13 @@ class LanceStore:
     # guard and state
 
     def _get_state(self, key: str) -> str | None:
-        rows = self._state.search().where(f"key = {sql_string(key)}").limit(1).to_list()
-        return rows[0]["value"] if rows else None
+        return self._get_states(key).get(key)
+
+    def _get_states(self, *keys: str) -> dict[str, str | None]:
+        """Several keys in one read."""
+        listed = ", ".join(sql_string(key) for key in keys)
+        rows = self._state.search().where(f"key IN ({listed})").limit(len(keys)).to_list()
+        return {row["key"]: row["value"] for row in rows}
 
     def _set_state(self, values: dict[str, str]) -> None:
         """One atomic write, however many keys."""
@@ -340,10 +345,11 @@ class LanceStore:
         self._state.delete(f"key = {sql_string(f'doc:{kind}:{key}')}")
 
     def stored_model(self) -> tuple[str, int] | None:
-        model_id = self._get_state("model_id")
+        state = self._get_states("model_id", "dim")  # one read: a search asks at start and again at open
+        model_id = state.get("model_id")
         if model_id is None:
             return None
-        return model_id, int(self._get_state("dim") or 0)
+        return model_id, int(state.get("dim") or 0)
 
     def open(self, model_id: str, dim: int) -> None:
         stored = self.stored_model()
