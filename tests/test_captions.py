@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
-from imagematch.captions import CaptionsNotRecorded, CaptionWorker
+from imagematch.captions import LEASES, CaptionsNotRecorded, CaptionWorker
 from imagematch.factory import build_caption_worker, build_library
 from imagematch.library import Library, SimpleSearch
 from imagematch.records import CaptionStatus, ImageRecord, RecordPatch
@@ -289,3 +290,24 @@ def test_api_reports_and_retries_captions(caption_settings: Settings, fake: Fake
         assert client.get(image["links"]["self"]).json()["caption"] == "a photo of something"
         edited = client.patch(image["links"]["self"], json={"caption": "my own words"}).json()
         assert edited["caption"] == "my own words" and edited["caption_edited"] is True
+
+
+def test_an_image_another_worker_holds_waits_for_it_and_a_dead_workers_lease_expires(
+    library: Library, caption_settings: Settings, fake: FakeMoondream
+) -> None:
+    held, abandoned = _add(library, "astronaut"), _add(library, "coffee")
+    lease = {"owner": "other-server", "until": time.time() + 60}
+    library.store.put_document(LEASES, held, json.dumps(lease))
+    expired = {"owner": "a-server-that-died", "until": time.time() - 1}
+    library.store.put_document(LEASES, abandoned, json.dumps(expired))
+    worker = _worker(caption_settings, library)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while library.get(abandoned).caption_status != CaptionStatus.DONE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # a second look at the queue: the held image is still not this worker's
+    worker.stop()
+    assert library.get(abandoned).caption_status == CaptionStatus.DONE
+    assert library.get(held).caption_status == CaptionStatus.PENDING
+    assert len(fake.requests) == 1
+    assert library.store.get_document(LEASES, abandoned) is None  # released once done

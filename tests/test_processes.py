@@ -21,10 +21,12 @@ import pytest
 from PIL import Image
 
 from imagematch.blobs import LOST_AND_FOUND, LocalBlobStore
-from imagematch.factory import build_library
+from imagematch.factory import build_caption_worker, build_library
 from imagematch.integrity import check
 from imagematch.records import ImageRecord, StoredImage
+from imagematch.settings import Settings
 from imagematch.store.lancedb import LanceStore
+from tests.fake_moondream import running
 from tests.security.live import ServerProcess, distinct_jpegs
 from tests.tinymodel import tiny_settings
 
@@ -36,6 +38,8 @@ _DIM = 8
 _PICTURES = 24
 _BEFORE = 30  # images in the library before check --repair starts
 _DURING = 40  # uploads while it runs
+_PENDING = 12  # images waiting for a caption
+_CAPTION_RATE = 4.0  # requests per second, for the library
 
 
 def _open_new_library(
@@ -179,3 +183,70 @@ def test_check_repair_beside_a_live_server_never_touches_an_acknowledged_upload(
     finally:
         stop.set()
         server.stop()
+
+
+def _caption_settings(root: Path, model_dir: Path, endpoint: str) -> Settings:
+    return tiny_settings(root, model_dir, runtime="torch").model_copy(
+        update={
+            "captioner": "moondream",
+            "moondream_endpoint": endpoint,
+            "caption_rate": _CAPTION_RATE,
+            "caption_retries": 0,
+        }
+    )
+
+
+def _caption_all(
+    root: str,
+    model_dir: str,
+    endpoint: str,
+    start: multiprocessing.synchronize.Barrier,
+    out: multiprocessing.Queue[str],
+) -> None:
+    """One server's caption worker, in a process of its own: caption what is pending, then say how many."""
+    try:
+        settings = _caption_settings(Path(root), Path(model_dir), endpoint)
+        library = build_library(settings)
+        library.open()
+        worker = build_caption_worker(settings, library)
+        start.wait(120)
+        captioned, failed = worker.run_until_empty()
+        out.put(f"captioned {captioned}, failed {failed}")
+    except BaseException:
+        out.put(traceback.format_exc())
+
+
+def test_two_caption_workers_caption_each_image_once_within_the_librarys_rate(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Two processes run a caption worker on one library and one captioner: each pending image is sent once,
+    and the captioner sees the library's rate, not twice it."""
+    with running() as fake:
+        settings = _caption_settings(tmp_path, tiny_model_dir, fake.endpoint)
+        library = build_library(settings)
+        for n, data in enumerate(distinct_jpegs(_PENDING, seed=3)):
+            assert library.add(data, filename=f"{n}.jpg").status == "added"
+        assert library.caption_counts()["pending"] == _PENDING
+        context = multiprocessing.get_context("spawn")
+        start = context.Barrier(2)
+        out: multiprocessing.Queue[str] = context.Queue()
+        workers = [
+            context.Process(target=_caption_all, args=(str(tmp_path), str(tiny_model_dir), fake.endpoint, start, out))
+            for _ in range(2)
+        ]
+        for worker in workers:
+            worker.start()
+        said = [out.get(timeout=300) for _ in workers]
+        for worker in workers:
+            worker.join(60)
+        assert all(line.startswith("captioned") for line in said), "\n".join(said)
+        assert all(not line.startswith("captioned 0,") for line in said), said  # both took a share
+        times = sorted(float(request["at"]) for request in fake.requests)  # type: ignore[arg-type]
+    assert library.caption_counts() == {"none": 0, "pending": 0, "done": _PENDING, "failed": 0}
+    assert len(times) == _PENDING, f"{len(times)} caption requests for {_PENDING} images ({said})"
+    # The library's rate: in any stretch of time, at most rate × its length requests, and one more per worker
+    # (each may start at once).
+    for first in range(len(times)):
+        for last in range(first + 1, len(times)):
+            allowed = _CAPTION_RATE * (times[last] - times[first]) + 2
+            assert last - first <= allowed, f"{last - first + 1} requests in {times[last] - times[first]:.2f} s"
