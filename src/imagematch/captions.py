@@ -35,6 +35,7 @@ from imagematch import media
 from imagematch.ai.captioner import Captioner, CaptionError, CaptionLength
 from imagematch.library import Library
 from imagematch.records import CaptionStatus, ImageMatchError, ImageRecord
+from imagematch.store.base import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,8 @@ class CaptionWorker:
                 self._release(record.id)
 
     def _claim(self, image_id: str) -> bool:
+        # The store is read once, outside the lock: `library.store` may move to a new generation, which waits
+        # for the library's writes, and one of those may be waiting for this lock.
         store = self.library.store
         lock = store.exclusive()
         with lock:
@@ -247,7 +250,7 @@ class CaptionWorker:
                 lease = json.loads(held)
                 if lease["owner"] != self.owner and float(lease["until"]) > time.time():
                     return False
-            self._renew(image_id)
+            self._renew(image_id, store)
         if not isinstance(lock, contextlib.nullcontext):
             return True
         # No lock (a Milvus server, Pinecone): a worker that read the lease free just before this write writes
@@ -256,9 +259,9 @@ class CaptionWorker:
         held = store.get_document(LEASES, image_id)
         return held is not None and json.loads(held)["owner"] == self.owner
 
-    def _renew(self, image_id: str) -> None:
+    def _renew(self, image_id: str, store: VectorStore | None = None) -> None:
         lease = {"owner": self.owner, "until": time.time() + LEASE_S}
-        self.library.store.put_document(LEASES, image_id, json.dumps(lease))
+        (store or self.library.store).put_document(LEASES, image_id, json.dumps(lease))
 
     def _release(self, image_id: str) -> None:
         store = self.library.store

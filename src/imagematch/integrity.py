@@ -23,6 +23,7 @@ from typing import Literal
 
 from imagematch import media
 from imagematch.library import Library
+from imagematch.store.base import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +108,16 @@ def check(library: Library, *, repair: bool = False, page: int = 1000) -> CheckR
             report.problems.append(Problem("same_file_twice", file_hash, f"the same file is stored {count} times"))
 
     report.originals = len(originals)
-    with library.store.exclusive():  # no upload is between its files and its record meanwhile
-        for image_id in sorted(_without_record(library, originals - record_ids)):
+    store = library.store  # read once, outside the lock (see captions._claim)
+    with store.exclusive():  # no upload is between its files and its record meanwhile
+        for image_id in sorted(_without_record(store, originals - record_ids)):
             problem = Problem("orphan_original", image_id, "an original with no record (an interrupted ingest)")
             if repair:
                 problem.detail = f"moved to {blobs.quarantine_original(image_id)}; re-index it to add it back"
                 problem.fixed = True
             report.problems.append(problem)
         for kind, found in derived.items():
-            for image_id in sorted(_without_record(library, found - record_ids)):
+            for image_id in sorted(_without_record(store, found - record_ids)):
                 problem = Problem(kind, image_id, "a derived file with no record")  # type: ignore[arg-type]
                 if repair:
                     blobs.delete_derived(image_id)
@@ -152,13 +154,13 @@ def _rebuild_thumbnail(library: Library, image_id: str, pixels: int) -> bool:
     return True
 
 
-def _without_record(library: Library, ids: Iterable[str], page: int = 500) -> list[str]:
+def _without_record(store: VectorStore, ids: Iterable[str], page: int = 500) -> list[str]:
     """Of these ids, those the store has no record of now (an upload may have committed since the listing)."""
     candidates = sorted(ids)
     missing = []
     for start in range(0, len(candidates), page):
         chunk = candidates[start : start + page]
-        found = library.store.get_many(chunk)
+        found = store.get_many(chunk)
         missing += [image_id for image_id in chunk if image_id not in found]
     return missing
 
