@@ -216,7 +216,7 @@ class CaptionWorker:
                     self._wake.clear()
             except Exception as error:  # the thread never dies: say why once, wait, try again
                 message = str(error) if isinstance(error, CaptionsNotRecorded) else f"{type(error).__name__}: {error}"
-                self._note_error(f"caption worker: {message}; trying again in {pause:.0f} s")
+                self._note_error(f"caption worker: {message}", f"; trying again in {pause:.0f} s")
                 self._state = "idle"
                 self._stop.wait(pause)
                 pause = min(pause * 2, _STORE_ERROR_PAUSE_CAP_S)
@@ -299,10 +299,10 @@ class CaptionWorker:
             self._note_error(f"caption worker: cannot count the workers, keeping {self._workers}: {error}")
         return 1.0 / self._workers
 
-    def _note_error(self, message: str) -> None:
+    def _note_error(self, message: str, then: str = "") -> None:
         """Log an error once, not on every retry, and show it in the status while it lasts."""
         if message != self._last_error:
-            log.error("%s", message)
+            log.error("%s%s", message, then)
         self._last_error = message
         if not self._broken():
             self._message = message
