@@ -306,6 +306,12 @@ class MilvusStore:
             else:  # collections another process made are released until someone loads them
                 self._client.load_collection(self._state)
         except MilvusException as error:
+            if self.lite:  # milvus-lite locks its file: a second process is refused, whatever it wants
+                raise ImageMatchError(
+                    f"cannot open the Milvus Lite file {uri} ({error.message}): Milvus Lite takes one process per "
+                    "file, so stop the other process that has it open. Several servers on one library need the "
+                    "default store (LanceDB) or a Milvus server (IMAGEMATCH_MILVUS_URI)"
+                ) from error
             raise ImageMatchError(
                 f"cannot use Milvus at {uri}: {error.message}. Check IMAGEMATCH_MILVUS_URI and IMAGEMATCH_MILVUS_TOKEN"
             ) from error
