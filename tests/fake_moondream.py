@@ -51,7 +51,9 @@ def _handler(fake: FakeMoondream) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length", "0"))
             payload = json.loads(self.rfile.read(length) or b"{}")
             with fake._lock:
-                fake.requests.append({"path": self.path, "auth": self.headers.get("X-Moondream-Auth"), **payload})
+                fake.requests.append(
+                    {"path": self.path, "auth": self.headers.get("X-Moondream-Auth"), "at": time.monotonic(), **payload}
+                )
             if self.path != "/v1/caption":
                 self._reply(404, b'{"error": "not found"}')
                 return

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
-from imagematch.captions import CaptionsNotRecorded, CaptionWorker
+from imagematch.captions import LEASES, CaptionsNotRecorded, CaptionWorker
 from imagematch.factory import build_caption_worker, build_library
 from imagematch.library import Library, SimpleSearch
 from imagematch.records import CaptionStatus, ImageRecord, RecordPatch
@@ -289,3 +290,64 @@ def test_api_reports_and_retries_captions(caption_settings: Settings, fake: Fake
         assert client.get(image["links"]["self"]).json()["caption"] == "a photo of something"
         edited = client.patch(image["links"]["self"], json={"caption": "my own words"}).json()
         assert edited["caption"] == "my own words" and edited["caption_edited"] is True
+
+
+def test_an_image_another_worker_holds_waits_for_it_and_a_dead_workers_lease_expires(
+    library: Library, caption_settings: Settings, fake: FakeMoondream
+) -> None:
+    held, abandoned = _add(library, "astronaut"), _add(library, "coffee")
+    lease = {"owner": "other-server", "until": time.time() + 60}
+    library.store.put_document(LEASES, held, json.dumps(lease))
+    expired = {"owner": "a-server-that-died", "until": time.time() - 1}
+    library.store.put_document(LEASES, abandoned, json.dumps(expired))
+    worker = _worker(caption_settings, library)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while library.get(abandoned).caption_status != CaptionStatus.DONE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # a second look at the queue: the held image is still not this worker's
+    worker.stop()
+    assert library.get(abandoned).caption_status == CaptionStatus.DONE
+    assert library.get(held).caption_status == CaptionStatus.PENDING
+    assert len(fake.requests) == 1
+    assert library.store.get_document(LEASES, abandoned) is None  # released once done
+
+
+def test_a_store_error_outside_any_image_is_logged_once_shown_in_the_status_and_outlived(
+    library: Library,
+    caption_settings: Settings,
+    fake: FakeMoondream,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lease documents cannot be written for a while (the store is unreachable): the worker says so once
+    and in its status, waits, and captions the image once the store is back."""
+    image_id = _add(library, "coffee")
+    put = library.store.put_document
+    failures = 3
+
+    def unreachable_at_first(kind: str, key: str, value: str) -> None:
+        nonlocal failures
+        if kind == LEASES and failures:
+            failures -= 1
+            raise ConnectionError("the store is unreachable")
+        put(kind, key, value)
+
+    library.store.put_document = unreachable_at_first  # type: ignore[method-assign]
+    worker = _worker(caption_settings, library)
+    monkeypatch.setattr("imagematch.captions._STORE_ERROR_PAUSE_S", 0.05)
+    try:
+        worker.start()
+        deadline = time.monotonic() + 20
+        seen_in_status = False
+        while library.get(image_id).caption_status != CaptionStatus.DONE and time.monotonic() < deadline:
+            seen_in_status = seen_in_status or "the store is unreachable" in worker.status().message
+            time.sleep(0.01)
+        assert library.get(image_id).caption_status == CaptionStatus.DONE
+        assert seen_in_status
+        assert worker._thread is not None and worker._thread.is_alive()
+        assert worker.status().message == ""  # over once the store is back
+    finally:
+        worker.stop()
+    assert sum("the store is unreachable" in r.getMessage() for r in caplog.records) == 1
+    assert len(fake.requests) == 1

@@ -44,6 +44,10 @@ def test_check_finds_problems_and_repair_fixes_without_losing_originals(library:
     stray = settings.data_dir / "originals" / "ab" / ".half-written.jpg.x.tmp"
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"partial")
+    left_behind = time.time() - 3600  # an hour ago: a crash's leftover, not a write in progress
+    os.utime(stray, (left_behind, left_behind))
+    in_flight = settings.data_dir / "originals" / "ab" / ".being-written.jpg.y.tmp"
+    in_flight.write_bytes(b"partial")
     original = blobs.original_path(ids[1])
     assert original is not None
     original.unlink()
@@ -57,6 +61,7 @@ def test_check_finds_problems_and_repair_fixes_without_losing_originals(library:
     rescued = settings.data_dir / "lost+found" / "ffffffffffffffff-00000000.jpg"
     assert rescued.read_bytes() == jpeg("moon")
     assert not stray.exists()
+    assert in_flight.exists()  # a server may be writing it now
     assert {p.kind for p in check(library).problems} == {"missing_original"}
 
 

@@ -3,19 +3,31 @@
 Repairs never delete user data silently: an original without a record is moved to lost+found (re-index it to
 get it back), only derived files (thumbnails, cut-out previews, unfinished temporary files) are removed or
 rebuilt, and a record whose original is gone is reported for the user to decide.
+
+It runs beside live servers. Files are listed before records, so a file an upload writes after the listing
+is not looked at, and an upload committed before the record listing is seen with its files. What is left, a
+file whose upload commits between the two listings, is looked up again in the store just before it is moved,
+under the store's exclusive lock, which every upload holds from its first file to its record: a file without
+a record then is truly an orphan. Temporary files younger than `IN_FLIGHT_S` are writes in progress, kept.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from imagematch import media
 from imagematch.library import Library
+from imagematch.store.base import VectorStore
 
 log = logging.getLogger(__name__)
+
+IN_FLIGHT_S = 300.0  # a temporary file this young may be a write in progress (a store without a lock)
 
 ProblemKind = Literal[
     "missing_original",
@@ -56,6 +68,9 @@ class CheckReport:
 def check(library: Library, *, repair: bool = False, page: int = 1000) -> CheckReport:
     report = CheckReport()
     blobs = library.blobs
+    # Files first (see the module's docstring): what an upload writes from now on is not looked at.
+    originals = set(blobs.original_ids())
+    derived = {"orphan_thumbnail": set(blobs.thumbnail_ids()), "orphan_cutout": set(blobs.cutout_ids())}
     record_ids: set[str] = set()
     hashes: Counter[str] = Counter()
     for stored in library.iter_records(page):
@@ -92,27 +107,30 @@ def check(library: Library, *, repair: bool = False, page: int = 1000) -> CheckR
         if count > 1:
             report.problems.append(Problem("same_file_twice", file_hash, f"the same file is stored {count} times"))
 
-    originals = set(blobs.original_ids())
     report.originals = len(originals)
-    for image_id in sorted(originals - record_ids):
-        problem = Problem("orphan_original", image_id, "an original with no record (an interrupted ingest)")
-        if repair:
-            problem.detail = f"moved to {blobs.quarantine_original(image_id)}; re-index it to add it back"
-            problem.fixed = True
-        report.problems.append(problem)
-    for kind, found in (("orphan_thumbnail", blobs.thumbnail_ids()), ("orphan_cutout", blobs.cutout_ids())):
-        for image_id in sorted(set(found) - record_ids):
-            problem = Problem(kind, image_id, "a derived file with no record")  # type: ignore[arg-type]
+    store = library.store  # read once, outside the lock (see captions._claim)
+    with store.exclusive():  # no upload is between its files and its record meanwhile
+        for image_id in sorted(_without_record(store, originals - record_ids)):
+            problem = Problem("orphan_original", image_id, "an original with no record (an interrupted ingest)")
             if repair:
-                blobs.delete_derived(image_id)
+                problem.detail = f"moved to {blobs.quarantine_original(image_id)}; re-index it to add it back"
                 problem.fixed = True
             report.problems.append(problem)
-    for path in blobs.temporary_files():
-        problem = Problem("temporary_file", str(path), "an unfinished write")
-        if repair:
-            path.unlink(missing_ok=True)
-            problem.fixed = True
-        report.problems.append(problem)
+        for kind, found in derived.items():
+            for image_id in sorted(_without_record(store, found - record_ids)):
+                problem = Problem(kind, image_id, "a derived file with no record")  # type: ignore[arg-type]
+                if repair:
+                    blobs.delete_derived(image_id)
+                    problem.fixed = True
+                report.problems.append(problem)
+        for path in blobs.temporary_files():
+            if _age(path) < IN_FLIGHT_S:
+                continue  # a write in progress, or just finished
+            problem = Problem("temporary_file", str(path), "an unfinished write")
+            if repair:
+                path.unlink(missing_ok=True)
+                problem.fixed = True
+            report.problems.append(problem)
     log.info(
         "check: %d records, %d originals, %d problems, %d fixed",
         report.records,
@@ -134,3 +152,21 @@ def _rebuild_thumbnail(library: Library, image_id: str, pixels: int) -> bool:
         return False
     library.blobs.put_thumbnail(image_id, media.make_thumbnail(decoded.image))
     return True
+
+
+def _without_record(store: VectorStore, ids: Iterable[str], page: int = 500) -> list[str]:
+    """Of these ids, those the store has no record of now (an upload may have committed since the listing)."""
+    candidates = sorted(ids)
+    missing = []
+    for start in range(0, len(candidates), page):
+        chunk = candidates[start : start + page]
+        found = store.get_many(chunk)
+        missing += [image_id for image_id in chunk if image_id not in found]
+    return missing
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0  # renamed into place meanwhile: a finished write

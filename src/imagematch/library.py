@@ -512,7 +512,7 @@ class Library:
         with self._embed_slots:
             vector = self.embedder.encode_prepared([candidate.pixels])[0]
         words = self._words_vectors([candidate.record])[0]
-        with self._write_lock:
+        with self._write_lock, self.store.exclusive():  # the check and the write, one process at a time
             duplicate = self._duplicate_of(candidate, [], vector)
             if duplicate is not None:
                 return duplicate
@@ -638,10 +638,11 @@ class Library:
 
     def _store_batch(self, embedded: list[tuple[_Candidate, Vector, Vector | None]]) -> list[IngestResult]:
         """Write one embedded batch atomically, checking duplicates again against what is stored by now
-        (the batch before it may have been written while this one was embedded)."""
+        (the batch before it may have been written while this one was embedded, by this process or another: the
+        store's exclusive lock keeps another process's check-then-write from interleaving with this one)."""
         started = time.perf_counter()
         results: list[IngestResult] = []
-        with self._write_lock:
+        with self._write_lock, self.store.exclusive():
             keep: list[tuple[_Candidate, Vector, Vector | None]] = []
             for candidate, vector, words_vector in embedded:
                 duplicate = self._duplicate_of(candidate, [k[0] for k in keep], vector, [k[1] for k in keep])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +111,26 @@ def test_a_collection_without_lower_cased_names_asks_for_a_reindex(
     rebuilt.upsert([item(1, camera="Canon EOS R5"), item(2, camera="Nikon Z 6")])
     store.finish_rebuild()
     assert store.count(parse_filter({"image.camera": "canon"})) == 1
+
+
+def test_a_second_process_on_a_milvus_lite_file_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """Milvus Lite locks its file: the second process gets a message that says so, not 'check the URI'."""
+    path = tmp_path / "milvus.db"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from imagematch.store.milvus import MilvusStore; "
+            f"MilvusStore({str(path)!r}); print('open', flush=True); time.sleep(120)",
+        ],
+        env={**os.environ, "PYTHONPATH": str(Path(milvus.__file__).resolve().parents[2])},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(ImageMatchError, match="one process per file"):
+            MilvusStore(str(path))
+    finally:
+        holder.kill()
+        holder.wait()

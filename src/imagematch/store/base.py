@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Literal, Protocol
 
 from imagematch.records import Filter, Hit, ImageRecord, Neighbour, StoredImage, Vector
@@ -29,6 +30,11 @@ class VectorStore(Protocol):
         """Small shared state (batch jobs, queues) kept with the library, so every server process sees it."""
 
     def get_document(self, kind: str, key: str) -> str | None: ...
+
+    def exclusive(self) -> AbstractContextManager[object]:
+        """Held by one process of the library at a time, around a check-then-write (the duplicate check and the
+        write after it, a caption lease, check --repair's last look before moving a file): a file lock for the
+        stores on this machine's disk (LanceDB, Milvus Lite); a Milvus server and Pinecone hold nothing."""
 
     def list_documents(self, kind: str) -> dict[str, str]: ...
 

@@ -15,6 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from imagematch.records import (
 )
 from imagematch.store.base import VectorField
 from imagematch.store.generations import Generations, retire, staging_name
+from imagematch.store.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ IMAGES = "images"
 STATE = "state"
 SCHEMA_VERSION = 2  # 2: the search_text column for keyword search
 SEARCH_TEXT = "search_text"
+LOCK_FILE = ".library.lock"  # flock'd by every process of this library: table creation, check-then-write steps
 _VECTOR_COLUMNS = {"image": "vector", "words": "words_vector"}
 # The Lance file format of new tables. 2.1 reads a few rows by id (the records of a page of search results) ~6×
 # faster than this LanceDB's default (2.2) at a million rows, at the same search speed (docs/benchmarks.md).
@@ -299,11 +302,15 @@ class LanceStore:
             storage_options={"new_table_data_storage_version": FILE_FORMAT},
         )
         self._write_lock = threading.Lock()
+        self._exclusive = file_lock(path / LOCK_FILE)
         self._phash_cache: tuple[int, npt.NDArray[np.str_], npt.NDArray[np.uint64]] | None = None
-        existing = set(self._db.list_tables().tables)
-        self._state = (
-            self._db.open_table(STATE) if STATE in existing else self._db.create_table(STATE, schema=_STATE_SCHEMA)
-        )
+        # Two processes opening a new library at once would both create the tables, and the loser fails (or
+        # reads a table half made): creation happens under the library's file lock, and the loser opens.
+        with self._exclusive:
+            existing = set(self._db.list_tables().tables)
+            self._state = (
+                self._db.open_table(STATE) if STATE in existing else self._db.create_table(STATE, schema=_STATE_SCHEMA)
+            )
         self.table_name = table_name or self._get_state("table") or IMAGES
         self._table: Any = None
         self._dim = 0
@@ -311,6 +318,10 @@ class LanceStore:
         if self.table_name in existing:
             self._table = self._db.open_table(self.table_name)
             self._dim = self._table.schema.field("vector").type.list_size
+
+    def exclusive(self) -> AbstractContextManager[object]:
+        """Held by one process (and one thread) of this library at a time: a file lock under the store's folder."""
+        return self._exclusive
 
     # guard and state
 
@@ -352,17 +363,24 @@ class LanceStore:
         return model_id, int(state.get("dim") or 0)
 
     def open(self, model_id: str, dim: int) -> None:
-        stored = self.stored_model()
-        if stored is not None and stored != (model_id, dim):
-            raise StoreMismatch(
-                f"the library in {self.path} was built with model {stored[0]} ({stored[1]} dimensions), "
-                f"not {model_id} ({dim} dimensions). Run `imagematch reindex` to re-embed every image with "
-                f"the configured model, or set IMAGEMATCH_MODEL={stored[0]}"
-            )
-        with self._write_lock:
+        # Under the file lock (taken before the thread lock, as every guarded write takes them): a process opening
+        # a new library at the same time sees either nothing or the whole of what this one made.
+        with self._exclusive, self._write_lock:
+            stored = self.stored_model()
+            if stored is not None and stored != (model_id, dim):
+                raise StoreMismatch(
+                    f"the library in {self.path} was built with model {stored[0]} ({stored[1]} dimensions), "
+                    f"not {model_id} ({dim} dimensions). Run `imagematch reindex` to re-embed every image with "
+                    f"the configured model, or set IMAGEMATCH_MODEL={stored[0]}"
+                )
             if self._table is None:
-                self._table = self._db.create_table(self.table_name, schema=images_schema(dim), exist_ok=True)
-                self._dim = dim
+                # Another process may have made it since this store was built. Opened, never created with
+                # exist_ok: that compares schemas, and the metadata column reads back as another type.
+                if self.table_name in set(self._db.list_tables().tables):
+                    self._table = self._db.open_table(self.table_name)
+                else:
+                    self._table = self._db.create_table(self.table_name, schema=images_schema(dim))
+                self._dim = self._table.schema.field("vector").type.list_size
             if SEARCH_TEXT not in self._table.schema.names:
                 self._add_search_text()
             if stored is None:
@@ -533,9 +551,20 @@ class LanceStore:
         four times the rows they were made for, the index is made again for its size. Vector indexes are
         built outside the write lock, so uploads carry on meanwhile. Scalar indexes make lookups by id and
         file hash constant-time at any size.
+
+        Two processes may maintain at once (two `imagematch index` runs ending together): the one whose commit
+        loses skips this round, since the other did the same work.
         """
         if self._table is None:
             return
+        try:
+            self._maintain()
+        except (RuntimeError, OSError, ValueError) as error:
+            if "conflict" not in str(error).lower():
+                raise
+            log.info("another process is maintaining the library at the same time; this round is skipped")
+
+    def _maintain(self) -> None:
         with self._write_lock:
             self._table.optimize(cleanup_older_than=timedelta(minutes=1))
             self._state.optimize(cleanup_older_than=timedelta(minutes=1))

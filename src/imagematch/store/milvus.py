@@ -30,6 +30,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ from imagematch.records import (
 )
 from imagematch.store.base import VectorField
 from imagematch.store.generations import Generations, retire, staging_name
+from imagematch.store.locks import file_lock
 from imagematch.store.shared import (
     DocumentPart,
     assemble,
@@ -304,6 +306,12 @@ class MilvusStore:
             else:  # collections another process made are released until someone loads them
                 self._client.load_collection(self._state)
         except MilvusException as error:
+            if self.lite:  # milvus-lite locks its file: a second process is refused, whatever it wants
+                raise ImageMatchError(
+                    f"cannot open the Milvus Lite file {uri} ({error.message}): Milvus Lite takes one process per "
+                    "file, so stop the other process that has it open. Several servers on one library need the "
+                    "default store (LanceDB) or a Milvus server (IMAGEMATCH_MILVUS_URI)"
+                ) from error
             raise ImageMatchError(
                 f"cannot use Milvus at {uri}: {error.message}. Check IMAGEMATCH_MILVUS_URI and IMAGEMATCH_MILVUS_TOKEN"
             ) from error
@@ -327,11 +335,22 @@ class MilvusStore:
         schema.add_field("parts", DataType.INT64)
         schema.add_field("value", DataType.VARCHAR, max_length=65535)
         schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector in every collection
-        self._client.create_collection(self._state, schema=schema, consistency_level="Strong")
         index = self._client.prepare_index_params()
         index.add_index(field_name="unused", index_type="FLAT", metric_type="L2")
-        self._client.create_index(self._state, index, sync=False)
-        self._client.load_collection(self._state)
+        self._create_collection(self._state, schema, index)
+
+    def _create_collection(self, name: str, schema: Any, index: Any) -> None:
+        """Create and load a collection; when another process created it first (two servers starting on a new
+        library), the loser's error is dropped and the winner's collection is used."""
+        try:
+            self._client.create_collection(name, schema=schema, consistency_level="Strong")
+            # An empty collection has nothing to build; waiting would only poll (0.5 s per index).
+            self._client.create_index(name, index, sync=False)
+        except MilvusException:
+            if not self._client.has_collection(name):
+                raise
+            log.info("the collection %s was created by another process", name)
+        self._client.load_collection(name)
 
     def _vector_index(self) -> dict[str, Any]:
         if self.lite:
@@ -375,16 +394,13 @@ class MilvusStore:
                 output_field_names=["keywords"],
             )
         )
-        self._client.create_collection(name, schema=schema, consistency_level="Strong")
         index = self._client.prepare_index_params()
         for field in ("vector", "words_vector", "phash_vector"):
             index.add_index(field_name=field, **self._vector_index())
         index.add_index(field_name="keywords", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         if not self.lite:
             index.add_index(field_name="file_hash", index_type="INVERTED")
-        # An empty collection has nothing to build; waiting would only poll (0.5 s per index).
-        self._client.create_index(name, index, sync=False)
-        self._client.load_collection(name)
+        self._create_collection(name, schema, index)
 
     def _has_field(self, name: str, field: str) -> bool:
         if not self._client.has_collection(name):
@@ -434,6 +450,10 @@ class MilvusStore:
 
     def list_documents(self, kind: str) -> dict[str, str]:
         return assemble(self._doc_rows(self._doc_expr(kind)))
+
+    def exclusive(self) -> AbstractContextManager[object]:
+        """Milvus Lite: a file lock beside its file. A Milvus server takes no lock: see docs/scaling.md."""
+        return file_lock(Path(self.uri + ".lock")) if self.lite else nullcontext()
 
     def delete_document(self, kind: str, key: str) -> None:
         with self._write_lock:

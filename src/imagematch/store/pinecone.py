@@ -38,6 +38,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -589,6 +590,10 @@ class PineconeStore:
 
     def list_documents(self, kind: str) -> dict[str, str]:
         return self._documents(kind)
+
+    def exclusive(self) -> AbstractContextManager[object]:
+        """Pinecone has no lock or conditional write: nothing is held (what that means is in docs/scaling.md)."""
+        return nullcontext()
 
     def delete_document(self, kind: str, key: str) -> None:
         vids = list(self._list(self._state, _doc_prefix(kind, key)))
