@@ -98,22 +98,25 @@ def close_pairs(hashes: npt.NDArray[np.uint64], max_distance: int) -> Pairs:
     for number, (shift, bits) in enumerate(blocks):
         keys = ((hashes >> np.uint64(shift)) & np.uint64((1 << bits) - 1)).astype(np.int64)
         order = np.argsort(keys, kind="stable")
+        by_bucket = hashes[order]  # the hashes bucket after bucket: a bucket is a contiguous run
         sizes = np.bincount(keys, minlength=1 << bits)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        earlier = [(s, b) for s, b in blocks[:number]]
+        earlier = blocks[:number]
         for mask in _masks(bits, within):
             probed = keys ^ mask
             # Each pair of buckets once: a bucket with itself (mask 0) or with the one above it.
             found = np.where(probed >= keys, sizes[probed], 0) if mask else sizes[probed]
-            total = int(found.sum())
+            ends = np.cumsum(found)
+            total = int(ends[-1])
             if total == 0:
                 continue
-            first = np.repeat(np.arange(count, dtype=np.int64), found)
-            step = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(found) - found, found)
-            second = order[np.repeat(starts[probed], found) + step]
-            distance = np.bitwise_count(hashes[first] ^ hashes[second])
-            close = np.flatnonzero((distance <= max_distance) & (first != second))
-            first, second, distance = first[close], second[close], distance[close].astype(np.int64)
+            # Candidate n compares one hash with by_bucket[position]; only the close pairs get their indexes.
+            position = np.arange(total, dtype=np.int64) + np.repeat(starts[probed] - (ends - found), found)
+            distance = np.bitwise_count(np.repeat(hashes, found) ^ by_bucket[position])
+            close = np.flatnonzero(distance <= max_distance)
+            first = np.searchsorted(ends, close, side="right").astype(np.int64)
+            second = order[position[close]]
+            distance = distance[close].astype(np.int64)
             low, high = np.minimum(first, second), np.maximum(first, second)
             keep = low < high if mask else first < second  # within a bucket each pair comes both ways
             xor = hashes[low] ^ hashes[high]
