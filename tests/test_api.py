@@ -108,6 +108,22 @@ def test_json_sent_to_a_form_route_is_415_saying_what_to_send(client: TestClient
     assert count(client) == 0
 
 
+def test_listing_follows_next_without_repeats_while_images_are_added(client: TestClient) -> None:
+    ids = [upload(client, name).json()["id"] for name in ("astronaut", "coffee", "rocket")]
+    first = client.get("/api/v1/images", params={"limit": 2}).json()
+    assert [i["id"] for i in first["items"]] == ids[::-1][:2] and first["next"]
+    newer = upload(client, "camera").json()["id"]  # would shift an offset page: astronaut's place moves
+    second = client.get("/api/v1/images", params={"limit": 2, "cursor": first["next"]}).json()
+    assert [i["id"] for i in second["items"]] == [ids[0]] and second["next"] is None and second["total"] == 4
+    by_offset = client.get("/api/v1/images", params={"limit": 2, "offset": 2}).json()  # still served as before
+    assert [i["id"] for i in by_offset["items"]] == [ids[1], ids[0]] and by_offset["offset"] == 2
+    oldest = client.get("/api/v1/images", params={"limit": 3, "sort": "oldest"}).json()
+    rest = client.get("/api/v1/images", params={"limit": 3, "sort": "oldest", "cursor": oldest["next"]}).json()
+    assert [i["id"] for i in oldest["items"] + rest["items"]] == [*ids, newer]
+    bad = client.get("/api/v1/images", params={"cursor": "page-two"})
+    assert bad.status_code == 422 and "not a page cursor" in bad.json()["detail"]
+
+
 def test_list_get_patch_delete(client: TestClient) -> None:
     ids = [upload(client, name).json()["id"] for name in ("astronaut", "coffee", "rocket")]
     page = client.get("/api/v1/images", params={"limit": 2}).json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import threading
 from pathlib import Path
@@ -467,6 +468,13 @@ def test_browse_pages_sorts_and_filters(client: TestClient, library: Library, mo
     assert 'rel="next"' in first.text and ids[2] in first.text
     second = client.get("/images?sort=newest&page=2")
     assert shown(second) == [ids[0]] and 'rel="prev"' in second.text
+    # Next carries where the page ends: an image added meanwhile does not push one back onto the next page.
+    follow = re.search(r'<a href="([^"]+)" rel="next"', first.text)
+    assert follow is not None and "after=" in follow.group(1)
+    add(library, "camera")
+    following = client.get(html.unescape(follow.group(1)))
+    assert shown(following) == [ids[0]] and "Page 2 of 2" in following.text
+    assert client.get("/images", params={"after": "nonsense"}).status_code == 422
     assert shown(client.get("/images?sort=oldest")) == ids[:2]
     by_year = client.get("/images", params={"key": "year", "value": "2024", "sort": "oldest"})
     assert shown(by_year) == ids[1:] and "2 images where year = 2024" in by_year.text

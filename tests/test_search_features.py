@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
+from imagematch import library as library_module
 from imagematch import media
 from imagematch.ai.embedder import Matrix
 from imagematch.duplicates import DuplicateRule, close_pairs, groups_of
@@ -277,6 +278,45 @@ def test_close_pairs_and_groups_are_exact() -> None:
     assert found == {(10, 2000, 3), (10, 2500, 4), (2000, 2500, 1)}
     assert groups_of(list(zip(pairs.first.tolist(), pairs.second.tolist(), strict=True))) == [[10, 2000, 2500]]
     assert groups_of([(1, 2), (5, 6), (2, 3)]) == [[1, 2, 3], [5, 6]]
+
+
+@pytest.mark.parametrize("reach", [0, 4, 10, 14])
+def test_bucketed_close_pairs_are_those_of_comparing_every_pair(reach: int) -> None:
+    rng = np.random.default_rng(reach)
+    hashes = rng.integers(0, 2**64, size=6000, dtype=np.uint64)  # past the size where buckets take over
+    for n in range(300):  # near copies, 0..16 bits off, and some identical hashes
+        flips = rng.choice(64, size=int(rng.integers(0, 17)), replace=False)
+        hashes[5999 - n] = hashes[n] ^ np.uint64(sum(1 << int(b) for b in flips))
+    hashes[100:110] = hashes[42]
+    distances = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    first, second = np.nonzero(np.triu(distances <= reach, k=1))
+    expected = set(zip(first.tolist(), second.tolist(), distances[first, second].tolist(), strict=True))
+    pairs = close_pairs(hashes, reach)
+    found = list(zip(pairs.first.tolist(), pairs.second.tolist(), pairs.distance.tolist(), strict=True))
+    assert len(found) == len(set(found)) and set(found) == expected and len(expected) > 50
+
+
+def test_duplicate_review_decides_every_pair_by_vectors_however_many(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pairs the pHash alone does not settle are all compared by vectors, a chunk at a time: none is dropped
+    (the review used to compare only the 200 000 closest and say nothing of the rest)."""
+    loose = {"duplicate_distance": 0, "duplicate_variants": False, "duplicate_crop_distance": 0}
+    library = build_library(settings.model_copy(update=loose))
+    ids = _fill(library, ("astronaut", "coffee", "rocket"))
+    coffee = photo("coffee")
+    width, height = coffee.size
+    copy = library.add(encode(coffee.crop((int(width * 0.02), int(height * 0.02), width, height))), filename="c.jpg")
+    contrast = library.add(encode(ImageEnhance.Contrast(photo("astronaut")).enhance(1.5), "PNG"), filename="a.png")
+    assert copy.record is not None and contrast.record is not None
+    monkeypatch.setattr(library_module, "_MAX_VECTOR_PAIRS", 1, raising=False)  # the old cap, at its smallest
+    monkeypatch.setattr(library_module, "_VECTOR_PAIRS_AT_ONCE", 1, raising=False)
+    groups = library.duplicate_groups(DuplicateRule(2, 10, 0.5))  # both pairs 4-8 bits apart: vectors decide
+    assert [{r.id for r in group.records} for group in groups] == [
+        {ids["astronaut"], contrast.record.id},
+        {ids["coffee"], copy.record.id},
+    ]
+    assert all(similarity is not None for group in groups for *_, similarity in group.links)
 
 
 def test_duplicate_review_groups_and_keep_one(settings: Settings) -> None:

@@ -58,6 +58,7 @@ from imagematch.records import (
     Metadata,
     ModelUnavailable,
     NotFound,
+    PageCursor,
     Query,
     QueryTerm,
     RecordPatch,
@@ -94,7 +95,7 @@ def _one_generation(method: Callable[Concatenate[Library, _P], _T]) -> Callable[
 RESET_PHRASE = "DELETE ALL"
 # Far beyond any model's context (it is cut by tokens anyway); keeps tokenizing a hostile query cheap.
 MAX_QUERY_TEXT_LENGTH = 10_000
-_MAX_VECTOR_PAIRS = 200_000  # duplicate review: pairs whose vectors are compared, closest hashes first
+_VECTOR_PAIRS_AT_ONCE = 20_000  # duplicate review: pairs whose vectors are held at once (all are compared)
 _VECTOR_BATCH = 1000
 _CANDIDATE_READERS = 8  # concurrent searches whose image-side candidates are read beside their words side
 _RETRY_PAGE = 500  # failed captions queued again per store read
@@ -861,8 +862,9 @@ class Library:
     def duplicate_groups(self, rule: DuplicateRule | None = None, *, limit: int = 50) -> list[DuplicateGroup]:
         """Near-duplicates across the library, grouped, largest groups first, at most `limit` groups.
 
-        Pairs come from one vectorised pass over every pHash (fingerprint distances up to the rule's reach);
-        pairs the pHash alone does not settle are decided by their stored image vectors.
+        Pairs come from buckets of the pHashes (duplicates.close_pairs: candidate pairs only, never every pair),
+        fingerprint distances up to the rule's reach; every pair the pHash alone does not settle is decided by
+        the two stored image vectors, a bounded chunk of pairs at a time, however many there are.
         """
         rule = rule or self.duplicate_rule
         records = list(self.iter_records())
@@ -871,19 +873,19 @@ class Library:
         settled = pairs.select(pairs.distance <= rule.max_distance)
         links = [DuplicateLink(int(a), int(b), int(d), None) for a, b, d in zip(*_columns(settled), strict=True)]
         undecided = pairs.select(pairs.distance > rule.max_distance)
-        if len(undecided) > _MAX_VECTOR_PAIRS:  # the closest hashes first; the rest wait for a stricter rule
-            undecided = undecided.select(np.argsort(undecided.distance, kind="stable")[:_MAX_VECTOR_PAIRS])
-        involved = sorted({int(i) for i in np.concatenate([undecided.first, undecided.second])})
-        vectors = {}
-        for start in range(0, len(involved), _VECTOR_BATCH):
-            chunk = [records[i].id for i in involved[start : start + _VECTOR_BATCH]]
-            vectors.update({key: value[0] for key, value in self.store.get_vectors(chunk).items()})
-        for a, b, d in zip(*_columns(undecided), strict=True):
-            first, second = records[int(a)].id, records[int(b)].id
-            if first in vectors and second in vectors:
-                similarity = float(vectors[first] @ vectors[second])
-                if rule.is_duplicate(int(d), similarity):
-                    links.append(DuplicateLink(int(a), int(b), int(d), similarity))
+        for start in range(0, len(undecided), _VECTOR_PAIRS_AT_ONCE):
+            chunk = undecided.select(np.arange(start, min(start + _VECTOR_PAIRS_AT_ONCE, len(undecided))))
+            involved = sorted({int(i) for i in np.concatenate([chunk.first, chunk.second])})
+            vectors = {}
+            for batch in range(0, len(involved), _VECTOR_BATCH):
+                wanted = [records[i].id for i in involved[batch : batch + _VECTOR_BATCH]]
+                vectors.update({key: value[0] for key, value in self.store.get_vectors(wanted).items()})
+            for a, b, d in zip(*_columns(chunk), strict=True):
+                first, second = records[int(a)].id, records[int(b)].id
+                if first in vectors and second in vectors:
+                    similarity = float(vectors[first] @ vectors[second])
+                    if rule.is_duplicate(int(d), similarity):
+                        links.append(DuplicateLink(int(a), int(b), int(d), similarity))
         groups = groups_of([(link.first, link.second) for link in links])[:limit]
         found = []
         for members in groups:
@@ -960,11 +962,19 @@ class Library:
         return record
 
     def page(
-        self, *, offset: int = 0, limit: int = 50, newest_first: bool = True, flt: Filter | None = None
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        newest_first: bool = True,
+        flt: Filter | None = None,
+        after: PageCursor | None = None,
     ) -> list[ImageRecord]:
+        """A page of records by the time they were added. With `after` (PageCursor.of the previous page's last
+        record) the next page, at the cost of the first however deep; `offset` pages by number instead."""
         if offset < 0 or not 1 <= limit <= 1000:
             raise InvalidInput("offset must be >= 0 and limit between 1 and 1000")
-        return self.store.page(offset=offset, limit=limit, newest_first=newest_first, flt=flt)
+        return self.store.page(offset=offset, limit=limit, newest_first=newest_first, flt=flt, after=after)
 
     def count(self, flt: Filter | None = None) -> int:
         return self.store.count(flt)
@@ -1274,15 +1284,16 @@ class Library:
                 self._queue_captions([self.get(image_id)])
                 queued.add(image_id)
             else:
-                # A page at a time: queued images leave the filter, so each page holds the next failed ones. One
-                # that fails again meanwhile (the worker runs on) is left for the next retry, so this ends.
-                while page := [
-                    r
-                    for r in self.store.page(limit=500, flt=_status_filter(CaptionStatus.FAILED))
-                    if r.id not in queued
-                ]:
-                    self._queue_captions(page)
-                    queued.update(r.id for r in page)
+                # One pass after a cursor: each failed image is read once, and one that fails again meanwhile
+                # (the worker runs on) is left for the next retry, so this ends.
+                after: PageCursor | None = None
+                while page := self.store.page(
+                    limit=_RETRY_PAGE, newest_first=False, flt=_status_filter(CaptionStatus.FAILED), after=after
+                ):
+                    after = PageCursor.of(page[-1])
+                    fresh = [r for r in page if r.id not in queued]
+                    self._queue_captions(fresh)
+                    queued.update(r.id for r in fresh)
         log.info("queued %d captions again", len(queued))
         if queued and self.on_pending is not None:
             self.on_pending()
@@ -1379,14 +1390,16 @@ class Library:
         pixels, cutout = self._embeddable(decoded.image)
         return record, pixels, cutout
 
-    def iter_records(self, page: int = 500) -> Iterator[ImageRecord]:
-        offset = 0
+    def iter_records(self, page: int = 500, flt: Filter | None = None) -> Iterator[ImageRecord]:
+        """Every (matching) record, oldest first, a page at a time after the last one seen: each page costs
+        about the same, so a full pass is linear, and records added meanwhile are reached, never repeated."""
+        after: PageCursor | None = None
         while True:
-            records = self.store.page(offset=offset, limit=page, newest_first=False)
+            records = self.store.page(limit=page, newest_first=False, flt=flt, after=after)
             yield from records
             if len(records) < page:
                 return
-            offset += page
+            after = PageCursor.of(records[-1])
 
 
 @dataclass(frozen=True, slots=True)

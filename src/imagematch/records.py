@@ -9,7 +9,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal, TypeVar
 
@@ -78,6 +78,45 @@ class ImageRecord:
 
 # The columns (or fields) a store keeps for a record, in the dataclass order.
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ImageRecord))
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PageCursor:
+    """Where a page of records ends: the time the last record shown was added (microseconds since the epoch)
+    and its id. The next page starts after it in the page's order, whatever was added or deleted meanwhile, and
+    costs the same however deep it is (no offset to skip)."""
+
+    created_micros: int
+    id: str
+
+    @classmethod
+    def of(cls, record: ImageRecord) -> PageCursor:
+        return cls(_micros(record.created_at), record.id)
+
+    def encode(self) -> str:
+        """Text for a link or an API response: `<micros>.<id>`."""
+        return f"{self.created_micros}.{self.id}"
+
+    @classmethod
+    def decode(cls, text: str) -> PageCursor:
+        micros, dot, image_id = text.partition(".")
+        if not dot or not image_id or not re.fullmatch(r"-?[0-9]{1,20}", micros) or len(text) > 200:
+            raise InvalidInput(f"not a page cursor: {text[:60]!r} (use the `next` value of the previous page)")
+        return cls(int(micros), image_id)
+
+    def follows(self, created_micros: int, image_id: str, newest_first: bool) -> bool:
+        """Whether a record with this key comes after the cursor in the page order (time, then id ascending)."""
+        if created_micros == self.created_micros:
+            return image_id > self.id
+        return created_micros < self.created_micros if newest_first else created_micros > self.created_micros
+
+
+def _micros(value: datetime) -> int:
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return (aware - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,15 @@ import pytest
 
 from imagematch.filters import parse_filter
 from imagematch.fingerprint import phash_hex
-from imagematch.records import CaptionStatus, ImageRecord, Metadata, MetadataValue, StoredImage, StoreMismatch
+from imagematch.records import (
+    CaptionStatus,
+    ImageRecord,
+    Metadata,
+    MetadataValue,
+    PageCursor,
+    StoredImage,
+    StoreMismatch,
+)
 from imagematch.store import generations
 from imagematch.store.base import VectorStore
 from imagematch.store.generations import Generations
@@ -32,6 +40,7 @@ def unit(seed: int) -> np.ndarray:
 
 
 def item(n: int, *, phash: int | None = None, words: bool = False, **fields: object) -> StoredImage:
+    created = fields.pop("created_at", T0 + timedelta(minutes=n))
     record = ImageRecord(
         id=str(fields.pop("id", f"{n:016x}-{n:08x}")),
         phash=phash_hex(phash if phash is not None else n * 0x0101010101010101 % (1 << 64)),
@@ -41,8 +50,8 @@ def item(n: int, *, phash: int | None = None, words: bool = False, **fields: obj
         width=100 + n,
         height=50 + n,
         format="PNG" if n % 2 else "JPEG",
-        created_at=T0 + timedelta(minutes=n),
-        updated_at=T0 + timedelta(minutes=n),
+        created_at=created,  # type: ignore[arg-type]
+        updated_at=created,  # type: ignore[arg-type]
         model_id=MODEL,
         **fields,  # type: ignore[arg-type]
     )
@@ -93,6 +102,67 @@ def test_listing_is_paginated_by_time(store: VectorStore) -> None:
     assert [r.id for r in store.page(limit=2, newest_first=False)] == [item(0).record.id, item(1).record.id]
     assert store.page(offset=10, limit=5) == []
     assert sorted(store.ids()) == sorted(item(i).record.id for i in range(5))
+
+
+def _cursor_pass(
+    store: VectorStore, limit: int, *, newest_first: bool, flt: object = None, between: object = None
+) -> list[str]:
+    """Every page after the last record of the one before, calling `between(page_number)` between pages."""
+    seen: list[str] = []
+    after: PageCursor | None = None
+    for number in range(1000):
+        page = store.page(limit=limit, newest_first=newest_first, flt=flt, after=after)  # type: ignore[arg-type]
+        seen.extend(r.id for r in page)
+        if len(page) < limit:
+            return seen
+        after = PageCursor.of(page[-1])
+        if callable(between):
+            between(number)
+    raise AssertionError("the pages never ended")
+
+
+def test_cursor_pages_in_order_without_gaps_or_repeats_while_records_come_and_go(store: VectorStore) -> None:
+    store.upsert([item(i) for i in range(0, 40, 2)])  # even minutes 0..38
+    newest = [item(i).record.id for i in range(38, -1, -2)]
+
+    def meanwhile(number: int) -> None:  # after the first page (38, 36, 34, 32, 30): 30 is the cursor
+        if number == 0:
+            store.upsert([item(39), item(31)])  # newer than the cursor: belongs to pages already read
+            store.upsert([item(29), item(1)])  # older: must come, in its place
+            store.delete([item(28).record.id, item(30).record.id])  # gone ahead, and the cursor's own record
+
+    listed = _cursor_pass(store, 5, newest_first=True, between=meanwhile)
+    expected = [i for i in newest if i != item(28).record.id]
+    expected.insert(expected.index(item(26).record.id), item(29).record.id)
+    expected.insert(expected.index(item(0).record.id), item(1).record.id)
+    assert listed == expected
+    assert len(set(listed)) == len(listed)
+
+
+def test_cursor_pages_oldest_first_with_a_filter_and_ties(store: VectorStore) -> None:
+    # Six records added in the same microsecond, others years apart: pages cut through the tie by id, and a
+    # page finds the next records however far in time they are.
+    same = T0 + timedelta(days=3)
+    tied = [item(100 + n, id=f"tie-{n}", created_at=same) for n in range(6)]
+    far = [item(200 + n, created_at=T0 + timedelta(days=900 * n)) for n in range(4)]
+    store.upsert([*tied, *far, *(item(i) for i in range(10))])
+    every = sorted([*tied, *far, *(item(i) for i in range(10))], key=lambda s: (s.record.created_at, s.record.id))
+    assert _cursor_pass(store, 4, newest_first=False) == [s.record.id for s in every]
+    newest = sorted(every, key=lambda s: (-s.record.created_at.timestamp(), s.record.id))
+    assert _cursor_pass(store, 3, newest_first=True) == [s.record.id for s in newest]
+    pngs = parse_filter({"image.format": "PNG"})
+    expected = [s.record.id for s in every if s.record.format == "PNG"]
+    assert expected and _cursor_pass(store, 2, newest_first=False, flt=pngs) == expected
+    added_later = item(300, created_at=T0 + timedelta(days=4000))  # oldest first, a new record comes last
+
+    def meanwhile(number: int) -> None:
+        if number == 1:
+            store.upsert([added_later])
+
+    assert _cursor_pass(store, 4, newest_first=False, between=meanwhile) == [
+        *(s.record.id for s in every),
+        added_later.record.id,
+    ]
 
 
 def test_search_with_and_without_filter(store: VectorStore) -> None:
@@ -273,6 +343,8 @@ def test_large_batches_page_through_everything(store: VectorStore) -> None:
     while page := store.page(offset=len(seen), limit=400, newest_first=False):
         seen.extend(r.id for r in page)
     assert seen == [item(i).record.id for i in range(2500)]
+    assert _cursor_pass(store, 400, newest_first=False) == seen
+    assert _cursor_pass(store, 700, newest_first=True) == seen[::-1]
     pngs = store.page(offset=100, limit=3, flt=parse_filter({"image.format": "PNG"}))  # odd n, newest first
     assert [r.id for r in pngs] == [item(n).record.id for n in (2299, 2297, 2295)]
     assert store.delete([item(i).record.id for i in range(1500)]) == 1500

@@ -24,6 +24,7 @@ import lancedb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 from lancedb.index import FTS, BTree, IvfPq
 
 from imagematch.fingerprint import from_signed, hamming_many, phash_from_hex, phash_hex, to_signed
@@ -38,12 +39,13 @@ from imagematch.records import (
     Hit,
     ImageRecord,
     Neighbour,
+    PageCursor,
     StoredImage,
     StoreMismatch,
     Vector,
     name_words,
 )
-from imagematch.store.base import VectorField
+from imagematch.store.base import KEY_SCHEMA, KeyWindow, VectorField, keyset_page
 from imagematch.store.generations import Generations, retire, staging_name
 from imagematch.store.locks import file_lock
 
@@ -222,6 +224,15 @@ def _record_to_row(record: ImageRecord) -> dict[str, Any]:
     }
 
 
+_FIRST_MICROS, _LAST_MICROS = -62_135_596_800_000_000, 253_402_300_799_000_000  # years 1 and 9999
+
+
+def _from_micros(value: int) -> datetime:
+    """A bound as a timestamp; bounds beyond what a timestamp can hold are the first or the last one."""
+    clamped = min(max(value, _FIRST_MICROS), _LAST_MICROS)
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=clamped)
+
+
 def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC) if value is not None else None
 
@@ -315,6 +326,7 @@ class LanceStore:
         self._table: Any = None
         self._dim = 0
         self._keyword_index = False  # the live table has its full-text index
+        self._window = KeyWindow()
         if self.table_name in existing:
             self._table = self._db.open_table(self.table_name)
             self._dim = self._table.schema.field("vector").type.list_size
@@ -550,7 +562,7 @@ class LanceStore:
         the next maintain folds them in; once the library has grown so much that the index's partitions hold
         four times the rows they were made for, the index is made again for its size. Vector indexes are
         built outside the write lock, so uploads carry on meanwhile. Scalar indexes make lookups by id and
-        file hash constant-time at any size.
+        file hash constant-time at any size, and turn a page's window of created_at into an index range.
 
         Two processes may maintain at once (two `imagematch index` runs ending together): the one whose commit
         loses skips this round, since the other did the same work.
@@ -570,7 +582,7 @@ class LanceStore:
             self._state.optimize(cleanup_older_than=timedelta(minutes=1))
             rows = int(self._table.count_rows())
             indexed = {tuple(index.columns) for index in self._table.list_indices()}
-            for column in ("id", "file_hash"):
+            for column in ("id", "file_hash", "created_at"):
                 if (column,) not in indexed and rows:
                     self._table.create_index(column, config=BTree(), replace=True)
         if rows < self.ann_threshold:
@@ -651,22 +663,48 @@ class LanceStore:
         return int(self._table.count_rows(where) if where else self._table.count_rows())
 
     def page(
-        self, *, offset: int = 0, limit: int = 50, newest_first: bool = True, flt: Filter | None = None
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        newest_first: bool = True,
+        flt: Filter | None = None,
+        after: PageCursor | None = None,
     ) -> list[ImageRecord]:
         if self._table is None or limit <= 0:
             return []
-        query = self._table.search().select(["id", "created_at"])
-        where = filter_sql(flt)
-        if where:
-            query = query.where(where)
-        keys = query.limit(None).to_arrow()
-        if keys.num_rows == 0 or offset >= keys.num_rows:
-            return []
-        order = "descending" if newest_first else "ascending"
-        ranked = keys.sort_by([("created_at", order), ("id", "ascending")])
-        page = ranked.column("id").to_pylist()[offset : offset + limit]
+        if after is not None or offset == 0:
+            page = keyset_page(lambda low, high: self._keys(flt, low, high), after, limit, newest_first, self._window)
+        else:
+            page = self._offset_page(offset, limit, newest_first, flt)
         found = self.get_many(page)
         return [found[i] for i in page if i in found]
+
+    def _keys(self, flt: Filter | None, low: int | None, high: int | None) -> pa.Table:
+        """(created, id) of the matching records added between low and high: the time bounds and the filter are
+        pushed into the scan, which reads only these two columns; maintain's BTree index on created_at turns the
+        bounds into an index range, so a window of a page costs about a page however large the library is."""
+        parts = [f"({where})" for where in (filter_sql(flt),) if where]
+        if low is not None:
+            parts.append(f"created_at >= {_sql_literal(_from_micros(low))}")
+        if high is not None:
+            parts.append(f"created_at <= {_sql_literal(_from_micros(high))}")
+        query = self._table.search().select(["id", "created_at"])
+        if parts:
+            query = query.where(" AND ".join(parts))
+        keys = query.limit(None).to_arrow()
+        created = keys.column("created_at").cast(pa.int64())
+        return pa.Table.from_arrays([created, keys.column("id")], schema=KEY_SCHEMA)
+
+    def _offset_page(self, offset: int, limit: int, newest_first: bool, flt: Filter | None) -> list[str]:
+        """Paging by number: every matching key is read and the first offset + limit of them taken."""
+        keys = self._keys(flt, None, None)
+        if offset >= keys.num_rows:
+            return []
+        order = [("created", "descending" if newest_first else "ascending"), ("id", "ascending")]
+        wanted = min(keys.num_rows, offset + limit)
+        top = pc.take(keys, pc.select_k_unstable(keys, wanted, sort_keys=order)).sort_by(order)
+        return [str(i) for i in top.column("id").to_pylist()[offset:wanted]]
 
     def ids(self) -> Iterator[str]:
         if self._table is None:

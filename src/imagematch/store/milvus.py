@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from pymilvus import DataType, Function, FunctionType, MilvusClient, MilvusException
 
 from imagematch.fingerprint import PHASH_BITS, from_signed, hamming, phash_from_hex, phash_hex, to_signed
@@ -52,12 +53,13 @@ from imagematch.records import (
     Metadata,
     Neighbour,
     NotSupported,
+    PageCursor,
     StoredImage,
     StoreMismatch,
     Vector,
     name_words,
 )
-from imagematch.store.base import VectorField
+from imagematch.store.base import KEY_SCHEMA, KeyWindow, VectorField, keyset_page
 from imagematch.store.generations import Generations, retire, staging_name
 from imagematch.store.locks import file_lock
 from imagematch.store.shared import (
@@ -297,6 +299,7 @@ class MilvusStore:
         self.lite = uri.endswith(".db")
         if self.lite:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        self._window = KeyWindow()
         self._write_lock = threading.Lock()  # Milvus Lite takes one writer per collection at a time
         self._state = f"{collection}_state"
         try:
@@ -400,6 +403,7 @@ class MilvusStore:
         index.add_index(field_name="keywords", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         if not self.lite:
             index.add_index(field_name="file_hash", index_type="INVERTED")
+            index.add_index(field_name="created_at", index_type="INVERTED")  # a page's window of time, as a range
         self._create_collection(name, schema, index)
 
     def _has_field(self, name: str, field: str) -> bool:
@@ -667,16 +671,35 @@ class MilvusStore:
         return int(rows[0]["count(*)"]) if rows else 0
 
     def page(
-        self, *, offset: int = 0, limit: int = 50, newest_first: bool = True, flt: Filter | None = None
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        newest_first: bool = True,
+        flt: Filter | None = None,
+        after: PageCursor | None = None,
     ) -> list[ImageRecord]:
-        """Milvus cannot order by a field, so the ids and times of matching rows are read and sorted here."""
+        """Milvus cannot order by a field: a page reads the (created_at, id) of the matching rows in a window
+        of time next to the cursor (bounds and filter in the query expression, which an index on created_at
+        answers as a range) and sorts those here; paging by offset reads every matching key."""
         if limit <= 0:
             return []
-        keys = [(row["created_at"], row["id"]) for row in self._scan(self._filter(flt), ["id", "created_at"])]
-        keys.sort(key=lambda key: (-key[0] if newest_first else key[0], key[1]))
-        page = [image_id for _, image_id in keys[offset : offset + limit]]
+        if after is not None or offset == 0:
+            page = keyset_page(lambda low, high: self._keys(flt, low, high), after, limit, newest_first, self._window)
+        else:
+            keys = self._keys(flt, None, None).to_pylist()
+            keys.sort(key=lambda key: (-key["created"] if newest_first else key["created"], key["id"]))
+            page = [key["id"] for key in keys[offset : offset + limit]]
         found = self.get_many(page)
         return [found[i] for i in page if i in found]
+
+    def _keys(self, flt: Filter | None, low: int | None, high: int | None) -> pa.Table:
+        bounds = [f"created_at >= {low}"] if low is not None else []
+        bounds += [f"created_at <= {high}"] if high is not None else []
+        rows = list(self._scan(self._filter(flt, *bounds), ["id", "created_at"]))
+        return pa.Table.from_pydict(
+            {"created": [int(row["created_at"]) for row in rows], "id": [row["id"] for row in rows]}, schema=KEY_SCHEMA
+        )
 
     def ids(self) -> Iterator[str]:
         return (row["id"] for row in self._scan("", ["id"]))

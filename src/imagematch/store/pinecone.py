@@ -33,6 +33,7 @@ exponential backoff, on top of the SDK's own retries, and give up with PineconeU
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import threading
@@ -45,6 +46,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 import numpy as np
+import pyarrow as pa
 from pinecone import (
     ConflictError,
     DenseVectorField,
@@ -73,12 +75,13 @@ from imagematch.records import (
     ImageRecord,
     Neighbour,
     NotSupported,
+    PageCursor,
     StoredImage,
     StoreMismatch,
     Vector,
     name_words,
 )
-from imagematch.store.base import VectorField
+from imagematch.store.base import KEY_SCHEMA, KeyWindow, VectorField, keyset_page
 from imagematch.store.generations import Generations, retire, staging_name
 from imagematch.store.shared import (
     DocumentPart,
@@ -150,6 +153,16 @@ def vector_id(image_id: str) -> str:
 
 def image_id_of(vid: str) -> str:
     return unquote(vid)
+
+
+def _key_range(keys: list[tuple[float, str]], low: int | None, high: int | None) -> pa.Table:
+    """The keys (sorted by time) added between low and high, found by binary search."""
+    start = 0 if low is None else bisect.bisect_left(keys, (float(low),))
+    end = len(keys) if high is None else bisect.bisect_left(keys, (float(high) + 1,))
+    window = keys[start:end]
+    return pa.Table.from_pydict(
+        {"created": [int(t) for t, _ in window], "id": [image_id_of(vid) for _, vid in window]}, schema=KEY_SCHEMA
+    )
 
 
 # Filters: Pinecone's MongoDB-style language, dates as microseconds since the epoch.
@@ -385,6 +398,7 @@ class PineconeStore:
         self._lock = threading.Lock()
         self._unseen: dict[str, int] = {}  # namespace -> log position of our last write there
         self._keys: dict[str, tuple[float, list[tuple[float, str]]]] = {}
+        self._window = KeyWindow()
         model = self._describe()
         if model is not None:
             self._attach(model)
@@ -866,13 +880,25 @@ class PineconeStore:
         return len(self._sorted_keys(flt))
 
     def page(
-        self, *, offset: int = 0, limit: int = 50, newest_first: bool = True, flt: Filter | None = None
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        newest_first: bool = True,
+        flt: Filter | None = None,
+        after: PageCursor | None = None,
     ) -> list[ImageRecord]:
+        """Pinecone cannot sort: the (created_at, id) of every matching record are read once (fetch_by_metadata,
+        filter pushed down) and kept sorted for _KEYS_TTL_S or until this process writes; a page after a cursor
+        is then a binary search in them and a fetch of its records."""
         if self._index is None or limit <= 0:
             return []
         keys = self._sorted_keys(flt)
-        ordered = sorted(keys, key=lambda key: (-key[0], key[1])) if newest_first else keys
-        page = [image_id_of(vid) for _, vid in ordered[offset : offset + limit]]
+        if after is not None or offset == 0:
+            page = keyset_page(lambda low, high: _key_range(keys, low, high), after, limit, newest_first, self._window)
+        else:
+            ordered = sorted(keys, key=lambda key: (-key[0], key[1])) if newest_first else keys
+            page = [image_id_of(vid) for _, vid in ordered[offset : offset + limit]]
         found = self.get_many(page)
         return [found[i] for i in page if i in found]
 

@@ -38,6 +38,7 @@ from imagematch.records import (
     InvalidQuery,
     Metadata,
     NotFound,
+    PageCursor,
     QueryTerm,
     RecordPatch,
     Region,
@@ -682,6 +683,7 @@ def browse(
     key: str = "",
     value: str = "",
     notice: str = "",
+    after: Annotated[str, Query(max_length=200)] = "",
 ) -> Response:
     context: dict[str, object] = {
         "section": "browse",
@@ -698,20 +700,22 @@ def browse(
     }
     try:
         flt = one_key_filter(key, value)
-    except InvalidQuery as error:
+        cursor = PageCursor.decode(after) if after else None
+    except InvalidInput as error:  # an unknown field, or an edited cursor
         context["error"] = str(error)
         return render(request, "browse.html", context, status=422)
     total = library.count(flt)
     offset = (page - 1) * BROWSE_PAGE_SIZE
-    records = library.page(offset=offset, limit=BROWSE_PAGE_SIZE, newest_first=sort == "newest", flt=flt)
+    records = library.page(offset=offset, limit=BROWSE_PAGE_SIZE, newest_first=sort == "newest", flt=flt, after=cursor)
     base = {"sort": sort, "key": key, "value": value} if key.strip() else {"sort": sort}
     pages = max(1, math.ceil(total / BROWSE_PAGE_SIZE))
-    context.update(
-        records=records,
-        total=total,
-        pages=pages,
-        page_url={n: "/images?" + urlencode({**base, "page": n}) for n in (page - 1, page + 1, 1, pages)},
-    )
+    page_url = {n: "/images?" + urlencode({**base, "page": n}) for n in (page - 1, page + 1, 1, pages)}
+    if len(records) == BROWSE_PAGE_SIZE:
+        # Next carries where this page ends: it costs what the first page does however deep (page numbers
+        # only label it), and images added meanwhile neither repeat nor get skipped.
+        next_after = PageCursor.of(records[-1]).encode()
+        page_url[page + 1] = "/images?" + urlencode({**base, "page": page + 1, "after": next_after})
+    context.update(records=records, total=total, pages=pages, page_url=page_url)
     # A page past the end (an old link, an edited address) is not there: say how many there are instead.
     return render(request, "browse.html", context, status=404 if page > pages else 200)
 

@@ -79,6 +79,9 @@ class ImagePage(BaseModel):
     total: int
     offset: int
     limit: int
+    next: str | None = Field(
+        None, description="Pass as `cursor` for the page after this one; null when this page is the last."
+    )
 
 
 class DuplicateOut(BaseModel):
