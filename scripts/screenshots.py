@@ -131,6 +131,9 @@ def take_screenshots(base_url: str, ids: dict[str, str], output: Path) -> None:
         page.goto("/reset")
         shoot(page, output / "reset.png")
 
+        page.goto("/model")
+        shoot(page, output / "model.png")
+
         page.goto("/images/0000000000000000-00000000")
         shoot(page, output / "not-found.png")
 
