@@ -398,8 +398,10 @@ class MilvusStore:
             )
         )
         index = self._client.prepare_index_params()
-        for field in ("vector", "words_vector", "phash_vector"):
+        for field in ("vector", "words_vector"):
             index.add_index(field_name=field, **self._vector_index())
+        # Exact: duplicate lookups must find every record in range, which an HNSW graph does not promise.
+        index.add_index(field_name="phash_vector", index_type="FLAT", metric_type="COSINE")
         index.add_index(field_name="keywords", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         if not self.lite:
             index.add_index(field_name="file_hash", index_type="INVERTED")
@@ -764,8 +766,9 @@ class MilvusStore:
         """The nearest ±1 pHash vectors, checked against the exact Hamming distance.
 
         Cosine order is Hamming order, so once the farthest of the top `limit` is out of range, every
-        record in range has been seen; until then `limit` grows. (A top-k search is much faster than a
-        range search on Milvus Lite, and as exact with its FLAT index.)
+        record in range has been seen; until then `limit` grows. The pHash field has a FLAT index on every
+        Milvus (collections made before it had one of HNSW on a server: approximate until `imagematch
+        reindex`), so the top k are exact; a top-k search is also much faster than a range search.
         """
         if not self._dim:
             return []
@@ -777,7 +780,7 @@ class MilvusStore:
                 anns_field="phash_vector",
                 limit=limit,
                 output_fields=list(RECORD_FIELDS),
-                search_params=self._search_params(limit),
+                search_params=self._search_params(limit),  # ef for the HNSW of older collections
             )[0]
             found = [(record, hamming(phash, phash_from_hex(record.phash))) for record in map(_hit_record, results)]
             if len(found) < limit or found[-1][1] > max_distance or limit >= _MAX_LIMIT:
