@@ -80,3 +80,4 @@ def test_the_model_page_starts_a_switch_and_shows_its_progress(client: TestClien
     shown = client.get(started.headers["location"])
     assert 'data-job-state="done"' in shown.text and "1 of 1 images re-embedded" in shown.text
     assert "other-clip" in shown.text  # the page names the new model
+    assert client.get(f"/upload-samples?job={job_id}").status_code == 404  # not a batch upload

@@ -808,14 +808,22 @@ def _samples_context(library: Library, jobs: JobRunner, job: JobStatus | None) -
     }
 
 
+def _job_asked(jobs: JobRunner, job_id: str, *, reindex: bool, what: str) -> JobStatus | None:
+    """The job a page's `?job=` names: a 404 when there is none of that kind (it may have been pruned)."""
+    if not job_id:
+        return None
+    try:
+        job = jobs.get(job_id)
+    except NotFound:
+        job = None
+    if job is None or (job.kind == "reindex") != reindex:
+        raise HTTPException(404, f"there is no {what} with id {job_id!r}; it may have been pruned")
+    return job
+
+
 @router.get("/upload-samples", response_class=HTMLResponse)
 def samples_page(request: Request, library: LibraryDep, jobs: JobsDep, job: str = "") -> Response:
-    shown: JobStatus | None = None
-    if job:
-        try:
-            shown = jobs.get(job)
-        except NotFound:
-            raise HTTPException(404, f"there is no batch upload with id {job!r}; it may have been pruned") from None
+    shown = _job_asked(jobs, job, reindex=False, what="batch upload")
     return render(request, "upload_samples.html", _samples_context(library, jobs, shown))
 
 
@@ -850,12 +858,7 @@ def _model_context(library: Library, jobs: JobRunner, job: JobStatus | None) -> 
 
 @router.get("/model", response_class=HTMLResponse)
 def model_page(request: Request, library: LibraryDep, jobs: JobsDep, job: str = "") -> Response:
-    shown: JobStatus | None = None
-    if job:
-        try:
-            shown = jobs.get(job)
-        except NotFound:
-            raise HTTPException(404, f"there is no job with id {job!r}; it may have been pruned") from None
+    shown = _job_asked(jobs, job, reindex=True, what="model switch")
     return render(request, "model.html", _model_context(library, jobs, shown))
 
 
