@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 from imagematch.ai.model_source import parse_model_spec, unavailable_reason
+from imagematch.fingerprint import phash_hex
+from imagematch.records import ImageRecord
 
 RANDOM_NOTE = "random weights of the same architecture (the real weights are not available here; cost is the same)"
 
@@ -32,3 +35,21 @@ def runnable_model(spec: str, cache_dir: Path) -> tuple[str, str]:
         config = {"model_cfg": open_clip.get_model_config(source.name), "preprocess_cfg": {}}
         (folder / "open_clip_config.json").write_text(json.dumps(config))
     return f"local-dir:{folder}", RANDOM_NOTE
+
+
+def synthetic_record(n: int, image_id: str, phash: int, when: datetime, model_id: str) -> ImageRecord:
+    """Record number n of a library made straight through a store's upsert (no file behind it)."""
+    return ImageRecord(
+        image_id,
+        phash_hex(phash),
+        f"{n:064x}",
+        f"img-{n}.jpg",
+        1000,
+        640,
+        480,
+        "JPEG",
+        when,
+        when,
+        model_id,
+        metadata={"album": f"album-{n % 50}"},
+    )

@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bench.common import synthetic_record
 from imagematch import integrity
 from imagematch.factory import build_library, build_store
-from imagematch.fingerprint import phash_hex
 from imagematch.library import Library
-from imagematch.records import ImageRecord, PageCursor, Query, StoredImage, TextTerm
+from imagematch.records import PageCursor, Query, StoredImage, TextTerm
 from imagematch.settings import Settings
 
 PER_REQUEST = ("browse first page", "browse deep page (cursor)", "count", "get", "search (text)", "upload + dup check")
@@ -65,20 +65,7 @@ def build(settings: Settings, model_id: str, dim: int, size: int, with_files: bo
         for offset in range(count):
             n = start + offset
             when = newest - SPAN * (1 - n / size)
-            record = ImageRecord(
-                record_id(n),
-                phash_hex(int(hashes[offset])),
-                f"{n:064x}",
-                f"img-{n}.jpg",
-                1000,
-                640,
-                480,
-                "JPEG",
-                when,
-                when,
-                model_id,
-                metadata={"album": f"album-{n % 50}"},
-            )
+            record = synthetic_record(n, record_id(n), int(hashes[offset]), when, model_id)
             items.append(StoredImage(record, vectors[offset], None))
             if with_files:
                 for kind, suffix in (("originals", "jpg"), ("thumbnails", "jpg")):

@@ -36,11 +36,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.common import runnable_model
+from bench.common import runnable_model, synthetic_record
 from imagematch.ai.model_source import parse_model_spec
 from imagematch.factory import build_embedder, build_store
-from imagematch.fingerprint import phash_hex
-from imagematch.records import ImageRecord, StoredImage
+from imagematch.records import StoredImage
 from imagematch.settings import Settings
 
 QUERIES = (
@@ -84,20 +83,7 @@ def fill(settings: Settings, model_id: str, dim: int, size: int, seed: int = 0) 
         for offset in range(count):
             n = start + offset
             when = now - timedelta(seconds=size - n)
-            record = ImageRecord(
-                f"{n:016x}-{n:08x}",
-                phash_hex(int(rng.integers(0, 2**63))),
-                f"{n:064x}",
-                f"img-{n}.jpg",
-                1000,
-                640,
-                480,
-                "JPEG",
-                when,
-                when,
-                model_id,
-                metadata={"album": f"album-{n % 50}"},
-            )
+            record = synthetic_record(n, f"{n:016x}-{n:08x}", int(rng.integers(0, 2**63)), when, model_id)
             items.append(StoredImage(record, vectors[offset], words[offset] if n % 2 else None))
         store.upsert(items)
     store.maintain()

@@ -29,6 +29,7 @@ from PIL import Image
 from imagematch import media
 from imagematch.ai.background import BackgroundRemover
 from imagematch.ai.embedder import Embedder, Matrix, Prepared
+from imagematch.ai.model_source import PRESETS
 from imagematch.ai.text_vectors import cached_text_vectors
 from imagematch.blobs import BlobStore
 from imagematch.duplicates import VARIANT_DISTANCE, DuplicateRule, Pairs, close_pairs, groups_of, lookup_hashes
@@ -312,6 +313,11 @@ class Library:
             self.model_spec = spec
         log.info("now serving generation %s of the library with %s", live, model_id)
         self._start_housekeeping()
+
+    @property
+    def model_presets(self) -> dict[str, str]:
+        """The short names IMAGEMATCH_MODEL takes, and the model each stands for."""
+        return dict(PRESETS)
 
     def prepare_model(self, model: str) -> tuple[Embedder, str]:
         """The embedder for what IMAGEMATCH_MODEL would say (not loaded yet), and the value that names it

@@ -21,7 +21,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import FormData, UploadFile
 
-from imagematch.ai.model_source import PRESETS
 from imagematch.duplicates import DuplicateRule
 from imagematch.files import image_files
 from imagematch.filters import parse_filter
@@ -848,7 +847,7 @@ def _model_context(library: Library, jobs: JobRunner, job: JobStatus | None) -> 
         "section": "model",
         "model_id": library.embedder.model_id,
         "model_spec": library.model_spec,
-        "presets": PRESETS,
+        "presets": library.model_presets,
         "job": job or running or (reindexes[0] if reindexes else None),
         "running": running,
         "error": "",
