@@ -62,8 +62,8 @@ BM25_B = 0.75
 
 
 def search_text(record: ImageRecord) -> str:
-    """Everything a keyword may match: the filename's words, description, caption, camera, lens and the values
-    (not the keys) of custom metadata, each tag of a list among them."""
+    """Everything a keyword may match: the filename's words, description, caption, camera, lens, the values
+    (not the keys) of custom metadata, each tag of a list among them, and the text in the picture."""
     values = [
         str(item)
         for value in record.metadata.values()
@@ -77,6 +77,7 @@ def search_text(record: ImageRecord) -> str:
         record.camera,
         record.lens,
         *values,
+        record.ocr.text,
     ]
     return "\n".join(part for part in parts if part.strip())
 

@@ -30,6 +30,7 @@ from imagematch import media
 from imagematch.ai.background import BackgroundRemover
 from imagematch.ai.embedder import Embedder, Matrix, Prepared
 from imagematch.ai.model_source import PRESETS
+from imagematch.ai.ocr import DETECT_SIDE, OcrUnavailable, TextReader
 from imagematch.ai.text_vectors import cached_text_vectors
 from imagematch.blobs import BlobStore
 from imagematch.duplicates import VARIANT_DISTANCE, DuplicateRule, Pairs, close_pairs, groups_of, lookup_hashes
@@ -53,12 +54,14 @@ from imagematch.records import (
     ImageMatchError,
     ImageRecord,
     ImageTerm,
+    ImageText,
     IngestResult,
     InvalidInput,
     InvalidQuery,
     Metadata,
     ModelUnavailable,
     NotFound,
+    NotSupported,
     PageCursor,
     Query,
     QueryTerm,
@@ -197,6 +200,7 @@ class Library:
         blobs: BlobStore,
         *,
         remover: BackgroundRemover | None = None,
+        text_reader: TextReader | None = None,
         captions_wanted: bool = False,
         model_spec: str = "",
         resolve_model: Callable[[str], tuple[Embedder, str]] | None = None,
@@ -225,6 +229,9 @@ class Library:
         self._opened = False
         self._remover_lock = threading.Lock()
         self._remover_checked = False  # loaded, or found missing and turned off
+        self.text_reader = text_reader
+        self._reader_lock = threading.Lock()
+        self._reader_checked = False
         # Bounds memory under a flood: at most this many requests run the model at once; others queue.
         self._embed_slots = threading.BoundedSemaphore(max(1, settings.decode_workers))
         # The two candidate lists of a fused search are read at once: each store query waits on its engine.
@@ -474,6 +481,39 @@ class Library:
                 self.remover = None
             self._remover_checked = True
 
+    def _load_text_reader(self) -> TextReader | None:
+        """`on` needs the OCR engine; `auto` carries on without reading text, saying so once."""
+        with self._reader_lock:
+            if not self._reader_checked and self.text_reader is not None:
+                try:
+                    self.text_reader.load()
+                except OcrUnavailable as error:
+                    if self.settings.ocr == "on":
+                        raise
+                    log.warning("reading text in pictures is off: %s", error)
+                    self.warnings.append("reading text in pictures is off: its engine could not be loaded")
+                    self.text_reader = None
+            self._reader_checked = True
+            return self.text_reader
+
+    def _read_text(self, image: Image.Image, data: bytes, max_pixels: int, label: str) -> ImageText:
+        """The text in a picture; a picture the reader fails on is stored without it, left for `imagematch ocr`."""
+        reader = self._load_text_reader()
+        if reader is None:
+            return ImageText()
+        started = time.perf_counter()
+
+        def larger(side: int) -> Image.Image:
+            return media.decode(data, max_pixels=max_pixels, short_side=64, long_side=side).image
+
+        try:
+            text = reader.read(image, larger)
+        except (RuntimeError, ValueError, OSError, ImageMatchError) as error:
+            log.warning("could not read the text in %r: %s", label, error)
+            return ImageText()
+        log.debug("read %d lines in %r in %.0f ms", len(text.lines), label, (time.perf_counter() - started) * 1000)
+        return text
+
     def info(self) -> LibraryInfo:
         stored = self.store.stored_model()
         loaded = bool(getattr(self.embedder, "loaded", True))
@@ -687,6 +727,7 @@ class Library:
         phash, variants = perceptual_hashes(decoded.image)
         now = datetime.now(UTC)
         pixels, cutout = self._embeddable(decoded.image)
+        text = self._read_text(decoded.image, data, self.settings.max_pixels, label or name)
         record = ImageRecord(
             id=image_id(phash, sha),
             phash=phash_hex(phash),
@@ -708,6 +749,7 @@ class Library:
             gps_lat=decoded.exif.gps_lat,
             gps_lon=decoded.exif.gps_lon,
             cutout=cutout is not None,
+            ocr=text,
         )
         return self._private(
             _Candidate(
@@ -987,7 +1029,7 @@ class Library:
 
     @_one_generation
     def update(self, image_id: str, patch: RecordPatch) -> ImageRecord:
-        """Apply a user's edit; the words vector follows the new description or caption."""
+        """Apply a user's edit; the words vector follows the new description, caption or text in the picture."""
         self.open()
         with self._write_lock:
             record = self.get(image_id)
@@ -1001,6 +1043,9 @@ class Library:
                 changes["caption_edited"] = True
                 changes["caption_status"] = CaptionStatus.DONE
                 changes["caption_error"] = ""
+            if patch.ocr_text is not None:
+                corrected = clean_text(patch.ocr_text, "the text in the picture")
+                changes["ocr"] = replace(record.ocr, correction=corrected)
             if not changes:
                 return record
             updated = replace(record, updated_at=datetime.now(UTC), **changes)  # type: ignore[arg-type]
@@ -1312,6 +1357,79 @@ class Library:
                 pending = replace(record, caption_status=CaptionStatus.PENDING, caption_error="", caption_edited=False)
                 self.store.update(pending, words.get(record.id, (None, None))[1])
 
+    # the text in pictures
+
+    def text_counts(self) -> dict[str, int]:
+        """How many pictures wait to be read, and how many hold text (one full pass over the records)."""
+        counts = {"pending": 0, "with_text": 0, "images": 0}
+        for record in self.iter_records():
+            counts["images"] += 1
+            counts["pending"] += record.ocr.pending
+            counts["with_text"] += bool(record.ocr.text)
+        return counts
+
+    @_one_generation
+    def read_texts(
+        self,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> TextReadReport:
+        """Read the text in every picture not read yet (`imagematch ocr`, the OCR job). Each picture's text is
+        written as soon as it is read, so an interrupted run resumes where it stopped; a correction made
+        meanwhile wins."""
+        self.open()
+        if self._load_text_reader() is None:
+            raise NotSupported("reading text in pictures is off: set IMAGEMATCH_OCR=auto or on")
+        pending = [record.id for record in self.iter_records() if record.ocr.pending]
+        report = TextReadReport(total=len(pending))
+        active = self._current()
+        if on_progress is not None:
+            on_progress(0, report.total)
+        with ThreadPoolExecutor(
+            self.settings.decode_workers, thread_name_prefix="ocr", initializer=_lowest_cpu_priority
+        ) as pool:
+            for outcome in pool.map(lambda image_id: self._in(active, self._read_stored, image_id, cancel), pending):
+                if outcome is None:
+                    report.failed += 1
+                elif outcome:
+                    report.with_text += 1
+                report.done += 1
+                if on_progress is not None:
+                    on_progress(report.done, report.total)
+        log.info("read the text in %d pictures: %d hold text, %d failed", report.done, report.with_text, report.failed)
+        return report
+
+    def _read_stored(self, image_id: str, cancel: threading.Event | None) -> bool | None:
+        """Read one stored picture and write its text: True when it holds text, None when it could not be read."""
+        if cancel is not None and cancel.is_set():
+            return None
+        record = self.store.get(image_id)
+        data = self.blobs.read_original(image_id) if record is not None else None
+        if record is None or data is None:
+            return None
+        limit = max(self.settings.max_pixels, record.width * record.height)
+        try:
+            decoded = media.decode(data, max_pixels=limit, short_side=64, long_side=DETECT_SIDE)
+        except ImageMatchError as error:
+            log.warning("could not read the text in %s: %s", image_id, error)
+            return None
+        text = self._read_text(decoded.image, data, limit, image_id)
+        if text.pending:
+            return None
+        with self._write_lock:
+            current = self.store.get(image_id)
+            if current is None or not current.ocr.pending:
+                return bool(current and current.ocr.text)
+            updated = replace(current, ocr=text)
+            if updated.words != current.words:
+                words = self._words_vectors([updated])[0]
+            else:
+                words = self.store.get_vectors([image_id]).get(image_id, (None, None))[1]
+            with self._noting([image_id], "put"):
+                self.store.update(updated, words)
+        return bool(text.text)
+
     # maintenance
 
     def reindex(
@@ -1406,6 +1524,16 @@ class Library:
             if len(records) < page:
                 return
             after = PageCursor.of(records[-1])
+
+
+@dataclass(slots=True)
+class TextReadReport:
+    """What `read_texts` did: pictures to read, read so far, found holding text, not readable."""
+
+    total: int
+    done: int = 0
+    with_text: int = 0
+    failed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

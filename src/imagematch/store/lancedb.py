@@ -38,6 +38,7 @@ from imagematch.records import (
     FilterScalar,
     Hit,
     ImageRecord,
+    ImageText,
     Neighbour,
     PageCursor,
     StoredImage,
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 IMAGES = "images"
 STATE = "state"
-SCHEMA_VERSION = 2  # 2: the search_text column for keyword search
+SCHEMA_VERSION = 3  # 2: the search_text column for keyword search; 3: the ocr column
 SEARCH_TEXT = "search_text"
 LOCK_FILE = ".library.lock"  # flock'd by every process of this library: table creation, check-then-write steps
 _VECTOR_COLUMNS = {"image": "vector", "words": "words_vector"}
@@ -89,6 +90,7 @@ def images_schema(dim: int) -> pa.Schema:
             pa.field("gps_lat", pa.float64()),
             pa.field("gps_lon", pa.float64()),
             pa.field("cutout", pa.bool_()),
+            pa.field("ocr", pa.string()),  # ImageText as JSON; null while the picture has not been read
             pa.field(SEARCH_TEXT, pa.string()),
             pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
             pa.field("words_vector", pa.list_(pa.float32(), dim)),
@@ -220,6 +222,7 @@ def _record_to_row(record: ImageRecord) -> dict[str, Any]:
         "gps_lat": record.gps_lat,
         "gps_lon": record.gps_lon,
         "cutout": record.cutout,
+        "ocr": record.ocr.to_json() or None,
         SEARCH_TEXT: search_text(record),
     }
 
@@ -263,6 +266,7 @@ def _row_to_record(row: dict[str, Any]) -> ImageRecord:
         gps_lat=row["gps_lat"],
         gps_lon=row["gps_lon"],
         cutout=bool(row["cutout"]),
+        ocr=ImageText.from_json(row.get("ocr")),
     )
 
 
@@ -393,6 +397,8 @@ class LanceStore:
                 else:
                     self._table = self._db.create_table(self.table_name, schema=images_schema(dim))
                 self._dim = self._table.schema.field("vector").type.list_size
+            if "ocr" not in self._table.schema.names:  # first: filling search_text reads every record field
+                self._add_text_read()
             if SEARCH_TEXT not in self._table.schema.names:
                 self._add_search_text()
             if stored is None:
@@ -424,6 +430,20 @@ class LanceStore:
             pa.Table.from_pylist([{"key": "schema", "value": str(SCHEMA_VERSION)}], schema=_STATE_SCHEMA)
         )
         log.info("added keyword search to %d records of %s", len(rows), self.table_name)
+
+    def _add_text_read(self) -> None:
+        """Schema 2 to 3: the column for the text read in pictures, empty (every picture waits to be read)."""
+        try:
+            self._table.add_columns(pa.field("ocr", pa.string()))
+        except (ValueError, OSError, RuntimeError):
+            self._table = self._db.open_table(self.table_name)  # another process added it first
+            if "ocr" not in self._table.schema.names:
+                raise
+            return
+        self._state.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(
+            pa.Table.from_pylist([{"key": "schema", "value": str(SCHEMA_VERSION)}], schema=_STATE_SCHEMA)
+        )
+        log.info("added the text read in pictures to %s", self.table_name)
 
     @property
     def generation_name(self) -> str:

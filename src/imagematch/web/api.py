@@ -201,7 +201,10 @@ def get_image(library: LibraryDep, image_id: str) -> ImageOut:
 @router.patch("/images/{image_id}", response_model=ImageOut)
 def edit_image(library: LibraryDep, image_id: str, patch: ImagePatch) -> ImageOut:
     record = library.update(
-        image_id, RecordPatch(description=patch.description, metadata=patch.metadata, caption=patch.caption)
+        image_id,
+        RecordPatch(
+            description=patch.description, metadata=patch.metadata, caption=patch.caption, ocr_text=patch.ocr_text
+        ),
     )
     return ImageOut.of(record)
 

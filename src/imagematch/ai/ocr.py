@@ -1,0 +1,114 @@
+"""Reading the text in pictures: PP-OCRv4 mobile detection and recognition (PaddleOCR's models, Apache-2.0),
+run on ONNX Runtime through the models the `rapidocr-onnxruntime` wheel ships, so nothing is downloaded.
+
+The detector looks at a reduced image (DETECT_SIDE); only where it finds text is the picture decoded larger
+(READ_SIDE) and each line cut out, turned upright by the angle classifier and read. A picture without text
+costs the detector alone. Lines read with little confidence, or that hold no letter or digit, are dropped:
+a photo of a brick wall must not get text (docs/ocr.md measures how often it still does).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from imagematch.records import ImageText, TextLine
+
+log = logging.getLogger(__name__)
+
+ENGINE = "PP-OCRv4 mobile"
+DETECT_SIDE = 960  # the long side of the image the detector sees; text smaller than ~10 px there is missed
+READ_SIDE = 2048  # the long side of the image lines are cut from for the recogniser
+# A line read with less confidence is more often garbage than text (docs/ocr.md: the false-text rate on photos).
+MIN_CONFIDENCE = 0.8
+MAX_LINES = 200  # a page of small print; more is a texture, not text
+
+
+class OcrUnavailable(RuntimeError):
+    """The OCR engine is not installed (or failed to load): IMAGEMATCH_OCR=auto turns reading off."""
+
+
+class TextReader(Protocol):
+    """Reads the text in a picture. `larger` decodes the same picture at up to READ_SIDE on its long side,
+    called only when the detector found text in `image`."""
+
+    engine: str
+
+    def load(self) -> None: ...
+
+    def read(self, image: Image.Image, larger: Callable[[int], Image.Image]) -> ImageText: ...
+
+
+def _bgr(image: Image.Image) -> np.ndarray[Any, Any]:
+    """The models were trained on OpenCV's channel order."""
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+
+
+def _reduced(image: Image.Image, side: int) -> Image.Image:
+    if max(image.size) <= side:
+        return image
+    scale = side / max(image.size)
+    return image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
+    )
+
+
+def is_text(line: str) -> bool:
+    """A read line worth keeping: at least two letters or digits (a lone mark is usually a texture)."""
+    return sum(character.isalnum() for character in line) >= 2
+
+
+class PaddleTextReader:
+    """Lazy: the three ONNX sessions open at the first read (or `load()`), once, under a lock."""
+
+    engine = ENGINE
+
+    def __init__(self, threads: int = 1) -> None:
+        self._threads = threads
+        self._lock = threading.Lock()
+        self._ocr: Any = None
+
+    def load(self) -> None:
+        with self._lock:
+            if self._ocr is not None:
+                return
+            started = time.perf_counter()
+            try:
+                from rapidocr_onnxruntime import RapidOCR
+            except ImportError as error:
+                raise OcrUnavailable(
+                    f"reading text in pictures needs the rapidocr-onnxruntime package ({error})"
+                ) from error
+            self._ocr = RapidOCR(intra_op_num_threads=self._threads, inter_op_num_threads=1)
+            log.info("opened the OCR models (%s) in %.0f ms", ENGINE, (time.perf_counter() - started) * 1000)
+
+    def read(self, image: Image.Image, larger: Callable[[int], Image.Image]) -> ImageText:
+        self.load()
+        ocr = self._ocr
+        seen = _reduced(image, DETECT_SIDE)
+        boxes, _ = ocr.text_det(_bgr(seen))
+        if boxes is None or len(boxes) == 0:
+            return ImageText(engine=ENGINE)
+        boxes = ocr.sorted_boxes(boxes)[:MAX_LINES]
+        source = _reduced(larger(READ_SIDE), READ_SIDE)
+        scale = np.array([source.width / seen.width, source.height / seen.height], dtype=np.float32)
+        corners = [np.asarray(box, dtype=np.float32) * scale for box in boxes]
+        crops = ocr.get_crop_img_list(_bgr(source), corners)
+        crops, _, _ = ocr.text_cls(crops)
+        read, _ = ocr.text_rec(crops, False)
+        lines = []
+        for box, (raw, confidence) in zip(corners, read, strict=True):
+            text = " ".join(str(raw).split())
+            if float(confidence) < MIN_CONFIDENCE or not is_text(text):
+                continue
+            left, top = (box.min(axis=0) / [source.width, source.height]).tolist()
+            right, bottom = (box.max(axis=0) / [source.width, source.height]).tolist()
+            edges = tuple(round(min(max(v, 0.0), 1.0), 4) for v in (left, top, right, bottom))
+            lines.append(TextLine(text, (edges[0], edges[1], edges[2], edges[3]), round(float(confidence), 4)))
+        return ImageText(engine=ENGINE, lines=tuple(lines))
