@@ -148,6 +148,7 @@ class LibraryInfo:
     images: int
     data_dir: str
     background_removal: str
+    ocr: str  # what reads the text in pictures, or "off"
     warnings: tuple[str, ...]
 
 
@@ -496,6 +497,11 @@ class Library:
             self._reader_checked = True
             return self.text_reader
 
+    @property
+    def text_engine(self) -> str:
+        """What reads the text in pictures, or "off"."""
+        return self.text_reader.engine if self.text_reader is not None else "off"
+
     def _read_text(self, image: Image.Image, data: bytes, max_pixels: int, label: str) -> ImageText:
         """The text in a picture; a picture the reader fails on is stored without it, left for `imagematch ocr`."""
         reader = self._load_text_reader()
@@ -527,6 +533,7 @@ class Library:
             images=self.store.count(),
             data_dir=str(self.settings.data_dir),
             background_removal=self.remover.name if self.remover else "off",
+            ocr=self.text_engine,
             warnings=tuple(self.warnings),
         )
 

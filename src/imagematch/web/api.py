@@ -379,6 +379,13 @@ def start_reindex_job(jobs: JobsDep, body: ReindexIn) -> JobOut:
     return JobOut.of(jobs.start_reindex(body.model))
 
 
+@router.post("/jobs/ocr", status_code=202, response_model=JobOut, tags=["jobs"])
+def start_text_reading_job(jobs: JobsDep) -> JobOut:
+    """Read the text in every picture not read yet (images stored before text was read, or with
+    IMAGEMATCH_OCR=off), in the background; a second job goes on where an interrupted one stopped."""
+    return JobOut.of(jobs.start_text_reading())
+
+
 @router.get("/jobs", response_model=list[JobOut], tags=["jobs"])
 def list_jobs(jobs: JobsDep) -> list[JobOut]:
     return [JobOut.of(j) for j in jobs.recent()]
@@ -426,6 +433,7 @@ def health(library: LibraryDep, request: Request) -> HealthOut | PublicHealthOut
         store=info.store,
         images=info.images,
         background_removal=info.background_removal,
+        ocr=info.ocr,
         captioner=CaptionerOut(**dataclasses.asdict(captions)),
         warnings=warnings,
     )

@@ -192,6 +192,7 @@ class HealthOut(BaseModel):
     store: str
     images: int
     background_removal: str
+    ocr: str = Field(description="What reads the text in pictures at upload (IMAGEMATCH_OCR), or `off`.")
     captioner: CaptionerOut
     warnings: list[str] = []
 
@@ -214,7 +215,7 @@ class JobOut(BaseModel):
     state: Literal["running", "done", "failed", "interrupted", "cancelled"]
     total: int
     done: int
-    added: int
+    added: int = Field(description="Images added; for an `ocr` job, the pictures found to hold text.")
     duplicates: int
     failed: int
     items: list[JobItemOut]
