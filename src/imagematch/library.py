@@ -969,8 +969,11 @@ class Library:
         return targets
 
     def _words_vectors(self, records: Sequence[ImageRecord]) -> list[Vector | None]:
-        """The text embedding of each record's own words (description first, then caption), or None."""
-        texts = [self.embedder.fit_text([r.description, r.caption]).text if r.words else "" for r in records]
+        """The text embedding of each record's own words (description first, then caption, then the text in the
+        picture: what does not fit the text encoder's context is cut from the end), or None."""
+        texts = [
+            self.embedder.fit_text([r.description, r.caption, r.ocr.text]).text if r.words else "" for r in records
+        ]
         wanted = [i for i, t in enumerate(texts) if t]
         out: list[Vector | None] = [None] * len(records)
         if wanted:
@@ -1388,7 +1391,7 @@ class Library:
         self.open()
         if self._load_text_reader() is None:
             raise NotSupported("reading text in pictures is off: set IMAGEMATCH_OCR=auto or on")
-        pending = [record.id for record in self.iter_records() if record.ocr.pending]
+        pending = deque(record.id for record in self.iter_records() if record.ocr.pending)
         report = TextReadReport(total=len(pending))
         active = self._current()
         if on_progress is not None:
@@ -1396,21 +1399,24 @@ class Library:
         with ThreadPoolExecutor(
             self.settings.decode_workers, thread_name_prefix="ocr", initializer=_lowest_cpu_priority
         ) as pool:
-            for outcome in pool.map(lambda image_id: self._in(active, self._read_stored, image_id, cancel), pending):
-                if outcome is None:
-                    report.failed += 1
-                elif outcome:
-                    report.with_text += 1
+            running: deque[Future[bool | None]] = deque()
+            while pending or running:
+                # As many pictures in flight as there are workers: a cancel stops after those.
+                while pending and len(running) < self.settings.decode_workers and not (cancel and cancel.is_set()):
+                    running.append(pool.submit(self._in, active, self._read_stored, pending.popleft()))
+                if not running:
+                    break
+                outcome = running.popleft().result()
                 report.done += 1
+                report.failed += outcome is None
+                report.with_text += bool(outcome)
                 if on_progress is not None:
                     on_progress(report.done, report.total)
         log.info("read the text in %d pictures: %d hold text, %d failed", report.done, report.with_text, report.failed)
         return report
 
-    def _read_stored(self, image_id: str, cancel: threading.Event | None) -> bool | None:
+    def _read_stored(self, image_id: str) -> bool | None:
         """Read one stored picture and write its text: True when it holds text, None when it could not be read."""
-        if cancel is not None and cancel.is_set():
-            return None
         record = self.store.get(image_id)
         data = self.blobs.read_original(image_id) if record is not None else None
         if record is None or data is None:
