@@ -1369,15 +1369,6 @@ class Library:
 
     # the text in pictures
 
-    def text_counts(self) -> dict[str, int]:
-        """How many pictures wait to be read, and how many hold text (one full pass over the records)."""
-        counts = {"pending": 0, "with_text": 0, "images": 0}
-        for record in self.iter_records():
-            counts["images"] += 1
-            counts["pending"] += record.ocr.pending
-            counts["with_text"] += bool(record.ocr.text)
-        return counts
-
     @_one_generation
     def read_texts(
         self,

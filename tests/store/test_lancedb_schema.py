@@ -49,6 +49,10 @@ def test_a_library_from_before_text_was_read_gets_the_column_and_waits_to_be_rea
     old_schema = pa.schema([f for f in images_schema(DIM) if f.name != "ocr"])
     db.create_table(first.table_name, data=rows.cast(old_schema), on_bad_vectors="null")
 
+    reader = LanceStore(path)  # a process that only reads (imagematch check) reads it as it is
+    assert {r.id for r in reader.page(limit=5)} == {item(1).record.id, item(2).record.id}
+    assert reader.get(item(1).record.id) == item(1, caption="an invoice").record
+
     reopened = LanceStore(path)
     reopened.open(MODEL, DIM)
     stored = reopened.get(item(1).record.id)

@@ -647,10 +647,16 @@ class LanceStore:
 
     # reads
 
+    def _record_columns(self) -> list[str]:
+        """The record's columns this table has: one an older version made lacks the newer ones until a process
+        opens it for writing (open() adds them), and reading it must work meanwhile (`imagematch check`)."""
+        names = set(self._table.schema.names)
+        return [name for name in RECORD_FIELDS if name in names]
+
     def _rows(self, where: str | None, limit: int | None = None, columns: list[str] | None = None) -> list[Any]:
         if self._table is None:
             return []
-        query = self._table.search().select(columns or list(RECORD_FIELDS))
+        query = self._table.search().select(columns or self._record_columns())
         if where:
             query = query.where(where)
         return list(query.limit(limit).to_list())
@@ -735,7 +741,7 @@ class LanceStore:
     def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
         if self._table is None or k <= 0:
             return []
-        query = self._vector_query(vector, k, flt, field, [*RECORD_FIELDS, "_distance"])
+        query = self._vector_query(vector, k, flt, field, [*self._record_columns(), "_distance"])
         return [Hit(_row_to_record(row), 1.0 - float(row["_distance"])) for row in query.to_list()]
 
     def nearest(
@@ -785,7 +791,7 @@ class LanceStore:
         self._ensure_keyword_index()
         query = (
             self._table.search(" ".join(words), query_type="fts", fts_columns=SEARCH_TEXT)
-            .select([*RECORD_FIELDS, "_score"])
+            .select([*self._record_columns(), "_score"])
             .limit(k)
         )
         where = filter_sql(flt)
