@@ -1414,7 +1414,7 @@ class Library:
             return None
         limit = max(self.settings.max_pixels, record.width * record.height)
         try:
-            decoded = media.decode(data, max_pixels=limit, short_side=64, long_side=DETECT_SIDE)
+            decoded = media.decode(data, max_pixels=limit, short_side=DETECT_SIDE, long_side=64)
         except ImageMatchError as error:
             log.warning("could not read the text in %s: %s", image_id, error)
             return None

@@ -1,9 +1,9 @@
 """Reading the text in pictures: PP-OCRv4 mobile detection and recognition (PaddleOCR's models, Apache-2.0),
 run on ONNX Runtime through the models the `rapidocr-onnxruntime` wheel ships, so nothing is downloaded.
 
-The detector looks at a reduced image (DETECT_SIDE); only where it finds text is the picture decoded larger
-(READ_SIDE) and each line cut out, turned upright by the angle classifier and read. A picture without text
-costs the detector alone. Lines read with little confidence, or that hold no letter or digit, are dropped:
+The detector looks at the picture with its short side at DETECT_SIDE; only where it finds text is the picture
+decoded larger (READ_SIDE) and each line cut out, turned upright by the angle classifier and read. A picture
+without text costs the detector alone. Lines read with little confidence, or that hold no letter or digit, are dropped:
 a photo of a brick wall must not get text (docs/ocr.md measures how often it still does).
 """
 
@@ -23,7 +23,10 @@ from imagematch.records import ImageText, TextLine
 log = logging.getLogger(__name__)
 
 ENGINE = "PP-OCRv4 mobile"
-DETECT_SIDE = 960  # the long side of the image the detector sees; text smaller than ~10 px there is missed
+# The short side of the picture the detector sees: finding a line needs far fewer pixels than reading it, and
+# the detector's cost grows with its input (docs/ocr.md: 448 finds what 736, the models' default, finds at a
+# sixth of the cost; 320 misses small print).
+DETECT_SIDE = 448
 READ_SIDE = 2048  # the long side of the image lines are cut from for the recogniser
 # A line read with less confidence is more often garbage than text (docs/ocr.md: the false-text rate on photos).
 MIN_CONFIDENCE = 0.8
@@ -50,10 +53,11 @@ def _bgr(image: Image.Image) -> np.ndarray[Any, Any]:
     return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
 
 
-def _reduced(image: Image.Image, side: int) -> Image.Image:
-    if max(image.size) <= side:
+def _reduced(image: Image.Image, side: int, *, short: bool = False) -> Image.Image:
+    """The picture with its long (or short) side at most `side`."""
+    scale = side / (min(image.size) if short else max(image.size))
+    if scale >= 1:
         return image
-    scale = side / max(image.size)
     return image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
     )
@@ -85,13 +89,16 @@ class PaddleTextReader:
                 raise OcrUnavailable(
                     f"reading text in pictures needs the rapidocr-onnxruntime package ({error})"
                 ) from error
-            self._ocr = RapidOCR(intra_op_num_threads=self._threads, inter_op_num_threads=1)
+            # det_limit_side_len: the detector brings a smaller picture up to DETECT_SIDE on its short side.
+            self._ocr = RapidOCR(
+                intra_op_num_threads=self._threads, inter_op_num_threads=1, det_limit_side_len=DETECT_SIDE
+            )
             log.info("opened the OCR models (%s) in %.0f ms", ENGINE, (time.perf_counter() - started) * 1000)
 
     def read(self, image: Image.Image, larger: Callable[[int], Image.Image]) -> ImageText:
         self.load()
         ocr = self._ocr
-        seen = _reduced(image, DETECT_SIDE)
+        seen = _reduced(image, DETECT_SIDE, short=True)
         boxes, _ = ocr.text_det(_bgr(seen))
         if boxes is None or len(boxes) == 0:
             return ImageText(engine=ENGINE)
