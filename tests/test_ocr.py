@@ -4,6 +4,7 @@ and its job, corrected by the user, and found by search."""
 from __future__ import annotations
 
 import io
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 from imagematch.cli import app
 from imagematch.factory import build_library
 from imagematch.library import Library
-from imagematch.records import Query, RecordPatch, TextTerm
+from imagematch.records import ModelUnavailable, Query, RecordPatch, TextTerm
 from imagematch.web.app import create_app
 from tests.images import jpeg, photo
 from tests.tinymodel import tiny_settings
@@ -185,3 +186,23 @@ def test_the_ocr_job_is_refused_when_reading_is_off(tmp_path: Path, tiny_model_d
         assert refused.status_code == 422 and "IMAGEMATCH_OCR" in refused.json()["detail"]
         assert client.get("/api/v1/health").json()["ocr"] == "off"
         assert "Reading text in pictures is off" in client.get("/model").text
+
+
+@pytest.fixture
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a Python the OCR wheel does not support: the package cannot be imported."""
+    monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_without_the_engine_auto_stores_pictures_unread_and_on_refuses(tmp_path: Path, tiny_model_dir: Path) -> None:
+    library = reading(tmp_path / "auto", tiny_model_dir, ocr="auto")
+    library.open(ingest=True)
+    added = library.add(sign("Zanzibar"), filename="sign.png").record
+    assert added is not None and added.ocr.pending  # `imagematch ocr` reads it once the engine is there
+    assert library.info().ocr == "off"
+    assert any("reading text in pictures is off" in warning for warning in library.warnings)
+
+    strict = reading(tmp_path / "on", tiny_model_dir, ocr="on")
+    with pytest.raises(ModelUnavailable, match="rapidocr-onnxruntime"):
+        strict.open(ingest=True)

@@ -440,11 +440,12 @@ class Library:
                 f"configured model, or set IMAGEMATCH_MODEL back to {stored[0]}"
             )
 
-    def open(self, *, remover: bool = False) -> None:
+    def open(self, *, ingest: bool = False) -> None:
         """Open the store for the model; called lazily by anything that needs vectors.
 
-        The background-removal model loads at the first image to embed, so a text search never pays for it;
-        remover=True loads it now (the server, so that a missing model is a warning from the start).
+        The background-removal model and the text reader load at the first image to ingest, so a text search
+        never pays for them; ingest=True loads them now (the server, so that a missing model is a warning, or
+        with `on` an error, from the start).
         """
         if not self._opened:
             with self._open_lock:
@@ -452,8 +453,9 @@ class Library:
                     self.verify_model()
                     self.store.open(self.embedder.model_id, self.embedder.dim)
                     self._opened = True
-        if remover:
+        if ingest:
             self._load_remover()
+            self._load_text_reader()
 
     def close(self) -> None:
         """Stop the library's own threads and close its store: what a process does before it exits."""
@@ -490,7 +492,7 @@ class Library:
                     self.text_reader.load()
                 except OcrUnavailable as error:
                     if self.settings.ocr == "on":
-                        raise
+                        raise ModelUnavailable(f"{error}; or set IMAGEMATCH_OCR=auto or off") from error
                     log.warning("reading text in pictures is off: %s", error)
                     self.warnings.append("reading text in pictures is off: its engine could not be loaded")
                     self.text_reader = None
@@ -553,7 +555,7 @@ class Library:
         name = clean_filename(filename)
         text = clean_description(description)
         meta = clean_metadata(metadata)
-        self.open(remover=True)
+        self.open(ingest=True)
         sha = self._upload_hash(data)
         known = self._known_file(sha, name)
         if known is not None:
@@ -597,7 +599,7 @@ class Library:
         Every upload gets exactly one result (added, duplicate or failed with the reason).
         Safe to interrupt: each batch is written atomically, and a re-run reports the rest as duplicates.
         """
-        self.open(remover=True)
+        self.open(ingest=True)
         active = self._current()
         batch_size = self.settings.embed_batch_size
         ahead = batch_size * 2 + self.settings.decode_workers
