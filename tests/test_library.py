@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import os
@@ -115,7 +116,7 @@ def test_a_batch_stores_look_alikes_and_refuses_a_copy(settings: Settings, batch
     library = build_library(settings.model_copy(update={"embed_batch_size": batch}))
     pictures = look_alikes()
     copy = encode(Image.open(io.BytesIO(pictures[0])).resize((128, 128)), "JPEG", quality=80)
-    uploads = [Upload(f"star-{n}.png", lambda data=data: data) for n, data in enumerate(pictures)]
+    uploads = [Upload(f"star-{n}.png", functools.partial(bytes, data)) for n, data in enumerate(pictures)]
     results = library.add_many([*uploads, Upload("small-copy.jpg", lambda: copy)])
     by_name = {r.filename: r for r in results}  # duplicates are reported before the batch is written
     assert {name: r.status for name, r in by_name.items()} == {
