@@ -781,13 +781,12 @@ class Library:
         if thumbnail is None:
             original = self.blobs.read_original(record.id)
             if original is None:
-                log.warning("no thumbnail nor original for %s: its pHash matches are not checked by colour", record.id)
+                log.warning("no thumbnail nor original for %s: no colour check", record.id)
                 return None
             try:
                 decoded = media.decode(original, max_pixels=self.settings.max_pixels, **self._decode_sides())
             except ImageMatchError as error:
-                log.warning("the original of %s does not decode (%s): its pHash matches are not checked by colour",
-                            record.id, error)  # fmt: skip
+                log.warning("the original of %s does not decode (%s): no colour check", record.id, error)
                 return None
             thumbnail = media.make_thumbnail(decoded.image)
         return colour_layout(thumbnail)
@@ -814,13 +813,12 @@ class Library:
             return IngestResult(
                 "duplicate", name, existing=same_file, distance=0, reason="the same file is already stored"
             )
-        near += [(c.record, d) for c in pending if (d := hamming(candidate.phash, c.phash)) <= rule.max_distance]
-        for existing, distance in sorted(near, key=lambda pair: pair[1]):  # stored first at equal distances
+        waiting = [(c.record, d) for c in pending if (d := hamming(candidate.phash, c.phash)) <= rule.max_distance]
+        for existing, distance in sorted(near + waiting, key=lambda pair: pair[1]):  # stored first at equal distances
             layout = self._layout_of(existing, pending)
             colours = None if layout is None else colour_distance(self._candidate_layout(candidate), layout)
             if not rule.colours_agree(colours):
-                log.info("%r is not a duplicate of %s: %d pHash bits apart, colours %.1f ΔE", name, existing.id,
-                         distance, colours)  # fmt: skip
+                log.info("%r is not %s: %d pHash bits, %.1f ΔE of colour apart", name, existing.id, distance, colours)
                 continue
             log.info("duplicate %r: %d bits from %s", name, distance, existing.id)
             apart = "" if colours is None else f", colours {colours:.0f} ΔE apart"
