@@ -32,3 +32,14 @@ def jpeg(name: str, quality: int = 90) -> bytes:
 
 def solid(color: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> bytes:
     return encode(Image.new("RGB", size, color), "PNG")
+
+
+def look_alikes() -> list[bytes]:
+    """Three distinct pictures (PNG) with one layout in other colours: a red star on blue stripes, a green one on
+    pink and a blue one on cyan. Their pHashes are a few bits apart (pHash sees grey structure, not colour)."""
+    from imagematch.demo_data import Scene, render
+
+    star = ("star", "large", "striped")
+    colours = (("red", "blue"), ("green", "pink"), ("blue", "cyan"))
+    scenes = [Scene(star[0], colour, star[1], star[2], background, 0.5, 0.5, 0.3) for colour, background in colours]
+    return [encode(render(scene), "PNG") for scene in scenes]

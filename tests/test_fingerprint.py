@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import io
+
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from PIL import Image, ImageEnhance
 
+from imagematch import media
 from imagematch.fingerprint import (
+    LAYOUT_TURNS,
+    colour_distance,
+    colour_layout,
     file_hash,
     from_signed,
     hamming,
@@ -14,8 +22,9 @@ from imagematch.fingerprint import (
     phash_from_hex,
     phash_hex,
     to_signed,
+    turned_layout,
 )
-from tests.images import photo
+from tests.images import encode, look_alikes, photo
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
 
@@ -39,3 +48,31 @@ def test_id_shows_the_phash_and_is_deterministic() -> None:
     assert image_id(ph, sha) == f"{phash_hex(ph)}-{sha[:8]}"
     assert perceptual_hash(photo("rocket")) == ph
     assert hamming(ph, perceptual_hash(photo("astronaut"))) > 10
+
+
+def _layout(image: Image.Image) -> np.ndarray:
+    return colour_layout(media.make_thumbnail(image))
+
+
+def test_colour_layouts_part_look_alikes_and_keep_edited_photos_together() -> None:
+    stars = [_layout(Image.open(io.BytesIO(picture))) for picture in look_alikes()]
+    assert min(colour_distance(a, b) for n, a in enumerate(stars) for b in stars[n + 1 :]) > 60
+    coffee = photo("coffee")
+    brighter = Image.open(io.BytesIO(encode(ImageEnhance.Brightness(coffee).enhance(1.15), "JPEG", quality=50)))
+    first, second = _layout(coffee), _layout(brighter)
+    assert colour_distance(first, first) < 1e-9
+    assert colour_distance(first, second) == colour_distance(second, first) < 20
+
+
+@pytest.mark.parametrize("turn", [t for t in LAYOUT_TURNS if t])
+def test_a_turned_layout_is_the_layout_of_the_turned_image(turn: str) -> None:
+    transpose = {
+        "mirrored": Image.Transpose.FLIP_LEFT_RIGHT,
+        "rotated 90°": Image.Transpose.ROTATE_90,
+        "rotated 180°": Image.Transpose.ROTATE_180,
+        "rotated 270°": Image.Transpose.ROTATE_270,
+    }[turn]
+    image = photo("astronaut")
+    turned = _layout(image.transpose(transpose))
+    assert colour_distance(turned_layout(_layout(image), turn), turned) < 6
+    assert colour_distance(_layout(image), turned) > 30

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import functools
+import io
+import itertools
 import os
 import sys
 import threading
@@ -9,6 +12,7 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from imagematch.factory import build_library
+from imagematch.fingerprint import hamming, perceptual_hash
 from imagematch.library import RESET_PHRASE, Library, SimpleSearch, Upload
 from imagematch.records import (
     ImageMatchError,
@@ -25,7 +29,7 @@ from imagematch.records import (
     TooLarge,
 )
 from imagematch.settings import Settings
-from tests.images import PHOTOS, encode, jpeg, photo
+from tests.images import PHOTOS, encode, jpeg, look_alikes, photo
 
 
 def _fill(library: Library, names: tuple[str, ...] = PHOTOS) -> dict[str, str]:
@@ -90,6 +94,68 @@ def test_near_identical_copies_are_duplicates(library: Library, edit: object) ->
     assert result.status == "duplicate"
     assert result.existing is not None and result.existing.id == ids["coffee"]
     assert library.count() == before
+
+
+def test_look_alike_graphics_in_other_colours_are_all_stored(library: Library) -> None:
+    """Their pHashes are within the duplicate distance, yet they are different pictures: the colours tell."""
+    pictures = look_alikes()
+    hashes = [perceptual_hash(Image.open(io.BytesIO(picture))) for picture in pictures]
+    assert all(hamming(a, b) <= library.settings.duplicate_distance for a, b in itertools.combinations(hashes, 2))
+    for n, picture in enumerate(pictures):
+        result = library.add(picture, filename=f"star-{n}.png")
+        assert result.status == "added", result.reason
+    copy = library.add(encode(Image.open(io.BytesIO(pictures[1])), "JPEG", quality=50), filename="copy.jpg")
+    assert copy.status == "duplicate" and copy.existing is not None and copy.existing.filename == "star-1.png"
+    assert "star-1.png" in copy.reason and "pHash bits differ" in copy.reason and "ΔE" in copy.reason
+    assert library.count() == 3
+
+
+@pytest.mark.parametrize("batch", [1, 16], ids=["batch-after-batch", "one-batch"])
+def test_a_batch_stores_look_alikes_and_refuses_a_copy(settings: Settings, batch: int) -> None:
+    """The same decision whether the other picture is already stored or waits in the same batch."""
+    library = build_library(settings.model_copy(update={"embed_batch_size": batch}))
+    pictures = look_alikes()
+    copy = encode(Image.open(io.BytesIO(pictures[0])).resize((128, 128)), "JPEG", quality=80)
+    uploads = [Upload(f"star-{n}.png", functools.partial(bytes, data)) for n, data in enumerate(pictures)]
+    results = library.add_many([*uploads, Upload("small-copy.jpg", lambda: copy)])
+    by_name = {r.filename: r for r in results}  # duplicates are reported before the batch is written
+    assert {name: r.status for name, r in by_name.items()} == {
+        "star-0.png": "added",
+        "star-1.png": "added",
+        "star-2.png": "added",
+        "small-copy.jpg": "duplicate",
+    }
+    refused = by_name["small-copy.jpg"]
+    assert refused.existing is not None and refused.existing.filename == "star-0.png", refused.reason
+    assert library.count() == 3
+
+
+def test_a_stored_image_without_its_thumbnail_is_compared_by_its_original(library: Library) -> None:
+    first, second = look_alikes()[:2]
+    stored = library.add(first, filename="star.png").record
+    assert stored is not None
+    thumbnail = library.blobs.thumbnail_path(stored.id)
+    assert thumbnail is not None
+    thumbnail.unlink()
+    assert library.add(second, filename="other-star.png").status == "added"
+    copy = library.add(encode(Image.open(io.BytesIO(first)), "JPEG", quality=50), filename="copy.jpg")
+    assert copy.status == "duplicate" and copy.image_id == stored.id
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda im: encode(ImageEnhance.Brightness(im).enhance(1.15), "JPEG"),
+        lambda im: encode(im.crop((im.width // 50, im.height // 50, im.width * 49 // 50, im.height * 49 // 50))),
+    ],
+    ids=["brightness-15", "crop-4"],
+)
+def test_mildly_edited_photos_are_still_duplicates(library: Library, edit: object) -> None:
+    ids = _fill(library, ("astronaut", "chelsea", "coffee"))
+    for name in ids:
+        result = library.add(edit(photo(name)), filename=f"edited-{name}.jpg")  # type: ignore[operator]
+        assert result.status == "duplicate" and result.image_id == ids[name], result.reason
+    assert library.count() == 3
 
 
 def test_identical_file_is_a_duplicate_with_distance_zero(library: Library) -> None:

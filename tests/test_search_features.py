@@ -32,7 +32,7 @@ from imagematch.records import (
     TextTerm,
 )
 from imagematch.settings import Settings
-from tests.images import PHOTOS, encode, jpeg, photo
+from tests.images import PHOTOS, encode, jpeg, look_alikes, photo
 
 
 def _fill(library: Library, names: tuple[str, ...] = PHOTOS) -> dict[str, str]:
@@ -250,6 +250,29 @@ def test_duplicate_rule_decisions() -> None:
     for bad in ({"max_distance": 40}, {"min_similarity": 1.5}):
         with pytest.raises(InvalidInput):
             DuplicateRule(**{"max_distance": 10, "crop_distance": 18, "min_similarity": 0.9, **bad})  # type: ignore[arg-type]
+
+
+def test_a_close_phash_is_a_duplicate_only_when_the_colours_agree() -> None:
+    rule = DuplicateRule(max_distance=10, crop_distance=18, min_similarity=0.97, max_colour_distance=30)
+    assert rule.is_duplicate(4, None, 12.0) and not rule.is_duplicate(4, None, 45.0)
+    assert not rule.is_duplicate(4, 0.999, 45.0)  # parted by colour: no crop either
+    assert rule.is_duplicate(4, None, None)  # no layout to compare (no thumbnail nor original): the pHash decides
+    assert rule.is_duplicate(16, 0.98)  # the crop rule is the vectors' to decide
+    with pytest.raises(InvalidInput):
+        DuplicateRule(10, 18, 0.97, -1.0)
+
+
+def test_duplicate_review_does_not_group_look_alikes(settings: Settings) -> None:
+    """Look-alike graphics share pHashes; only the photo and its edited copy are a group."""
+    library = build_library(settings.model_copy(update={"duplicate_distance": 0, "duplicate_crop_distance": 0}))
+    for n, picture in enumerate(look_alikes()):
+        assert library.add(picture, filename=f"star-{n}.png").status == "added"
+    original = library.add(jpeg("astronaut"), filename="astronaut.jpg").record
+    edited = encode(ImageEnhance.Contrast(photo("astronaut")).enhance(1.5), "PNG")
+    copy = library.add(edited, filename="astronaut.png").record
+    assert original is not None and copy is not None
+    groups = library.duplicate_groups(DuplicateRule(10, 0, 1.0, settings.duplicate_colour_distance))
+    assert [{r.filename for r in group.records} for group in groups] == [{"astronaut.jpg", "astronaut.png"}]
 
 
 def test_crops_are_caught_by_vectors_and_a_nearby_hash(settings: Settings) -> None:

@@ -1,10 +1,13 @@
 """When two images count as the same picture, and how near-duplicates are grouped across a library.
 
-Two signals, measured in bench/dedup_threshold.py and docs/duplicates.md:
+Signals, measured in bench/dedup_threshold.py, bench/dedup_graphics.py and docs/duplicates.md:
 
-- pHash: within `max_distance` bits is the same picture (re-encoded, resized, lightly edited). An upload is also
+- pHash: within `max_distance` bits is the same picture (re-encoded, resized, lightly edited) when the colour
+  layouts agree too (fingerprint.colour_distance within `max_colour_distance`): pHash is grey and low-frequency,
+  so distinct graphics (other colours, another small shape on the same background) share hashes. An upload is also
   looked up under the hashes of its mirrored and rotated versions (fingerprint.perceptual_hashes), within
-  VARIANT_DISTANCE bits and confirmed by image vectors at least `duplicate_variant_similarity` alike.
+  VARIANT_DISTANCE bits and confirmed by image vectors at least `duplicate_variant_similarity` alike and by the
+  colour layouts, turned alike.
 - CLIP: a small crop moves the pHash by more bits than distinct photos are apart at the closest, so a crop
   counts only when the image vectors agree too: cosine similarity of at least `min_similarity` and a pHash
   still within `crop_distance` bits. Either signal alone would join distinct photos.
@@ -27,19 +30,31 @@ _BLOCK = 1024  # rows of the pairwise distance matrix computed at once: 1024 × 
 # A turned hash matches within this many bits: mirrored and rotated copies land 0–4 bits from the original's
 # hash (bench/dedup_threshold.py), while plain graphics match a turned hash by chance up to 10 bits and more.
 VARIANT_DISTANCE = 4
+# ΔE the colour layouts of a pHash match may differ by (IMAGEMATCH_DUPLICATE_COLOUR_DISTANCE's default): mild edits
+# of photos stay within 28 (a 4% crop the farthest), and all but 0.6% of distinct generated graphics that share a
+# pHash are further apart (bench/dedup_graphics.py).
+COLOUR_DISTANCE = 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class DuplicateRule:
-    max_distance: int  # pHash bits: at most this far is a duplicate on its own
+    max_distance: int  # pHash bits: at most this far is a duplicate when the colour layouts agree
     crop_distance: int  # pHash bits: at most this far is a duplicate when the vectors agree too
     min_similarity: float  # cosine of the image vectors for the crop rule
+    max_colour_distance: float = COLOUR_DISTANCE  # ΔE: how far the colour layouts of a pHash match may differ
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_distance <= 32 or not 0 <= self.crop_distance <= 32:
             raise InvalidInput("pHash distances must be between 0 and 32 bits")
         if not (0.0 <= self.min_similarity <= 1.0):
             raise InvalidInput("the similarity must be between 0 and 1")
+        if not self.max_colour_distance >= 0:
+            raise InvalidInput("the colour distance must be 0 or more")
+
+    def colours_agree(self, colour_distance: float | None) -> bool:
+        """None: no colour layout could be made for one side (neither thumbnail nor original is there), so the
+        pHash decides alone, as it did before layouts were compared."""
+        return colour_distance is None or colour_distance <= self.max_colour_distance
 
     @property
     def uses_vectors(self) -> bool:
@@ -51,10 +66,11 @@ class DuplicateRule:
         """The farthest pHash distance either rule accepts: pairs beyond it are never duplicates."""
         return max(self.max_distance, self.crop_distance if self.uses_vectors else 0)
 
-    def is_duplicate(self, distance: int, similarity: float | None) -> bool:
-        """The decision for one pair; `similarity` is None when the vectors were not compared."""
+    def is_duplicate(self, distance: int, similarity: float | None, colour_distance: float | None = None) -> bool:
+        """The decision for one pair; `similarity` is None when the vectors were not compared. Within
+        `max_distance` the colour layouts decide with the pHash (and a pair they part is no crop either)."""
         if distance <= self.max_distance:
-            return True
+            return self.colours_agree(colour_distance)
         return (
             self.uses_vectors
             and similarity is not None

@@ -1,8 +1,10 @@
-"""Content fingerprints: the file hash, the 64-bit perceptual hash and the image id made from both."""
+"""Content fingerprints: the file hash, the 64-bit perceptual hash, the image id made from both, and the colour
+layout that confirms a pHash match."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 
 import numpy as np
@@ -64,6 +66,80 @@ def perceptual_hashes(image: Image.Image) -> tuple[int, dict[str, int]]:
         "rotated 270°": block.T * columns,
     }
     return _bits(block), {name: _bits(variant) for name, variant in variants.items()}
+
+
+# The colour layout: mean colours of a COLOUR_GRID × COLOUR_GRID grid, compared in CIE Lab (ΔE 1 is about the least
+# visible difference). pHash sees grey low frequencies only, so pictures of other colours or with another small
+# shape in the same place share a hash; their layouts differ by tens of ΔE in some cell (bench/dedup_graphics.py).
+# 32 cells a side see shapes a few percent of the picture wide; with _SHIFT they still line up after a 10% crop.
+COLOUR_GRID = 32
+_SRGB_TO_XYZ = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+_WHITE = np.array([0.95047, 1.0, 1.08883])  # D65
+# How far a global tone change may go when two layouts are lined up: brightness and contrast edits scale the
+# encoded RGB values of every channel alike (about a mid grey for contrast), which no change of hue does.
+_TONE_GAIN = (0.6, 1.6)
+# Each cell is compared with the nearest of the other layout's cells within this many cells: crops and resizes
+# shift content by a fraction of a cell, a different shape or position moves it further.
+_SHIFT = 1
+ColourLayout = npt.NDArray[np.float64]  # COLOUR_GRID × COLOUR_GRID × 3 mean sRGB values, 0..1
+# How a turned (mirrored, rotated) upload's layout is lined up with a stored one; names as perceptual_hashes'.
+LAYOUT_TURNS: dict[str, tuple[bool, int]] = {  # (mirror first, quarter turns counter-clockwise)
+    "": (False, 0),
+    "mirrored": (True, 0),
+    "rotated 90°": (False, 1),
+    "rotated 180°": (False, 2),
+    "rotated 270°": (False, 3),
+}
+
+
+def colour_layout(thumbnail: bytes) -> ColourLayout:
+    """The colour layout of an image from its thumbnail (media.make_thumbnail): stored images keep one, so a
+    stored image and an upload are compared from the same kind of pixels, with nothing new to store."""
+    image = Image.open(io.BytesIO(thumbnail)).convert("RGB")
+    cells = image.resize((COLOUR_GRID, COLOUR_GRID), Image.Resampling.BOX)
+    return np.asarray(cells, dtype=np.float64) / 255.0
+
+
+def turned_layout(layout: ColourLayout, turn: str) -> ColourLayout:
+    """The layout of the image mirrored or rotated as `turn` (a name of perceptual_hashes' variants) says."""
+    mirror, quarters = LAYOUT_TURNS[turn]
+    return np.rot90(layout[:, ::-1] if mirror else layout, quarters)
+
+
+def colour_distance(first: ColourLayout, second: ColourLayout) -> float:
+    """How far apart two colour layouts are, in ΔE: the worst inner cell of either, after lining up their tones
+    (_toned_like), against the nearest cell of the other within _SHIFT cells. Symmetric."""
+    return max(_one_way(first, second), _one_way(second, first))
+
+
+def _one_way(moved: ColourLayout, fixed: ColourLayout) -> float:
+    toned, target = _lab(_toned_like(moved, fixed)), _lab(fixed)
+    side = COLOUR_GRID - 2 * _SHIFT
+    inner = toned[_SHIFT : _SHIFT + side, _SHIFT : _SHIFT + side]
+    nearest = np.full((side, side), np.inf)
+    for dy in range(2 * _SHIFT + 1):
+        for dx in range(2 * _SHIFT + 1):
+            apart = np.linalg.norm(inner - target[dy : dy + side, dx : dx + side], axis=-1)
+            nearest = np.minimum(nearest, apart)
+    return float(nearest.max())
+
+
+def _toned_like(moved: ColourLayout, fixed: ColourLayout) -> ColourLayout:
+    """`moved` with one gain (within _TONE_GAIN) and one offset for all three channels fitted to `fixed`, clipped
+    as an edited file is: what a brightness or contrast edit does, and nothing that turns one hue into another."""
+    spread = float(moved.var())
+    gain = float(((moved - moved.mean()) * (fixed - fixed.mean())).mean()) / spread if spread > 1e-4 else 1.0
+    gain = float(np.clip(gain, *_TONE_GAIN))
+    toned: ColourLayout = np.clip((moved - moved.mean()) * gain + fixed.mean(), 0.0, 1.0)
+    return toned
+
+
+def _lab(rgb: ColourLayout) -> npt.NDArray[np.float64]:
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ _SRGB_TO_XYZ.T / _WHITE
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    lightness = 116 * f[..., 1] - 16
+    return np.stack([lightness, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
 
 
 def phash_hex(value: int) -> str:

@@ -36,6 +36,9 @@ from imagematch.blobs import BlobStore
 from imagematch.duplicates import VARIANT_DISTANCE, DuplicateRule, Pairs, close_pairs, groups_of, lookup_hashes
 from imagematch.exif import without_gps
 from imagematch.fingerprint import (
+    ColourLayout,
+    colour_distance,
+    colour_layout,
     could_be_image_id,
     file_hash,
     hamming,
@@ -43,6 +46,7 @@ from imagematch.fingerprint import (
     perceptual_hashes,
     phash_from_hex,
     phash_hex,
+    turned_layout,
 )
 from imagematch.fusion import REFERENCE_TEXTS, fuse, reciprocal_rank_fusion, words_standing
 from imagematch.records import (
@@ -135,6 +139,7 @@ class _Candidate:
     phash: int
     phash_variants: dict[str, int]  # the pHashes of its mirrored and rotated versions
     label: str  # how the caller named it (a path for folder imports); record.filename is the clean name
+    layout: ColourLayout | None = None  # its thumbnail's colour layout, made when a pHash match needs it
 
 
 @dataclass(frozen=True, slots=True)
@@ -806,8 +811,40 @@ class Library:
     @property
     def duplicate_rule(self) -> DuplicateRule:
         return DuplicateRule(
-            self.settings.duplicate_distance, self.settings.duplicate_crop_distance, self.settings.duplicate_similarity
+            self.settings.duplicate_distance,
+            self.settings.duplicate_crop_distance,
+            self.settings.duplicate_similarity,
+            self.settings.duplicate_colour_distance,
         )
+
+    def _candidate_layout(self, candidate: _Candidate) -> ColourLayout:
+        """From the thumbnail that is stored with it, so the decision is the same while it waits in a batch and
+        once it is stored."""
+        if candidate.layout is None:
+            candidate.layout = colour_layout(candidate.thumbnail)
+        return candidate.layout
+
+    def _stored_layout(self, record: ImageRecord) -> ColourLayout | None:
+        """A stored image's colour layout, from its thumbnail (read only when a pHash match needs it, so nothing
+        new is stored); from the original when the thumbnail is missing, thumbnailed as at upload. None when
+        neither can be read: the pHash then decides alone."""
+        thumbnail = self.blobs.read_thumbnail(record.id)
+        if thumbnail is None:
+            original = self.blobs.read_original(record.id)
+            if original is None:
+                log.warning("no thumbnail nor original for %s: no colour check", record.id)
+                return None
+            try:
+                decoded = media.decode(original, max_pixels=self.settings.max_pixels, **self._decode_sides())
+            except ImageMatchError as error:
+                log.warning("the original of %s does not decode (%s): no colour check", record.id, error)
+                return None
+            thumbnail = media.make_thumbnail(decoded.image)
+        return colour_layout(thumbnail)
+
+    def _layout_of(self, record: ImageRecord, pending: Sequence[_Candidate]) -> ColourLayout | None:
+        waiting = next((c for c in pending if c.record.id == record.id), None)
+        return self._candidate_layout(waiting) if waiting is not None else self._stored_layout(record)
 
     def _duplicate_of(
         self,
@@ -816,30 +853,33 @@ class Library:
         vector: Vector | None = None,
         pending_vectors: Sequence[Vector] = (),
     ) -> IngestResult | None:
-        """A stored (or about to be stored) image that this one duplicates: the same file or a close pHash; once
-        `vector` is known, also a mirrored or turned copy or a crop, each confirmed by the image vectors."""
-        limit = self.settings.duplicate_distance
+        """A stored (or about to be stored) image that this one duplicates: the same file, or a close pHash with
+        colour layouts that agree; once `vector` is known, also a mirrored or turned copy or a crop, each confirmed
+        by the image vectors. Nothing is read beyond the pHash lookup unless a hash is close."""
+        rule = self.duplicate_rule
         name = candidate.label
-        near = self.store.near_phash(candidate.phash, limit)  # identical files have identical pHashes
+        near = self.store.near_phash(candidate.phash, rule.max_distance)  # identical files have identical pHashes
         same_file = next((r for r, _ in near if r.file_hash == candidate.record.file_hash), None)
         if same_file is not None:
             return IngestResult(
                 "duplicate", name, existing=same_file, distance=0, reason="the same file is already stored"
             )
-        best = next(iter(near), None)
-        for other in pending:
-            distance = hamming(candidate.phash, other.phash)
-            if distance <= limit and (best is None or distance < best[1]):
-                best = (other.record, distance)
-        if best is not None:
-            existing, distance = best
+        waiting = [(c.record, d) for c in pending if (d := hamming(candidate.phash, c.phash)) <= rule.max_distance]
+        for existing, distance in sorted(near + waiting, key=lambda pair: pair[1]):  # stored first at equal distances
+            layout = self._layout_of(existing, pending)
+            colours = None if layout is None else colour_distance(self._candidate_layout(candidate), layout)
+            if not rule.colours_agree(colours):
+                log.info("%r is not %s: %d pHash bits, %.1f ΔE of colour apart", name, existing.id, distance, colours)
+                continue
             log.info("duplicate %r: %d bits from %s", name, distance, existing.id)
+            apart = "" if colours is None else f", colours {colours:.0f} ΔE apart"
             return IngestResult(
                 "duplicate",
                 name,
                 existing=existing,
                 distance=distance,
-                reason=f"looks the same as {existing.filename or existing.id} ({distance} of 64 pHash bits differ)",
+                reason=f"looks the same as {existing.filename or existing.id} ({distance} of 64 pHash bits "
+                f"differ{apart})",
             )
         if vector is None:
             return None
@@ -851,8 +891,8 @@ class Library:
         self, candidate: _Candidate, vector: Vector, pending: Sequence[_Candidate], pending_vectors: Sequence[Vector]
     ) -> IngestResult | None:
         """A stored image that this one is a mirrored or rotated copy of: one of the upload's turned hashes within
-        VARIANT_DISTANCE bits of its pHash, and image vectors at least `duplicate_variant_similarity` alike (plain
-        graphics and patterns can match a turned hash by chance; their vectors tell them apart)."""
+        VARIANT_DISTANCE bits of its pHash, image vectors at least `duplicate_variant_similarity` alike and colour
+        layouts that agree once turned alike (plain graphics and patterns can match a turned hash by chance)."""
         if not self.settings.duplicate_variants:
             return None
         pending_by_id = {c.record.id: v for c, v in zip(pending, pending_vectors, strict=False)}
@@ -869,6 +909,10 @@ class Library:
                     other = stored[record.id][0]
                 similarity = float(other @ vector) if other is not None else None
                 if similarity is None or similarity < self.settings.duplicate_variant_similarity:
+                    continue
+                layout = self._layout_of(record, pending)
+                turned = turned_layout(self._candidate_layout(candidate), variant)
+                if not self.duplicate_rule.colours_agree(None if layout is None else colour_distance(turned, layout)):
                     continue
                 log.info("duplicate %r: %s copy of %s (%d bits)", candidate.label, variant, record.id, distance)
                 return IngestResult(
@@ -920,15 +964,28 @@ class Library:
         """Near-duplicates across the library, grouped, largest groups first, at most `limit` groups.
 
         Pairs come from buckets of the pHashes (duplicates.close_pairs: candidate pairs only, never every pair),
-        fingerprint distances up to the rule's reach; every pair the pHash alone does not settle is decided by
-        the two stored image vectors, a bounded chunk of pairs at a time, however many there are.
+        fingerprint distances up to the rule's reach; pairs within the pHash distance are decided by their colour
+        layouts (from the thumbnails, as at upload), every other pair by the two stored image vectors, a bounded
+        chunk of pairs at a time, however many there are.
         """
         rule = rule or self.duplicate_rule
         records = list(self.iter_records())
         hashes = np.array([phash_from_hex(r.phash) for r in records], dtype=np.uint64)
         pairs = close_pairs(hashes, rule.reach)
         settled = pairs.select(pairs.distance <= rule.max_distance)
-        links = [DuplicateLink(int(a), int(b), int(d), None) for a, b, d in zip(*_columns(settled), strict=True)]
+        layouts: dict[int, ColourLayout | None] = {}  # read once each, only for images in a close pair
+
+        def layout(index: int) -> ColourLayout | None:
+            if index not in layouts:
+                layouts[index] = self._stored_layout(records[index])
+            return layouts[index]
+
+        links = []
+        for a, b, d in zip(*_columns(settled), strict=True):
+            one, other = layout(int(a)), layout(int(b))
+            colours = None if one is None or other is None else colour_distance(one, other)
+            if rule.is_duplicate(int(d), None, colours):
+                links.append(DuplicateLink(int(a), int(b), int(d), None))
         undecided = pairs.select(pairs.distance > rule.max_distance)
         for start in range(0, len(undecided), _VECTOR_PAIRS_AT_ONCE):
             chunk = undecided.select(np.arange(start, min(start + _VECTOR_PAIRS_AT_ONCE, len(undecided))))

@@ -117,6 +117,9 @@ class Settings(BaseSettings):
 
     # Deduplication: Hamming distance on the 64-bit pHash (bench/dedup_threshold.py measures it).
     duplicate_distance: int = Field(10, ge=0, le=32)
+    duplicate_colour_distance: float = Field(
+        30.0, ge=0, le=1000, description="ΔE the colour layouts of a pHash match may differ by (duplicates.md)."
+    )
     duplicate_variants: bool = Field(True, description="Also look uploads up as mirrored and rotated images.")
     duplicate_variant_similarity: float = Field(0.75, ge=0, le=1, description="Vector cosine a turned copy needs.")
     duplicate_crop_distance: int = Field(14, ge=0, le=32, description="pHash bits for a crop; 0 = no CLIP check.")

@@ -343,6 +343,7 @@ def duplicates(
         default.max_distance if max_distance is None else max_distance,
         default.crop_distance if crop_distance is None else crop_distance,
         default.min_similarity if min_similarity is None else min_similarity,
+        default.max_colour_distance,
     )
     groups = library.duplicate_groups(rule, limit=limit)
     return DuplicateGroupsOut(

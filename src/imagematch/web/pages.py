@@ -584,6 +584,7 @@ def _rule(library: Library, max_distance: str, min_similarity: str, crop_distanc
         int(number(max_distance, default.max_distance, "the pHash distance")),
         int(number(crop_distance, default.crop_distance, "the crop distance")),
         number(min_similarity, default.min_similarity, "the similarity"),
+        default.max_colour_distance,
     )
 
 
