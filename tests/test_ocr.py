@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from imagematch.cli import app
 from imagematch.factory import build_library
+from imagematch.keywords import read_words
 from imagematch.library import Library
 from imagematch.records import ModelUnavailable, Query, RecordPatch, TextTerm
 from imagematch.web.app import create_app
@@ -206,3 +207,32 @@ def test_without_the_engine_auto_stores_pictures_unread_and_on_refuses(tmp_path:
     strict = reading(tmp_path / "on", tiny_model_dir, ocr="on")
     with pytest.raises(ModelUnavailable, match="rapidocr-onnxruntime"):
         strict.open(ingest=True)
+
+
+def screenshot(lines: list[str], size: int = 15) -> bytes:
+    """A 1920×1080 screenshot-like picture: lines of UI-sized text on a flat background."""
+    picture = Image.new("RGB", (1920, 1080), (248, 248, 250))
+    draw = ImageDraw.Draw(picture)
+    for n, line in enumerate(lines):
+        draw.text((80, 60 + n * 48), line, fill=(30, 30, 30), font=ImageFont.truetype(FONT, size))
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_small_print_in_a_screenshot_is_read_and_found(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """UI text is a few pixels tall in the reduced picture an upload is decoded to: a page-like picture is
+    searched for text near its full size."""
+    lines = ["Settings", "Account recovery email", "Quarterly Wombat report", "Sign out of all devices"]
+    library = reading(tmp_path, tiny_model_dir)
+    record = library.add(screenshot(lines), filename="screenshot.png").record
+    assert record is not None
+    read = record.ocr.text.lower().replace(" ", "")
+    assert all(line.lower().replace(" ", "") in read for line in lines)
+    hits = library.search(Query((TextTerm("wombat"),), k=1, hybrid=True)).hits
+    assert hits[0].record.id == record.id
+
+
+def test_words_run_together_by_the_reader_count_as_keywords_apart() -> None:
+    assert read_words("QuarterlyWombatReport 2024") == "QuarterlyWombatReport 2024\nQuarterly Wombat Report 2024"
+    assert read_words("plain words") == "plain words"

@@ -77,9 +77,19 @@ def search_text(record: ImageRecord) -> str:
         record.camera,
         record.lens,
         *values,
-        record.ocr.text,
+        read_words(record.ocr.text),
     ]
     return "\n".join(part for part in parts if part.strip())
+
+
+_GLUED = re.compile(r"(?<=[a-z])(?=[A-Z])")
+
+
+def read_words(text: str) -> str:
+    """The text read in a picture, as keywords: the recogniser often drops the space between words set in small
+    print ("GrandOpeningSale"), so a run of capitalised words also counts as its words."""
+    apart = _GLUED.sub(" ", text)
+    return text if apart == text else f"{text}\n{apart}"
 
 
 def _fold(word: str) -> str:

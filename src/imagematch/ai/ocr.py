@@ -3,7 +3,9 @@ run on ONNX Runtime through the models the `rapidocr-onnxruntime` wheel ships, s
 
 The detector looks at the picture with its short side at DETECT_SIDE; only where it finds text is the picture
 decoded larger (READ_SIDE) and each line cut out, turned upright by the angle classifier and read. A picture
-without text costs the detector alone. Lines read with little confidence, or that hold no letter or digit, are dropped:
+without text costs the detector alone. Screenshots, slides and scans carry small print that a reduced picture
+loses entirely: a picture that looks like a page (much of it one flat colour) is searched for text at up to
+PAGE_SIDE instead. Lines read with little confidence, or that hold no letter or digit, are dropped:
 a photo of a brick wall must not get text (docs/ocr.md measures how often it still does).
 """
 
@@ -27,6 +29,10 @@ ENGINE = "PP-OCRv4 mobile"
 # the detector's cost grows with its input (docs/ocr.md: 448 finds what 736, the models' default, finds at a
 # sixth of the cost; 320 misses small print).
 DETECT_SIDE = 448
+PAGE_SIDE = 1600  # the long side a page-like picture is searched for text at: UI text of 13 px on 1920 is 11 px
+# The share of a picture in its most common colour (16 levels a channel) from which it looks like a page: photos
+# stay below 0.25 but for grey or dark-sky ones; screenshots and slides are above 0.6 (docs/ocr.md).
+PAGE_SHARE = 0.35
 READ_SIDE = 2048  # the long side of the image lines are cut from for the recogniser
 # A line read with less confidence is more often garbage than text (docs/ocr.md: the false-text rate on photos).
 MIN_CONFIDENCE = 0.8
@@ -61,6 +67,13 @@ def _reduced(image: Image.Image, side: int, *, short: bool = False) -> Image.Ima
     return image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
     )
+
+
+def looks_like_a_page(image: Image.Image) -> bool:
+    """Much of the picture one flat colour: a screenshot, a slide, a scan, a graphic."""
+    levels = (np.asarray(image.convert("RGB"), dtype=np.uint8) // 16).reshape(-1, 3).astype(np.int32)
+    colours = np.bincount(levels[:, 0] * 256 + levels[:, 1] * 16 + levels[:, 2])
+    return bool(colours.max() >= PAGE_SHARE * len(levels))
 
 
 def is_text(line: str) -> bool:
@@ -98,12 +111,13 @@ class PaddleTextReader:
     def read(self, image: Image.Image, larger: Callable[[int], Image.Image]) -> ImageText:
         self.load()
         ocr = self._ocr
-        seen = _reduced(image, DETECT_SIDE, short=True)
+        source = _reduced(larger(READ_SIDE), READ_SIDE) if looks_like_a_page(image) else None
+        seen = _reduced(image, DETECT_SIDE, short=True) if source is None else _reduced(source, PAGE_SIDE)
         boxes, _ = ocr.text_det(_bgr(seen))
         if boxes is None or len(boxes) == 0:
             return ImageText(engine=ENGINE)
         boxes = ocr.sorted_boxes(boxes)[:MAX_LINES]
-        source = _reduced(larger(READ_SIDE), READ_SIDE)
+        source = source or _reduced(larger(READ_SIDE), READ_SIDE)
         scale = np.array([source.width / seen.width, source.height / seen.height], dtype=np.float32)
         corners = [np.asarray(box, dtype=np.float32) * scale for box in boxes]
         crops = ocr.get_crop_img_list(_bgr(source), corners)
