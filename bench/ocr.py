@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from skimage import data as skdata
 
+from bench.common import runnable_model
 from bench.dedup_threshold import PHOTOS
 from imagematch.ai.ocr import PaddleTextReader
 from imagematch.demo_data import render, scenes
@@ -110,17 +111,48 @@ def _photo(name: str) -> Image.Image:
     return Image.fromarray(array).convert("RGB")
 
 
-def _library(root: Path, ocr: Literal["auto", "off"]) -> Library:
+def _library(root: Path, ocr: Literal["auto", "off"], model: str = "demo") -> Library:
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, data_dir=root / ocr, model="demo", background_removal="off", captioner="none", ocr=ocr
+        _env_file=None, data_dir=root / ocr, model=model, background_removal="off", captioner="none", ocr=ocr
     )
     return build_library(settings)
+
+
+def camera_cost(spec: str, count: int) -> None:
+    """What reading text adds to ingesting camera-sized colour photos (4000×3000 JPEGs) with a real-size model."""
+    with tempfile.TemporaryDirectory() as folder:
+        model, weights = runnable_model(spec, Path(folder) / "cache")
+        photos = [_photo(name) for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")]
+        files = []
+        for i in range(count):
+            big = photos[i % len(photos)].resize((4000, 3000)).rotate(i * 7 % 360, expand=False)
+            files.append(_jpeg(big))
+        seconds = {}
+        modes: tuple[Literal["auto", "off"], ...] = ("off", "auto")
+        for ocr in modes:
+            library = _library(Path(folder), ocr, model)
+            library.add_many([Upload("warm.jpg", functools.partial(bytes, _jpeg(photos[0])))])
+            uploads = [Upload(f"camera-{i}.jpg", functools.partial(bytes, data)) for i, data in enumerate(files)]
+            started = time.perf_counter()
+            library.add_many(uploads)
+            seconds[ocr] = (time.perf_counter() - started) / len(files) * 1000
+            library.close()
+        print(
+            f"ingest (add_many, {spec}, {weights}) of {count} camera JPEGs without text: {seconds['off']:.0f} ms per "
+            f"picture, {seconds['auto']:.0f} ms reading text ({seconds['off'] / seconds['auto']:.2f}× the throughput)"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=120, help="pictures of rendered words")
+    parser.add_argument("--camera-model", default="", help="also measure camera JPEGs with this model (ViT-B-32)")
+    parser.add_argument("--camera-only", action="store_true", help="only the camera JPEG cost")
     args = parser.parse_args()
+    if args.camera_model:
+        camera_cost(args.camera_model, 36)
+        if args.camera_only:
+            return
     rng = random.Random(7)
     words = list(dict.fromkeys(made_up_word(rng) for _ in range(args.images * 2)))[: args.images]
     pictures = [rendered_word(word, rng, i) for i, word in enumerate(words)]

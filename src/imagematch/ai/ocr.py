@@ -30,10 +30,11 @@ ENGINE = "PP-OCRv4 mobile"
 # sixth of the cost; 320 misses small print).
 DETECT_SIDE = 448
 PAGE_SIDE = 1600  # the long side a page-like picture is searched for text at: UI text of 13 px on 1920 is 11 px
-# The share of a picture in its most common colour (16 levels a channel) from which it looks like a page: photos
-# stay below 0.25 but for grey or dark-sky ones; screenshots and slides are above 0.6 (docs/ocr.md).
+# The share of a picture in its most common colour (64 levels a channel) from which it looks like a page: photos
+# stay below 0.32 (a grey moon on black the most), screenshots and slides are near 1 (docs/ocr.md).
 PAGE_SHARE = 0.35
-READ_SIDE = 2048  # the long side of the image lines are cut from for the recogniser
+READ_SIDE = 2048  # the most a picture is decoded to for the recogniser
+READ_HEIGHT = 32  # px: lines are cut from a picture decoded large enough for the smallest to be this tall
 # A line read with less confidence is more often garbage than text (docs/ocr.md: the false-text rate on photos).
 MIN_CONFIDENCE = 0.8
 MAX_LINES = 200  # a page of small print; more is a texture, not text
@@ -71,8 +72,8 @@ def _reduced(image: Image.Image, side: int, *, short: bool = False) -> Image.Ima
 
 def looks_like_a_page(image: Image.Image) -> bool:
     """Much of the picture one flat colour: a screenshot, a slide, a scan, a graphic."""
-    levels = (np.asarray(image.convert("RGB"), dtype=np.uint8) // 16).reshape(-1, 3).astype(np.int32)
-    colours = np.bincount(levels[:, 0] * 256 + levels[:, 1] * 16 + levels[:, 2])
+    levels = (np.asarray(image.convert("RGB"), dtype=np.uint8) // 4).reshape(-1, 3).astype(np.int32)
+    colours = np.bincount(levels[:, 0] * 4096 + levels[:, 1] * 64 + levels[:, 2])
     return bool(colours.max() >= PAGE_SHARE * len(levels))
 
 
@@ -117,7 +118,11 @@ class PaddleTextReader:
         if boxes is None or len(boxes) == 0:
             return ImageText(engine=ENGINE)
         boxes = ocr.sorted_boxes(boxes)[:MAX_LINES]
-        source = source or _reduced(larger(READ_SIDE), READ_SIDE)
+        if source is None:
+            smallest = max(min(float(np.ptp(np.asarray(box)[:, 1])) for box in boxes), 1.0)
+            longest = max(seen.size)
+            side = round(min(READ_SIDE, longest * max(1.0, READ_HEIGHT / smallest)))
+            source = _reduced(larger(side), side)
         scale = np.array([source.width / seen.width, source.height / seen.height], dtype=np.float32)
         corners = [np.asarray(box, dtype=np.float32) * scale for box in boxes]
         crops = ocr.get_crop_img_list(_bgr(source), corners)
