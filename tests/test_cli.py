@@ -109,6 +109,7 @@ def test_search_errors_are_one_line(env: dict[str, str], photos: Path) -> None:
         ["search", "x", "-k", "0"],
         ["search", "x", "--image-weight", "2", "--id", "abc"],
         ["search"],
+        ["search", "x", "--cutoff", "sometimes"],
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 1

@@ -30,7 +30,7 @@ from imagematch import media
 from imagematch.ai.background import BackgroundRemover
 from imagematch.ai.embedder import Embedder, Matrix, Prepared
 from imagematch.ai.model_source import PRESETS
-from imagematch.ai.text_vectors import cached_text_vectors
+from imagematch.ai.text_vectors import cached_text_vectors, cached_vectors
 from imagematch.blobs import BlobStore
 from imagematch.duplicates import VARIANT_DISTANCE, DuplicateRule, Pairs, close_pairs, groups_of, lookup_hashes
 from imagematch.exif import without_gps
@@ -72,6 +72,7 @@ from imagematch.records import (
     TooLarge,
     Vector,
 )
+from imagematch.relevance import REFERENCE_IMAGE_NAMES, auto_min_score, reference_images
 from imagematch.settings import Settings
 from imagematch.store import generations
 from imagematch.store.base import VectorStore
@@ -151,7 +152,7 @@ class LibraryInfo:
 @dataclass(frozen=True, slots=True)
 class SimpleSearch:
     """The seed's search form: optional text, optional image (bytes or stored id), and a weight; `region` is the
-    part of the image to search with, `hybrid` and `min_score` as in Query."""
+    part of the image to search with, `hybrid`, `min_score` and `cutoff` as in Query."""
 
     text: str = ""
     image: bytes | None = None
@@ -162,6 +163,7 @@ class SimpleSearch:
     region: Region | None = None
     hybrid: bool = False
     min_score: float | None = None
+    cutoff: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +232,7 @@ class Library:
         # The two candidate lists of a fused search are read at once: each store query waits on its engine.
         self._candidate_reader = ThreadPoolExecutor(_CANDIDATE_READERS, thread_name_prefix="candidates")
         self._references: tuple[str, Matrix] | None = None  # model id, its REFERENCE_TEXTS vectors
+        self._reference_images: tuple[str, Matrix] | None = None  # model id, its relevance reference images
         self._references_lock = threading.Lock()
 
     # the model and generation in use
@@ -1090,8 +1093,9 @@ class Library:
             hits = self.store.search(vectors.query, k=depth, flt=query.filter)
         else:
             hits = self._fused_search(vectors.query, vectors.text, weight, depth, query.filter, shown)
-        if query.min_score is not None:
-            hits = [hit for hit in hits if hit.score >= query.min_score]
+        least = self._least_score(query, vectors.query)
+        if least is not None:
+            hits = [hit for hit in hits if hit.score >= least]
         if query.hybrid:
             hits = self._hybrid(hits, query, depth)
         hits = [hit for hit in hits if hit.record.id not in shown][: query.k]
@@ -1164,6 +1168,30 @@ class Library:
         order = np.argsort(-fused, kind="stable")[:k]
         records = self.store.get_many([ids[i] for i in order])  # only the k that are shown
         return [Hit(records[ids[i]], float(fused[i])) for i in order if ids[i] in records]
+
+    def _least_score(self, query: Query, vector: Vector) -> float | None:
+        """The score a result needs: the query's min_score, raised to its automatic cut-off when that is on."""
+        least = query.min_score
+        if (query.cutoff or self.settings.cutoff) == "auto":
+            automatic = auto_min_score(self._reference_image_vectors() @ vector)
+            least = automatic if least is None else max(least, automatic)
+        return least
+
+    def _reference_image_vectors(self) -> Matrix:
+        """The pictures of nothing that the automatic cut-off measures a query against, made once per model and
+        runtime like the reference texts."""
+        model_id = self.embedder.model_id
+        with self._references_lock:
+            if self._reference_images is None or self._reference_images[0] != model_id:
+                embedder = self.embedder
+                vectors = cached_vectors(
+                    embedder,
+                    REFERENCE_IMAGE_NAMES,
+                    lambda: embedder.encode_images(reference_images()),
+                    self.settings.model_cache_dir,
+                )
+                self._reference_images = (model_id, vectors)
+            return self._reference_images[1]
 
     def _reference_vectors(self) -> Matrix:
         """The reference texts' vectors that words evidence is measured against: made once per model and
@@ -1449,7 +1477,7 @@ def to_query(request: SimpleSearch) -> Query:
         raise InvalidQuery("give text, an image or an image id to search with")
     if request.region is not None and not image_terms:
         raise InvalidQuery("a region needs an image to select it from")
-    options = {"hybrid": request.hybrid, "min_score": request.min_score}
+    options = {"hybrid": request.hybrid, "min_score": request.min_score, "cutoff": request.cutoff}
     if not image_terms:
         return Query((TextTerm(text),), request.k, request.filter, **options)  # type: ignore[arg-type]
     share = 1.0 / len(image_terms)

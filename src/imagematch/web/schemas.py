@@ -263,7 +263,10 @@ class QueryIn(BaseModel):
     k: int = Field(10, description="How many results (1 to max_k).")
     filter: dict[str, Any] | None = Field(None, description='JSON filter, e.g. {"album": "holiday"}.')
     hybrid: bool = Field(False, description="Fuse a keyword (BM25) ranking of the words with the vector ranking.")
-    min_score: float | None = Field(None, description="Leave out vector matches below this cosine similarity.")
+    min_score: float | None = Field(None, description="Leave out matches whose score is below this.")
+    cutoff: Literal["off", "auto"] | None = Field(
+        None, description="auto: leave out what this query's own cut-off finds irrelevant; default the setting."
+    )
 
 
 class DuplicateLinkOut(BaseModel):
