@@ -30,7 +30,7 @@ from imagematch import media
 from imagematch.ai.background import BackgroundRemover
 from imagematch.ai.embedder import Embedder, Matrix, Prepared
 from imagematch.ai.model_source import PRESETS
-from imagematch.ai.text_vectors import cached_text_vectors, cached_vectors
+from imagematch.ai.text_vectors import cached_text_vectors
 from imagematch.blobs import BlobStore
 from imagematch.duplicates import VARIANT_DISTANCE, DuplicateRule, Pairs, close_pairs, groups_of, lookup_hashes
 from imagematch.exif import without_gps
@@ -72,7 +72,7 @@ from imagematch.records import (
     TooLarge,
     Vector,
 )
-from imagematch.relevance import REFERENCE_IMAGE_NAMES, auto_min_score, reference_images
+from imagematch.relevance import SAMPLE_SIZE, auto_min_score
 from imagematch.settings import Settings
 from imagematch.store import generations
 from imagematch.store.base import VectorStore
@@ -103,6 +103,7 @@ _CANDIDATE_READERS = 8  # concurrent searches whose image-side candidates are re
 _RETRY_PAGE = 500  # failed captions queued again per store read
 FOLLOW_EVERY = 0.5  # seconds between two reads of the store's generation pointer by a running process
 HOUSEKEEPING_EVERY = 10.0  # seconds between passes that carry leftover changes and drop retired generations
+_SAMPLE_PIECES = 8  # a large library's sample is read as this many pages spread over it
 SWITCH_SETTLES = 2.0  # after a switch, writes that read the old pointer just before it have landed by then
 
 
@@ -232,7 +233,8 @@ class Library:
         # The two candidate lists of a fused search are read at once: each store query waits on its engine.
         self._candidate_reader = ThreadPoolExecutor(_CANDIDATE_READERS, thread_name_prefix="candidates")
         self._references: tuple[str, Matrix] | None = None  # model id, its REFERENCE_TEXTS vectors
-        self._reference_images: tuple[str, Matrix] | None = None  # model id, its relevance reference images
+        self._sample: tuple[int, str, Matrix] | None = None  # image count, model id, a sample of image vectors
+        self._sample_lock = threading.Lock()
         self._references_lock = threading.Lock()
 
     # the model and generation in use
@@ -1173,25 +1175,30 @@ class Library:
         """The score a result needs: the query's min_score, raised to its automatic cut-off when that is on."""
         least = query.min_score
         if (query.cutoff or self.settings.cutoff) == "auto":
-            automatic = auto_min_score(self._reference_image_vectors() @ vector)
-            least = automatic if least is None else max(least, automatic)
+            automatic = auto_min_score(self._library_sample() @ vector)
+            if automatic is not None:
+                least = automatic if least is None else max(least, automatic)
         return least
 
-    def _reference_image_vectors(self) -> Matrix:
-        """The pictures of nothing that the automatic cut-off measures a query against, made once per model and
-        runtime like the reference texts."""
+    def _library_sample(self) -> Matrix:
+        """Image vectors of up to SAMPLE_SIZE images spread over the library (by date added), what a query's floor
+        is measured on: read again when the library has grown or shrunk by a tenth (while small, at any change)."""
+        count = self.store.count()
         model_id = self.embedder.model_id
-        with self._references_lock:
-            if self._reference_images is None or self._reference_images[0] != model_id:
-                embedder = self.embedder
-                vectors = cached_vectors(
-                    embedder,
-                    REFERENCE_IMAGE_NAMES,
-                    lambda: embedder.encode_images(reference_images()),
-                    self.settings.model_cache_dir,
-                )
-                self._reference_images = (model_id, vectors)
-            return self._reference_images[1]
+        with self._sample_lock:
+            if self._sample is not None:
+                kept_count, kept_model, vectors = self._sample
+                if kept_model == model_id and abs(count - kept_count) <= kept_count // 10:
+                    return vectors
+        pieces = _SAMPLE_PIECES if count > SAMPLE_SIZE else 1
+        step, size = count // pieces, SAMPLE_SIZE // pieces
+        ids = [record.id for n in range(pieces) for record in self.store.page(offset=n * step, limit=size)]
+        stored = self.store.get_vectors(ids)
+        rows = [stored[i][0] for i in dict.fromkeys(ids) if i in stored]
+        sample = np.stack(rows) if rows else np.zeros((0, self.embedder.dim), dtype=np.float32)
+        with self._sample_lock:
+            self._sample = (count, model_id, sample)
+        return sample
 
     def _reference_vectors(self) -> Matrix:
         """The reference texts' vectors that words evidence is measured against: made once per model and
