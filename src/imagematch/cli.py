@@ -38,7 +38,7 @@ from imagematch.records import (
     TextTerm,
 )
 from imagematch.settings import Settings, SettingsError, load_settings
-from imagematch.shapes import image_fields, search_fields
+from imagematch.shapes import image_fields, search_fields, why_summary
 from imagematch.store.names import STORE_NAMES
 
 if TYPE_CHECKING:
@@ -390,9 +390,9 @@ def search(
     if not result.hits:
         out.print("no matches")
         return
-    table = Table("#", "score", "id", "image", box=None)
+    table = Table("#", "score", "id", "image", "why", box=None)
     for rank, hit in enumerate(result.hits, 1):
-        table.add_row(str(rank), f"{hit.score:.4f}", hit.record.id, _record_row(hit.record))
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.record.id, _record_row(hit.record), why_summary(hit))
     out.print(table)
 
 

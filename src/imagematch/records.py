@@ -129,9 +129,21 @@ class StoredImage:
 
 
 @dataclass(frozen=True, slots=True)
+class Match:
+    """Why a result matched: the parts of its score."""
+
+    image: float  # cosine similarity of the query with the image vector
+    words: float | None = None  # of the query's words with the image's own words; None where not compared
+    words_added: float = 0.0  # what the image's words added to its score (imagematch.fusion)
+    keywords: tuple[str, ...] = ()  # hybrid search: the query's words found in the image's own text
+    rank_fusion: float | None = None  # hybrid search: the reciprocal rank fusion value results are ordered by
+
+
+@dataclass(frozen=True, slots=True)
 class Hit:
     record: ImageRecord
-    score: float  # cosine similarity (or fused score), higher is better
+    score: float  # cosine similarity, or with words the fused score on the same scale; higher is better
+    why: Match | None = None  # set by the Library's search; stores leave it out
 
 
 @dataclass(frozen=True, slots=True)
