@@ -1095,14 +1095,15 @@ class Library:
         shown = {t.image_id for t in query.terms if isinstance(t, StoredImageTerm)}
         wanted = query.k + len(shown)
         depth = self._depth(wanted) if query.hybrid else wanted
-        scoring = _Scoring(vectors.query, vectors.text if weight > 0 else None, weight)
-        if scoring.text is None:
+        text = vectors.text if weight > 0 else None
+        scoring = _Scoring(vectors.query, text, weight)
+        if text is None:
             hits = [
                 Hit(hit.record, hit.score, Match(hit.score))
                 for hit in self.store.search(vectors.query, k=depth, flt=query.filter)
             ]
         else:
-            hits = self._fused_search(scoring, depth, query.filter, shown)
+            hits = self._fused_search(scoring, text, depth, query.filter, shown)
         if query.hybrid:
             hits = self._hybrid(hits, query, depth, scoring)
         least = self._least_score(query, vectors.query)
@@ -1170,11 +1171,11 @@ class Library:
             hits.append(replace(hit, why=why))
         return hits
 
-    def _fused_search(self, scoring: _Scoring, k: int, flt: Filter | None, shown: set[str]) -> list[Hit]:
-        assert scoring.text is not None
+    def _fused_search(self, scoring: _Scoring, text: Vector, k: int, flt: Filter | None, shown: set[str]) -> list[Hit]:
+        """The top k by image and words together: candidates from both vectors, each scored exactly."""
         depth = self._depth(k)
         by_image = self._candidate_reader.submit(self.store.nearest, scoring.query, k=depth, flt=flt)
-        by_words = self.store.nearest(scoring.text, k=depth, flt=flt, field="words")
+        by_words = self.store.nearest(text, k=depth, flt=flt, field="words")
         image_candidates = by_image.result()
         candidates = image_candidates + by_words
         stored = {c.id: c.vectors for c in candidates if c.vectors is not None}
@@ -1482,6 +1483,7 @@ class _Scoring:
             self._baseline = (image_candidates @ self.query).astype(np.float64)
 
     def score(self, vectors: Sequence[tuple[Vector, Vector | None]]) -> list[tuple[float, Match]]:
+        """Each image's (score, why) from its image and words vectors."""
         if not vectors:
             return []
         image = np.array([float(v @ self.query) for v, _ in vectors])

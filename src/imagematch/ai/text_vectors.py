@@ -1,10 +1,9 @@
-"""Vectors of fixed texts and images, kept on disk per model and runtime.
+"""Vectors of fixed texts, kept on disk per model and runtime.
 
-The library measures a query's words against a fixed set of reference texts (imagematch.fusion), and a query
-against fixed pictures of nothing (imagematch.relevance). A server encodes them once, but the CLI starts a
-process for every search, and with a real model encoding them costs more than the rest of the search (about
-0.5 s for ViT-B-32 on two cores). They are kept beside the model cache, named by the model, the runtime and
-what they encode, like the ONNX export that makes them.
+The library measures a query's words against a fixed set of reference texts (imagematch.fusion). A server
+encodes them once, but the CLI starts a process for every search, and with a real model encoding them costs
+more than the rest of the search (about 0.5 s for ViT-B-32 on two cores). They are kept beside the model cache,
+named by the model, the runtime and the texts, like the ONNX export that makes them.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,33 +25,27 @@ log = logging.getLogger(__name__)
 FOLDER = "text_vectors"
 
 
-def _path(embedder: Embedder, names: Sequence[str], cache_dir: Path) -> Path:
-    key = json.dumps([embedder.model_id, embedder.runtime, list(names)])
+def _path(embedder: Embedder, texts: Sequence[str], cache_dir: Path) -> Path:
+    key = json.dumps([embedder.model_id, embedder.runtime, list(texts)])
     return cache_dir / FOLDER / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
 
 
 def cached_text_vectors(embedder: Embedder, texts: Sequence[str], cache_dir: Path) -> Matrix:
-    """`embedder.encode_texts(texts)`, read from the cache when it holds them; written there when it did not."""
-    return cached_vectors(embedder, texts, lambda: embedder.encode_texts(texts), cache_dir)
+    """`embedder.encode_texts(texts)`, read from the cache when it holds them; written there when it did not.
 
-
-def cached_vectors(embedder: Embedder, names: Sequence[str], encode: Callable[[], Matrix], cache_dir: Path) -> Matrix:
-    """`encode()`, one vector per name, read from the cache when it holds them; written there when it did not.
-
-    The names say what is encoded (the texts themselves, or names of fixed images). An embedder that has not
-    chosen its runtime yet (`auto` before its first input) encodes them: its runtime is known after that, and
-    names the file.
+    An embedder that has not chosen its runtime yet (`auto` before its first input) encodes them: its
+    runtime is known after that, and names the file.
     """
     if embedder.runtime != "auto":
         try:
-            stored = np.load(_path(embedder, names, cache_dir), allow_pickle=False)
+            stored = np.load(_path(embedder, texts, cache_dir), allow_pickle=False)
         except (OSError, ValueError):  # missing, or not a complete file
             stored = None
-        if stored is not None and stored.dtype == np.float32 and stored.shape == (len(names), embedder.dim):
+        if stored is not None and stored.dtype == np.float32 and stored.shape == (len(texts), embedder.dim):
             kept: Matrix = stored
             return kept
-    vectors = encode()
-    path = _path(embedder, names, cache_dir)
+    vectors = embedder.encode_texts(texts)
+    path = _path(embedder, texts, cache_dir)
     temp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
