@@ -30,8 +30,9 @@ ENGINE = "PP-OCRv4 mobile"
 # sixth of the cost; 320 misses small print).
 DETECT_SIDE = 448
 PAGE_SIDE = 1600  # the long side a page-like picture is searched for text at: UI text of 13 px on 1920 is 11 px
-# The share of a picture in its most common colour (64 levels a channel) from which it looks like a page: photos
-# stay below 0.32 (a grey moon on black the most), screenshots and slides are near 1 (docs/ocr.md).
+# The share of a picture in its most common colour (16 levels a channel, so that a scan's noise stays in one)
+# from which it looks like a page: colour photos stay below 0.25, grey ones and a moon on black reach 0.7 (they
+# only cost more), screenshots and slides are near 1 (docs/ocr.md).
 PAGE_SHARE = 0.35
 READ_SIDE = 2048  # the most a picture is decoded to for the recogniser
 READ_HEIGHT = 32  # px: lines are cut from a picture decoded large enough for the smallest to be this tall
@@ -72,8 +73,8 @@ def _reduced(image: Image.Image, side: int, *, short: bool = False) -> Image.Ima
 
 def looks_like_a_page(image: Image.Image) -> bool:
     """Much of the picture one flat colour: a screenshot, a slide, a scan, a graphic."""
-    levels = (np.asarray(image.convert("RGB"), dtype=np.uint8) // 4).reshape(-1, 3).astype(np.int32)
-    colours = np.bincount(levels[:, 0] * 4096 + levels[:, 1] * 64 + levels[:, 2])
+    levels = (np.asarray(image.convert("RGB"), dtype=np.uint8) // 16).reshape(-1, 3).astype(np.int32)
+    colours = np.bincount(levels[:, 0] * 256 + levels[:, 1] * 16 + levels[:, 2])
     return bool(colours.max() >= PAGE_SHARE * len(levels))
 
 
