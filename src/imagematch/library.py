@@ -1266,9 +1266,6 @@ class Library:
         if not words.strip():
             return vector_hits
         keyword_hits = self.store.keyword_search(words, k=depth, flt=query.filter)
-        fused = reciprocal_rank_fusion(
-            [[hit.record.id for hit in vector_hits], [hit.record.id for hit in keyword_hits]]
-        )
         scored = {hit.record.id: hit for hit in vector_hits}
         unscored = [hit.record for hit in keyword_hits if hit.record.id not in scored]
         if unscored:
@@ -1276,6 +1273,10 @@ class Library:
             kept = [record for record in unscored if record.id in stored]
             for record, (score, why) in zip(kept, scoring.score([stored[r.id] for r in kept]), strict=True):
                 scored[record.id] = Hit(record, score, why)
+        # An image only the keywords found still has the rank its score earns among the vector candidates: left
+        # out of the vector ranking, a unique keyword match would tie with the vectors' first and lose by its id.
+        by_score = sorted(scored, key=lambda i: (-scored[i].score, i))
+        fused = reciprocal_rank_fusion([by_score, [hit.record.id for hit in keyword_hits]])
         asked = set(keyword_tokens(words))
         hits = []
         for key in sorted((i for i in fused if i in scored), key=lambda i: (-fused[i], i)):
