@@ -219,6 +219,11 @@ def main() -> None:
                 library.add_many(uploads)
                 seconds[ocr, label] = (time.perf_counter() - started) / len(batch)
             ids = {r.filename: r.id for r in library.iter_records()}
+            stored = sum(f"with text-{i}.png" in ids for i in range(len(words)))
+            print(
+                f"  reading {'on' if ocr == 'auto' else 'off'}: {stored} of {len(words)} word pictures stored "
+                "(the rest refused as duplicates of another)"
+            )
             ranks = []
             for i, word in enumerate(words):
                 hits = library.search(Query((TextTerm(word),), k=5, hybrid=True)).hits
