@@ -120,6 +120,20 @@ def test_hybrid_search_finds_an_exact_caption_word_that_the_vectors_rank_last(li
     assert len(hybrid) == 3 and ids  # still k results
 
 
+def test_a_unique_keyword_match_beyond_the_vector_candidates_comes_first(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vector ranking reads only so many candidates: an image the keywords alone find must not tie with the
+    vectors' first (and lose by its id), whichever image it is."""
+    library = build_library(settings)
+    ids = _fill(library)
+    monkeypatch.setattr(Library, "_depth", lambda self, k: 3)  # the vectors rank 3 of the library
+    for n, image_id in enumerate(ids.values()):
+        word = f"quokka{n}"
+        library.update(image_id, RecordPatch(description=f"the {word} sign"))
+        assert _ids(library, Query((TextTerm(word),), k=1, hybrid=True)) == [image_id], word
+
+
 def test_the_next_process_scores_words_with_the_reference_vectors_kept_on_disk(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,7 +45,9 @@ def build_tiny_model(folder: Path, *, context_length: int = 77, seed: int = 0) -
 
 
 def tiny_settings(root: Path, model_dir: Path, **overrides: Any) -> Settings:
-    """Settings for a library under `root` on the tiny model: no .env, no background removal, no captions."""
+    """Settings for a library under `root` on the tiny model: no .env, no background removal, no captions, no
+    reading of text in pictures (tests/test_ocr.py turns it on)."""
+    options: dict[str, Any] = {"background_removal": "off", "captioner": "none", "ocr": "off", **overrides}
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         data_dir=root / "data",
@@ -53,8 +55,6 @@ def tiny_settings(root: Path, model_dir: Path, **overrides: Any) -> Settings:
         model=f"local-dir:{model_dir}",
         model_cache_dir=root / "cache",
         embed_batch_size=4,
-        background_removal="off",
-        captioner="none",
         allowed_hosts=("testserver",),  # fastapi's TestClient sends Host: testserver
-        **overrides,
+        **options,
     )

@@ -297,7 +297,7 @@ def _print_json(fields: dict[str, Any]) -> None:
 
 
 def _record_row(record: ImageRecord) -> str:
-    words = record.description or record.caption
+    words = record.description or record.caption or record.ocr.text
     return f"{record.filename}  {words[:60]}" if words else record.filename
 
 
@@ -442,6 +442,27 @@ def reindex() -> None:
 
 @app.command(cls=_Command)
 @friendly_errors
+def ocr() -> None:
+    """Read the text in every picture not read yet (a library from before text was read, or after
+    IMAGEMATCH_OCR=off). Safe to interrupt: a second run goes on where the first stopped."""
+    library = _library(_settings())
+    with _progress(err) as progress:
+        task = progress.add_task("reading text", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        report = library.read_texts(on_progress=update)
+    out.print(
+        f"read {report.done - report.failed} pictures: {report.with_text} hold text; {report.failed} could not be read",
+        highlight=False,
+    )
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command(cls=_Command)
+@friendly_errors
 def caption(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Queue failed captions again first.")] = False,
 ) -> None:
@@ -539,6 +560,7 @@ def info() -> None:
     table.add_row("stored model", details.stored_model or "(empty library)")
     table.add_row("store", f"{details.store} in {settings.store_dir}")
     table.add_row("images", str(details.images))
+    table.add_row("text in pictures", details.ocr)
     table.add_row("data dir", details.data_dir)
     table.add_row("model cache", str(settings.model_cache_dir))
     out.print(table)

@@ -9,6 +9,7 @@ from imagematch.ai.background import BackgroundRemover, RembgRemover
 from imagematch.ai.captioner import Captioner, CaptionError, MoondreamCaptioner
 from imagematch.ai.embedder import Embedder, OpenClipEmbedder
 from imagematch.ai.model_source import DEMO, LOCAL_DIR, ModelSource, is_cached, parse_model_spec, unavailable_reason
+from imagematch.ai.ocr import PaddleTextReader, TextReader
 from imagematch.ai.onnx_embedder import AutoEmbedder, OnnxEmbedder
 from imagematch.blobs import BlobStore, LocalBlobStore
 from imagematch.captions import CaptionWorker
@@ -135,6 +136,10 @@ def build_remover(settings: Settings) -> BackgroundRemover | None:
     )
 
 
+def build_text_reader(settings: Settings) -> TextReader | None:
+    return None if settings.ocr == "off" else PaddleTextReader()
+
+
 def portable_spec(source: ModelSource) -> str:
     """What IMAGEMATCH_MODEL has to say for another process to load the same model (a local folder in full)."""
     if source.kind == "local-dir" and source.spec != DEMO:
@@ -163,6 +168,7 @@ def build_library(settings: Settings, *, short_lived: bool = False) -> Library:
         store or build_store(settings),
         build_blobs(settings),
         remover=build_remover(settings),
+        text_reader=build_text_reader(settings),
         captions_wanted=settings.captions_wanted,
         model_spec=portable_spec(source),
         resolve_model=resolve_model,

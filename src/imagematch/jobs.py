@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,6 +148,29 @@ class JobRunner:
         log.info("job %s: reindexing %d images with %s", status.id, status.total, spec)
         return status
 
+    def start_text_reading(self) -> JobStatus:
+        """Read the text in every picture not read yet (what `imagematch ocr` does), in the background."""
+        if self.library.text_engine == "off":
+            raise InvalidInput("reading text in pictures is off: set IMAGEMATCH_OCR=auto or on and restart")
+        with self._lock:
+            self._refuse_if_busy()
+            status = JobStatus(
+                id=uuid.uuid4().hex[:12],
+                kind="ocr",
+                folder="",
+                total=0,
+                started_at=datetime.now(UTC).isoformat(),
+                owner=_owner(),
+            )
+            self._save(status)
+            self._cancel.clear()
+            self._thread = threading.Thread(
+                target=self._run_text_reading, args=(status,), name=f"job-{status.id}", daemon=True
+            )
+            self._thread.start()
+        log.info("job %s: reading the text in pictures", status.id)
+        return status
+
     def _refuse_if_busy(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             raise Conflict("a batch job is already running; wait for it to finish")
@@ -185,7 +209,8 @@ class JobRunner:
         for old in jobs[_KEEP_JOBS:]:
             self.library.store.delete_document(DOCUMENT_KIND, old.id)
 
-    def _run_reindex(self, status: JobStatus, embedder: Embedder) -> None:
+    def _saving_progress(self, status: JobStatus) -> Callable[[int, int], None]:
+        """A progress callback that keeps the job's counts and saves them every _SAVE_EVERY_S at most."""
         last_save = 0.0
 
         def progress(done: int, total: int) -> None:
@@ -195,8 +220,29 @@ class JobRunner:
                 last_save = time.monotonic()
                 self._save(status)
 
+        return progress
+
+    def _run_text_reading(self, status: JobStatus) -> None:
         try:
-            self.library.reindex(on_progress=progress, embedder=embedder, model_spec=status.model)
+            report = self.library.read_texts(on_progress=self._saving_progress(status), cancel=self._cancel)
+            status.done, status.total, status.failed = report.done, report.total, report.failed
+            status.added = report.with_text
+            status.state = "cancelled" if self._cancel.is_set() else "done"
+            status.message = f"Read {report.done - report.failed} pictures: {report.with_text} hold text" + (
+                f"; {report.failed} could not be read." if report.failed else "."
+            )
+        except Exception as error:
+            log.exception("job %s failed", status.id)
+            status.state = "failed"
+            status.message = f"{error or type(error).__name__}. What was read so far is kept; start it again."
+        status.finished_at = datetime.now(UTC).isoformat()
+        self._save(status)
+        self._prune()
+        log.info("job %s %s: reading text", status.id, status.state)
+
+    def _run_reindex(self, status: JobStatus, embedder: Embedder) -> None:
+        try:
+            self.library.reindex(on_progress=self._saving_progress(status), embedder=embedder, model_spec=status.model)
             status.state = "done"
             status.message = (
                 f"The library now uses {status.model}. Set IMAGEMATCH_MODEL={status.model} so that the "

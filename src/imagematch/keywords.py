@@ -62,8 +62,8 @@ BM25_B = 0.75
 
 
 def search_text(record: ImageRecord) -> str:
-    """Everything a keyword may match: the filename's words, description, caption, camera, lens and the values
-    (not the keys) of custom metadata, each tag of a list among them."""
+    """Everything a keyword may match: the filename's words, description, caption, camera, lens, the values
+    (not the keys) of custom metadata, each tag of a list among them, and the text in the picture."""
     values = [
         str(item)
         for value in record.metadata.values()
@@ -77,8 +77,19 @@ def search_text(record: ImageRecord) -> str:
         record.camera,
         record.lens,
         *values,
+        read_words(record.ocr.text),
     ]
     return "\n".join(part for part in parts if part.strip())
+
+
+_GLUED = re.compile(r"(?<=[a-z])(?=[A-Z])")
+
+
+def read_words(text: str) -> str:
+    """The text read in a picture, as keywords: the recogniser often drops the space between words set in small
+    print ("GrandOpeningSale"), so a run of capitalised words also counts as its words."""
+    apart = _GLUED.sub(" ", text)
+    return text if apart == text else f"{text}\n{apart}"
 
 
 def _fold(word: str) -> str:

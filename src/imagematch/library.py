@@ -31,6 +31,7 @@ from imagematch import media
 from imagematch.ai.background import BackgroundRemover
 from imagematch.ai.embedder import Embedder, Matrix, Prepared
 from imagematch.ai.model_source import PRESETS
+from imagematch.ai.ocr import DETECT_SIDE, OcrUnavailable, TextReader
 from imagematch.ai.text_vectors import cached_text_vectors
 from imagematch.blobs import BlobStore
 from imagematch.duplicates import VARIANT_DISTANCE, DuplicateRule, Pairs, close_pairs, groups_of, lookup_hashes
@@ -60,6 +61,7 @@ from imagematch.records import (
     ImageMatchError,
     ImageRecord,
     ImageTerm,
+    ImageText,
     IngestResult,
     InvalidInput,
     InvalidQuery,
@@ -67,6 +69,7 @@ from imagematch.records import (
     Metadata,
     ModelUnavailable,
     NotFound,
+    NotSupported,
     PageCursor,
     Query,
     QueryTerm,
@@ -156,6 +159,7 @@ class LibraryInfo:
     images: int
     data_dir: str
     background_removal: str
+    ocr: str  # what reads the text in pictures, or "off"
     warnings: tuple[str, ...]
 
 
@@ -209,6 +213,7 @@ class Library:
         blobs: BlobStore,
         *,
         remover: BackgroundRemover | None = None,
+        text_reader: TextReader | None = None,
         captions_wanted: bool = False,
         model_spec: str = "",
         resolve_model: Callable[[str], tuple[Embedder, str]] | None = None,
@@ -237,6 +242,9 @@ class Library:
         self._opened = False
         self._remover_lock = threading.Lock()
         self._remover_checked = False  # loaded, or found missing and turned off
+        self.text_reader = text_reader
+        self._reader_lock = threading.Lock()
+        self._reader_checked = False
         # Bounds memory under a flood: at most this many requests run the model at once; others queue.
         self._embed_slots = threading.BoundedSemaphore(max(1, settings.decode_workers))
         # The two candidate lists of a fused search are read at once: each store query waits on its engine.
@@ -446,11 +454,12 @@ class Library:
                 f"configured model, or set IMAGEMATCH_MODEL back to {stored[0]}"
             )
 
-    def open(self, *, remover: bool = False) -> None:
+    def open(self, *, ingest: bool = False) -> None:
         """Open the store for the model; called lazily by anything that needs vectors.
 
-        The background-removal model loads at the first image to embed, so a text search never pays for it;
-        remover=True loads it now (the server, so that a missing model is a warning from the start).
+        The background-removal model and the text reader load at the first image to ingest, so a text search
+        never pays for them; ingest=True loads them now (the server, so that a missing model is a warning, or
+        with `on` an error, from the start).
         """
         if not self._opened:
             with self._open_lock:
@@ -458,8 +467,9 @@ class Library:
                     self.verify_model()
                     self.store.open(self.embedder.model_id, self.embedder.dim)
                     self._opened = True
-        if remover:
+        if ingest:
             self._load_remover()
+            self._load_text_reader()
 
     def close(self) -> None:
         """Stop the library's own threads and close its store: what a process does before it exits."""
@@ -488,6 +498,44 @@ class Library:
                 self.remover = None
             self._remover_checked = True
 
+    def _load_text_reader(self) -> TextReader | None:
+        """`on` needs the OCR engine; `auto` carries on without reading text, saying so once."""
+        with self._reader_lock:
+            if not self._reader_checked and self.text_reader is not None:
+                try:
+                    self.text_reader.load()
+                except OcrUnavailable as error:
+                    if self.settings.ocr == "on":
+                        raise ModelUnavailable(f"{error}; or set IMAGEMATCH_OCR=auto or off") from error
+                    log.warning("reading text in pictures is off: %s", error)
+                    self.warnings.append("reading text in pictures is off: its engine could not be loaded")
+                    self.text_reader = None
+            self._reader_checked = True
+            return self.text_reader
+
+    @property
+    def text_engine(self) -> str:
+        """What reads the text in pictures, or "off"."""
+        return self.text_reader.engine if self.text_reader is not None else "off"
+
+    def _read_text(self, image: Image.Image, data: bytes, max_pixels: int, label: str) -> ImageText:
+        """The text in a picture; a picture the reader fails on is stored without it, left for `imagematch ocr`."""
+        reader = self._load_text_reader()
+        if reader is None:
+            return ImageText()
+        started = time.perf_counter()
+
+        def larger(side: int) -> Image.Image:
+            return media.decode(data, max_pixels=max_pixels, short_side=64, long_side=side).image
+
+        try:
+            text = reader.read(image, larger)
+        except (RuntimeError, ValueError, OSError, ImageMatchError) as error:
+            log.warning("could not read the text in %r: %s", label, error)
+            return ImageText()
+        log.debug("read %d lines in %r in %.0f ms", len(text.lines), label, (time.perf_counter() - started) * 1000)
+        return text
+
     def info(self) -> LibraryInfo:
         stored = self.store.stored_model()
         loaded = bool(getattr(self.embedder, "loaded", True))
@@ -501,6 +549,7 @@ class Library:
             images=self.store.count(),
             data_dir=str(self.settings.data_dir),
             background_removal=self.remover.name if self.remover else "off",
+            ocr=self.text_engine,
             warnings=tuple(self.warnings),
         )
 
@@ -520,7 +569,7 @@ class Library:
         name = clean_filename(filename)
         text = clean_description(description)
         meta = clean_metadata(metadata)
-        self.open(remover=True)
+        self.open(ingest=True)
         sha = self._upload_hash(data)
         known = self._known_file(sha, name)
         if known is not None:
@@ -564,7 +613,7 @@ class Library:
         Every upload gets exactly one result (added, duplicate or failed with the reason).
         Safe to interrupt: each batch is written atomically, and a re-run reports the rest as duplicates.
         """
-        self.open(remover=True)
+        self.open(ingest=True)
         active = self._current()
         batch_size = self.settings.embed_batch_size
         ahead = batch_size * 2 + self.settings.decode_workers
@@ -701,6 +750,7 @@ class Library:
         phash, variants = perceptual_hashes(decoded.image)
         now = datetime.now(UTC)
         pixels, cutout = self._embeddable(decoded.image)
+        text = self._read_text(decoded.image, data, self.settings.max_pixels, label or name)
         record = ImageRecord(
             id=image_id(phash, sha),
             phash=phash_hex(phash),
@@ -722,6 +772,7 @@ class Library:
             gps_lat=decoded.exif.gps_lat,
             gps_lon=decoded.exif.gps_lon,
             cutout=cutout is not None,
+            ocr=text,
         )
         return self._private(
             _Candidate(
@@ -986,8 +1037,11 @@ class Library:
         return targets
 
     def _words_vectors(self, records: Sequence[ImageRecord]) -> list[Vector | None]:
-        """The text embedding of each record's own words (description first, then caption), or None."""
-        texts = [self.embedder.fit_text([r.description, r.caption]).text if r.words else "" for r in records]
+        """The text embedding of each record's own words (description first, then caption, then the text in the
+        picture: what does not fit the text encoder's context is cut from the end), or None."""
+        texts = [
+            self.embedder.fit_text([r.description, r.caption, r.ocr.text]).text if r.words else "" for r in records
+        ]
         wanted = [i for i, t in enumerate(texts) if t]
         out: list[Vector | None] = [None] * len(records)
         if wanted:
@@ -1053,7 +1107,7 @@ class Library:
 
     @_one_generation
     def update(self, image_id: str, patch: RecordPatch) -> ImageRecord:
-        """Apply a user's edit; the words vector follows the new description or caption."""
+        """Apply a user's edit; the words vector follows the new description, caption or text in the picture."""
         self.open()
         with self._write_lock:
             record = self.get(image_id)
@@ -1067,6 +1121,9 @@ class Library:
                 changes["caption_edited"] = True
                 changes["caption_status"] = CaptionStatus.DONE
                 changes["caption_error"] = ""
+            if patch.ocr_text is not None:
+                corrected = clean_text(patch.ocr_text, "the text in the picture")
+                changes["ocr"] = replace(record.ocr, correction=corrected)
             if not changes:
                 return record
             updated = replace(record, updated_at=datetime.now(UTC), **changes)  # type: ignore[arg-type]
@@ -1209,9 +1266,6 @@ class Library:
         if not words.strip():
             return vector_hits
         keyword_hits = self.store.keyword_search(words, k=depth, flt=query.filter)
-        fused = reciprocal_rank_fusion(
-            [[hit.record.id for hit in vector_hits], [hit.record.id for hit in keyword_hits]]
-        )
         scored = {hit.record.id: hit for hit in vector_hits}
         unscored = [hit.record for hit in keyword_hits if hit.record.id not in scored]
         if unscored:
@@ -1219,6 +1273,10 @@ class Library:
             kept = [record for record in unscored if record.id in stored]
             for record, (score, why) in zip(kept, scoring.score([stored[r.id] for r in kept]), strict=True):
                 scored[record.id] = Hit(record, score, why)
+        # An image only the keywords found still has the rank its score earns among the vector candidates: left
+        # out of the vector ranking, a unique keyword match would tie with the vectors' first and lose by its id.
+        by_score = sorted(scored, key=lambda i: (-scored[i].score, i))
+        fused = reciprocal_rank_fusion([by_score, [hit.record.id for hit in keyword_hits]])
         asked = set(keyword_tokens(words))
         hits = []
         for key in sorted((i for i in fused if i in scored), key=lambda i: (-fused[i], i)):
@@ -1424,6 +1482,73 @@ class Library:
                 pending = replace(record, caption_status=CaptionStatus.PENDING, caption_error="", caption_edited=False)
                 self.store.update(pending, words.get(record.id, (None, None))[1])
 
+    # the text in pictures
+
+    @_one_generation
+    def read_texts(
+        self,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> TextReadReport:
+        """Read the text in every picture not read yet (`imagematch ocr`, the OCR job). Each picture's text is
+        written as soon as it is read, so an interrupted run resumes where it stopped; a correction made
+        meanwhile wins."""
+        self.open()
+        if self._load_text_reader() is None:
+            raise NotSupported("reading text in pictures is off: set IMAGEMATCH_OCR=auto or on")
+        pending = deque(record.id for record in self.iter_records() if record.ocr.pending)
+        report = TextReadReport(total=len(pending))
+        active = self._current()
+        if on_progress is not None:
+            on_progress(0, report.total)
+        with ThreadPoolExecutor(
+            self.settings.decode_workers, thread_name_prefix="ocr", initializer=_lowest_cpu_priority
+        ) as pool:
+            running: deque[Future[bool | None]] = deque()
+            while pending or running:
+                # As many pictures in flight as there are workers: a cancel stops after those.
+                while pending and len(running) < self.settings.decode_workers and not (cancel and cancel.is_set()):
+                    running.append(pool.submit(self._in, active, self._read_stored, pending.popleft()))
+                if not running:
+                    break
+                outcome = running.popleft().result()
+                report.done += 1
+                report.failed += outcome is None
+                report.with_text += bool(outcome)
+                if on_progress is not None:
+                    on_progress(report.done, report.total)
+        log.info("read the text in %d pictures: %d hold text, %d failed", report.done, report.with_text, report.failed)
+        return report
+
+    def _read_stored(self, image_id: str) -> bool | None:
+        """Read one stored picture and write its text: True when it holds text, None when it could not be read."""
+        record = self.store.get(image_id)
+        data = self.blobs.read_original(image_id) if record is not None else None
+        if record is None or data is None:
+            return None
+        limit = max(self.settings.max_pixels, record.width * record.height)
+        try:
+            decoded = media.decode(data, max_pixels=limit, short_side=DETECT_SIDE, long_side=64)
+        except ImageMatchError as error:
+            log.warning("could not read the text in %s: %s", image_id, error)
+            return None
+        text = self._read_text(decoded.image, data, limit, image_id)
+        if text.pending:
+            return None
+        with self._write_lock:
+            current = self.store.get(image_id)
+            if current is None or not current.ocr.pending:
+                return bool(current and current.ocr.text)
+            updated = replace(current, ocr=text)
+            if updated.words != current.words:
+                words = self._words_vectors([updated])[0]
+            else:
+                words = self.store.get_vectors([image_id]).get(image_id, (None, None))[1]
+            with self._noting([image_id], "put"):
+                self.store.update(updated, words)
+        return bool(text.text)
+
     # maintenance
 
     def reindex(
@@ -1518,6 +1643,16 @@ class Library:
             if len(records) < page:
                 return
             after = PageCursor.of(records[-1])
+
+
+@dataclass(slots=True)
+class TextReadReport:
+    """What `read_texts` did: pictures to read, read so far, found holding text, not readable."""
+
+    total: int
+    done: int = 0
+    with_text: int = 0
+    failed: int = 0
 
 
 class _Scoring:

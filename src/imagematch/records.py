@@ -5,6 +5,7 @@ Nothing here knows about HTTP, storage engines or models.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -43,6 +44,60 @@ class CaptionStatus(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class TextLine:
+    """One line of text read in a picture, where it stands (left, top, right, bottom as fractions)."""
+
+    text: str
+    box: Region
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class ImageText:
+    """The text in a picture: what the reader found, line by line, and the user's correction, which wins.
+
+    Stored as one JSON document (`to_json`) in every store, so a store needs one text field for all of it.
+    """
+
+    engine: str = ""  # the reader that read it; "" while the picture has not been read
+    lines: tuple[TextLine, ...] = ()
+    correction: str | None = None
+
+    @property
+    def text(self) -> str:
+        """What counts for search: the correction, or the lines read, top to bottom."""
+        return self.correction if self.correction is not None else "\n".join(line.text for line in self.lines)
+
+    @property
+    def pending(self) -> bool:
+        """Neither read yet nor written by the user: `imagematch ocr` still has this picture to read."""
+        return not self.engine and self.correction is None
+
+    def to_json(self) -> str:
+        if self.pending:
+            return ""
+        document: dict[str, object] = {
+            "engine": self.engine,
+            "lines": [[line.text, list(line.box), line.confidence] for line in self.lines],
+        }
+        if self.correction is not None:
+            document["correction"] = self.correction
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> ImageText:
+        if not text:
+            return cls()
+        document = json.loads(text)
+        lines = tuple(
+            TextLine(str(line), (float(box[0]), float(box[1]), float(box[2]), float(box[3])), float(confidence))
+            for line, box, confidence in document.get("lines", [])
+        )
+        correction = document.get("correction")
+        return cls(str(document.get("engine", "")), lines, str(correction) if correction is not None else None)
+
+
+@dataclass(frozen=True, slots=True)
 class ImageRecord:
     """Everything we know about one stored image, except its vectors."""
 
@@ -69,11 +124,14 @@ class ImageRecord:
     gps_lat: float | None = None
     gps_lon: float | None = None
     cutout: bool = False  # the embedding was made from the background-removed cut-out
+    ocr: ImageText = field(default_factory=ImageText)  # the text in the picture
 
     @property
     def words(self) -> str:
-        """The image's own words, in the order they count: the user's description first."""
-        return "\n".join(part for part in (self.description.strip(), self.caption.strip()) if part)
+        """The image's own words, in the order they count: the user's description first, the text in the
+        picture last (a long page of it is what gets cut where the text encoder's context ends)."""
+        parts = (self.description.strip(), self.caption.strip(), self.ocr.text.strip())
+        return "\n".join(part for part in parts if part)
 
 
 # The columns (or fields) a store keeps for a record, in the dataclass order.
@@ -358,6 +416,7 @@ class RecordPatch:
     description: str | None = None
     metadata: Metadata | None = None  # replaces the whole metadata mapping
     caption: str | None = None  # a user's correction
+    ocr_text: str | None = None  # a user's correction of the text read in the picture
 
 
 # Errors. The web layer maps each class to an HTTP status; the CLI prints the message.

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     model: str = Field(DEFAULT_MODEL, min_length=1)
     captioner: Literal["auto", "moondream", "none"] = "auto"
     background_removal: Literal["off", "on", "auto"] = "auto"
+    # Reading the text in pictures (docs/ocr.md): auto reads it where the engine is installed, on requires it.
+    ocr: Literal["auto", "on", "off"] = "auto"
 
     # Scale-out stores and shared originals (docs/scaling.md)
     milvus_uri: str = Field("", description="Milvus Lite file or server URI; empty: <data_dir>/milvus.db.")

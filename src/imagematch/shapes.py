@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagematch.records import Hit, ImageRecord, Match, SearchResult
+from imagematch.records import Hit, ImageRecord, ImageText, Match, SearchResult
 
 API = "/api/v1"
 
@@ -32,6 +32,7 @@ def image_fields(record: ImageRecord) -> dict[str, Any]:
         "metadata": record.metadata,
         "model_id": record.model_id,
         "cutout": record.cutout,
+        "ocr": text_fields(record.ocr),
         "exif": {
             "taken_at": record.taken_at,
             "camera": record.camera,
@@ -46,6 +47,17 @@ def image_fields(record: ImageRecord) -> dict[str, Any]:
             "page": f"/images/{record.id}",
             "cutout": f"{base}/cutout" if record.cutout else None,
         },
+    }
+
+
+def text_fields(text: ImageText) -> dict[str, Any]:
+    """The text read in a picture as the API's `TextInImage`."""
+    status = "pending" if text.pending else "edited" if text.correction is not None else "read"
+    return {
+        "text": text.text,
+        "status": status,
+        "engine": text.engine,
+        "lines": [{"text": line.text, "box": list(line.box), "confidence": line.confidence} for line in text.lines],
     }
 
 

@@ -32,6 +32,7 @@ def make_settings(root: Path, model_dir: Path, **overrides: Any) -> Settings:
         "embed_batch_size": 4,
         "background_removal": "off",
         "captioner": "none",
+        "ocr": "off",
         "runtime": "torch",
         "api_key": "",
         "ui_password_hash": "",

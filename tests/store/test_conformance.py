@@ -17,11 +17,13 @@ from imagematch.fingerprint import phash_hex
 from imagematch.records import (
     CaptionStatus,
     ImageRecord,
+    ImageText,
     Metadata,
     MetadataValue,
     PageCursor,
     StoredImage,
     StoreMismatch,
+    TextLine,
 )
 from imagematch.store import generations
 from imagematch.store.base import VectorStore
@@ -544,6 +546,41 @@ def test_keyword_search_matches_words_in_any_text_field(store: VectorStore) -> N
     hits = store.keyword_search("invoice chairs dog", k=10)
     assert hits[0].record.id == item(1).record.id and hits[0].score > hits[1].score > 0  # more words, ranked first
     assert len(store.keyword_search("invoice dog", k=1)) == 1
+
+
+def test_the_text_read_in_a_picture_round_trips_and_counts_as_keywords(store: VectorStore) -> None:
+    lines = (
+        TextLine("GRAND OPENING", (0.1, 0.05, 0.9, 0.2), 0.99),
+        TextLine("Zanzibar café, 12 Élan street", (0.05, 0.8, 0.95, 0.9), 0.91),
+    )
+    read = item(1, ocr=ImageText("PP-OCRv4 mobile", lines))
+    corrected = item(2, ocr=ImageText("PP-OCRv4 mobile", lines[:1], correction="Quokka bakery"))
+    store.upsert([read, corrected, item(3), item(4, ocr=ImageText("PP-OCRv4 mobile"))])
+    assert store.get(read.record.id) == read.record
+    assert store.get(corrected.record.id) == corrected.record
+    got = store.get_many([item(3).record.id, item(4).record.id])
+    assert got[item(3).record.id].ocr.pending and not got[item(4).record.id].ocr.pending  # read, nothing found
+
+    def found(text: str) -> list[str]:
+        return [h.record.id for h in store.keyword_search(text, k=10)]
+
+    assert found("zanzibar") == [read.record.id] and found("street") == [read.record.id]
+    assert found("quokka") == [corrected.record.id]
+    assert found("opening") == [read.record.id]  # the correction replaced what was read in the other one
+    store.update(replace(corrected.record, ocr=replace(corrected.record.ocr, correction="Wombat bakery")), None)
+    assert found("wombat") == [corrected.record.id] and found("quokka") == []
+
+
+def test_a_long_text_read_in_a_picture_is_kept_as_far_as_the_store_allows(store: VectorStore) -> None:
+    lines = tuple(
+        TextLine(f"line {n} of a long page of small print", (0.0, n / 2000, 1.0, (n + 1) / 2000), 0.9)
+        for n in range(1500)
+    )
+    stored = item(1, ocr=ImageText("PP-OCRv4 mobile", lines))
+    store.upsert([stored])
+    got = store.get(stored.record.id)
+    assert got is not None and got.ocr.engine == "PP-OCRv4 mobile" and got.ocr.lines
+    assert got.ocr.lines == lines[: len(got.ocr.lines)]  # whole lines, the first ones
 
 
 def test_keyword_search_filters_before_top_k_and_follows_edits(store: VectorStore) -> None:

@@ -38,6 +38,7 @@ from imagematch.records import (
     FilterScalar,
     Hit,
     ImageRecord,
+    ImageText,
     Neighbour,
     PageCursor,
     StoredImage,
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 IMAGES = "images"
 STATE = "state"
-SCHEMA_VERSION = 2  # 2: the search_text column for keyword search
+SCHEMA_VERSION = 3  # 2: the search_text column for keyword search; 3: the ocr column
 SEARCH_TEXT = "search_text"
 LOCK_FILE = ".library.lock"  # flock'd by every process of this library: table creation, check-then-write steps
 _VECTOR_COLUMNS = {"image": "vector", "words": "words_vector"}
@@ -89,6 +90,7 @@ def images_schema(dim: int) -> pa.Schema:
             pa.field("gps_lat", pa.float64()),
             pa.field("gps_lon", pa.float64()),
             pa.field("cutout", pa.bool_()),
+            pa.field("ocr", pa.string()),  # ImageText as JSON; null while the picture has not been read
             pa.field(SEARCH_TEXT, pa.string()),
             pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
             pa.field("words_vector", pa.list_(pa.float32(), dim)),
@@ -220,6 +222,7 @@ def _record_to_row(record: ImageRecord) -> dict[str, Any]:
         "gps_lat": record.gps_lat,
         "gps_lon": record.gps_lon,
         "cutout": record.cutout,
+        "ocr": record.ocr.to_json() or None,
         SEARCH_TEXT: search_text(record),
     }
 
@@ -263,6 +266,7 @@ def _row_to_record(row: dict[str, Any]) -> ImageRecord:
         gps_lat=row["gps_lat"],
         gps_lon=row["gps_lon"],
         cutout=bool(row["cutout"]),
+        ocr=ImageText.from_json(row.get("ocr")),
     )
 
 
@@ -393,6 +397,8 @@ class LanceStore:
                 else:
                     self._table = self._db.create_table(self.table_name, schema=images_schema(dim))
                 self._dim = self._table.schema.field("vector").type.list_size
+            if "ocr" not in self._table.schema.names:  # first: filling search_text reads every record field
+                self._add_text_read()
             if SEARCH_TEXT not in self._table.schema.names:
                 self._add_search_text()
             if stored is None:
@@ -424,6 +430,20 @@ class LanceStore:
             pa.Table.from_pylist([{"key": "schema", "value": str(SCHEMA_VERSION)}], schema=_STATE_SCHEMA)
         )
         log.info("added keyword search to %d records of %s", len(rows), self.table_name)
+
+    def _add_text_read(self) -> None:
+        """Schema 2 to 3: the column for the text read in pictures, empty (every picture waits to be read)."""
+        try:
+            self._table.add_columns(pa.field("ocr", pa.string()))
+        except (ValueError, OSError, RuntimeError):
+            self._table = self._db.open_table(self.table_name)  # another process added it first
+            if "ocr" not in self._table.schema.names:
+                raise
+            return
+        self._state.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(
+            pa.Table.from_pylist([{"key": "schema", "value": str(SCHEMA_VERSION)}], schema=_STATE_SCHEMA)
+        )
+        log.info("added the text read in pictures to %s", self.table_name)
 
     @property
     def generation_name(self) -> str:
@@ -627,10 +647,16 @@ class LanceStore:
 
     # reads
 
+    def _record_columns(self) -> list[str]:
+        """The record's columns this table has: one an older version made lacks the newer ones until a process
+        opens it for writing (open() adds them), and reading it must work meanwhile (`imagematch check`)."""
+        names = set(self._table.schema.names)
+        return [name for name in RECORD_FIELDS if name in names]
+
     def _rows(self, where: str | None, limit: int | None = None, columns: list[str] | None = None) -> list[Any]:
         if self._table is None:
             return []
-        query = self._table.search().select(columns or list(RECORD_FIELDS))
+        query = self._table.search().select(columns or self._record_columns())
         if where:
             query = query.where(where)
         return list(query.limit(limit).to_list())
@@ -715,7 +741,7 @@ class LanceStore:
     def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
         if self._table is None or k <= 0:
             return []
-        query = self._vector_query(vector, k, flt, field, [*RECORD_FIELDS, "_distance"])
+        query = self._vector_query(vector, k, flt, field, [*self._record_columns(), "_distance"])
         return [Hit(_row_to_record(row), 1.0 - float(row["_distance"])) for row in query.to_list()]
 
     def nearest(
@@ -765,7 +791,7 @@ class LanceStore:
         self._ensure_keyword_index()
         query = (
             self._table.search(" ".join(words), query_type="fts", fts_columns=SEARCH_TEXT)
-            .select([*RECORD_FIELDS, "_score"])
+            .select([*self._record_columns(), "_score"])
             .limit(k)
         )
         where = filter_sql(flt)

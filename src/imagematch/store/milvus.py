@@ -50,6 +50,7 @@ from imagematch.records import (
     Hit,
     ImageMatchError,
     ImageRecord,
+    ImageText,
     Metadata,
     Neighbour,
     NotSupported,
@@ -68,6 +69,7 @@ from imagematch.store.shared import (
     cut_longest,
     fit_text,
     from_micros,
+    image_text_json,
     json_len,
     new_version,
     phash_signs,
@@ -77,7 +79,7 @@ from imagematch.store.shared import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # 2: search_text and its BM25 sparse vector; 3: camera_lower and lens_lower
+SCHEMA_VERSION = 4  # 2: search_text and its BM25 sparse vector; 3: camera_lower and lens_lower; 4: ocr
 _SEARCH_TEXT_BYTES = 65535
 _KEYWORD_ANALYZER = {"tokenizer": "standard", "filter": ["lowercase", "asciifolding"]}
 STORE_KIND = "_store"  # the documents that hold the pointer to the live collection and the staging one
@@ -95,6 +97,7 @@ _TEXT_BYTES = {
     "lens": 4096,
 }
 _LOWER_FIELDS = {name: f"{name}_lower" for name in PARTIAL_FIELDS}
+_TEXT_READ_BYTES = 65535  # the text read in a picture, as JSON (ImageText)
 _METADATA_BYTES = 60_000  # Milvus caps a JSON value at 64 KiB
 _DOC_PART_BYTES = 60_000
 _BATCH_ROWS = 500  # rows per insert request; a few MB with large descriptions
@@ -271,6 +274,7 @@ def row_record(row: dict[str, Any]) -> ImageRecord:
         gps_lat=row["gps_lat"],
         gps_lon=row["gps_lon"],
         cutout=bool(row["cutout"]),
+        ocr=ImageText.from_json(row.get("ocr")),
     )
 
 
@@ -323,8 +327,15 @@ class MilvusStore:
         if self._client.has_collection(self.images):
             self._client.load_collection(self.images)
         self._dim = self._collection_dim(self.images)
+        self._learn_fields()
+
+    def _learn_fields(self) -> None:
+        """What the collection in use holds: one made by an older version lacks the newer fields (reindex
+        rebuilds it with them)."""
         self._keywords = self._has_field(self.images, "keywords")
         self._lower_names = all(self._has_field(self.images, field) for field in _LOWER_FIELDS.values())
+        self._text_read = self._has_field(self.images, "ocr")
+        self._record_fields = [f for f in RECORD_FIELDS if f != "ocr" or self._text_read]
 
     # collections
 
@@ -378,6 +389,7 @@ class MilvusStore:
         schema.add_field("gps_lon", DataType.DOUBLE, nullable=True)
         schema.add_field("cutout", DataType.BOOL)
         schema.add_field("has_words", DataType.BOOL)
+        schema.add_field("ocr", DataType.VARCHAR, max_length=_TEXT_READ_BYTES)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("words_vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("phash_vector", DataType.FLOAT_VECTOR, dim=PHASH_BITS)
@@ -544,8 +556,7 @@ class MilvusStore:
         self.delete_document(STORE_KIND, "staging")
         self.images = name
         self._dim = int(staging["dim"])
-        self._keywords = self._has_field(self.images, "keywords")
-        self._lower_names = all(self._has_field(self.images, field) for field in _LOWER_FIELDS.values())
+        self._learn_fields()
         if old != name:
             retire(self, old)
 
@@ -564,6 +575,8 @@ class MilvusStore:
             row["search_text"] = fit_text(search_text(record), _SEARCH_TEXT_BYTES)
         if self._lower_names:
             row.update(lower_names(record))
+        if self._text_read:
+            row["ocr"] = image_text_json(record.ocr, _TEXT_READ_BYTES)
         return row
 
     def _filter(self, flt: Filter | None, *extra: str) -> str:
@@ -652,7 +665,7 @@ class MilvusStore:
         found: dict[str, ImageRecord] = {}
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), _IN_CHUNK):
-            for row in self._query(_ids_expr(unique[start : start + _IN_CHUNK]), RECORD_FIELDS):
+            for row in self._query(_ids_expr(unique[start : start + _IN_CHUNK]), self._record_fields):
                 found[row["id"]] = row_record(row)
         return found
 
@@ -710,7 +723,7 @@ class MilvusStore:
         return {"metric_type": "COSINE"} if self.lite else {"metric_type": "COSINE", "params": {"ef": max(k, 64)}}
 
     def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
-        hits = self._vector_search(vector, k, flt, field, RECORD_FIELDS)
+        hits = self._vector_search(vector, k, flt, field, self._record_fields)
         return [Hit(_hit_record(hit), float(hit["distance"])) for hit in hits]
 
     def nearest(
@@ -752,14 +765,14 @@ class MilvusStore:
             anns_field="keywords",
             limit=min(k, _MAX_LIMIT),
             filter=self._filter(flt),
-            output_fields=list(RECORD_FIELDS),
+            output_fields=self._record_fields,
             search_params={"metric_type": "BM25"},
         )
         # Milvus Lite reports BM25 as a negative distance, a server as a positive score: the order is the same.
         return [Hit(_hit_record(hit), abs(float(hit["distance"]))) for hit in results[0]]
 
     def find_file_hash(self, file_hash: str) -> ImageRecord | None:
-        rows = self._query(f"file_hash == {expr_string(file_hash)}", RECORD_FIELDS, limit=1)
+        rows = self._query(f"file_hash == {expr_string(file_hash)}", self._record_fields, limit=1)
         return row_record(rows[0]) if rows else None
 
     def near_phash(self, phash: int, max_distance: int) -> list[tuple[ImageRecord, int]]:
@@ -779,7 +792,7 @@ class MilvusStore:
                 data=[phash_signs(phash)],
                 anns_field="phash_vector",
                 limit=limit,
-                output_fields=list(RECORD_FIELDS),
+                output_fields=self._record_fields,
                 search_params=self._search_params(limit),  # ef for the HNSW of older collections
             )[0]
             found = [(record, hamming(phash, phash_from_hex(record.phash))) for record in map(_hit_record, results)]

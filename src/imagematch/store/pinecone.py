@@ -73,6 +73,7 @@ from imagematch.records import (
     Hit,
     ImageMatchError,
     ImageRecord,
+    ImageText,
     Neighbour,
     NotSupported,
     PageCursor,
@@ -87,6 +88,7 @@ from imagematch.store.shared import (
     DocumentPart,
     cut_longest,
     from_micros,
+    image_text_json,
     json_len_escaped,
     new_version,
     newest_complete,
@@ -106,6 +108,7 @@ CUSTOM = "m:"  # custom metadata keys, so they never clash with the record's own
 MAX_RECORDS = 1000  # per upsert request
 MAX_REQUEST_BYTES = 2_000_000  # per upsert request (the service allows 2 MB)
 MAX_METADATA_BYTES = 40_000  # per record (the service allows 40 KB)
+MAX_TEXT_READ_BYTES = 12_000  # of it for the text read in the picture (ImageText as JSON, escaped)
 _DOC_PART_BYTES = 30_000
 _FETCH_IDS = 100  # ids travel in the URL of a fetch
 _DELETE_IDS = 1000
@@ -280,6 +283,8 @@ def record_metadata(record: ImageRecord) -> dict[str, Any]:
     words = _first_within(terms(search_text(record), MAX_TERMS), MAX_TERMS_BYTES)
     if words:
         meta["_terms"] = words
+    if not record.ocr.pending:
+        meta["ocr"] = image_text_json(record.ocr, MAX_TEXT_READ_BYTES, json_len_escaped)
     cut: set[str] = set()
     while (excess := json_len_escaped({**meta, **strings}) - MAX_METADATA_BYTES) > 0:
         shortened = cut_longest(strings, excess, json_len_escaped)
@@ -324,6 +329,7 @@ def metadata_record(meta: dict[str, Any]) -> ImageRecord:
         gps_lat=float(meta["gps_lat"]) if has_gps else None,
         gps_lon=float(meta["gps_lon"]) if has_gps else None,
         cutout=bool(meta["cutout"]),
+        ocr=ImageText.from_json(meta.get("ocr")),
     )
 
 

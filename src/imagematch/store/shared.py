@@ -12,11 +12,12 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from imagematch.fingerprint import PHASH_BITS
+from imagematch.records import ImageText
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TRUNCATION_MARK = " […cut: too long for the store]"
@@ -70,6 +71,21 @@ def fit_text(text: str, max_size: int, measure: Callable[[str], int] = utf8_len)
         else:
             high = middle - 1
     return text[:low] + TRUNCATION_MARK
+
+
+def image_text_json(text: ImageText, max_size: int, measure: Callable[[str], int] = utf8_len) -> str:
+    """The text read in a picture as JSON within `max_size` (as `measure` counts), always whole JSON: the last
+    lines go first, then a long correction is cut. Empty while the picture has not been read."""
+    lines = text.lines
+    while lines and measure(replace(text, lines=lines).to_json()) > max_size:
+        lines = lines[: len(lines) * 3 // 4]
+    fitted = replace(text, lines=lines)
+    correction = fitted.correction
+    while correction and measure(fitted.to_json()) > max_size:
+        shorter = fit_text(correction, utf8_len(correction) * 3 // 4)
+        correction = shorter if len(shorter) < len(correction) else ""
+        fitted = replace(fitted, correction=correction)
+    return fitted.to_json()
 
 
 def _shortened(text: str, excess: int, measure: Callable[[str], int]) -> str:

@@ -201,7 +201,10 @@ def get_image(library: LibraryDep, image_id: str) -> ImageOut:
 @router.patch("/images/{image_id}", response_model=ImageOut)
 def edit_image(library: LibraryDep, image_id: str, patch: ImagePatch) -> ImageOut:
     record = library.update(
-        image_id, RecordPatch(description=patch.description, metadata=patch.metadata, caption=patch.caption)
+        image_id,
+        RecordPatch(
+            description=patch.description, metadata=patch.metadata, caption=patch.caption, ocr_text=patch.ocr_text
+        ),
     )
     return ImageOut.of(record)
 
@@ -389,6 +392,13 @@ def start_reindex_job(jobs: JobsDep, body: ReindexIn) -> JobOut:
     return JobOut.of(jobs.start_reindex(body.model))
 
 
+@router.post("/jobs/ocr", status_code=202, response_model=JobOut, tags=["jobs"])
+def start_text_reading_job(jobs: JobsDep) -> JobOut:
+    """Read the text in every picture not read yet (images stored before text was read, or with
+    IMAGEMATCH_OCR=off), in the background; a second job goes on where an interrupted one stopped."""
+    return JobOut.of(jobs.start_text_reading())
+
+
 @router.get("/jobs", response_model=list[JobOut], tags=["jobs"])
 def list_jobs(jobs: JobsDep) -> list[JobOut]:
     return [JobOut.of(j) for j in jobs.recent()]
@@ -436,6 +446,7 @@ def health(library: LibraryDep, request: Request) -> HealthOut | PublicHealthOut
         store=info.store,
         images=info.images,
         background_removal=info.background_removal,
+        ocr=info.ocr,
         captioner=CaptionerOut(**dataclasses.asdict(captions)),
         warnings=warnings,
     )

@@ -153,7 +153,7 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
         if owned:
             app.state.library = build_library(settings)
         app.state.library.verify_model()
-        app.state.library.open(remover=True)  # load the model now, so the first search is fast
+        app.state.library.open(ingest=True)  # load the model now, so the first search is fast
         app.state.library.keeps_house = True  # carries changes into a new generation, drops retired ones
         app.state.jobs = JobRunner(app.state.library)
         app.state.captions = build_caption_worker(settings, app.state.library)

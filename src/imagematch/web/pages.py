@@ -743,6 +743,7 @@ def image_page(request: Request, library: LibraryDep, image_id: str, notice: str
         "error": "",
         "description": record.description,
         "caption": record.caption,
+        "ocr_text": record.ocr.text,
         "metadata_rows": editable_rows(record.metadata),
     }
     return render(request, "image.html", context)
@@ -755,6 +756,7 @@ def edit_image(
     image_id: str,
     description: Annotated[str, Form()] = "",
     caption: Annotated[str | None, Form()] = None,
+    ocr_text: Annotated[str | None, Form()] = None,
     meta_key: Annotated[list[str] | None, Form()] = None,
     meta_value: Annotated[list[str] | None, Form()] = None,
     meta_type: Annotated[list[str] | None, Form()] = None,
@@ -762,9 +764,11 @@ def edit_image(
     record = library.get(image_id)
     # A caption counts as corrected only when the user changed the text.
     corrected = caption if caption is not None and caption.strip() != record.caption.strip() else None
+    read = ocr_text if ocr_text is not None and ocr_text.strip() != record.ocr.text.strip() else None
     try:
         metadata = metadata_from_rows(meta_key or [], meta_value or [], meta_type)
-        library.update(image_id, RecordPatch(description=description, metadata=metadata, caption=corrected))
+        patch = RecordPatch(description=description, metadata=metadata, caption=corrected, ocr_text=read)
+        library.update(image_id, patch)
     except InvalidInput as error:
         context = {
             "section": "browse",
@@ -773,6 +777,7 @@ def edit_image(
             "error": str(error),
             "description": description,
             "caption": caption if caption is not None else record.caption,
+            "ocr_text": ocr_text if ocr_text is not None else record.ocr.text,
             "metadata_rows": posted_rows(meta_key or [], meta_value or [], meta_type or []),
         }
         return render(request, "image.html", context, status=422)
@@ -799,11 +804,14 @@ def delete_image(library: LibraryDep, image_id: str) -> Response:
 # Batch upload of the samples folder
 
 
+MODEL_JOBS = ("reindex", "ocr")  # the jobs the Model page starts and shows; the others are batch uploads
+
+
 def _samples_context(library: Library, jobs: JobRunner, job: JobStatus | None) -> dict[str, object]:
     folder = library.settings.samples_dir
     every = jobs.recent()
-    running = next((j for j in every if j.state == "running" and j.kind != "reindex"), None)
-    recent = [j for j in every if j.kind != "reindex"]
+    running = next((j for j in every if j.state == "running" and j.kind not in MODEL_JOBS), None)
+    recent = [j for j in every if j.kind not in MODEL_JOBS]
     shown = job or running
     exists = folder.is_dir()
     return {
@@ -818,7 +826,7 @@ def _samples_context(library: Library, jobs: JobRunner, job: JobStatus | None) -
     }
 
 
-def _job_asked(jobs: JobRunner, job_id: str, *, reindex: bool, what: str) -> JobStatus | None:
+def _job_asked(jobs: JobRunner, job_id: str, *, model_page: bool, what: str) -> JobStatus | None:
     """The job a page's `?job=` names: a 404 when there is none of that kind (it may have been pruned)."""
     if not job_id:
         return None
@@ -826,14 +834,14 @@ def _job_asked(jobs: JobRunner, job_id: str, *, reindex: bool, what: str) -> Job
         job = jobs.get(job_id)
     except NotFound:
         job = None
-    if job is None or (job.kind == "reindex") != reindex:
+    if job is None or (job.kind in MODEL_JOBS) != model_page:
         raise HTTPException(404, f"there is no {what} with id {job_id!r}; it may have been pruned")
     return job
 
 
 @router.get("/upload-samples", response_class=HTMLResponse)
 def samples_page(request: Request, library: LibraryDep, jobs: JobsDep, job: str = "") -> Response:
-    shown = _job_asked(jobs, job, reindex=False, what="batch upload")
+    shown = _job_asked(jobs, job, model_page=False, what="batch upload")
     return render(request, "upload_samples.html", _samples_context(library, jobs, shown))
 
 
@@ -852,15 +860,24 @@ def start_samples(request: Request, library: LibraryDep, jobs: JobsDep) -> Respo
 
 
 def _model_context(library: Library, jobs: JobRunner, job: JobStatus | None) -> dict[str, object]:
-    reindexes = [j for j in jobs.recent() if j.kind == "reindex"]
-    running = next((j for j in reindexes if j.state == "running"), None)
+    recent = jobs.recent()
+
+    def shown(kind: str) -> JobStatus | None:
+        """The job of this kind the page was asked for, else the running one, else the latest."""
+        if job is not None and job.kind == kind:
+            return job
+        of_kind = [j for j in recent if j.kind == kind]
+        return next((j for j in of_kind if j.state == "running"), of_kind[0] if of_kind else None)
+
     return {
         "section": "model",
         "model_id": library.embedder.model_id,
         "model_spec": library.model_spec,
         "presets": library.model_presets,
-        "job": job or running or (reindexes[0] if reindexes else None),
-        "running": running,
+        "job": shown("reindex"),
+        "text_job": shown("ocr"),
+        "ocr_engine": library.text_engine,
+        "running": next((j for j in recent if j.state == "running"), None),  # one job at a time, of any kind
         "error": "",
         "value": "",
     }
@@ -868,7 +885,7 @@ def _model_context(library: Library, jobs: JobRunner, job: JobStatus | None) -> 
 
 @router.get("/model", response_class=HTMLResponse)
 def model_page(request: Request, library: LibraryDep, jobs: JobsDep, job: str = "") -> Response:
-    shown = _job_asked(jobs, job, reindex=True, what="model switch")
+    shown = _job_asked(jobs, job, model_page=True, what="model job")
     return render(request, "model.html", _model_context(library, jobs, shown))
 
 
@@ -881,6 +898,17 @@ def start_reindex(request: Request, library: LibraryDep, jobs: JobsDep, model: A
     except (Conflict, InvalidInput) as error:
         context = _model_context(library, jobs, None)
         context["error"], context["value"] = str(error), model
+        return render(request, "model.html", context, status=status_for(error))
+    return _see_other(f"/model?job={job.id}")
+
+
+@router.post("/model/ocr", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def start_text_reading(request: Request, library: LibraryDep, jobs: JobsDep) -> Response:
+    try:
+        job = jobs.start_text_reading()
+    except (Conflict, InvalidInput) as error:
+        context = _model_context(library, jobs, None)
+        context["error"] = str(error)
         return render(request, "model.html", context, status=status_for(error))
     return _see_other(f"/model?job={job.id}")
 

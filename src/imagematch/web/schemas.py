@@ -47,6 +47,22 @@ class Links(BaseModel):
     cutout: str | None = None
 
 
+class TextLineOut(BaseModel):
+    text: str
+    box: list[float] = Field(description="Where the line stands: left, top, right, bottom as fractions.")
+    confidence: float = Field(description="How sure the reader was, 0 to 1.")
+
+
+class TextInImage(BaseModel):
+    text: str = Field(description="The text in the picture that search counts: the correction, or the lines read.")
+    status: Literal["pending", "read", "edited"] = Field(
+        description="`pending`: not read yet (`imagematch ocr` reads it); `read`: read, maybe no text found; "
+        "`edited`: a user's correction, which wins."
+    )
+    engine: str = Field(description="The reader that read it.")
+    lines: list[TextLineOut] = Field(description="The lines read, top to bottom, with their boxes.")
+
+
 class ImageOut(BaseModel):
     id: str = Field(description="Content-based id: the pHash, a dash, and 8 hex digits of the file's sha256.")
     phash: str = Field(description="64-bit perceptual hash, hex.")
@@ -66,6 +82,7 @@ class ImageOut(BaseModel):
     metadata: dict[str, str | int | float | bool | list[str]] = Field(description="Custom metadata; a list holds tags.")
     model_id: str
     cutout: bool
+    ocr: TextInImage
     exif: Exif
     links: Links
 
@@ -97,6 +114,9 @@ class ImagePatch(BaseModel):
     description: str | None = Field(None, description="Replaces the description.")
     metadata: dict[str, Any] | None = Field(None, description="Replaces all custom metadata.")
     caption: str | None = Field(None, description="A correction of the automatic caption; it wins from then on.")
+    ocr_text: str | None = Field(
+        None, description="A correction of the text read in the picture; it wins from then on."
+    )
 
 
 class MatchOut(BaseModel):
@@ -188,6 +208,7 @@ class HealthOut(BaseModel):
     store: str
     images: int
     background_removal: str
+    ocr: str = Field(description="What reads the text in pictures at upload (IMAGEMATCH_OCR), or `off`.")
     captioner: CaptionerOut
     warnings: list[str] = []
 
@@ -210,7 +231,7 @@ class JobOut(BaseModel):
     state: Literal["running", "done", "failed", "interrupted", "cancelled"]
     total: int
     done: int
-    added: int
+    added: int = Field(description="Images added; for an `ocr` job, the pictures found to hold text.")
     duplicates: int
     failed: int
     items: list[JobItemOut]

@@ -843,8 +843,40 @@
     tidy();
   }
 
+  /* Image page: outline each line of text read in the picture over the picture, where the reader found it. */
+  function initTextBoxes() {
+    const image = document.querySelector("[data-testid=image-full]");
+    const lines = Array.from(document.querySelectorAll("[data-text-lines] [data-box]"));
+    if (!image || !lines.length) return;
+    const frame = image.parentElement;
+    const boxes = lines.map((line) => {
+      const box = element("span", { class: "text-box", "data-testid": "text-box", title: line.textContent });
+      frame.appendChild(box);
+      return { box, edges: line.dataset.box.split(",").map(Number) };
+    });
+    function place() {
+      if (!image.naturalWidth) return;
+      // The picture is drawn contained in the element's box: work out where its pixels are.
+      const scale = Math.min(image.clientWidth / image.naturalWidth, image.clientHeight / image.naturalHeight);
+      const width = image.naturalWidth * scale;
+      const height = image.naturalHeight * scale;
+      const left = image.offsetLeft + (image.clientWidth - width) / 2;
+      const top = image.offsetTop + (image.clientHeight - height) / 2;
+      for (const { box, edges } of boxes) {
+        box.style.left = `${left + edges[0] * width}px`;
+        box.style.top = `${top + edges[1] * height}px`;
+        box.style.width = `${(edges[2] - edges[0]) * width}px`;
+        box.style.height = `${(edges[3] - edges[1]) * height}px`;
+      }
+    }
+    if (image.complete) place();
+    image.addEventListener("load", place);
+    window.addEventListener("resize", place);
+  }
+
   initBanners();
   initBusyForms();
+  initTextBoxes();
   initMetadataFields();
   initUpload();
   initSearch();
