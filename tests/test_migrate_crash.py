@@ -1,0 +1,181 @@
+"""kill -9 of `imagematch migrate --to milvus` at each step that writes: the source library is untouched and
+still serves, running migrate again finishes the copy with the right figures, and the target then serves the
+same searches as the source."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from milvus_lite.server_manager import server_manager_instance
+
+from imagematch.factory import build_library, build_store
+from imagematch.library import SimpleSearch
+from imagematch.settings import Settings
+from tests.images import PHOTOS, jpeg, look_alikes
+from tests.tinymodel import tiny_settings
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]  # where `-m tests.crash_at` is found
+MILVUS = "imagematch.store.milvus"
+IMAGES = 12
+BATCH = 5  # three batches: 5, 5 and 2
+# step: (function, Nth call, before/after, records a re-run finds already in the target)
+STEPS = {
+    "target made, before its library pointer": (f"{MILVUS}:MilvusStore.put_document", 1, "before", 0),
+    "pointer written, no records yet": (f"{MILVUS}:MilvusStore.put_document", 1, "after", 0),
+    "before the first batch": (f"{MILVUS}:MilvusStore.upsert", 1, "before", 0),
+    "first batch written": (f"{MILVUS}:MilvusStore.upsert", 1, "after", BATCH),
+    "before the middle batch": (f"{MILVUS}:MilvusStore.upsert", 2, "before", BATCH),
+    "middle batch written": (f"{MILVUS}:MilvusStore.upsert", 2, "after", 2 * BATCH),
+    "every batch written, before maintenance": (f"{MILVUS}:MilvusStore.maintain", 1, "before", IMAGES),
+    "inside the final verification": (f"{MILVUS}:MilvusStore.count", 1, "before", IMAGES),
+    "verified, before the report": ("imagematch.migrate:_verify", 1, "after", IMAGES),
+}
+SEARCHES = (["--image", "coffee.jpg"], ["--hybrid", "a cat asleep on a sofa"], ["--where", "album=b", "rocket"])
+
+
+def _pictures() -> dict[str, bytes]:
+    """Twelve distinct pictures: the bundled photos and two drawings of one layout in other colours."""
+    red, green, _ = look_alikes()
+    return {**{name: jpeg(name) for name in PHOTOS}, "red-star": red, "green-star": green}
+
+
+@dataclass(frozen=True)
+class Source:
+    root: Path  # the library: data dir (LanceDB, originals) and model cache
+    view: dict[str, Any]  # what it serves (_view), before any migrate ran
+    searches: list[list[tuple[str, float]]]  # the CLI's answers to SEARCHES
+
+
+def _settings(root: Path, model_dir: Path, **overrides: Any) -> Settings:
+    return tiny_settings(root, model_dir, runtime="torch", **overrides)
+
+
+def _environment(settings: Settings, store: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "IMAGEMATCH_DATA_DIR": str(settings.data_dir),
+        "IMAGEMATCH_MODEL": settings.model,
+        "IMAGEMATCH_MODEL_CACHE_DIR": str(settings.model_cache_dir),
+        "IMAGEMATCH_STORE": store,
+        "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
+        "IMAGEMATCH_CAPTIONER": "none",
+        "IMAGEMATCH_RUNTIME": "torch",
+        "IMAGEMATCH_LOG_LEVEL": "WARNING",
+    }
+
+
+def _cli(settings: Settings, *arguments: str, store: str = "lancedb", crash: tuple[object, ...] = ()) -> str:
+    """Run `imagematch ARGUMENTS` (killed at `crash` when given) and return its output; it must exit 0."""
+    module = ["-m", "tests.crash_at", *(str(part) for part in crash), "--"] if crash else ["-m", "imagematch"]
+    ran = subprocess.run(
+        [sys.executable, *module, *arguments],
+        env=_environment(settings, store),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    expected = -signal.SIGKILL if crash else 0
+    assert ran.returncode == expected, ran.stdout + ran.stderr
+    return ran.stdout
+
+
+def _searches(settings: Settings, store: str) -> list[list[tuple[str, float]]]:
+    """The CLI's answers to SEARCHES from `store`: ids and scores, best first."""
+    answers = []
+    for search in SEARCHES:
+        arguments = [str(settings.data_dir.parent / a) if a.endswith(".jpg") else a for a in search]
+        hits = json.loads(_cli(settings, "search", "--json", "-k", "6", *arguments, store=store))["hits"]
+        answers.append([(hit["id"], hit["score"]) for hit in hits])
+    return answers
+
+
+def _view(settings: Settings) -> dict[str, Any]:
+    """What the library serves: its count, every record, both vectors of each, and a search by each picture."""
+    library = build_library(settings)
+    ids = sorted(library.store.ids())
+    vectors = library.store.get_vectors(ids)
+    view = {
+        "count": library.count(),
+        "model": library.store.stored_model(),
+        "records": {image_id: library.get(image_id) for image_id in ids},
+        "vectors": {i: (v.tolist(), None if w is None else w.tolist()) for i, (v, w) in vectors.items()},
+        "searches": {
+            name: [(hit.record.id, hit.score) for hit in library.simple_search(SimpleSearch(image=data, k=3)).hits]
+            for name, data in _pictures().items()
+        },
+    }
+    library.close()
+    return view
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Source:
+    """A LanceDB library of twelve images with metadata, descriptions and captions (two with neither, so without
+    a words vector), built once and copied for each test."""
+    root = tmp_path_factory.mktemp("source")
+    settings = _settings(root, tiny_model_dir)
+    library = build_library(settings)
+    for n, (name, data) in enumerate(_pictures().items()):
+        described = "a cat asleep on a sofa" if name == "chelsea" else f"photo number {n} of {name}"
+        description = "" if n in (4, 8) else described
+        result = library.add(data, filename=f"{name}.jpg", description=description, metadata={"album": "ab"[n % 2]})
+        assert result.status == "added" and result.record is not None, (name, result.reason)
+        if n % 3 == 0:
+            library.apply_caption(result.record.id, f"a caption for {name}")
+    library.close()
+    (root / "coffee.jpg").write_bytes(jpeg("coffee"))
+    view = _view(settings)
+    assert view["count"] == IMAGES and any(words is None for _, words in view["vectors"].values())
+    return Source(root, view, _searches(settings, "lancedb"))
+
+
+def _same_library(source: Settings, target: Settings) -> None:
+    """The target holds exactly the source's records and both vectors of each."""
+    before, after = build_store(source), build_store(target)
+    ids = sorted(before.ids())
+    assert sorted(after.ids()) == ids and after.stored_model() == before.stored_model()
+    assert after.get_many(ids) == before.get_many(ids)
+    vectors = after.get_vectors(ids)
+    for image_id, (image, words) in before.get_vectors(ids).items():
+        assert np.allclose(vectors[image_id][0], image, atol=1e-6)
+        assert (words is None) == (vectors[image_id][1] is None)
+        assert words is None or np.allclose(vectors[image_id][1], words, atol=1e-6)  # type: ignore[arg-type]
+    before.close()
+    after.close()
+    server_manager_instance.release_all()  # Milvus Lite takes one process per file: free it for the CLI
+
+
+def _same_answers(got: list[list[tuple[str, float]]], expected: list[list[tuple[str, float]]]) -> None:
+    assert [[i for i, _ in hits] for hits in got] == [[i for i, _ in hits] for hits in expected]
+    assert np.allclose([s for hits in got for _, s in hits], [s for hits in expected for _, s in hits], atol=1e-5)
+
+
+@pytest.mark.parametrize("step", list(STEPS))
+def test_kill_9_at_any_step_of_migrate_leaves_the_source_serving_and_a_rerun_finishes(
+    step: str, source: Source, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    shutil.copytree(source.root, tmp_path / "library")
+    settings = _settings(tmp_path / "library", tiny_model_dir)
+    function, nth, when, already = STEPS[step]
+
+    _cli(settings, "migrate", "--to", "milvus", "--batch", str(BATCH), crash=(function, nth, when))
+    assert _view(settings) == source.view  # the source is untouched and serves as before
+
+    report = _cli(settings, "migrate", "--to", "milvus", "--batch", str(BATCH))
+    assert f"copied {IMAGES - already} records to milvus ({already} were already there; {IMAGES} in all" in report
+    _same_library(settings, settings.model_copy(update={"store": "milvus"}))
+    _same_answers(_searches(settings, "milvus"), source.searches)
