@@ -20,6 +20,7 @@ from milvus_lite.server_manager import server_manager_instance
 
 from imagematch.factory import build_library, build_store
 from imagematch.library import SimpleSearch
+from imagematch.records import RecordPatch
 from imagematch.settings import Settings
 from tests.images import PHOTOS, jpeg, look_alikes
 from tests.tinymodel import tiny_settings
@@ -179,3 +180,28 @@ def test_kill_9_at_any_step_of_migrate_leaves_the_source_serving_and_a_rerun_fin
     assert f"copied {IMAGES - already} records to milvus ({already} were already there; {IMAGES} in all" in report
     _same_library(settings, settings.model_copy(update={"store": "milvus"}))
     _same_answers(_searches(settings, "milvus"), source.searches)
+
+
+def test_a_rerun_after_the_source_served_again_carries_its_edits_and_deletions(
+    source: Source, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """After a crash the old library serves, so users may edit and delete before migrate is run again."""
+    shutil.copytree(source.root, tmp_path / "library")
+    settings = _settings(tmp_path / "library", tiny_model_dir)
+    _cli(settings, "migrate", "--to", "milvus", "--batch", str(BATCH), crash=STEPS["first batch written"][:3])
+    target = build_store(settings.model_copy(update={"store": "milvus"}))
+    edited, deleted, *_ = sorted(target.ids())
+    target.close()
+    server_manager_instance.release_all()
+    library = build_library(settings)
+    library.update(edited, RecordPatch(description="a new description", metadata={"album": "c"}))
+    library.delete(deleted)
+    library.close()
+
+    report = _cli(settings, "migrate", "--to", "milvus", "--batch", str(BATCH))
+    # The edited record is copied again with the rest, the deleted one removed, the others kept.
+    copied, kept = IMAGES - BATCH + 1, BATCH - 2
+    assert f"copied {copied} records to milvus ({kept} were already there; {IMAGES - 1} in all" in report
+    assert "removed 1 record the lancedb store no longer holds" in report
+    _same_library(settings, settings.model_copy(update={"store": "milvus"}))
+    _same_answers(_searches(settings, "milvus"), _searches(settings, "lancedb"))
