@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,26 @@ def test_milvus_to_lancedb_round_trip(tmp_path: Path) -> None:
     assert_same_library(source, target)
     again = migrate(source, target)  # nothing left to do
     assert (again.copied, again.skipped) == (0, 60)
+
+
+def test_a_rerun_copies_records_edited_since_and_removes_those_deleted_since(tmp_path: Path) -> None:
+    source = LanceStore(tmp_path / "lance")
+    source.open(MODEL, DIM)
+    source.upsert(library(30))
+    target = MilvusStore(str(tmp_path / "milvus.db"))
+    with pytest.raises(Interrupted):
+        migrate(source, target, batch=10, on_progress=stop_after_first_batch)
+    edited, deleted, *_ = sorted(target.ids())
+    record = source.get(edited)
+    assert record is not None
+    source.update(replace(record, description="edited since"), unit(2024))  # a new words vector too
+    source.delete([deleted])
+    report = migrate(source, target, batch=10)
+    assert (report.total, report.skipped, report.copied, report.removed) == (29, 8, 21, 1)
+    assert_same_library(source, target)
+    source.delete([sorted(source.ids())[0]])  # after a finished copy, a record the source lacks is not ours
+    with pytest.raises(MigrationError, match="holds 28 records but the milvus store 29"):
+        migrate(source, target)
 
 
 def test_a_target_holding_another_model_is_refused(tmp_path: Path) -> None:

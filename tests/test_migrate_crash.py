@@ -1,6 +1,6 @@
-"""kill -9 of `imagematch migrate --to milvus` at each step that writes: the source library is untouched and
-still serves, running migrate again finishes the copy with the right figures, and the target then serves the
-same searches as the source."""
+"""kill -9 of `imagematch migrate` at each step that writes, from LanceDB to Milvus Lite and back: the source
+library is untouched and still serves, running migrate again finishes the copy with the right figures, and
+the target then holds the same records and vectors and serves the same searches as the source."""
 
 from __future__ import annotations
 
@@ -29,19 +29,26 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]  # where `-m tests.crash_at` is found
 MILVUS = "imagematch.store.milvus"
+LANCE = "imagematch.store.lancedb"
 IMAGES = 12
 BATCH = 5  # three batches: 5, 5 and 2
 # step: (function, Nth call, before/after, records a re-run finds already in the target)
 STEPS = {
     "target made, before its library pointer": (f"{MILVUS}:MilvusStore.put_document", 1, "before", 0),
-    "pointer written, no records yet": (f"{MILVUS}:MilvusStore.put_document", 1, "after", 0),
-    "before the first batch": (f"{MILVUS}:MilvusStore.upsert", 1, "before", 0),
+    "pointer written, before the unfinished mark": (f"{MILVUS}:MilvusStore.put_document", 2, "before", 0),
+    "marked unfinished, no records yet": (f"{MILVUS}:MilvusStore.upsert", 1, "before", 0),
     "first batch written": (f"{MILVUS}:MilvusStore.upsert", 1, "after", BATCH),
     "before the middle batch": (f"{MILVUS}:MilvusStore.upsert", 2, "before", BATCH),
     "middle batch written": (f"{MILVUS}:MilvusStore.upsert", 2, "after", 2 * BATCH),
     "every batch written, before maintenance": (f"{MILVUS}:MilvusStore.maintain", 1, "before", IMAGES),
     "inside the final verification": (f"{MILVUS}:MilvusStore.count", 1, "before", IMAGES),
-    "verified, before the report": ("imagematch.migrate:_verify", 1, "after", IMAGES),
+    "verified, before the mark is removed": (f"{MILVUS}:MilvusStore.delete_document", 1, "before", IMAGES),
+    "mark removed, before the report": (f"{MILVUS}:MilvusStore.delete_document", 1, "after", IMAGES),
+}
+BACK = {  # Milvus Lite to LanceDB: the writes that differ
+    "marked unfinished, no records yet": (f"{LANCE}:LanceStore.upsert", 1, "before", 0),
+    "before the middle batch": (f"{LANCE}:LanceStore.upsert", 2, "before", BATCH),
+    "verified, before the mark is removed": (f"{LANCE}:LanceStore.delete_document", 1, "before", IMAGES),
 }
 SEARCHES = (["--image", "coffee.jpg"], ["--hybrid", "a cat asleep on a sofa"], ["--where", "album=b", "rocket"])
 
@@ -54,22 +61,23 @@ def _pictures() -> dict[str, bytes]:
 
 @dataclass(frozen=True)
 class Source:
-    root: Path  # the library: data dir (LanceDB, originals) and model cache
+    root: Path  # the library: data dir (store, originals) and model cache
+    store: str
     view: dict[str, Any]  # what it serves (_view), before any migrate ran
     searches: list[list[tuple[str, float]]]  # the CLI's answers to SEARCHES
 
 
-def _settings(root: Path, model_dir: Path, **overrides: Any) -> Settings:
-    return tiny_settings(root, model_dir, runtime="torch", **overrides)
+def _settings(root: Path, model_dir: Path, store: str = "lancedb") -> Settings:
+    return tiny_settings(root, model_dir, runtime="torch", store=store)
 
 
-def _environment(settings: Settings, store: str) -> dict[str, str]:
+def _environment(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
         "IMAGEMATCH_DATA_DIR": str(settings.data_dir),
         "IMAGEMATCH_MODEL": settings.model,
         "IMAGEMATCH_MODEL_CACHE_DIR": str(settings.model_cache_dir),
-        "IMAGEMATCH_STORE": store,
+        "IMAGEMATCH_STORE": settings.store,
         "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
         "IMAGEMATCH_CAPTIONER": "none",
         "IMAGEMATCH_RUNTIME": "torch",
@@ -77,12 +85,12 @@ def _environment(settings: Settings, store: str) -> dict[str, str]:
     }
 
 
-def _cli(settings: Settings, *arguments: str, store: str = "lancedb", crash: tuple[object, ...] = ()) -> str:
+def _cli(settings: Settings, *arguments: str, crash: tuple[object, ...] = ()) -> str:
     """Run `imagematch ARGUMENTS` (killed at `crash` when given) and return its output; it must exit 0."""
     module = ["-m", "tests.crash_at", *(str(part) for part in crash), "--"] if crash else ["-m", "imagematch"]
     ran = subprocess.run(
         [sys.executable, *module, *arguments],
-        env=_environment(settings, store),
+        env=_environment(settings),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -94,12 +102,12 @@ def _cli(settings: Settings, *arguments: str, store: str = "lancedb", crash: tup
     return ran.stdout
 
 
-def _searches(settings: Settings, store: str) -> list[list[tuple[str, float]]]:
-    """The CLI's answers to SEARCHES from `store`: ids and scores, best first."""
+def _searches(settings: Settings) -> list[list[tuple[str, float]]]:
+    """The CLI's answers to SEARCHES: ids and scores, best first."""
     answers = []
     for search in SEARCHES:
         arguments = [str(settings.data_dir.parent / a) if a.endswith(".jpg") else a for a in search]
-        hits = json.loads(_cli(settings, "search", "--json", "-k", "6", *arguments, store=store))["hits"]
+        hits = json.loads(_cli(settings, "search", "--json", "-k", "6", *arguments))["hits"]
         answers.append([(hit["id"], hit["score"]) for hit in hits])
     return answers
 
@@ -120,15 +128,14 @@ def _view(settings: Settings) -> dict[str, Any]:
         },
     }
     library.close()
+    server_manager_instance.release_all()  # Milvus Lite takes one process per file: free it for the CLI
     return view
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Source:
-    """A LanceDB library of twelve images with metadata, descriptions and captions (two with neither, so without
-    a words vector), built once and copied for each test."""
-    root = tmp_path_factory.mktemp("source")
-    settings = _settings(root, tiny_model_dir)
+def _source(root: Path, model_dir: Path, store: str) -> Source:
+    """A library of twelve images with metadata, descriptions and captions (two with neither, so without a
+    words vector), built once and copied for each test."""
+    settings = _settings(root, model_dir, store)
     library = build_library(settings)
     for n, (name, data) in enumerate(_pictures().items()):
         described = "a cat asleep on a sofa" if name == "chelsea" else f"photo number {n} of {name}"
@@ -141,7 +148,17 @@ def source(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> So
     (root / "coffee.jpg").write_bytes(jpeg("coffee"))
     view = _view(settings)
     assert view["count"] == IMAGES and any(words is None for _, words in view["vectors"].values())
-    return Source(root, view, _searches(settings, "lancedb"))
+    return Source(root, store, view, _searches(settings))
+
+
+@pytest.fixture(scope="module")
+def lancedb_source(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Source:
+    return _source(tmp_path_factory.mktemp("lancedb"), tiny_model_dir, "lancedb")
+
+
+@pytest.fixture(scope="module")
+def milvus_source(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Source:
+    return _source(tmp_path_factory.mktemp("milvus"), tiny_model_dir, "milvus")
 
 
 def _same_library(source: Settings, target: Settings) -> None:
@@ -165,31 +182,44 @@ def _same_answers(got: list[list[tuple[str, float]]], expected: list[list[tuple[
     assert np.allclose([s for hits in got for _, s in hits], [s for hits in expected for _, s in hits], atol=1e-5)
 
 
-@pytest.mark.parametrize("step", list(STEPS))
-def test_kill_9_at_any_step_of_migrate_leaves_the_source_serving_and_a_rerun_finishes(
-    step: str, source: Source, tmp_path: Path, tiny_model_dir: Path
-) -> None:
-    shutil.copytree(source.root, tmp_path / "library")
-    settings = _settings(tmp_path / "library", tiny_model_dir)
-    function, nth, when, already = STEPS[step]
+def _crash_and_rerun(source: Source, root: Path, model_dir: Path, to: str, step: tuple[str, int, str, int]) -> None:
+    """Copy `source` to `root`, kill migrate --to `to` at `step`, check the source, run it again, check both."""
+    shutil.copytree(source.root, root)
+    settings = _settings(root, model_dir, source.store)
+    function, nth, when, already = step
 
-    _cli(settings, "migrate", "--to", "milvus", "--batch", str(BATCH), crash=(function, nth, when))
+    _cli(settings, "migrate", "--to", to, "--batch", str(BATCH), crash=(function, nth, when))
     assert _view(settings) == source.view  # the source is untouched and serves as before
 
-    report = _cli(settings, "migrate", "--to", "milvus", "--batch", str(BATCH))
-    assert f"copied {IMAGES - already} records to milvus ({already} were already there; {IMAGES} in all" in report
-    _same_library(settings, settings.model_copy(update={"store": "milvus"}))
-    _same_answers(_searches(settings, "milvus"), source.searches)
+    report = _cli(settings, "migrate", "--to", to, "--batch", str(BATCH))
+    assert f"copied {IMAGES - already} records to {to} ({already} were already there; {IMAGES} in all" in report
+    target = _settings(root, model_dir, to)
+    _same_library(settings, target)
+    _same_answers(_searches(target), source.searches)
+
+
+@pytest.mark.parametrize("step", list(STEPS))
+def test_kill_9_at_any_step_of_migrate_leaves_the_source_serving_and_a_rerun_finishes(
+    step: str, lancedb_source: Source, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    _crash_and_rerun(lancedb_source, tmp_path / "library", tiny_model_dir, "milvus", STEPS[step])
+
+
+@pytest.mark.parametrize("step", list(BACK))
+def test_kill_9_migrating_back_to_lancedb(
+    step: str, milvus_source: Source, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    _crash_and_rerun(milvus_source, tmp_path / "library", tiny_model_dir, "lancedb", BACK[step])
 
 
 def test_a_rerun_after_the_source_served_again_carries_its_edits_and_deletions(
-    source: Source, tmp_path: Path, tiny_model_dir: Path
+    lancedb_source: Source, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     """After a crash the old library serves, so users may edit and delete before migrate is run again."""
-    shutil.copytree(source.root, tmp_path / "library")
+    shutil.copytree(lancedb_source.root, tmp_path / "library")
     settings = _settings(tmp_path / "library", tiny_model_dir)
     _cli(settings, "migrate", "--to", "milvus", "--batch", str(BATCH), crash=STEPS["first batch written"][:3])
-    target = build_store(settings.model_copy(update={"store": "milvus"}))
+    target = build_store(_settings(tmp_path / "library", tiny_model_dir, "milvus"))
     edited, deleted, *_ = sorted(target.ids())
     target.close()
     server_manager_instance.release_all()
@@ -203,5 +233,6 @@ def test_a_rerun_after_the_source_served_again_carries_its_edits_and_deletions(
     copied, kept = IMAGES - BATCH + 1, BATCH - 2
     assert f"copied {copied} records to milvus ({kept} were already there; {IMAGES - 1} in all" in report
     assert "removed 1 record the lancedb store no longer holds" in report
-    _same_library(settings, settings.model_copy(update={"store": "milvus"}))
-    _same_answers(_searches(settings, "milvus"), _searches(settings, "lancedb"))
+    target_settings = _settings(tmp_path / "library", tiny_model_dir, "milvus")
+    _same_library(settings, target_settings)
+    _same_answers(_searches(target_settings), _searches(settings))
