@@ -11,7 +11,7 @@ import pytest
 from milvus_lite.server_manager import server_manager_instance
 
 from imagematch.filters import parse_filter
-from imagematch.migrate import MigrationError, migrate
+from imagematch.migrate import MIGRATION, MigrationError, migrate
 from imagematch.records import CaptionStatus, ImageMatchError, StoredImage, StoreMismatch
 from imagematch.store.base import VectorStore
 from imagematch.store.lancedb import LanceStore
@@ -75,6 +75,7 @@ def test_lancedb_to_milvus_lite_resumes_after_an_interruption(tmp_path: Path) ->
     with pytest.raises(Interrupted):
         migrate(source, target, batch=500, on_progress=stop_after_first_batch)
     assert target.count() == 500
+    assert target.get_document(MIGRATION, "source") == "lancedb"  # servers refuse the partial copy
     progress: list[tuple[int, int]] = []
     report = migrate(
         source, MilvusStore(str(tmp_path / "milvus.db")), batch=500, on_progress=lambda *p: progress.append(p)
@@ -83,6 +84,7 @@ def test_lancedb_to_milvus_lite_resumes_after_an_interruption(tmp_path: Path) ->
     assert (report.model_id, report.dim) == (MODEL, DIM)
     assert progress == [(500, 1200), (1000, 1200), (1200, 1200)]
     assert_same_library(source, target)
+    assert target.get_document(MIGRATION, "source") is None
 
 
 def test_milvus_to_lancedb_round_trip(tmp_path: Path) -> None:

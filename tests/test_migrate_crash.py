@@ -85,10 +85,10 @@ def _environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def _cli(settings: Settings, *arguments: str, crash: tuple[object, ...] = ()) -> str:
-    """Run `imagematch ARGUMENTS` (killed at `crash` when given) and return its output; it must exit 0."""
+def _run(settings: Settings, *arguments: str, crash: tuple[object, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run `imagematch ARGUMENTS`, killed at `crash` when given."""
     module = ["-m", "tests.crash_at", *(str(part) for part in crash), "--"] if crash else ["-m", "imagematch"]
-    ran = subprocess.run(
+    return subprocess.run(
         [sys.executable, *module, *arguments],
         env=_environment(settings),
         cwd=ROOT,
@@ -97,9 +97,25 @@ def _cli(settings: Settings, *arguments: str, crash: tuple[object, ...] = ()) ->
         timeout=300,
         check=False,
     )
+
+
+def _cli(settings: Settings, *arguments: str, crash: tuple[object, ...] = ()) -> str:
+    """The output of `imagematch ARGUMENTS`, which must exit 0 (or be killed at `crash`)."""
+    ran = _run(settings, *arguments, crash=crash)
     expected = -signal.SIGKILL if crash else 0
     assert ran.returncode == expected, ran.stdout + ran.stderr
     return ran.stdout
+
+
+def _never_part(target: Settings, source: Source) -> None:
+    """Pointed at the target after a crash, the CLI serves none of the library or all of it; a part of it is
+    refused, with how to finish the copy."""
+    ran = _run(target, "search", "--json", "-k", str(2 * IMAGES), "--image", str(target.data_dir.parent / "coffee.jpg"))
+    if ran.returncode == 0:
+        assert len(json.loads(ran.stdout)["hits"]) in (0, IMAGES)
+    else:
+        assert f"unfinished copy of the library from the {source.store} store" in ran.stderr
+        assert f"imagematch migrate --to {target.store}" in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
 
 
 def _searches(settings: Settings) -> list[list[tuple[str, float]]]:
@@ -190,10 +206,11 @@ def _crash_and_rerun(source: Source, root: Path, model_dir: Path, to: str, step:
 
     _cli(settings, "migrate", "--to", to, "--batch", str(BATCH), crash=(function, nth, when))
     assert _view(settings) == source.view  # the source is untouched and serves as before
+    target = _settings(root, model_dir, to)
+    _never_part(target, source)
 
     report = _cli(settings, "migrate", "--to", to, "--batch", str(BATCH))
     assert f"copied {IMAGES - already} records to {to} ({already} were already there; {IMAGES} in all" in report
-    target = _settings(root, model_dir, to)
     _same_library(settings, target)
     _same_answers(_searches(target), source.searches)
 

@@ -5,9 +5,10 @@ serves the same searches as soon as the copy ends. The copy is resumable: record
 are skipped when they still equal the source's, record and vectors, so an interrupted run (even killed) is
 finished by running it again, also after the source served and changed in between: edited records are
 copied again, and records deleted from the source since are removed from a target this migration filled
-(the MIGRATION document marks it until the copy is verified). The batch-job history (documents) stays
-behind; it describes work done by the old deployment. Stop writers (servers, `index`) while it runs: the
-final check compares the two stores and fails when they differ.
+(the MIGRATION document marks it until the copy is verified; Library.verify_model refuses to serve a store
+so marked). The batch-job history (documents) stays behind; it describes work done by the old deployment.
+Stop writers (servers, `index`) while it runs: the final check compares the two stores and fails when they
+differ.
 """
 
 from __future__ import annotations
