@@ -145,3 +145,43 @@ def test_duplicate_review_lists_groups_and_resolves_them(settings: Settings, lib
         assert client.get(f"/api/v1/images/{ids['coffee']}").status_code == 404
         same = client.post("/api/v1/duplicates/resolve", json={"keep": ids["rocket"], "delete": [ids["rocket"]]})
         assert same.status_code == 422
+
+
+def test_every_mode_shows_one_score_scale_and_why_each_result_matched(client: TestClient, library: Library) -> None:
+    ids = add_all(library)
+    described = ids["coffee"]
+    library.update(described, RecordPatch(description="an invoice for the coffee machine"))
+    files = {"image": ("q.jpg", jpeg("rocket"), "image/jpeg")}
+    vector = client.post("/api/v1/search", files=files, data={"k": "3"}).json()["hits"]
+    fused = query(client, terms=[{"text": "invoice"}], k=len(PHOTOS)).json()["hits"]
+    hybrid = query(client, terms=[{"text": "invoice"}], k=len(PHOTOS), hybrid=True).json()["hits"]
+    for hit in vector + fused + hybrid:
+        why = hit["why"]
+        assert -1 <= hit["score"] <= 1 and hit["score"] == pytest.approx(why["image"] + why["words_added"], abs=1e-5)
+    assert all(h["why"]["words"] is None and h["why"]["rank_fusion"] is None for h in vector)
+    by_id = {h["id"]: h for h in fused}
+    assert by_id[described]["why"]["words"] is not None and by_id[described]["why"]["words_added"] > 0
+    assert all(h["why"]["words"] is None for h in fused if h["id"] != described)  # no words of their own
+    assert hybrid[0]["id"] == described and hybrid[0]["why"]["keywords"] == ["invoice"]
+    assert hybrid[0]["why"]["rank_fusion"] > hybrid[1]["why"]["rank_fusion"]
+    # The same image shows the same score with or without keywords: one scale in every mode.
+    assert {h["id"]: h["score"] for h in hybrid} == pytest.approx({h["id"]: h["score"] for h in fused})
+
+
+def test_min_score_acts_on_the_shown_score_in_hybrid_search(client: TestClient, library: Library) -> None:
+    ids = add_all(library)
+    library.update(ids["coffee"], RecordPatch(caption="an invoice"))
+    every = query(client, terms=[{"text": "invoice"}], k=len(PHOTOS), hybrid=True).json()["hits"]
+    least = sorted(h["score"] for h in every)[len(every) // 2] - 1e-6  # below the median, past the rounding
+    cut = query(client, terms=[{"text": "invoice"}], k=len(PHOTOS), hybrid=True, min_score=least).json()["hits"]
+    assert cut and len(cut) < len(every)
+    assert all(h["score"] >= least for h in cut)
+    assert {h["id"] for h in cut} == {h["id"] for h in every if h["score"] >= least}
+    form = client.post("/api/v1/search", data={"text": "invoice", "hybrid": "true", "min_score": str(least)})
+    assert all(h["score"] >= least for h in form.json()["hits"])
+
+
+def test_why_is_in_the_openapi_schema(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "why" in schemas["HitOut"]["required"]
+    assert set(schemas["MatchOut"]["properties"]) == {"image", "words", "words_added", "keywords", "rank_fusion"}

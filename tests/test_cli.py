@@ -109,6 +109,7 @@ def test_search_errors_are_one_line(env: dict[str, str], photos: Path) -> None:
         ["search", "x", "-k", "0"],
         ["search", "x", "--image-weight", "2", "--id", "abc"],
         ["search"],
+        ["search", "x", "--cutoff", "sometimes"],
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 1
@@ -219,6 +220,11 @@ def test_search_with_arithmetic_hybrid_cut_off_and_region(env: dict[str, str], p
 
     assert len(_hits(["coffee", "--hybrid", "-k", "2"])) == 2  # "coffee" is in a file name: a keyword match
     assert _hits(["coffee", "--hybrid", "-k", "1"])[0]["image"]["filename"] == "coffee.jpg"
+    first = _hits(["coffee", "--hybrid", "-k", "1"])[0]
+    assert first["why"]["keywords"] == ["coffee"] and first["score"] == first["why"]["image"]
+    table = runner.invoke(app, ["search", "coffee", "--hybrid", "-k", "1"])
+    row = " ".join(table.output.split())  # the table wraps at the terminal's width
+    assert "image 0." in row and "keywords: coffee" in row
 
 
 def test_arithmetic_search_errors_stay_one_line(env: dict[str, str], photos: Path) -> None:

@@ -340,3 +340,25 @@ def test_duplicate_review_keeps_one_after_a_confirmation(settings: Settings, lib
         assert "the other images of the group were deleted" in after.text
         nothing = client.get("/duplicates/resolve", params={"keep": crop.record.id, "member": [crop.record.id]})
         assert nothing.status_code == 422
+
+
+def test_each_result_card_says_why_it_matched(client: TestClient, library: Library) -> None:
+    described = add(library, "coffee")
+    add(library, "astronaut")
+    library.update(described, RecordPatch(description="an invoice for the coffee machine"))
+    plain = client.get("/search?text=invoice").text
+    whys = re.findall(r'data-testid="why"[^>]*>([^<]*)<', plain)
+    assert len(whys) == 2 and all(why.startswith("image ") for why in whys)
+    assert any("words " in why for why in whys)  # the described image: what its words added
+    hybrid = client.get("/search?text=invoice&hybrid=1").text
+    assert "keywords: invoice" in hybrid and "no keywords" in hybrid
+
+
+def test_the_automatic_cut_off_is_an_option_kept_in_the_link(client: TestClient, library: Library) -> None:
+    add(library, "astronaut")
+    page = client.get("/search?text=a+cat&cutoff=auto").text
+    assert '<option value="auto" selected>' in page and " open" in options_panel(page)
+    posted = client.post("/search", data={"csrf_token": token(client), "text": "a cat", "cutoff": "auto"})
+    assert "cutoff=auto" in str(posted.url)
+    refused = client.get("/search?text=a+cat&cutoff=sometimes")
+    assert refused.status_code == 422 and "Cutoff must be off or auto" in refused.text

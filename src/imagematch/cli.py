@@ -38,7 +38,7 @@ from imagematch.records import (
     TextTerm,
 )
 from imagematch.settings import Settings, SettingsError, load_settings
-from imagematch.shapes import image_fields, search_fields
+from imagematch.shapes import image_fields, search_fields, why_summary
 from imagematch.store.names import STORE_NAMES
 
 if TYPE_CHECKING:
@@ -338,7 +338,15 @@ def search(
         bool, typer.Option("--any", help="One of the --where filters is enough, instead of all of them.")
     ] = False,
     min_score: Annotated[
-        float | None, typer.Option("--min-score", help="Leave out matches below this similarity.")
+        float | None, typer.Option("--min-score", help="Leave out matches whose score is below this.")
+    ] = None,
+    cutoff: Annotated[
+        str | None,
+        typer.Option(
+            help="auto: leave out what this query's own cut-off finds irrelevant; off: none. Default: the "
+            "IMAGEMATCH_CUTOFF setting.",
+            metavar="off|auto",
+        ),
     ] = None,
     region: Annotated[
         str, typer.Option(help="Search with part of the image only: left,top,right,bottom as fractions.")
@@ -364,6 +372,7 @@ def search(
                 region=box,
                 hybrid=hybrid,
                 min_score=min_score,
+                cutoff=cutoff,
             )
         )
     else:
@@ -372,7 +381,7 @@ def search(
             terms.append(ImageTerm(data, 1.0, image.name, region=box))
         if image_id:
             terms.append(StoredImageTerm(image_id, 1.0, region=box))
-        result = library.search(Query(tuple(terms), k, flt, hybrid=hybrid, min_score=min_score))
+        result = library.search(Query(tuple(terms), k, flt, hybrid=hybrid, min_score=min_score, cutoff=cutoff))
     if as_json:
         _print_json(search_fields(result))
         return
@@ -381,9 +390,9 @@ def search(
     if not result.hits:
         out.print("no matches")
         return
-    table = Table("#", "score", "id", "image", box=None)
+    table = Table("#", "score", "id", "image", "why", box=None)
     for rank, hit in enumerate(result.hits, 1):
-        table.add_row(str(rank), f"{hit.score:.4f}", hit.record.id, _record_row(hit.record))
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.record.id, _record_row(hit.record), why_summary(hit))
     out.print(table)
 
 

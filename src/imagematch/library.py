@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from imagematch import media
@@ -48,6 +49,8 @@ from imagematch.fingerprint import (
     turned_layout,
 )
 from imagematch.fusion import REFERENCE_TEXTS, fuse, reciprocal_rank_fusion, words_standing
+from imagematch.keywords import search_text
+from imagematch.keywords import tokens as keyword_tokens
 from imagematch.migrate import MIGRATION, MigrationError
 from imagematch.records import (
     CaptionStatus,
@@ -61,6 +64,7 @@ from imagematch.records import (
     IngestResult,
     InvalidInput,
     InvalidQuery,
+    Match,
     Metadata,
     ModelUnavailable,
     NotFound,
@@ -77,6 +81,7 @@ from imagematch.records import (
     TooLarge,
     Vector,
 )
+from imagematch.relevance import SAMPLE_SIZE, auto_min_score
 from imagematch.settings import Settings
 from imagematch.store import generations
 from imagematch.store.base import VectorStore
@@ -107,6 +112,7 @@ _CANDIDATE_READERS = 8  # concurrent searches whose image-side candidates are re
 _RETRY_PAGE = 500  # failed captions queued again per store read
 FOLLOW_EVERY = 0.5  # seconds between two reads of the store's generation pointer by a running process
 HOUSEKEEPING_EVERY = 10.0  # seconds between passes that carry leftover changes and drop retired generations
+_SAMPLE_PIECES = 8  # a large library's sample is read as this many pages spread over it
 SWITCH_SETTLES = 2.0  # after a switch, writes that read the old pointer just before it have landed by then
 
 
@@ -157,7 +163,7 @@ class LibraryInfo:
 @dataclass(frozen=True, slots=True)
 class SimpleSearch:
     """The seed's search form: optional text, optional image (bytes or stored id), and a weight; `region` is the
-    part of the image to search with, `hybrid` and `min_score` as in Query."""
+    part of the image to search with, `hybrid`, `min_score` and `cutoff` as in Query."""
 
     text: str = ""
     image: bytes | None = None
@@ -168,6 +174,7 @@ class SimpleSearch:
     region: Region | None = None
     hybrid: bool = False
     min_score: float | None = None
+    cutoff: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +243,8 @@ class Library:
         # The two candidate lists of a fused search are read at once: each store query waits on its engine.
         self._candidate_reader = ThreadPoolExecutor(_CANDIDATE_READERS, thread_name_prefix="candidates")
         self._references: tuple[str, Matrix] | None = None  # model id, its REFERENCE_TEXTS vectors
+        self._sample: tuple[int, str, Matrix] | None = None  # image count, model id, a sample of image vectors
+        self._sample_lock = threading.Lock()
         self._references_lock = threading.Lock()
 
     # the model and generation in use
@@ -1152,14 +1161,20 @@ class Library:
         shown = {t.image_id for t in query.terms if isinstance(t, StoredImageTerm)}
         wanted = query.k + len(shown)
         depth = self._depth(wanted) if query.hybrid else wanted
-        if vectors.text is None or weight <= 0:
-            hits = self.store.search(vectors.query, k=depth, flt=query.filter)
+        text = vectors.text if weight > 0 else None
+        scoring = _Scoring(vectors.query, text, weight)
+        if text is None:
+            hits = [
+                Hit(hit.record, hit.score, Match(hit.score))
+                for hit in self.store.search(vectors.query, k=depth, flt=query.filter)
+            ]
         else:
-            hits = self._fused_search(vectors.query, vectors.text, weight, depth, query.filter, shown)
-        if query.min_score is not None:
-            hits = [hit for hit in hits if hit.score >= query.min_score]
+            hits = self._fused_search(scoring, text, depth, query.filter, shown)
         if query.hybrid:
-            hits = self._hybrid(hits, query, depth)
+            hits = self._hybrid(hits, query, depth, scoring)
+        least = self._least_score(query, vectors.query)
+        if least is not None:
+            hits = [hit for hit in hits if hit.score >= least]
         hits = [hit for hit in hits if hit.record.id not in shown][: query.k]
         took = (time.perf_counter() - started) * 1000
         log.info("search %s k=%d: %d hits in %.0f ms", _describe_terms(query.terms), query.k, len(hits), took)
@@ -1192,10 +1207,12 @@ class Library:
         """How many candidates a ranking that is fused with another one reads."""
         return min(max(k * 3, 100), self.settings.max_k * 3)
 
-    def _hybrid(self, vector_hits: list[Hit], query: Query, depth: int) -> list[Hit]:
+    def _hybrid(self, vector_hits: list[Hit], query: Query, depth: int, scoring: _Scoring) -> list[Hit]:
         """The vector ranking fused with a keyword ranking of the query's positive words (reciprocal rank fusion).
 
-        The score becomes the fused value. Without positive text terms there is nothing to match as keywords.
+        Results are ordered by the fused value, and keep the score of their vectors, so that every mode shows
+        one scale: an image that only the keywords found is scored from its stored vectors like any other.
+        Without positive text terms there is nothing to match as keywords.
         """
         words = " ".join(t.text for t in query.terms if isinstance(t, TextTerm) and t.weight > 0)
         if not words.strip():
@@ -1204,15 +1221,26 @@ class Library:
         fused = reciprocal_rank_fusion(
             [[hit.record.id for hit in vector_hits], [hit.record.id for hit in keyword_hits]]
         )
-        records = {hit.record.id: hit.record for hit in keyword_hits + vector_hits}
-        order = sorted(fused, key=lambda image_id: (-fused[image_id], image_id))
-        return [Hit(records[image_id], fused[image_id]) for image_id in order]
+        scored = {hit.record.id: hit for hit in vector_hits}
+        unscored = [hit.record for hit in keyword_hits if hit.record.id not in scored]
+        if unscored:
+            stored = self.store.get_vectors([record.id for record in unscored])
+            kept = [record for record in unscored if record.id in stored]
+            for record, (score, why) in zip(kept, scoring.score([stored[r.id] for r in kept]), strict=True):
+                scored[record.id] = Hit(record, score, why)
+        asked = set(keyword_tokens(words))
+        hits = []
+        for key in sorted((i for i in fused if i in scored), key=lambda i: (-fused[i], i)):
+            hit = scored[key]
+            found = tuple(sorted(asked & set(keyword_tokens(search_text(hit.record)))))
+            why = replace(hit.why or Match(hit.score), keywords=found, rank_fusion=fused[key])
+            hits.append(replace(hit, why=why))
+        return hits
 
-    def _fused_search(
-        self, query: Vector, text: Vector, weight: float, k: int, flt: Filter | None, shown: set[str]
-    ) -> list[Hit]:
+    def _fused_search(self, scoring: _Scoring, text: Vector, k: int, flt: Filter | None, shown: set[str]) -> list[Hit]:
+        """The top k by image and words together: candidates from both vectors, each scored exactly."""
         depth = self._depth(k)
-        by_image = self._candidate_reader.submit(self.store.nearest, query, k=depth, flt=flt)
+        by_image = self._candidate_reader.submit(self.store.nearest, scoring.query, k=depth, flt=flt)
         by_words = self.store.nearest(text, k=depth, flt=flt, field="words")
         image_candidates = by_image.result()
         candidates = image_candidates + by_words
@@ -1221,15 +1249,42 @@ class Library:
         ids = [i for i in dict.fromkeys(c.id for c in candidates) if i in stored]
         if not ids:
             return []
-        image_scores = np.array([float(stored[i][0] @ query) for i in ids])
-        words_scores = np.array([float(w @ text) if (w := stored[i][1]) is not None else np.nan for i in ids])
-        standing = words_standing(words_scores, (self._reference_vectors() @ text).astype(np.float64))
-        from_image = {c.id for c in image_candidates} - shown  # the query's own images would widen the spread
-        baseline = np.array([score for i, score in zip(ids, image_scores, strict=True) if i in from_image])
-        fused = fuse(image_scores, standing, baseline if baseline.size else image_scores, weight)
-        order = np.argsort(-fused, kind="stable")[:k]
-        records = self.store.get_many([ids[i] for i in order])  # only the k that are shown
-        return [Hit(records[ids[i]], float(fused[i])) for i in order if ids[i] in records]
+        # The query's own images would widen the spread that puts words evidence on the image scale.
+        from_image = [stored[c.id][0] for c in image_candidates if c.id in stored and c.id not in shown]
+        scoring.calibrate(self._reference_vectors(), np.array(from_image) if from_image else None)
+        scores = scoring.score([stored[i] for i in ids])
+        order = sorted(range(len(ids)), key=lambda n: -scores[n][0])[:k]
+        records = self.store.get_many([ids[n] for n in order])  # only the k that are shown
+        return [Hit(records[ids[n]], *scores[n]) for n in order if ids[n] in records]
+
+    def _least_score(self, query: Query, vector: Vector) -> float | None:
+        """The score a result needs: the query's min_score, raised to its automatic cut-off when that is on."""
+        least = query.min_score
+        if (query.cutoff or self.settings.cutoff) == "auto":
+            automatic = auto_min_score(self._library_sample() @ vector)
+            if automatic is not None:
+                least = automatic if least is None else max(least, automatic)
+        return least
+
+    def _library_sample(self) -> Matrix:
+        """Image vectors of up to SAMPLE_SIZE images spread over the library (by date added), what a query's floor
+        is measured on: read again when the library has grown or shrunk by a tenth (while small, at any change)."""
+        count = self.store.count()
+        model_id = self.embedder.model_id
+        with self._sample_lock:
+            if self._sample is not None:
+                kept_count, kept_model, vectors = self._sample
+                if kept_model == model_id and abs(count - kept_count) <= kept_count // 10:
+                    return vectors
+        pieces = _SAMPLE_PIECES if count > SAMPLE_SIZE else 1
+        step, size = count // pieces, SAMPLE_SIZE // pieces
+        ids = [record.id for n in range(pieces) for record in self.store.page(offset=n * step, limit=size)]
+        stored = self.store.get_vectors(ids)
+        rows = [stored[i][0] for i in dict.fromkeys(ids) if i in stored]
+        sample = np.stack(rows) if rows else np.zeros((0, self.embedder.dim), dtype=np.float32)
+        with self._sample_lock:
+            self._sample = (count, model_id, sample)
+        return sample
 
     def _reference_vectors(self) -> Matrix:
         """The reference texts' vectors that words evidence is measured against: made once per model and
@@ -1474,6 +1529,42 @@ class Library:
             after = PageCursor.of(records[-1])
 
 
+class _Scoring:
+    """How one query scores any image from its stored vectors: the image cosine, plus what the image's words add
+    when the query has words that count (imagematch.fusion). The words side is calibrated once per search, on the
+    reference texts and the query's image candidates, so that images found later (by keywords) score alike."""
+
+    def __init__(self, query: Vector, text: Vector | None, weight: float) -> None:
+        self.query = query
+        self.text = text
+        self.weight = weight
+        self._reference_scores: npt.NDArray[np.float64] | None = None
+        self._baseline: npt.NDArray[np.float64] | None = None
+
+    def calibrate(self, references: Matrix, image_candidates: Matrix | None) -> None:
+        """The text's cosines with the reference texts, and the image cosines of the query's image candidates."""
+        if self.text is not None:
+            self._reference_scores = (references @ self.text).astype(np.float64)
+        if image_candidates is not None:
+            self._baseline = (image_candidates @ self.query).astype(np.float64)
+
+    def score(self, vectors: Sequence[tuple[Vector, Vector | None]]) -> list[tuple[float, Match]]:
+        """Each image's (score, why) from its image and words vectors."""
+        if not vectors:
+            return []
+        image = np.array([float(v @ self.query) for v, _ in vectors])
+        if self.text is None or self._reference_scores is None:
+            return [(float(x), Match(float(x))) for x in image]
+        text = self.text
+        words = np.array([float(w @ text) if w is not None else np.nan for _, w in vectors])
+        standing = words_standing(words, self._reference_scores)
+        fused = fuse(image, standing, self._baseline if self._baseline is not None else image, self.weight)
+        return [
+            (float(f), Match(float(x), None if np.isnan(w) else float(w), float(f - x)))
+            for x, w, f in zip(image, words, fused, strict=True)
+        ]
+
+
 @dataclass(frozen=True, slots=True)
 class _QueryVectors:
     query: Vector  # all terms
@@ -1515,7 +1606,7 @@ def to_query(request: SimpleSearch) -> Query:
         raise InvalidQuery("give text, an image or an image id to search with")
     if request.region is not None and not image_terms:
         raise InvalidQuery("a region needs an image to select it from")
-    options = {"hybrid": request.hybrid, "min_score": request.min_score}
+    options = {"hybrid": request.hybrid, "min_score": request.min_score, "cutoff": request.cutoff}
     if not image_terms:
         return Query((TextTerm(text),), request.k, request.filter, **options)  # type: ignore[arg-type]
     share = 1.0 / len(image_terms)

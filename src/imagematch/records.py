@@ -129,9 +129,21 @@ class StoredImage:
 
 
 @dataclass(frozen=True, slots=True)
+class Match:
+    """Why a result matched: the parts of its score."""
+
+    image: float  # cosine similarity of the query with the image vector
+    words: float | None = None  # of the query's words with the image's own words; None where not compared
+    words_added: float = 0.0  # what the image's words added to its score (imagematch.fusion)
+    keywords: tuple[str, ...] = ()  # hybrid search: the query's words found in the image's own text
+    rank_fusion: float | None = None  # hybrid search: the reciprocal rank fusion value results are ordered by
+
+
+@dataclass(frozen=True, slots=True)
 class Hit:
     record: ImageRecord
-    score: float  # cosine similarity (or fused score), higher is better
+    score: float  # cosine similarity, or with words the fused score on the same scale; higher is better
+    why: Match | None = None  # set by the Library's search; stores leave it out
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,13 +290,15 @@ def check_region(region: object) -> Region:
 @dataclass(frozen=True, slots=True)
 class Query:
     """Weighted terms, plus how to rank: `hybrid` fuses a keyword ranking of the text terms' words with the vector
-    ranking; `min_score` drops vector matches below that cosine similarity, so a search can find nothing."""
+    ranking; `min_score` drops matches below that score, so a search can find nothing; `cutoff` "auto" drops
+    those below the query's own cut-off (imagematch.relevance), None means the library's setting."""
 
     terms: tuple[QueryTerm, ...]
     k: int = 10
     filter: Filter | None = None
     hybrid: bool = False
     min_score: float | None = None
+    cutoff: str | None = None
 
     def __post_init__(self) -> None:
         if not self.terms:
@@ -304,6 +318,8 @@ class Query:
             raise InvalidQuery("at least one weight must be non-zero")
         if self.min_score is not None and not (math.isfinite(self.min_score) and -1 <= self.min_score <= 1):
             raise InvalidQuery("min_score must be a number between -1 and 1")
+        if self.cutoff is not None and self.cutoff not in ("off", "auto"):
+            raise InvalidQuery(f"cutoff must be off or auto, not {self.cutoff!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
 
     # Words in search: how much an image's own words (description, caption) count in text search.
     words_weight: float = Field(0.3, ge=0, le=1)
+    # The relevance cut-off of a search that does not choose one (imagematch.relevance, docs/search.md).
+    cutoff: Literal["off", "auto"] = "off"
 
     # Background removal (rembg)
     rembg_model: Literal["u2netp", "u2net", "isnet-general-use", "birefnet-general"] = "u2netp"

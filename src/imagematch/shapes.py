@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagematch.records import Hit, ImageRecord, SearchResult
+from imagematch.records import Hit, ImageRecord, Match, SearchResult
 
 API = "/api/v1"
 
@@ -52,13 +52,33 @@ def image_fields(record: ImageRecord) -> dict[str, Any]:
 def hit_fields(hit: Hit) -> dict[str, Any]:
     """One search hit as the API's `HitOut`."""
     image = image_fields(hit.record)
+    why = hit.why or Match(hit.score)
     return {
         "id": hit.record.id,
         "score": round(hit.score, 6),
+        "why": {
+            "image": round(why.image, 6),
+            "words": None if why.words is None else round(why.words, 6),
+            "words_added": round(why.words_added, 6),
+            "keywords": list(why.keywords),
+            "rank_fusion": None if why.rank_fusion is None else round(why.rank_fusion, 6),
+        },
         "thumbnail_url": image["links"]["thumbnail"],
         "url": image["links"]["page"],
         "image": image,
     }
+
+
+def why_summary(hit: Hit) -> str:
+    """Why a hit matched, in a few words for a table row or a result card: "image 0.312 · words 0.73 (+0.047) ·
+    keywords: invoice"."""
+    why = hit.why or Match(hit.score)
+    parts = [f"image {why.image:.3f}"]
+    if why.words is not None:
+        parts.append(f"words {why.words:.2f} (+{why.words_added:.3f})")
+    if why.rank_fusion is not None:
+        parts.append(f"keywords: {', '.join(why.keywords)}" if why.keywords else "no keywords")
+    return " · ".join(parts)
 
 
 def search_fields(result: SearchResult) -> dict[str, Any]:

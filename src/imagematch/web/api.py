@@ -6,7 +6,7 @@ import base64
 import binascii
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
@@ -269,7 +269,11 @@ def search(
     filter: Annotated[str, Form(description='JSON filter, e.g. {"album": "holiday"}')] = "",
     region: Annotated[str, Form(description="Part of the image only: left,top,right,bottom as fractions.")] = "",
     hybrid: Annotated[bool, Form(description="Fuse a keyword ranking of the words (BM25) with the vectors'.")] = False,
-    min_score: Annotated[float | None, Form(description="Leave out matches below this similarity.")] = None,
+    min_score: Annotated[float | None, Form(description="Leave out matches whose score is below this.")] = None,
+    cutoff: Annotated[
+        Literal["off", "auto"] | None,
+        Form(description="auto: leave out what this query's own cut-off finds irrelevant; default the setting."),
+    ] = None,
 ) -> SearchOut:
     data = read_upload(image, library.settings.max_upload_bytes) if image is not None and image.filename else None
     result = library.simple_search(
@@ -283,6 +287,7 @@ def search(
             region=parse_region(region),
             hybrid=hybrid,
             min_score=min_score,
+            cutoff=cutoff,
         )
     )
     return _search_out(result)
@@ -316,9 +321,16 @@ def _term(term: TermIn, limit: int) -> QueryTerm:
 @router.post("/search/query", response_model=SearchOut, tags=["search"])
 def search_query(library: LibraryDep, body: QueryIn) -> SearchOut:
     """Query arithmetic: a weighted sum of text, image and stored-image terms (weights may be negative), with
-    optional keyword fusion (`hybrid`), a relevance cut-off (`min_score`) and image regions."""
+    optional keyword fusion (`hybrid`), relevance cut-offs (`min_score`, `cutoff`) and image regions."""
     terms = tuple(_term(term, library.settings.max_upload_bytes) for term in body.terms)
-    query = SearchQuery(terms, k=body.k, filter=parse_filter(body.filter), hybrid=body.hybrid, min_score=body.min_score)
+    query = SearchQuery(
+        terms,
+        k=body.k,
+        filter=parse_filter(body.filter),
+        hybrid=body.hybrid,
+        min_score=body.min_score,
+        cutoff=body.cutoff,
+    )
     return _search_out(library.search(query))
 
 

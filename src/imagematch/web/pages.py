@@ -212,6 +212,7 @@ class SearchForm:
     weight: tuple[str, ...] = ()
     hybrid: str = ""
     min_score: str = ""
+    cutoff: str = ""  # "auto" or "off"; empty: the library's setting
     region: str = ""
     format: str = ""
     camera: str = ""
@@ -287,6 +288,7 @@ class SearchForm:
             "filters": self.has_filter,
             "how many": self.k.strip() != str(DEFAULT_K),
             "minimum score": bool(self.min_score.strip()),
+            "relevance cut-off": bool(self.cutoff),
             "exact words": bool(self.hybrid),
         }
         return [name for name, on in used.items() if on]
@@ -395,6 +397,7 @@ class SearchForm:
             region=self.region_box if self.has_image else None,
             hybrid=bool(self.hybrid),
             min_score=self._number(self.min_score, "the minimum score") if self.min_score.strip() else None,
+            cutoff=self.cutoff or None,
         )
 
     def query(self, image: bytes | None, max_k: int) -> SimpleSearch | SearchQuery:
@@ -407,7 +410,14 @@ class SearchForm:
         for kind, value, weight in self.terms:
             number = self._number(weight, f"the weight of {value!r}")
             extra.append(StoredImageTerm(value, number) if kind == "id" else TextTerm(value, number))
-        return SearchQuery((*base, *extra), simple.k, simple.filter, hybrid=simple.hybrid, min_score=simple.min_score)
+        return SearchQuery(
+            (*base, *extra),
+            simple.k,
+            simple.filter,
+            hybrid=simple.hybrid,
+            min_score=simple.min_score,
+            cutoff=simple.cutoff,
+        )
 
 
 def _search_page(form: SearchForm, error: str = "") -> dict[str, object]:

@@ -99,12 +99,28 @@ class ImagePatch(BaseModel):
     caption: str | None = Field(None, description="A correction of the automatic caption; it wins from then on.")
 
 
+class MatchOut(BaseModel):
+    image: float = Field(description="Cosine similarity of the query with the image itself.")
+    words: float | None = Field(
+        description="Cosine similarity of the query's words with the image's own words (description, caption); "
+        "null when they were not compared (no words in the query or the image, or words weight 0)."
+    )
+    words_added: float = Field(description="What the image's words added to its score (0 when they say nothing).")
+    keywords: list[str] = Field(description="Hybrid search: the query's words found in the image's own text.")
+    rank_fusion: float | None = Field(
+        description="Hybrid search: the reciprocal rank fusion value results are ordered by (1/61 for a first "
+        "place in one ranking); null otherwise."
+    )
+
+
 class HitOut(BaseModel):
     id: str
     score: float = Field(
-        description="Cosine similarity to the query, higher is more similar; with hybrid search, the reciprocal "
-        "rank fusion score (1/61 for a first place in one ranking)."
+        description="How well the image matches, on one scale in every mode: the cosine similarity to the query, "
+        "plus what the image's own words add (`why`); min_score and cutoff act on it. Hybrid search orders by "
+        "`why.rank_fusion` and keeps this score."
     )
+    why: MatchOut = Field(description="The parts of the evidence behind the score and the rank.")
     thumbnail_url: str
     url: str
     image: ImageOut
@@ -263,7 +279,10 @@ class QueryIn(BaseModel):
     k: int = Field(10, description="How many results (1 to max_k).")
     filter: dict[str, Any] | None = Field(None, description='JSON filter, e.g. {"album": "holiday"}.')
     hybrid: bool = Field(False, description="Fuse a keyword (BM25) ranking of the words with the vector ranking.")
-    min_score: float | None = Field(None, description="Leave out vector matches below this cosine similarity.")
+    min_score: float | None = Field(None, description="Leave out matches whose score is below this.")
+    cutoff: Literal["off", "auto"] | None = Field(
+        None, description="auto: leave out what this query's own cut-off finds irrelevant; default the setting."
+    )
 
 
 class DuplicateLinkOut(BaseModel):

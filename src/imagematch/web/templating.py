@@ -17,6 +17,7 @@ from imagematch import __version__
 from imagematch.library import RESET_PHRASE, Library
 from imagematch.media import ACCEPTED_FORMATS, THUMBNAIL_SIZE
 from imagematch.records import ImageRecord
+from imagematch.shapes import why_summary
 from imagematch.web import csrf
 from imagematch.web.forms import FILTER_OPERATOR_LABELS, METADATA_KINDS, shown_value
 
@@ -99,7 +100,7 @@ environment = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-environment.filters.update(human_bytes=human_bytes, when=when, shown_value=shown_value)
+environment.filters.update(human_bytes=human_bytes, when=when, shown_value=shown_value, why=why_summary)
 environment.globals.update(
     thumbnail_size=thumbnail_size,
     thumbnail_url=thumbnail_url,
