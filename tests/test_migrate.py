@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from milvus_lite.server_manager import server_manager_instance
 
 from imagematch.filters import parse_filter
-from imagematch.migrate import MigrationError, migrate
+from imagematch.migrate import MIGRATION, MigrationError, migrate
 from imagematch.records import CaptionStatus, ImageMatchError, StoredImage, StoreMismatch
 from imagematch.store.base import VectorStore
 from imagematch.store.lancedb import LanceStore
@@ -74,6 +75,7 @@ def test_lancedb_to_milvus_lite_resumes_after_an_interruption(tmp_path: Path) ->
     with pytest.raises(Interrupted):
         migrate(source, target, batch=500, on_progress=stop_after_first_batch)
     assert target.count() == 500
+    assert target.get_document(MIGRATION, "source") == "lancedb"  # servers refuse the partial copy
     progress: list[tuple[int, int]] = []
     report = migrate(
         source, MilvusStore(str(tmp_path / "milvus.db")), batch=500, on_progress=lambda *p: progress.append(p)
@@ -82,6 +84,7 @@ def test_lancedb_to_milvus_lite_resumes_after_an_interruption(tmp_path: Path) ->
     assert (report.model_id, report.dim) == (MODEL, DIM)
     assert progress == [(500, 1200), (1000, 1200), (1200, 1200)]
     assert_same_library(source, target)
+    assert target.get_document(MIGRATION, "source") is None
 
 
 def test_milvus_to_lancedb_round_trip(tmp_path: Path) -> None:
@@ -94,6 +97,26 @@ def test_milvus_to_lancedb_round_trip(tmp_path: Path) -> None:
     assert_same_library(source, target)
     again = migrate(source, target)  # nothing left to do
     assert (again.copied, again.skipped) == (0, 60)
+
+
+def test_a_rerun_copies_records_edited_since_and_removes_those_deleted_since(tmp_path: Path) -> None:
+    source = LanceStore(tmp_path / "lance")
+    source.open(MODEL, DIM)
+    source.upsert(library(30))
+    target = MilvusStore(str(tmp_path / "milvus.db"))
+    with pytest.raises(Interrupted):
+        migrate(source, target, batch=10, on_progress=stop_after_first_batch)
+    edited, deleted, *_ = sorted(target.ids())
+    record = source.get(edited)
+    assert record is not None
+    source.update(replace(record, description="edited since"), unit(2024))  # a new words vector too
+    source.delete([deleted])
+    report = migrate(source, target, batch=10)
+    assert (report.total, report.skipped, report.copied, report.removed) == (29, 8, 21, 1)
+    assert_same_library(source, target)
+    source.delete([sorted(source.ids())[0]])  # after a finished copy, a record the source lacks is not ours
+    with pytest.raises(MigrationError, match="holds 28 records but the milvus store 29"):
+        migrate(source, target)
 
 
 def test_a_target_holding_another_model_is_refused(tmp_path: Path) -> None:

@@ -521,9 +521,14 @@ def migrate(
             batch=batch,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
+    removed = (
+        f"; removed {report.removed} record{'s' * (report.removed != 1)} the {source.name} store no longer holds"
+        if report.removed
+        else ""
+    )
     out.print(
         f"copied {report.copied} records to {to} ({report.skipped} were already there; {report.total} in all, "
-        f"counts verified) in {report.seconds:.0f}s. Set IMAGEMATCH_STORE={to} to serve from it.",
+        f"counts verified{removed}) in {report.seconds:.0f}s. Set IMAGEMATCH_STORE={to} to serve from it.",
         highlight=False,
     )
 

@@ -52,6 +52,7 @@ from imagematch.fingerprint import (
 from imagematch.fusion import REFERENCE_TEXTS, fuse, reciprocal_rank_fusion, words_standing
 from imagematch.keywords import search_text
 from imagematch.keywords import tokens as keyword_tokens
+from imagematch.migrate import MIGRATION, MigrationError
 from imagematch.records import (
     CaptionStatus,
     Condition,
@@ -432,7 +433,15 @@ class Library:
 
     def verify_model(self) -> None:
         """Refuse a store built with another model, before any work (no model load needed); unless a reindex
-        (from the web UI, or the CLI) switched the library to a model this process can load: then use that."""
+        (from the web UI, or the CLI) switched the library to a model this process can load: then use that.
+        A store that `imagematch migrate` is still copying into is refused too: it holds part of the library."""
+        copying_from = self.store.get_document(MIGRATION, "source")
+        if copying_from:
+            raise MigrationError(
+                f"the {self.store.name} store holds an unfinished copy of the library from the {copying_from} "
+                f"store: finish it with `imagematch migrate --to {self.store.name}` (IMAGEMATCH_STORE={copying_from}), "
+                f"or serve from {copying_from}"
+            )
         stored = self.store.stored_model()
         if stored is not None and stored[0] != self.embedder.model_id:
             spec = self.store.get_document(generations.MODEL_SPECS, stored[0])

@@ -2,9 +2,13 @@
 
 Records (with their descriptions, captions and metadata) and both vectors move as they are, so the target
 serves the same searches as soon as the copy ends. The copy is resumable: records already in the target
-are skipped, so an interrupted run is finished by running it again. The batch-job history (documents)
-stays behind; it describes work done by the old deployment. Stop writers (servers, `index`) while it runs:
-the final check compares the two stores and fails when they differ.
+are skipped when they still equal the source's, record and vectors, so an interrupted run (even killed) is
+finished by running it again, also after the source served and changed in between: edited records are
+copied again, and records deleted from the source since are removed from a target this migration filled
+(the MIGRATION document marks it until the copy is verified; Library.verify_model refuses to serve a store
+so marked). The batch-job history (documents) stays behind; it describes work done by the old deployment.
+Stop writers (servers, `index`) while it runs: the final check compares the two stores and fails when they
+differ.
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from imagematch.records import ImageMatchError, StoredImage
+import numpy as np
+
+from imagematch.records import ImageMatchError, StoredImage, Vector
 from imagematch.store.base import VectorStore
 
 log = logging.getLogger(__name__)
+
+MIGRATION = "migration"  # document kind; key "source": the source store's name while a copy is unfinished
 
 
 class MigrationError(ImageMatchError):
@@ -30,7 +38,8 @@ class MigrationReport:
     dim: int
     total: int  # records in the source
     copied: int  # written by this run
-    skipped: int  # already in the target, from an earlier run
+    skipped: int  # already in the target, from an earlier run, and equal to the source's
+    removed: int  # left in the target by an earlier run, deleted from the source since
     seconds: float
 
 
@@ -55,10 +64,16 @@ def migrate(
     model_id, dim = stored
     source.open(model_id, dim)
     target.open(model_id, dim)
-    already = set(target.ids())
+    present = set(target.ids())
     ids = list(source.ids())
-    todo = [i for i in ids if i not in already]
-    skipped = len(ids) - len(todo)
+    unfinished = target.get_document(MIGRATION, "source") == source.name
+    if not present and not unfinished:  # marked before its first record, so a crash leaves it marked
+        target.put_document(MIGRATION, "source", source.name)
+        unfinished = True
+    removed = _remove_deleted(target, present - set(ids)) if unfinished else 0
+    current = _unchanged(source, target, [i for i in ids if i in present], batch)
+    todo = [i for i in ids if i not in current]
+    skipped = len(current)
     copied = 0
     log.info("migrating %d records (%d already there) from %s to %s", len(ids), skipped, source.name, target.name)
     if on_progress:
@@ -74,7 +89,42 @@ def migrate(
             on_progress(skipped + copied, len(ids))
     target.maintain()
     _verify(source, target)
-    return MigrationReport(model_id, dim, len(ids), copied, skipped, time.monotonic() - started)
+    target.delete_document(MIGRATION, "source")
+    return MigrationReport(model_id, dim, len(ids), copied, skipped, removed, time.monotonic() - started)
+
+
+def _remove_deleted(target: VectorStore, stale: set[str]) -> int:
+    """Records an earlier run of this migration copied that the source no longer holds."""
+    if not stale:
+        return 0
+    log.info("removing %d records deleted from the source since the last run", len(stale))
+    return target.delete(sorted(stale))
+
+
+def _unchanged(source: VectorStore, target: VectorStore, ids: list[str], batch: int) -> set[str]:
+    """The ids whose record and both vectors in the target equal the source's: a re-run skips only those, so
+    records edited in the source since the last run (the old library served after a crash) are copied again."""
+    same: set[str] = set()
+    for start in range(0, len(ids), batch):
+        chunk = ids[start : start + batch]
+        records, copies = source.get_many(chunk), target.get_many(chunk)
+        vectors, copied = source.get_vectors(chunk), target.get_vectors(chunk)
+        same.update(
+            image_id
+            for image_id in chunk
+            if image_id in records
+            and records[image_id] == copies.get(image_id)
+            and image_id in copied
+            and _same_vectors(vectors[image_id], copied[image_id])
+        )
+    return same
+
+
+def _same_vectors(ours: tuple[Vector, Vector | None], theirs: tuple[Vector, Vector | None]) -> bool:
+    (image, words), (copied_image, copied_words) = ours, theirs
+    if (words is None) != (copied_words is None) or not np.allclose(image, copied_image, atol=1e-6):
+        return False
+    return words is None or bool(np.allclose(words, copied_words, atol=1e-6))  # type: ignore[arg-type]
 
 
 def _verify(source: VectorStore, target: VectorStore) -> None:
