@@ -236,3 +236,21 @@ def test_small_print_in_a_screenshot_is_read_and_found(tmp_path: Path, tiny_mode
 def test_words_run_together_by_the_reader_count_as_keywords_apart() -> None:
     assert read_words("QuarterlyWombatReport 2024") == "QuarterlyWombatReport 2024\nQuarterly Wombat Report 2024"
     assert read_words("plain words") == "plain words"
+
+
+class _EngineError(Exception):
+    """Like cv2.error: an exception of the engine's own kind."""
+
+
+def test_a_picture_the_engine_fails_on_is_stored_unread(tmp_path: Path, tiny_model_dir: Path) -> None:
+    library = reading(tmp_path, tiny_model_dir)
+    library.open(ingest=True)
+    reader = library.text_reader
+    assert reader is not None
+
+    def broken(*args: object) -> None:
+        raise _EngineError("cv::warpPerspective: bad size")
+
+    reader._ocr.text_rec = broken  # type: ignore[attr-defined]
+    record = library.add(sign("Zanzibar ferry"), filename="sign.png").record
+    assert record is not None and record.ocr.pending  # stored; `imagematch ocr` reads it later

@@ -45,6 +45,10 @@ class OcrUnavailable(RuntimeError):
     """The OCR engine is not installed (or failed to load): IMAGEMATCH_OCR=auto turns reading off."""
 
 
+class OcrFailed(RuntimeError):
+    """The engine failed on one picture (ONNX Runtime, OpenCV and the box geometry raise their own kinds)."""
+
+
 class TextReader(Protocol):
     """Reads the text in a picture. `larger` decodes the same picture at up to READ_SIDE on its long side,
     called only when the detector found text in `image`."""
@@ -112,6 +116,12 @@ class PaddleTextReader:
 
     def read(self, image: Image.Image, larger: Callable[[int], Image.Image]) -> ImageText:
         self.load()
+        try:
+            return self._read(image, larger)
+        except Exception as error:  # the engine's own kinds: cv2.error is no subclass of anything ours
+            raise OcrFailed(f"{type(error).__name__}: {error}") from error
+
+    def _read(self, image: Image.Image, larger: Callable[[int], Image.Image]) -> ImageText:
         ocr = self._ocr
         source = _reduced(larger(READ_SIDE), READ_SIDE) if looks_like_a_page(image) else None
         seen = _reduced(image, DETECT_SIDE, short=True) if source is None else _reduced(source, PAGE_SIDE)
