@@ -4,10 +4,12 @@ and its job, corrected by the user, and found by search."""
 from __future__ import annotations
 
 import io
+import re
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from imagematch.cli import app
 from imagematch.factory import build_library
 from imagematch.keywords import read_words
 from imagematch.library import Library
-from imagematch.records import ModelUnavailable, Query, RecordPatch, TextTerm
+from imagematch.records import ImageText, ModelUnavailable, Query, RecordPatch, TextLine, TextTerm
 from imagematch.web.app import create_app
 from tests.images import jpeg, photo
 from tests.tinymodel import tiny_settings
@@ -254,3 +256,34 @@ def test_a_picture_the_engine_fails_on_is_stored_unread(tmp_path: Path, tiny_mod
     reader._ocr.text_rec = broken  # type: ignore[attr-defined]
     record = library.add(sign("Zanzibar ferry"), filename="sign.png").record
     assert record is not None and record.ocr.pending  # stored; `imagematch ocr` reads it later
+
+
+def test_a_long_thin_strip_is_read_without_a_huge_detector_input(tmp_path: Path, tiny_model_dir: Path) -> None:
+    strip = Image.new("RGB", (16, 16000), (240, 240, 240))
+    buffer = io.BytesIO()
+    strip.save(buffer, "PNG")
+    library = reading(tmp_path, tiny_model_dir)
+    record = library.add(buffer.getvalue(), filename="strip.png").record
+    assert record is not None and not record.ocr.pending and record.ocr.text == ""
+
+
+def test_saving_the_image_page_untouched_keeps_the_text_as_read(client: TestClient) -> None:
+    """Browsers send a textarea's line breaks as CRLF: lines read and saved untouched are no correction."""
+    image = next(i for i in client.get("/api/v1/images").json()["items"] if i["filename"] == "biscuit.png")
+    library: Library = client.app.state.library  # type: ignore[attr-defined]
+    record = library.get(image["id"])
+    lines = (TextLine("BISCUIT", (0.1, 0.1, 0.5, 0.2), 0.99), TextLine("good dog", (0.1, 0.3, 0.5, 0.4), 0.95))
+    library.store.update(replace(record, ocr=ImageText("PP-OCRv4 mobile", lines)), None)
+    page = client.get(f"/images/{image['id']}").text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None
+    saved = client.post(
+        f"/images/{image['id']}/edit",
+        data={"csrf_token": token.group(1), "description": "our dog", "ocr_text": "BISCUIT\r\ngood dog"},
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303
+    after = client.get(f"/api/v1/images/{image['id']}").json()
+    assert after["description"] == "our dog" and after["ocr"]["status"] == "read" and len(after["ocr"]["lines"]) == 2
+    job = client.post("/api/v1/jobs/ocr").json()
+    assert job["links"]["page"] == f"/model?job={job['id']}"

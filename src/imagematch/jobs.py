@@ -28,6 +28,7 @@ from imagematch.records import Conflict, IngestResult, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
+MODEL_JOBS = ("reindex", "ocr")  # the jobs the Model page starts and shows; the others are batch uploads
 JobState = Literal["running", "done", "failed", "interrupted", "cancelled"]
 DOCUMENT_KIND = "job"
 MAX_REPORTED_ITEMS = 10_000  # beyond this, counts stay exact but per-file lines are dropped
@@ -197,7 +198,7 @@ class JobRunner:
         """A running job whose process is gone was interrupted; say so instead of 'running' forever."""
         if status.state == "running" and status.owner != _owner() and not _process_alive(status.owner):
             status.state = "interrupted"
-            status.message = "the server stopped while this job ran; start it again to index the rest"
+            status.message = "the server stopped while this job ran; start it again to do the rest"
             self._save(status)
         return status
 

@@ -111,6 +111,7 @@ RESET_PHRASE = "DELETE ALL"
 MAX_QUERY_TEXT_LENGTH = 10_000
 _VECTOR_PAIRS_AT_ONCE = 20_000  # duplicate review: pairs whose vectors are held at once (all are compared)
 _VECTOR_BATCH = 1000
+MAX_TEXT_IN_PICTURE = 20_000  # characters of a correction of the text read in a picture: a page of small print
 _CANDIDATE_READERS = 8  # concurrent searches whose image-side candidates are read beside their words side
 _RETRY_PAGE = 500  # failed captions queued again per store read
 FOLLOW_EVERY = 0.5  # seconds between two reads of the store's generation pointer by a running process
@@ -1131,7 +1132,7 @@ class Library:
                 changes["caption_status"] = CaptionStatus.DONE
                 changes["caption_error"] = ""
             if patch.ocr_text is not None:
-                corrected = clean_text(patch.ocr_text, "the text in the picture")
+                corrected = clean_text(patch.ocr_text, "the text in the picture", MAX_TEXT_IN_PICTURE)
                 changes["ocr"] = replace(record.ocr, correction=corrected)
             if not changes:
                 return record
@@ -1545,7 +1546,7 @@ class Library:
         text = self._read_text(decoded.image, data, limit, image_id)
         if text.pending:
             return None
-        with self._write_lock:
+        with self._write_lock, self.store.exclusive():  # a correction another process makes meanwhile wins
             current = self.store.get(image_id)
             if current is None or not current.ocr.pending:
                 return bool(current and current.ocr.text)

@@ -29,6 +29,7 @@ ENGINE = "PP-OCRv4 mobile"
 # the detector's cost grows with its input (docs/ocr.md: 448 finds what 736, the models' default, finds at a
 # sixth of the cost; 320 misses small print).
 DETECT_SIDE = 448
+DETECT_LONGEST = 4096  # px: the detector's input is never longer (a 1:10 receipt keeps a 410 px short side)
 PAGE_SIDE = 1600  # the long side a page-like picture is searched for text at: UI text of 13 px on 1920 is 11 px
 # The share of a picture in its most common colour (16 levels a channel, so that a scan's noise stays in one)
 # from which it looks like a page: colour photos stay below 0.25, grey ones and a moon on black reach 0.7 (they
@@ -65,14 +66,27 @@ def _bgr(image: Image.Image) -> np.ndarray[Any, Any]:
     return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
 
 
-def _reduced(image: Image.Image, side: int, *, short: bool = False) -> Image.Image:
-    """The picture with its long (or short) side at most `side`."""
-    scale = side / (min(image.size) if short else max(image.size))
+def _reduced(image: Image.Image, side: int) -> Image.Image:
+    """The picture with its long side at most `side`."""
+    scale = side / max(image.size)
     if scale >= 1:
         return image
     return image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
     )
+
+
+def _detector_input(image: Image.Image, *, page: bool) -> Image.Image:
+    """The picture the detector sees: its short side brought to DETECT_SIDE (a page's long side at most PAGE_SIDE
+    unless that makes it shorter), and never longer than DETECT_LONGEST, so that a long thin strip cannot make the
+    detector's input gigabytes."""
+    short, long = min(image.size), max(image.size)
+    scale = max(min(1.0, PAGE_SIDE / long), DETECT_SIDE / short) if page else DETECT_SIDE / short
+    scale = min(scale, DETECT_LONGEST / long)
+    if abs(scale - 1.0) < 1e-3:
+        return image
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR)
 
 
 def looks_like_a_page(image: Image.Image) -> bool:
@@ -108,10 +122,10 @@ class PaddleTextReader:
                 raise OcrUnavailable(
                     f"reading text in pictures needs the rapidocr-onnxruntime package ({error})"
                 ) from error
-            # det_limit_side_len: the detector brings a smaller picture up to DETECT_SIDE on its short side.
-            self._ocr = RapidOCR(
-                intra_op_num_threads=self._threads, inter_op_num_threads=1, det_limit_side_len=DETECT_SIDE
-            )
+            try:  # det_limit_side_len=1: the engine resizes nothing itself, _detector_input has
+                self._ocr = RapidOCR(intra_op_num_threads=self._threads, inter_op_num_threads=1, det_limit_side_len=1)
+            except Exception as error:  # a model file that will not load, whatever ONNX Runtime raises for it
+                raise OcrUnavailable(f"the OCR models failed to load ({type(error).__name__}: {error})") from error
             log.info("opened the OCR models (%s) in %.0f ms", ENGINE, (time.perf_counter() - started) * 1000)
 
     def read(self, image: Image.Image, larger: Callable[[int], Image.Image]) -> ImageText:
@@ -124,15 +138,15 @@ class PaddleTextReader:
     def _read(self, image: Image.Image, larger: Callable[[int], Image.Image]) -> ImageText:
         ocr = self._ocr
         source = _reduced(larger(READ_SIDE), READ_SIDE) if looks_like_a_page(image) else None
-        seen = _reduced(image, DETECT_SIDE, short=True) if source is None else _reduced(source, PAGE_SIDE)
+        seen = _detector_input(image if source is None else source, page=source is not None)
         boxes, _ = ocr.text_det(_bgr(seen))
         if boxes is None or len(boxes) == 0:
             return ImageText(engine=ENGINE)
         boxes = ocr.sorted_boxes(boxes)[:MAX_LINES]
         if source is None:
             smallest = max(min(float(np.ptp(np.asarray(box)[:, 1])) for box in boxes), 1.0)
-            longest = max(seen.size)
-            side = round(min(READ_SIDE, longest * max(1.0, READ_HEIGHT / smallest)))
+            longest = max(seen.size)  # never cut lines from a smaller picture than they were found in
+            side = round(max(longest, min(READ_SIDE, longest * READ_HEIGHT / smallest)))
             source = _reduced(larger(side), side)
         scale = np.array([source.width / seen.width, source.height / seen.height], dtype=np.float32)
         corners = [np.asarray(box, dtype=np.float32) * scale for box in boxes]

@@ -24,7 +24,7 @@ from starlette.datastructures import FormData, UploadFile
 from imagematch.duplicates import DuplicateRule
 from imagematch.files import image_files
 from imagematch.filters import parse_filter
-from imagematch.jobs import JobRunner, JobStatus
+from imagematch.jobs import MODEL_JOBS, JobRunner, JobStatus
 from imagematch.library import RESET_PHRASE, Library, SimpleSearch, to_query
 from imagematch.query_syntax import parse_region
 from imagematch.records import (
@@ -749,6 +749,15 @@ def image_page(request: Request, library: LibraryDep, image_id: str, notice: str
     return render(request, "image.html", context)
 
 
+def _changed(posted: str | None, stored: str) -> str | None:
+    """A posted text when the user changed it: browsers send a textarea's line breaks as CRLF, so a text of several
+    lines saved untouched must not count as a correction."""
+    if posted is None:
+        return None
+    text = posted.replace("\r\n", "\n").replace("\r", "\n")
+    return text if text.strip() != stored.strip() else None
+
+
 @router.post("/images/{image_id}/edit", response_class=HTMLResponse, dependencies=[CsrfChecked])
 def edit_image(
     request: Request,
@@ -763,8 +772,8 @@ def edit_image(
 ) -> Response:
     record = library.get(image_id)
     # A caption counts as corrected only when the user changed the text.
-    corrected = caption if caption is not None and caption.strip() != record.caption.strip() else None
-    read = ocr_text if ocr_text is not None and ocr_text.strip() != record.ocr.text.strip() else None
+    corrected = _changed(caption, record.caption)
+    read = _changed(ocr_text, record.ocr.text)
     try:
         metadata = metadata_from_rows(meta_key or [], meta_value or [], meta_type)
         patch = RecordPatch(description=description, metadata=metadata, caption=corrected, ocr_text=read)
@@ -802,9 +811,6 @@ def delete_image(library: LibraryDep, image_id: str) -> Response:
 
 
 # Batch upload of the samples folder
-
-
-MODEL_JOBS = ("reindex", "ocr")  # the jobs the Model page starts and shows; the others are batch uploads
 
 
 def _samples_context(library: Library, jobs: JobRunner, job: JobStatus | None) -> dict[str, object]:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagematch import shapes
-from imagematch.jobs import JobStatus
+from imagematch.jobs import MODEL_JOBS, JobStatus
 from imagematch.records import ImageRecord, IngestResult
 from imagematch.shapes import image_fields
 
@@ -263,7 +263,7 @@ class JobOut(BaseModel):
             model=status.model,
             links={
                 "self": f"{API}/jobs/{status.id}",
-                "page": f"/model?job={status.id}" if status.kind == "reindex" else f"/upload-samples?job={status.id}",
+                "page": f"/model?job={status.id}" if status.kind in MODEL_JOBS else f"/upload-samples?job={status.id}",
             },
         )
 
