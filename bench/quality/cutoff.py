@@ -19,11 +19,8 @@ queries answered with nothing.
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import random
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +28,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from bench.quality.offline import product, quality_settings
+from bench.quality.offline import print_report, product, quality_settings
 from imagematch import relevance
 from imagematch.demo_data import COLOURS, SHAPES, Scene, random_scene, render
 
@@ -162,15 +159,7 @@ def evaluate(workdir: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        report = evaluate(Path(folder))
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    print_report(__doc__.splitlines()[0], evaluate)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import json
 import random
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,8 +203,10 @@ def evaluate(workdir: Path) -> dict[str, Any]:
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def print_report(description: str, evaluate: Callable[[Path], dict[str, Any]]) -> None:
+    """A quality benchmark's command line: run `evaluate` in a scratch folder, print its report, and write it
+    to `--json` when asked."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
@@ -213,6 +215,10 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
+
+
+def main() -> None:
+    print_report(__doc__.splitlines()[0], evaluate)
 
 
 if __name__ == "__main__":
