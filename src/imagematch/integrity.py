@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from imagematch import media
 from imagematch.library import Library
+from imagematch.records import ImageRecord
 from imagematch.store.base import VectorStore
 
 log = logging.getLogger(__name__)
@@ -70,39 +71,20 @@ def check(library: Library, *, repair: bool = False, page: int = 1000) -> CheckR
     blobs = library.blobs
     # Files first (see the module's docstring): what an upload writes from now on is not looked at.
     originals = set(blobs.original_ids())
-    derived = {"orphan_thumbnail": set(blobs.thumbnail_ids()), "orphan_cutout": set(blobs.cutout_ids())}
+    thumbnails = set(blobs.thumbnail_ids())
+    cutouts = set(blobs.cutout_ids())
+    derived = {"orphan_thumbnail": thumbnails, "orphan_cutout": cutouts}
     record_ids: set[str] = set()
     hashes: Counter[str] = Counter()
-    for stored in library.iter_records(page):
-        record_ids.add(stored.id)
-        hashes[stored.file_hash] += 1
+    for records in _pages(library.iter_records(page), page):
+        # One pass: each page of records is checked as it is read. A file missing from the listing may have
+        # been written since (an upload committed after it), so only then is the file itself looked up.
+        vectors = library.store.get_vectors([record.id for record in records])
+        for record in records:
+            record_ids.add(record.id)
+            hashes[record.file_hash] += 1
+            _check_record(library, record, record.id in vectors, (originals, thumbnails, cutouts), repair, report)
     report.records = len(record_ids)
-    ids = sorted(record_ids)
-    for start in range(0, len(ids), page):
-        chunk = ids[start : start + page]
-        vectors = library.store.get_vectors(chunk)
-        records = library.store.get_many(chunk)
-        for image_id in chunk:
-            if image_id not in vectors:
-                report.problems.append(Problem("missing_vector", image_id, "the record has no vector; run reindex"))
-            has_original = blobs.has_original(image_id)
-            if not has_original:
-                report.problems.append(
-                    Problem("missing_original", image_id, "the original file is gone; delete the record or restore it")
-                )
-            record = records.get(image_id)
-            if not blobs.has_thumbnail(image_id):
-                problem = Problem("missing_thumbnail", image_id, "no thumbnail")
-                if repair and has_original and record is not None:
-                    problem.fixed = _rebuild_thumbnail(library, image_id, record.width * record.height)
-                report.problems.append(problem)
-            if (
-                record is not None
-                and record.cutout
-                and blobs.cutout_path(image_id) is None
-                and not blobs.read_cutout(image_id)
-            ):
-                report.problems.append(Problem("missing_cutout", image_id, "the cut-out preview is missing"))
     for file_hash, count in hashes.items():
         if count > 1:
             report.problems.append(Problem("same_file_twice", file_hash, f"the same file is stored {count} times"))
@@ -139,6 +121,49 @@ def check(library: Library, *, repair: bool = False, page: int = 1000) -> CheckR
         len(report.problems) - len(report.unfixed),
     )
     return report
+
+
+def _pages(records: Iterable[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
+    page: list[ImageRecord] = []
+    for record in records:
+        page.append(record)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def _check_record(
+    library: Library,
+    record: ImageRecord,
+    has_vector: bool,
+    listed: tuple[set[str], set[str], set[str]],
+    repair: bool,
+    report: CheckReport,
+) -> None:
+    blobs = library.blobs
+    image_id = record.id
+    originals, thumbnails, cutouts = listed
+    if not has_vector:
+        report.problems.append(Problem("missing_vector", image_id, "the record has no vector; run reindex"))
+    has_original = image_id in originals or blobs.has_original(image_id)
+    if not has_original:
+        report.problems.append(
+            Problem("missing_original", image_id, "the original file is gone; delete the record or restore it")
+        )
+    if image_id not in thumbnails and not blobs.has_thumbnail(image_id):
+        problem = Problem("missing_thumbnail", image_id, "no thumbnail")
+        if repair and has_original:
+            problem.fixed = _rebuild_thumbnail(library, image_id, record.width * record.height)
+        report.problems.append(problem)
+    if (
+        record.cutout
+        and image_id not in cutouts
+        and blobs.cutout_path(image_id) is None
+        and not blobs.read_cutout(image_id)
+    ):
+        report.problems.append(Problem("missing_cutout", image_id, "the cut-out preview is missing"))
 
 
 def _rebuild_thumbnail(library: Library, image_id: str, pixels: int) -> bool:
