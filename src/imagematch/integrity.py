@@ -73,7 +73,7 @@ def check(library: Library, *, repair: bool = False, page: int = 1000) -> CheckR
     derived = {"orphan_thumbnail": set(blobs.thumbnail_ids()), "orphan_cutout": set(blobs.cutout_ids())}
     record_ids: set[str] = set()
     hashes: Counter[str] = Counter()
-    for stored in library.iter_records(page):
+    for stored in library.catalog.iter_records(page):
         record_ids.add(stored.id)
         hashes[stored.file_hash] += 1
     report.records = len(record_ids)
