@@ -65,7 +65,7 @@ def decoded_sample(settings: Settings, paths: list[Path], count: int = 8) -> tup
     """The first images decoded as `index` decodes them (draft mode, at the sides it needs), and the CPU seconds
     that took per image."""
     library = build_library(settings.model_copy(update={"background_removal": "off"}))
-    sides = library._decode_sides()
+    sides = library.embedding.decode_sides()
     sample = [p.read_bytes() for p in paths[:count]]
     started = time.process_time()
     images = [media.decode(data, max_pixels=settings.max_pixels, **sides).image for data in sample]
@@ -82,7 +82,7 @@ def model_throughput(
     library.open()
     chosen = [images[n % len(images)] for n in range(batch)]
     cutters = ThreadPoolExecutor(settings.decode_workers)  # cut-outs run as index runs them: in its decode threads
-    if library.remover is None:
+    if library.embedding.remover is None:
         prepared = [library.embedder.prepare(image) for image in chosen]
 
         def work() -> None:
@@ -91,7 +91,7 @@ def model_throughput(
     else:
 
         def work() -> None:
-            library.embedder.encode_prepared([cut[0] for cut in cutters.map(library._embeddable, chosen)])
+            library.embedder.encode_prepared([cut[0] for cut in cutters.map(library.embedding.embeddable, chosen)])
 
     work()
     runs, started = 0, time.perf_counter()
@@ -107,7 +107,7 @@ def index_throughput(settings: Settings, paths: list[Path]) -> dict[str, Any]:
     library = build_library(settings)
     library.open()
     started = time.perf_counter()
-    results = library.add_many(Upload.from_path(p) for p in paths)
+    results = library.ingest.add_many(Upload.from_path(p) for p in paths)
     elapsed = time.perf_counter() - started
     added = sum(r.status == "added" for r in results)
     return {"images": len(paths), "added": added, "seconds": elapsed, "images_per_s": len(paths) / elapsed}

@@ -131,10 +131,10 @@ def camera_cost(spec: str, count: int) -> None:
         modes: tuple[Literal["auto", "off"], ...] = ("off", "auto")
         for ocr in modes:
             library = _library(Path(folder), ocr, model)
-            library.add_many([Upload("warm.jpg", functools.partial(bytes, _jpeg(photos[0])))])
+            library.ingest.add_many([Upload("warm.jpg", functools.partial(bytes, _jpeg(photos[0])))])
             uploads = [Upload(f"camera-{i}.jpg", functools.partial(bytes, data)) for i, data in enumerate(files)]
             started = time.perf_counter()
-            library.add_many(uploads)
+            library.ingest.add_many(uploads)
             seconds[ocr] = (time.perf_counter() - started) / len(files) * 1000
             library.close()
         print(
@@ -216,9 +216,9 @@ def main() -> None:
             for label, batch in (("with text", files), ("without text", plain)):
                 uploads = [Upload(f"{label}-{i}.png", functools.partial(bytes, data)) for i, data in enumerate(batch)]
                 started = time.perf_counter()
-                library.add_many(uploads)
+                library.ingest.add_many(uploads)
                 seconds[ocr, label] = (time.perf_counter() - started) / len(batch)
-            ids = {r.filename: r.id for r in library.iter_records()}
+            ids = {r.filename: r.id for r in library.catalog.iter_records()}
             stored = sum(f"with text-{i}.png" in ids for i in range(len(words)))
             print(
                 f"  reading {'on' if ocr == 'auto' else 'off'}: {stored} of {len(words)} word pictures stored "
@@ -226,7 +226,7 @@ def main() -> None:
             )
             ranks = []
             for i, word in enumerate(words):
-                hits = library.search(Query((TextTerm(word),), k=5, hybrid=True)).hits
+                hits = library.search.run(Query((TextTerm(word),), k=5, hybrid=True)).hits
                 ranked = [hit.record.id for hit in hits]
                 wanted = ids.get(f"with text-{i}.png")
                 ranks.append(ranked.index(wanted) + 1 if wanted in ranked else 99)

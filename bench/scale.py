@@ -5,9 +5,9 @@ pHashes, times spread over two years, a tiny original and thumbnail file per rec
 look at), the store maintains itself (scalar and ANN indexes), and then, on a Library over it:
 
 - per request: browse the first page, a deep page (by cursor, and by offset for comparison), count, get,
-  search (text, through the model), upload with its duplicate check (Library.add of a real small JPEG);
-- full passes: reading every record (Library.iter_records, the pages every pass is made of), duplicate
-  review (Library.duplicate_groups) and `check` (integrity.check).
+  search (text, through the model), upload with its duplicate check (Ingest.add of a real small JPEG);
+- full passes: reading every record (Catalog.iter_records, the pages every pass is made of), duplicate
+  review (DuplicateReview.groups) and `check` (integrity.check).
 
 It prints each figure and, per operation, the growth factor from the smallest size to each larger one.
 Targets: a per-request operation grows at most 1.5×, a full pass at most 12× (20k -> 200k, 10× the images).
@@ -103,25 +103,27 @@ def timed(work: Callable[[], Any], repeat: int) -> float:
 def measure(library: Library, size: int, with_files: bool) -> dict[str, float]:
     rng = np.random.default_rng(1)
     deep = size // 2  # newest first, the page after the record at the middle of the library
-    middle = library.get(record_id(size - 1 - deep))
+    middle = library.catalog.get(record_id(size - 1 - deep))
     cursor = PageCursor.of(middle)
     ids = [record_id(int(n)) for n in rng.integers(0, size, 50)]
     uploads = iter(range(10_000))
     figures = {
-        "browse first page": timed(lambda: library.page(limit=50), 5),
-        "browse deep page (cursor)": timed(lambda: library.page(limit=50, after=cursor), 5),
-        "browse deep page (offset)": timed(lambda: library.page(offset=deep, limit=50), 2),
-        "count": timed(library.count, 5),
-        "get": timed(lambda: library.get(ids[int(rng.integers(0, 50))]), 20),
-        "search (text)": timed(lambda: library.search(Query((TextTerm("a red bicycle"),), k=20)), 10),
-        "upload + dup check": timed(lambda: library.add(small_jpeg(next(uploads)), filename="up.jpg"), 5),
+        "browse first page": timed(lambda: library.catalog.page(limit=50), 5),
+        "browse deep page (cursor)": timed(lambda: library.catalog.page(limit=50, after=cursor), 5),
+        "browse deep page (offset)": timed(lambda: library.catalog.page(offset=deep, limit=50), 2),
+        "count": timed(library.catalog.count, 5),
+        "get": timed(lambda: library.catalog.get(ids[int(rng.integers(0, 50))]), 20),
+        "search (text)": timed(lambda: library.search.run(Query((TextTerm("a red bicycle"),), k=20)), 10),
+        "upload + dup check": timed(lambda: library.ingest.add(small_jpeg(next(uploads)), filename="up.jpg"), 5),
     }
-    assert [r.id for r in library.page(limit=50, after=cursor)] == [record_id(size - 2 - deep - n) for n in range(50)]
+    assert [r.id for r in library.catalog.page(limit=50, after=cursor)] == [
+        record_id(size - 2 - deep - n) for n in range(50)
+    ]
     started = time.perf_counter()
-    assert sum(1 for _ in library.iter_records()) == library.count()  # the pages a full pass is made of
+    assert sum(1 for _ in library.catalog.iter_records()) == library.catalog.count()  # the pages a full pass is made of
     figures["read every record"] = time.perf_counter() - started
     started = time.perf_counter()
-    groups = library.duplicate_groups()
+    groups = library.duplicates.groups()
     figures["duplicate review"] = time.perf_counter() - started
     print(f"  {len(groups)} duplicate groups")
     if with_files:

@@ -49,10 +49,10 @@ def build_demo_library(library: Library) -> dict[str, str]:
     """The demo images, with descriptions, captions and metadata; returns their ids by name."""
     ids: dict[str, str] = {}
     for name, description, caption, metadata in DEMO_LIBRARY:
-        result = library.add(jpeg(name), filename=f"{name}.jpg", description=description, metadata=metadata)
+        result = library.ingest.add(jpeg(name), filename=f"{name}.jpg", description=description, metadata=metadata)
         assert result.record is not None
         ids[name] = result.record.id
-        library.update(result.record.id, RecordPatch(caption=caption))
+        library.catalog.update(result.record.id, RecordPatch(caption=caption))
     return ids
 
 
@@ -63,8 +63,10 @@ def add_near_duplicates(library: Library, settings: Settings) -> None:
     )
     coffee = photo("coffee")
     cropped = coffee.crop((int(coffee.width * 0.02), int(coffee.height * 0.02), coffee.width, coffee.height))
-    library.add(encode(cropped, "JPEG", quality=90), filename="coffee-cropped.jpg")
-    library.add(encode(ImageEnhance.Contrast(photo("astronaut")).enhance(1.5), "PNG"), filename="astronaut-edit.png")
+    library.ingest.add(encode(cropped, "JPEG", quality=90), filename="coffee-cropped.jpg")
+    library.ingest.add(
+        encode(ImageEnhance.Contrast(photo("astronaut")).enhance(1.5), "PNG"), filename="astronaut-edit.png"
+    )
     library.settings = settings
 
 

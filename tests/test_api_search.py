@@ -20,7 +20,7 @@ from tests.images import PHOTOS, encode, jpeg, photo
 def add_all(library: Library, names: tuple[str, ...] = PHOTOS) -> dict[str, str]:
     ids = {}
     for name in names:
-        record = library.add(jpeg(name), filename=f"{name}.jpg").record
+        record = library.ingest.add(jpeg(name), filename=f"{name}.jpg").record
         assert record is not None
         ids[name] = record.id
     return ids
@@ -91,8 +91,10 @@ def test_hybrid_finds_a_caption_word_and_filters_come_first(client: TestClient, 
     ids = add_all(library)
     ranking = [h["id"] for h in query(client, terms=[{"text": "invoice"}], k=len(PHOTOS)).json()["hits"]]
     target = ranking[-1]
-    library.update(target, RecordPatch(caption="an invoice for the telescope", metadata={"kind": "paper"}))
-    library.update(ids["moon"] if target != ids["moon"] else ids["clock"], RecordPatch(metadata={"kind": "paper"}))
+    library.catalog.update(target, RecordPatch(caption="an invoice for the telescope", metadata={"kind": "paper"}))
+    library.catalog.update(
+        ids["moon"] if target != ids["moon"] else ids["clock"], RecordPatch(metadata={"kind": "paper"})
+    )
     found = query(client, terms=[{"text": "invoice"}], k=1, hybrid=True).json()["hits"]
     assert [h["id"] for h in found] == [target]
     form = client.post("/api/v1/search", data={"text": "invoice", "k": "1", "hybrid": "true"}).json()["hits"]
@@ -128,7 +130,9 @@ def test_duplicate_review_lists_groups_and_resolves_them(settings: Settings, lib
     ids = add_all(library, ("astronaut", "coffee", "rocket"))
     coffee = photo("coffee")
     width, height = coffee.size
-    crop = library.add(encode(coffee.crop((int(width * 0.02), int(height * 0.02), width, height))), filename="c.jpg")
+    crop = library.ingest.add(
+        encode(coffee.crop((int(width * 0.02), int(height * 0.02), width, height))), filename="c.jpg"
+    )
     assert crop.record is not None
     with TestClient(create_app(loose, library)) as client:
         assert client.get("/api/v1/duplicates").json()["groups"] == []  # 8 bits apart, the setting is 0
@@ -150,7 +154,7 @@ def test_duplicate_review_lists_groups_and_resolves_them(settings: Settings, lib
 def test_every_mode_shows_one_score_scale_and_why_each_result_matched(client: TestClient, library: Library) -> None:
     ids = add_all(library)
     described = ids["coffee"]
-    library.update(described, RecordPatch(description="an invoice for the coffee machine"))
+    library.catalog.update(described, RecordPatch(description="an invoice for the coffee machine"))
     files = {"image": ("q.jpg", jpeg("rocket"), "image/jpeg")}
     vector = client.post("/api/v1/search", files=files, data={"k": "3"}).json()["hits"]
     fused = query(client, terms=[{"text": "invoice"}], k=len(PHOTOS)).json()["hits"]
@@ -170,7 +174,7 @@ def test_every_mode_shows_one_score_scale_and_why_each_result_matched(client: Te
 
 def test_min_score_acts_on_the_shown_score_in_hybrid_search(client: TestClient, library: Library) -> None:
     ids = add_all(library)
-    library.update(ids["coffee"], RecordPatch(caption="an invoice"))
+    library.catalog.update(ids["coffee"], RecordPatch(caption="an invoice"))
     every = query(client, terms=[{"text": "invoice"}], k=len(PHOTOS), hybrid=True).json()["hits"]
     least = sorted(h["score"] for h in every)[len(every) // 2] - 1e-6  # below the median, past the rounding
     cut = query(client, terms=[{"text": "invoice"}], k=len(PHOTOS), hybrid=True, min_score=least).json()["hits"]

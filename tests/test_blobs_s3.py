@@ -98,16 +98,16 @@ def test_bad_uris_ids_and_extensions_are_refused(s3_server: str, bucket: str, mo
 def test_a_library_keeps_its_originals_in_the_bucket(settings: Settings, s3_server: str, bucket: str) -> None:
     shared = settings.model_copy(update={"blobs_uri": f"s3://{bucket}/lib", "s3_endpoint_url": s3_server})
     library = build_library(shared)
-    added = library.add(jpeg("rocket"), filename="rocket.jpg")
+    added = library.ingest.add(jpeg("rocket"), filename="rocket.jpg")
     assert added.record is not None
     image_id = added.record.id
-    assert library.original_file(image_id)[1] == jpeg("rocket")
-    thumbnail = library.thumbnail_file(image_id)
+    assert library.catalog.original_file(image_id)[1] == jpeg("rocket")
+    thumbnail = library.catalog.thumbnail_file(image_id)
     assert isinstance(thumbnail, bytes) and thumbnail[:2] == b"\xff\xd8"
     assert not list(shared.data_dir.rglob("*.jpg"))  # nothing of the image was written locally
     other_server = build_library(shared)  # a second process behind the same load balancer
-    assert other_server.original_file(image_id)[1] == jpeg("rocket")
-    library.delete(image_id)
+    assert other_server.catalog.original_file(image_id)[1] == jpeg("rocket")
+    library.catalog.delete(image_id)
     with pytest.raises(NotFound):
-        other_server.original_file(image_id)
+        other_server.catalog.original_file(image_id)
     assert S3BlobStore(f"s3://{bucket}/lib", endpoint_url=s3_server).read_original(image_id) is None

@@ -52,7 +52,7 @@ def _worker(settings: Settings, library: Library) -> CaptionWorker:
 
 
 def _add(library: Library, name: str) -> str:
-    record = library.add(jpeg(name), filename=f"{name}.jpg").record
+    record = library.ingest.add(jpeg(name), filename=f"{name}.jpg").record
     assert record is not None
     return record.id
 
@@ -62,12 +62,12 @@ def test_images_are_searchable_at_once_and_captioned_later(
 ) -> None:
     fake.caption_for = lambda _jpeg: CAPTIONS["astronaut"]
     image_id = _add(library, "astronaut")
-    record = library.get(image_id)
+    record = library.catalog.get(image_id)
     assert record.caption_status == CaptionStatus.PENDING and record.caption == ""
-    assert library.simple_search(SimpleSearch(image=jpeg("astronaut"), k=1)).hits[0].record.id == image_id
+    assert library.search.simple(SimpleSearch(image=jpeg("astronaut"), k=1)).hits[0].record.id == image_id
     captioned, failed = _worker(caption_settings, library).run_until_empty()
     assert (captioned, failed) == (1, 0)
-    record = library.get(image_id)
+    record = library.catalog.get(image_id)
     assert record.caption == CAPTIONS["astronaut"] and record.caption_status == CaptionStatus.DONE
     assert library.store.get_vectors([image_id])[image_id][1] is not None
 
@@ -79,10 +79,10 @@ def test_background_worker_resumes_the_queue_after_a_restart(caption_settings: S
     worker = _worker(caption_settings, restarted)
     worker.start()
     deadline = time.monotonic() + 20
-    while restarted.caption_counts()["pending"] and time.monotonic() < deadline:
+    while restarted.captions.counts()["pending"] and time.monotonic() < deadline:
         time.sleep(0.05)
     worker.stop()
-    assert all(restarted.get(i).caption_status == CaptionStatus.DONE for i in ids)
+    assert all(restarted.catalog.get(i).caption_status == CaptionStatus.DONE for i in ids)
     assert worker.status().state == "stopped"
 
 
@@ -92,7 +92,7 @@ def test_transient_errors_are_retried_with_backoff(
     fake.script = ["429", "503", "ok"]
     image_id = _add(library, "coffee")
     assert _worker(caption_settings, library).run_until_empty() == (1, 0)
-    assert library.get(image_id).caption_status == CaptionStatus.DONE
+    assert library.catalog.get(image_id).caption_status == CaptionStatus.DONE
     assert len(fake.requests) == 3
 
 
@@ -102,23 +102,23 @@ def test_last_failure_is_recorded_and_can_be_retried(
     fake.script = ["500", "500", "500"]
     image_id = _add(library, "coffee")
     assert _worker(caption_settings, library).run_until_empty() == (0, 1)
-    record = library.get(image_id)
+    record = library.catalog.get(image_id)
     assert record.caption_status == CaptionStatus.FAILED
     assert "server error" in record.caption_error and "after 3 tries" in record.caption_error
-    assert library.retry_captions() == 1
-    assert library.get(image_id).caption_status == CaptionStatus.PENDING
+    assert library.captions.retry() == 1
+    assert library.catalog.get(image_id).caption_status == CaptionStatus.PENDING
     assert _worker(caption_settings, library).run_until_empty() == (1, 0)
 
 
 def test_every_failed_caption_is_queued_again_however_many(
     library: Library, caption_settings: Settings, fake: FakeMoondream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("imagematch.library._RETRY_PAGE", 2)  # five failed images over three pages
+    monkeypatch.setattr("imagematch.services.caption_queue.RETRY_PAGE", 2)  # five failed images over three pages
     ids = [_add(library, name) for name in ("astronaut", "coffee", "rocket", "coins", "moon")]
     for image_id in ids:
-        library.fail_caption(image_id, "Moondream server error (HTTP 500)")
-    assert library.retry_captions() == 5
-    assert library.caption_counts().get("pending") == 5 and not library.caption_counts().get("failed")
+        library.captions.fail(image_id, "Moondream server error (HTTP 500)")
+    assert library.captions.retry() == 5
+    assert library.captions.counts().get("pending") == 5 and not library.captions.counts().get("failed")
 
 
 def test_malformed_answers_fail_after_retries_and_slow_ones_time_out(
@@ -130,7 +130,7 @@ def test_malformed_answers_fail_after_retries_and_slow_ones_time_out(
     started = time.monotonic()
     assert _worker(caption_settings, library).run_until_empty() == (0, 1)
     assert time.monotonic() - started < 5
-    assert "malformed" in library.get(image_id).caption_error
+    assert "malformed" in library.catalog.get(image_id).caption_error
 
 
 def test_a_dropped_connection_is_retried_like_any_transient_error(
@@ -139,7 +139,7 @@ def test_a_dropped_connection_is_retried_like_any_transient_error(
     fake.script = ["drop", "drop", "ok"]
     image_id = _add(library, "coffee")
     assert _worker(caption_settings, library).run_until_empty() == (1, 0)
-    assert library.get(image_id).caption_status == CaptionStatus.DONE
+    assert library.catalog.get(image_id).caption_status == CaptionStatus.DONE
 
 
 def test_the_worker_survives_any_error_marks_the_image_and_goes_on(
@@ -147,22 +147,22 @@ def test_the_worker_survives_any_error_marks_the_image_and_goes_on(
 ) -> None:
     """An error nobody foresaw (here the store refusing one caption) costs that image, once, not the worker."""
     first, second = _add(library, "coffee"), _add(library, "rocket")
-    apply = library.apply_caption
+    apply = library.captions.apply
 
     def store_refuses_the_first(image_id: str, caption: str) -> ImageRecord | None:
         if image_id == first:
             raise RuntimeError("the store refused the write")
         return apply(image_id, caption)
 
-    library.apply_caption = store_refuses_the_first  # type: ignore[method-assign]
+    library.captions.apply = store_refuses_the_first  # type: ignore[method-assign]
     worker = _worker(caption_settings, library)
     worker.start()
     try:
         deadline = time.monotonic() + 20
-        while library.caption_counts().get("pending", 0) and time.monotonic() < deadline:
+        while library.captions.counts().get("pending", 0) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert library.get(second).caption_status == CaptionStatus.DONE
-        failed = library.get(first)
+        assert library.catalog.get(second).caption_status == CaptionStatus.DONE
+        failed = library.catalog.get(first)
         assert failed.caption_status == CaptionStatus.FAILED and "the store refused the write" in failed.caption_error
         assert worker._thread is not None and worker._thread.is_alive()
         assert worker.status().state in ("idle", "working")
@@ -180,8 +180,8 @@ def test_a_library_that_takes_no_writes_stops_the_run_instead_of_asking_again(
     def refused(*_args: object) -> None:
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(library, "apply_caption", refused)
-    monkeypatch.setattr(library, "fail_caption", refused)
+    monkeypatch.setattr(library.captions, "apply", refused)
+    monkeypatch.setattr(library.captions, "fail", refused)
     with pytest.raises(CaptionsNotRecorded, match="No space left on device"):
         _worker(caption_settings, library).run_until_empty()
     assert len(fake.requests) == 1
@@ -209,16 +209,16 @@ def test_a_bad_key_pauses_captions_with_one_clear_status(
     assert worker.run_until_empty() == (0, 0)
     status = worker.status()
     assert status.state == "error" and "API key" in status.message and status.pending == 1
-    assert library.get(image_id).caption_status == CaptionStatus.PENDING  # kept for when the key is fixed
+    assert library.catalog.get(image_id).caption_status == CaptionStatus.PENDING  # kept for when the key is fixed
     assert len(fake.requests) == 1
     assert sum("captions are paused" in r.message for r in caplog.records) == 1
 
 
 def test_a_users_correction_wins(library: Library, caption_settings: Settings, fake: FakeMoondream) -> None:
     image_id = _add(library, "coffee")
-    library.update(image_id, RecordPatch(caption="my espresso"))
+    library.catalog.update(image_id, RecordPatch(caption="my espresso"))
     _worker(caption_settings, library).run_until_empty()
-    record = library.get(image_id)
+    record = library.catalog.get(image_id)
     assert record.caption == "my espresso" and record.caption_edited
 
 
@@ -229,12 +229,12 @@ def test_words_vector_makes_a_caption_findable(
     ids = {name: _add(library, name) for name in names}
     fake.caption_for = lambda _jpeg: "an ordinary photograph"
     _worker(caption_settings, library).run_until_empty()
-    library.apply_caption(ids["moon"], "invoice number 4711 from the plumber")
+    library.captions.apply(ids["moon"], "invoice number 4711 from the plumber")
     query = SimpleSearch(text="invoice number 4711 from the plumber", k=len(names))
 
     def rank(words_weight: float) -> int:
         searcher = build_library(caption_settings.model_copy(update={"words_weight": words_weight}))
-        return [h.record.id for h in searcher.simple_search(query).hits].index(ids["moon"])
+        return [h.record.id for h in searcher.search.simple(query).hits].index(ids["moon"])
 
     ranks = [rank(w) for w in (0.0, 0.3, 0.6, 1.0)]
     assert ranks == sorted(ranks, reverse=True)  # more weight on words, never a worse rank
@@ -243,9 +243,9 @@ def test_words_vector_makes_a_caption_findable(
 
 def test_words_weight_zero_reports_plain_cosine(library: Library, caption_settings: Settings) -> None:
     ids = {name: _add(library, name) for name in ("astronaut", "coffee")}
-    library.update(ids["coffee"], RecordPatch(description="coffee"))
+    library.catalog.update(ids["coffee"], RecordPatch(description="coffee"))
     plain = build_library(caption_settings.model_copy(update={"words_weight": 0.0}))
-    hits = plain.simple_search(SimpleSearch(text="coffee", k=2)).hits
+    hits = plain.search.simple(SimpleSearch(text="coffee", k=2)).hits
     vectors = plain.store.get_vectors([h.record.id for h in hits])
     text = plain.embedder.encode_texts(["coffee"])[0]
     for hit in hits:
@@ -254,7 +254,7 @@ def test_words_weight_zero_reports_plain_cosine(library: Library, caption_settin
 
 def test_query_image_caption_is_appended_after_the_users_words(library: Library, caption_settings: Settings) -> None:
     ids = {name: _add(library, name) for name in ("astronaut", "coffee")}
-    library.apply_caption(ids["coffee"], "a cup of coffee")
+    library.captions.apply(ids["coffee"], "a cup of coffee")
     seen: list[list[str]] = []
     original = library.embedder.fit_text
 
@@ -264,10 +264,10 @@ def test_query_image_caption_is_appended_after_the_users_words(library: Library,
 
     library.embedder.fit_text = spy  # type: ignore[method-assign,assignment]
     long_text = " ".join(["user"] * 90)
-    result = library.simple_search(SimpleSearch(text=long_text, image_id=ids["coffee"], image_weight=0.5))
+    result = library.search.simple(SimpleSearch(text=long_text, image_id=ids["coffee"], image_weight=0.5))
     assert [long_text, "a cup of coffee"] in seen
     assert result.truncated  # the user's own words were cut at the context length, and we say so
-    short = library.simple_search(SimpleSearch(text="on a table", image_id=ids["coffee"], image_weight=0.5))
+    short = library.search.simple(SimpleSearch(text="on a table", image_id=ids["coffee"], image_weight=0.5))
     assert ["on a table", "a cup of coffee"] in seen and not short.truncated
 
 
@@ -303,12 +303,12 @@ def test_an_image_another_worker_holds_waits_for_it_and_a_dead_workers_lease_exp
     worker = _worker(caption_settings, library)
     worker.start()
     deadline = time.monotonic() + 20
-    while library.get(abandoned).caption_status != CaptionStatus.DONE and time.monotonic() < deadline:
+    while library.catalog.get(abandoned).caption_status != CaptionStatus.DONE and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1.5)  # a second look at the queue: the held image is still not this worker's
     worker.stop()
-    assert library.get(abandoned).caption_status == CaptionStatus.DONE
-    assert library.get(held).caption_status == CaptionStatus.PENDING
+    assert library.catalog.get(abandoned).caption_status == CaptionStatus.DONE
+    assert library.catalog.get(held).caption_status == CaptionStatus.PENDING
     assert len(fake.requests) == 1
     assert library.store.get_document(LEASES, abandoned) is None  # released once done
 
@@ -340,10 +340,10 @@ def test_a_store_error_outside_any_image_is_logged_once_shown_in_the_status_and_
         worker.start()
         deadline = time.monotonic() + 20
         seen_in_status = False
-        while library.get(image_id).caption_status != CaptionStatus.DONE and time.monotonic() < deadline:
+        while library.catalog.get(image_id).caption_status != CaptionStatus.DONE and time.monotonic() < deadline:
             seen_in_status = seen_in_status or "the store is unreachable" in worker.status().message
             time.sleep(0.01)
-        assert library.get(image_id).caption_status == CaptionStatus.DONE
+        assert library.catalog.get(image_id).caption_status == CaptionStatus.DONE
         assert seen_in_status
         assert worker._thread is not None and worker._thread.is_alive()
         assert worker.status().message == ""  # over once the store is back

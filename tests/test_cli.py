@@ -372,8 +372,8 @@ def test_where_clauses_can_ask_for_any_of_them_or_be_a_json_filter(env: dict[str
     found = json.loads(runner.invoke(app, ["search", "a photo", "-k", "10", "--json"]).stdout)["hits"]
     by_name = {hit["image"]["filename"]: hit["id"] for hit in found}
     library = build_library(load_settings())
-    library.update(by_name["coffee.jpg"], RecordPatch(metadata={"tags": ["cup", "morning"]}))
-    library.update(by_name["rocket.jpg"], RecordPatch(metadata={"album": "space"}))
+    library.catalog.update(by_name["coffee.jpg"], RecordPatch(metadata={"tags": ["cup", "morning"]}))
+    library.catalog.update(by_name["rocket.jpg"], RecordPatch(metadata={"album": "space"}))
 
     def names(*args: str) -> set[str]:
         result = runner.invoke(app, ["search", "a photo", "-k", "10", "--json", *args])

@@ -106,7 +106,7 @@ def test_demo_images_cover_shapes_and_colours_without_near_duplicates(tmp_path: 
     )
     from imagematch.library import Upload
 
-    results = library.add_many([Upload.from_path(p) for p in paths])
+    results = library.ingest.add_many([Upload.from_path(p) for p in paths])
     assert [r.status for r in results].count("added") == 40
 
 

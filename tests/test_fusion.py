@@ -99,14 +99,14 @@ def _smaller(name: str) -> bytes:
 def _describe_all_but(library: Library, ids: dict[str, str], undescribed: set[str]) -> None:
     for n, (name, image_id) in enumerate(ids.items()):
         if name not in undescribed:
-            library.update(image_id, RecordPatch(description=f"holiday picture number {n} from the old album"))
+            library.catalog.update(image_id, RecordPatch(description=f"holiday picture number {n} from the old album"))
 
 
 @pytest.fixture
 def photo_ids(library: Library) -> dict[str, str]:
     ids = {}
     for name in PHOTOS:
-        result = library.add(jpeg(name), filename=f"{name}.jpg")
+        result = library.ingest.add(jpeg(name), filename=f"{name}.jpg")
         assert result.record is not None
         ids[name] = result.record.id
     return ids
@@ -119,7 +119,7 @@ def test_a_described_photo_keeps_first_place_for_its_smaller_copy(library: Libra
         _describe_all_but(library, photo_ids, undescribed)
         for name in ("rocket", "astronaut", "coffee"):
             request = SimpleSearch(text="a red circle", image=_smaller(name), image_weight=0.8, k=3)
-            hits = library.simple_search(request).hits
+            hits = library.search.simple(request).hits
             assert hits[0].record.id == photo_ids[name], (name, undescribed)
 
 
@@ -129,8 +129,8 @@ def test_an_unrelated_description_never_lowers_a_photo_in_text_search(
     queries = ("a rocket on a launch pad", "a cup of coffee", "a red circle")
     k = len(PHOTOS)
     for name in ("coins", "rocket", "moon"):
-        before = {q: [h.record.id for h in library.search(Query((TextTerm(q),), k=k)).hits] for q in queries}
-        library.update(photo_ids[name], RecordPatch(description="the view from a train window"))
+        before = {q: [h.record.id for h in library.search.run(Query((TextTerm(q),), k=k)).hits] for q in queries}
+        library.catalog.update(photo_ids[name], RecordPatch(description="the view from a train window"))
         for query in queries:
-            after = [h.record.id for h in library.search(Query((TextTerm(query),), k=k)).hits]
+            after = [h.record.id for h in library.search.run(Query((TextTerm(query),), k=k)).hits]
             assert after.index(photo_ids[name]) <= before[query].index(photo_ids[name]), (name, query)

@@ -24,7 +24,7 @@ from tests.images import jpeg
 
 
 def _fill(library: Library) -> list[str]:
-    return [library.add(jpeg(n), filename=f"{n}.jpg").record.id for n in ("astronaut", "coffee", "rocket")]  # type: ignore[union-attr]
+    return [library.ingest.add(jpeg(n), filename=f"{n}.jpg").record.id for n in ("astronaut", "coffee", "rocket")]  # type: ignore[union-attr]
 
 
 def test_a_healthy_library_passes(library: Library) -> None:
@@ -132,7 +132,7 @@ def test_kill_9_during_index_loses_nothing_and_a_rerun_finishes(tmp_path: Path, 
         process.wait()
 
         library = build_library(settings)  # the store always reopens
-        records = list(library.iter_records())
+        records = list(library.catalog.iter_records())
         assert len({r.file_hash for r in records}) == len(records)  # nothing stored twice
         for record in records:  # every record has its original and thumbnail
             assert library.blobs.has_original(record.id) and library.blobs.has_thumbnail(record.id)
@@ -142,7 +142,7 @@ def test_kill_9_during_index_loses_nothing_and_a_rerun_finishes(tmp_path: Path, 
     finished = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300, check=False)
     assert finished.returncode == 0, finished.stderr
     library = build_library(settings)
-    assert library.count() == len(paths)
-    assert {r.file_hash for r in library.iter_records()} == {file_hash(p.read_bytes()) for p in paths}
+    assert library.catalog.count() == len(paths)
+    assert {r.file_hash for r in library.catalog.iter_records()} == {file_hash(p.read_bytes()) for p in paths}
     report = check(library, repair=True)
     assert report.healthy, report.unfixed

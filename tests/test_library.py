@@ -35,7 +35,7 @@ from tests.images import PHOTOS, encode, jpeg, look_alikes, photo
 def _fill(library: Library, names: tuple[str, ...] = PHOTOS) -> dict[str, str]:
     ids = {}
     for name in names:
-        result = library.add(jpeg(name), filename=f"{name}.jpg")
+        result = library.ingest.add(jpeg(name), filename=f"{name}.jpg")
         assert result.status == "added", result
         assert result.record is not None
         ids[name] = result.record.id
@@ -43,16 +43,16 @@ def _fill(library: Library, names: tuple[str, ...] = PHOTOS) -> dict[str, str]:
 
 
 def _ranking(library: Library, request: SimpleSearch) -> list[str]:
-    return [hit.record.id for hit in library.simple_search(request).hits]
+    return [hit.record.id for hit in library.search.simple(request).hits]
 
 
 def test_an_image_searched_by_itself_comes_first(library: Library) -> None:
     ids = _fill(library)
     for name in ("astronaut", "coins", "retina"):
-        hits = library.simple_search(SimpleSearch(image=jpeg(name), k=3)).hits
+        hits = library.search.simple(SimpleSearch(image=jpeg(name), k=3)).hits
         assert hits[0].record.id == ids[name]
         assert hits[0].score >= 0.99
-        by_id = library.simple_search(SimpleSearch(image_id=ids[name], k=2)).hits
+        by_id = library.search.simple(SimpleSearch(image_id=ids[name], k=2)).hits
         assert [hit.record.id for hit in by_id] == [hit.record.id for hit in hits[1:]]  # all but itself
 
 
@@ -64,13 +64,13 @@ def test_weight_one_is_image_only_and_zero_is_text_only(library: Library) -> Non
     text_only = _ranking(library, SimpleSearch(text=text, k=k))
     assert _ranking(library, SimpleSearch(text=text, image=image, image_weight=1.0, k=k)) == image_only
     assert _ranking(library, SimpleSearch(text=text, image=image, image_weight=0.0, k=k)) == text_only
-    mixed = library.simple_search(SimpleSearch(text=text, image=image, image_weight=0.5, k=k)).hits
+    mixed = library.search.simple(SimpleSearch(text=text, image=image, image_weight=0.5, k=k)).hits
     assert [h.score for h in mixed] == sorted((h.score for h in mixed), reverse=True)
 
 
 def test_results_are_ranked_best_first_with_scores(library: Library) -> None:
     _fill(library)
-    hits = library.simple_search(SimpleSearch(text="a cup of coffee", k=5)).hits
+    hits = library.search.simple(SimpleSearch(text="a cup of coffee", k=5)).hits
     assert len(hits) == 5
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)
@@ -89,11 +89,11 @@ def test_results_are_ranked_best_first_with_scores(library: Library) -> None:
 )
 def test_near_identical_copies_are_duplicates(library: Library, edit: object) -> None:
     ids = _fill(library, ("astronaut", "coffee"))
-    before = library.count()
-    result = library.add(edit(photo("coffee")), filename="copy.jpg")  # type: ignore[operator]
+    before = library.catalog.count()
+    result = library.ingest.add(edit(photo("coffee")), filename="copy.jpg")  # type: ignore[operator]
     assert result.status == "duplicate"
     assert result.existing is not None and result.existing.id == ids["coffee"]
-    assert library.count() == before
+    assert library.catalog.count() == before
 
 
 def test_look_alike_graphics_in_other_colours_are_all_stored(library: Library) -> None:
@@ -102,12 +102,12 @@ def test_look_alike_graphics_in_other_colours_are_all_stored(library: Library) -
     hashes = [perceptual_hash(Image.open(io.BytesIO(picture))) for picture in pictures]
     assert all(hamming(a, b) <= library.settings.duplicate_distance for a, b in itertools.combinations(hashes, 2))
     for n, picture in enumerate(pictures):
-        result = library.add(picture, filename=f"star-{n}.png")
+        result = library.ingest.add(picture, filename=f"star-{n}.png")
         assert result.status == "added", result.reason
-    copy = library.add(encode(Image.open(io.BytesIO(pictures[1])), "JPEG", quality=50), filename="copy.jpg")
+    copy = library.ingest.add(encode(Image.open(io.BytesIO(pictures[1])), "JPEG", quality=50), filename="copy.jpg")
     assert copy.status == "duplicate" and copy.existing is not None and copy.existing.filename == "star-1.png"
     assert "star-1.png" in copy.reason and "pHash bits differ" in copy.reason and "ΔE" in copy.reason
-    assert library.count() == 3
+    assert library.catalog.count() == 3
 
 
 @pytest.mark.parametrize("batch", [1, 16], ids=["batch-after-batch", "one-batch"])
@@ -117,7 +117,7 @@ def test_a_batch_stores_look_alikes_and_refuses_a_copy(settings: Settings, batch
     pictures = look_alikes()
     copy = encode(Image.open(io.BytesIO(pictures[0])).resize((128, 128)), "JPEG", quality=80)
     uploads = [Upload(f"star-{n}.png", functools.partial(bytes, data)) for n, data in enumerate(pictures)]
-    results = library.add_many([*uploads, Upload("small-copy.jpg", lambda: copy)])
+    results = library.ingest.add_many([*uploads, Upload("small-copy.jpg", lambda: copy)])
     by_name = {r.filename: r for r in results}  # duplicates are reported before the batch is written
     assert {name: r.status for name, r in by_name.items()} == {
         "star-0.png": "added",
@@ -127,18 +127,18 @@ def test_a_batch_stores_look_alikes_and_refuses_a_copy(settings: Settings, batch
     }
     refused = by_name["small-copy.jpg"]
     assert refused.existing is not None and refused.existing.filename == "star-0.png", refused.reason
-    assert library.count() == 3
+    assert library.catalog.count() == 3
 
 
 def test_a_stored_image_without_its_thumbnail_is_compared_by_its_original(library: Library) -> None:
     first, second = look_alikes()[:2]
-    stored = library.add(first, filename="star.png").record
+    stored = library.ingest.add(first, filename="star.png").record
     assert stored is not None
     thumbnail = library.blobs.thumbnail_path(stored.id)
     assert thumbnail is not None
     thumbnail.unlink()
-    assert library.add(second, filename="other-star.png").status == "added"
-    copy = library.add(encode(Image.open(io.BytesIO(first)), "JPEG", quality=50), filename="copy.jpg")
+    assert library.ingest.add(second, filename="other-star.png").status == "added"
+    copy = library.ingest.add(encode(Image.open(io.BytesIO(first)), "JPEG", quality=50), filename="copy.jpg")
     assert copy.status == "duplicate" and copy.image_id == stored.id
 
 
@@ -153,28 +153,28 @@ def test_a_stored_image_without_its_thumbnail_is_compared_by_its_original(librar
 def test_mildly_edited_photos_are_still_duplicates(library: Library, edit: object) -> None:
     ids = _fill(library, ("astronaut", "chelsea", "coffee"))
     for name in ids:
-        result = library.add(edit(photo(name)), filename=f"edited-{name}.jpg")  # type: ignore[operator]
+        result = library.ingest.add(edit(photo(name)), filename=f"edited-{name}.jpg")  # type: ignore[operator]
         assert result.status == "duplicate" and result.image_id == ids[name], result.reason
-    assert library.count() == 3
+    assert library.catalog.count() == 3
 
 
 def test_identical_file_is_a_duplicate_with_distance_zero(library: Library) -> None:
     ids = _fill(library, ("moon",))
-    result = library.add(jpeg("moon"), filename="again.jpg")
+    result = library.ingest.add(jpeg("moon"), filename="again.jpg")
     assert result.status == "duplicate" and result.distance == 0 and result.image_id == ids["moon"]
 
 
 def test_distinct_photos_are_not_duplicates(library: Library) -> None:
     _fill(library)  # every photo added: none was taken for another
-    assert library.count() == len(PHOTOS)
+    assert library.catalog.count() == len(PHOTOS)
 
 
 def test_ids_are_deterministic_and_show_the_phash(library: Library, settings: Settings, tmp_path: Path) -> None:
-    first = library.add(jpeg("clock"), filename="clock.jpg").record
+    first = library.ingest.add(jpeg("clock"), filename="clock.jpg").record
     assert first is not None
     assert first.id.startswith(first.phash + "-")
     other = build_library(settings.model_copy(update={"data_dir": tmp_path / "other"}))
-    second = other.add(jpeg("clock"), filename="renamed.jpg").record
+    second = other.ingest.add(jpeg("clock"), filename="renamed.jpg").record
     assert second is not None and second.id == first.id
 
 
@@ -194,16 +194,16 @@ def test_bad_inputs_are_refused_and_change_nothing(library: Library, settings: S
     ]
     for data, extra, error in bad:
         with pytest.raises(error):
-            library.add(data, filename="bad.jpg", **extra)  # type: ignore[arg-type]
-    assert library.count() == 1
-    assert library.get(ids["astronaut"]).filename == "astronaut.jpg"
+            library.ingest.add(data, filename="bad.jpg", **extra)  # type: ignore[arg-type]
+    assert library.catalog.count() == 1
+    assert library.catalog.get(ids["astronaut"]).filename == "astronaut.jpg"
 
 
 def test_pixel_cap_refuses_decompression_bombs(settings: Settings) -> None:
     library = build_library(settings.model_copy(update={"max_pixels": 100_000}))
     with pytest.raises(TooLarge, match="pixels"):
-        library.add(encode(Image.new("L", (1000, 1000)), "PNG"), filename="bomb.png")
-    assert library.count() == 0
+        library.ingest.add(encode(Image.new("L", (1000, 1000)), "PNG"), filename="bomb.png")
+    assert library.catalog.count() == 0
 
 
 def test_search_input_errors(library: Library) -> None:
@@ -217,28 +217,28 @@ def test_search_input_errors(library: Library) -> None:
         SimpleSearch(text="x", image=jpeg("coffee"), image_weight=float("nan")),
     ):
         with pytest.raises(InvalidQuery):
-            library.simple_search(request)
+            library.search.simple(request)
     with pytest.raises(NotFound):
-        library.simple_search(SimpleSearch(image_id="0000000000000000-00000000"))
+        library.search.simple(SimpleSearch(image_id="0000000000000000-00000000"))
     with pytest.raises(InvalidQuery, match="cancel"):
-        library.search(Query((TextTerm("a dog", 1.0), TextTerm("a dog", -1.0))))
+        library.search.run(Query((TextTerm("a dog", 1.0), TextTerm("a dog", -1.0))))
 
 
 def test_long_text_is_truncated_by_tokens_and_reported(library: Library) -> None:
     _fill(library, ("astronaut",))
-    assert not library.simple_search(SimpleSearch(text="a short query")).truncated
-    assert library.simple_search(SimpleSearch(text=" ".join(["word"] * 100))).truncated
+    assert not library.search.simple(SimpleSearch(text="a short query")).truncated
+    assert library.search.simple(SimpleSearch(text=" ".join(["word"] * 100))).truncated
 
 
 def test_metadata_filter_is_applied_before_top_k(library: Library) -> None:
     ids = _fill(library)
-    library.update(ids["coins"], RecordPatch(metadata={"album": "money", "year": 2020}))
-    library.update(ids["moon"], RecordPatch(metadata={"album": "sky", "year": 2021}))
+    library.catalog.update(ids["coins"], RecordPatch(metadata={"album": "money", "year": 2020}))
+    library.catalog.update(ids["moon"], RecordPatch(metadata={"album": "sky", "year": 2021}))
     from imagematch.filters import parse_filter
 
-    hits = library.simple_search(SimpleSearch(text="anything", k=1, filter=parse_filter({"album": "sky"}))).hits
+    hits = library.search.simple(SimpleSearch(text="anything", k=1, filter=parse_filter({"album": "sky"}))).hits
     assert [h.record.id for h in hits] == [ids["moon"]]
-    hits = library.simple_search(SimpleSearch(text="x", k=10, filter=parse_filter({"year": {"$gte": 2020}}))).hits
+    hits = library.search.simple(SimpleSearch(text="x", k=10, filter=parse_filter({"year": {"$gte": 2020}}))).hits
     assert {h.record.id for h in hits} == {ids["coins"], ids["moon"]}
 
 
@@ -248,22 +248,22 @@ def test_store_built_with_another_model_is_refused(settings: Settings, other_mod
     with pytest.raises(StoreMismatch, match="imagematch reindex"):
         other.verify_model()
     with pytest.raises(StoreMismatch):
-        other.add(jpeg("coffee"), filename="coffee.jpg")
+        other.ingest.add(jpeg("coffee"), filename="coffee.jpg")
 
 
 def test_reindex_switches_the_library_to_the_new_model(settings: Settings, other_model_dir: Path) -> None:
     first = build_library(settings)
     ids = _fill(first, ("astronaut", "coffee", "rocket"))
-    first.update(ids["rocket"], RecordPatch(description="Saturn V", metadata={"mission": "Apollo"}))
+    first.catalog.update(ids["rocket"], RecordPatch(description="Saturn V", metadata={"mission": "Apollo"}))
     library = build_library(settings.model_copy(update={"model": f"local-dir:{other_model_dir}"}))
     progress: list[tuple[int, int]] = []
-    assert library.reindex(on_progress=lambda done, total: progress.append((done, total))) == 3
+    assert library.maintenance.reindex(on_progress=lambda done, total: progress.append((done, total))) == 3
     assert progress[-1] == (3, 3)
     library.verify_model()
     assert library.store.stored_model() == (library.embedder.model_id, library.embedder.dim)
-    hit = library.simple_search(SimpleSearch(image=jpeg("coffee"), k=1)).hits[0]
+    hit = library.search.simple(SimpleSearch(image=jpeg("coffee"), k=1)).hits[0]
     assert hit.record.id == ids["coffee"] and hit.score >= 0.99
-    rocket = library.get(ids["rocket"])
+    rocket = library.catalog.get(ids["rocket"])
     assert rocket.model_id == library.embedder.model_id
     assert (rocket.description, rocket.metadata) == ("Saturn V", {"mission": "Apollo"})
 
@@ -272,12 +272,12 @@ def test_reset_needs_the_exact_phrase(library: Library) -> None:
     ids = _fill(library, ("astronaut", "coffee"))
     for wrong in ("", "delete all", "yes"):
         with pytest.raises(InvalidInput):
-            library.reset(wrong)
-    assert library.count() == 2
-    assert library.reset(RESET_PHRASE) == 2
-    assert library.count() == 0
+            library.catalog.reset(wrong)
+    assert library.catalog.count() == 2
+    assert library.catalog.reset(RESET_PHRASE) == 2
+    assert library.catalog.count() == 0
     assert library.blobs.original_path(ids["coffee"]) is None
-    assert library.add(jpeg("coffee"), filename="coffee.jpg").status == "added"
+    assert library.ingest.add(jpeg("coffee"), filename="coffee.jpg").status == "added"
 
 
 def test_add_many_reports_each_file_and_rerun_adds_nothing(library: Library, tmp_path: Path) -> None:
@@ -289,15 +289,15 @@ def test_add_many_reports_each_file_and_rerun_adds_nothing(library: Library, tmp
     (folder / "notes.jpg").write_text("not an image")
     uploads = [Upload.from_path(p) for p in sorted(folder.iterdir())]
     seen: list[str] = []
-    results = library.add_many(uploads, on_result=lambda r: seen.append(r.status))
+    results = library.ingest.add_many(uploads, on_result=lambda r: seen.append(r.status))
     statuses = {Path(r.filename).name: r.status for r in results}
     assert statuses["notes.jpg"] == "failed"
     assert sorted([statuses["coffee.jpg"], statuses["copy-of-coffee.png"]]) == ["added", "duplicate"]
     assert sum(s == "added" for s in statuses.values()) == len(PHOTOS)
     assert len(seen) == len(uploads)
-    again = library.add_many([Upload.from_path(p) for p in sorted(folder.iterdir())])
+    again = library.ingest.add_many([Upload.from_path(p) for p in sorted(folder.iterdir())])
     assert not [r for r in again if r.status == "added"]
-    assert library.count() == len(PHOTOS)
+    assert library.catalog.count() == len(PHOTOS)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are set on Linux only")
@@ -311,7 +311,7 @@ def test_bulk_decoding_yields_the_cores_to_the_model(library: Library) -> None:
         return jpeg(name)
 
     caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    results = library.add_many([Upload(f"{n}.jpg", lambda n=n: read(n)) for n in PHOTOS[:3]])  # type: ignore[misc]
+    results = library.ingest.add_many([Upload(f"{n}.jpg", lambda n=n: read(n)) for n in PHOTOS[:3]])  # type: ignore[misc]
     assert [r.status for r in results] == ["added"] * 3
     assert priorities == [19, 19, 19]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
@@ -319,34 +319,34 @@ def test_bulk_decoding_yields_the_cores_to_the_model(library: Library) -> None:
 
 def test_edit_description_and_metadata(library: Library) -> None:
     ids = _fill(library, ("astronaut",))
-    updated = library.update(ids["astronaut"], RecordPatch(description="Eileen Collins", metadata={"crew": 4}))
+    updated = library.catalog.update(ids["astronaut"], RecordPatch(description="Eileen Collins", metadata={"crew": 4}))
     assert updated.description == "Eileen Collins" and updated.metadata == {"crew": 4}
-    assert library.get(ids["astronaut"]).metadata == {"crew": 4}
+    assert library.catalog.get(ids["astronaut"]).metadata == {"crew": 4}
     vectors = library.store.get_vectors([ids["astronaut"]])[ids["astronaut"]]
     assert vectors[1] is not None  # the words vector follows the description
     with pytest.raises(InvalidInput):
-        library.update(ids["astronaut"], RecordPatch(metadata={"": "empty key"}))
+        library.catalog.update(ids["astronaut"], RecordPatch(metadata={"": "empty key"}))
     with pytest.raises(NotFound):
-        library.update("ffffffffffffffff-00000000", RecordPatch(description="x"))
+        library.catalog.update("ffffffffffffffff-00000000", RecordPatch(description="x"))
 
 
 def test_delete_removes_record_and_files(library: Library) -> None:
     ids = _fill(library, ("astronaut", "coffee"))
-    _, original = library.original_file(ids["coffee"])
+    _, original = library.catalog.original_file(ids["coffee"])
     assert isinstance(original, Path) and original.is_file()
-    library.delete(ids["coffee"])
+    library.catalog.delete(ids["coffee"])
     assert not original.exists()
     with pytest.raises(NotFound):
-        library.get(ids["coffee"])
-    assert library.count() == 1
+        library.catalog.get(ids["coffee"])
+    assert library.catalog.count() == 1
     with pytest.raises(NotFound):
-        library.delete(ids["coffee"])
+        library.catalog.delete(ids["coffee"])
 
 
 def test_stored_image_terms_use_the_stored_vector(library: Library) -> None:
     ids = _fill(library, ("astronaut", "coffee", "rocket"))
-    by_id = library.search(Query((StoredImageTerm(ids["rocket"]),), k=2)).hits
-    by_file = library.search(Query((ImageTerm(jpeg("rocket")),), k=3)).hits
+    by_id = library.search.run(Query((StoredImageTerm(ids["rocket"]),), k=2)).hits
+    by_file = library.search.run(Query((ImageTerm(jpeg("rocket")),), k=3)).hits
     assert [hit.record.id for hit in by_id] == [hit.record.id for hit in by_file[1:]]
     assert [hit.score for hit in by_id] == pytest.approx([hit.score for hit in by_file[1:]], abs=1e-3)
 
@@ -354,17 +354,17 @@ def test_stored_image_terms_use_the_stored_vector(library: Library) -> None:
 def test_listing_is_paginated_newest_first(library: Library) -> None:
     ids = _fill(library)
     order = [ids[name] for name in reversed(PHOTOS)]
-    first = library.page(limit=4)
-    second = library.page(offset=4, limit=4)
+    first = library.catalog.page(limit=4)
+    second = library.catalog.page(offset=4, limit=4)
     assert [r.id for r in first + second] == order[:8]
-    assert [r.id for r in library.page(limit=3, newest_first=False)] == [ids[n] for n in PHOTOS[:3]]
+    assert [r.id for r in library.catalog.page(limit=3, newest_first=False)] == [ids[n] for n in PHOTOS[:3]]
 
 
 def test_close_stops_the_librarys_threads(settings: Settings) -> None:
     library = build_library(settings)
-    library.add(jpeg("coffee"), filename="coffee.jpg", description="a cup of coffee")
+    library.ingest.add(jpeg("coffee"), filename="coffee.jpg", description="a cup of coffee")
     before = set(threading.enumerate())  # other tests' libraries may have readers of their own
-    assert library.search(Query((TextTerm("coffee"),), k=1)).hits  # a fused search starts the candidate readers
+    assert library.search.run(Query((TextTerm("coffee"),), k=1)).hits  # a fused search starts the candidate readers
     readers = [t for t in set(threading.enumerate()) - before if t.name.startswith("candidates")]
     assert readers
     library.close()

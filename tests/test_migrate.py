@@ -172,7 +172,7 @@ def test_migrate_command_copies_to_milvus_and_the_copy_serves(
         runtime="torch",
     )
     library = build_library(settings)
-    ids = [library.add(jpeg(n), filename=f"{n}.jpg").record.id for n in ("astronaut", "coffee")]  # type: ignore[union-attr]
+    ids = [library.ingest.add(jpeg(n), filename=f"{n}.jpg").record.id for n in ("astronaut", "coffee")]  # type: ignore[union-attr]
     library.store.close()
     runner = CliRunner()
     refused = runner.invoke(app, ["migrate", "--to", "lancedb"])
@@ -181,6 +181,6 @@ def test_migrate_command_copies_to_milvus_and_the_copy_serves(
     assert result.exit_code == 0, result.output
     assert "copied 2 records to milvus" in result.output and "IMAGEMATCH_STORE=milvus" in result.output
     moved = build_library(settings.model_copy(update={"store": "milvus"}))
-    hit = moved.simple_search(SimpleSearch(image=jpeg("coffee"), k=1)).hits[0]
+    hit = moved.search.simple(SimpleSearch(image=jpeg("coffee"), k=1)).hits[0]
     assert hit.record.id == ids[1] and hit.score >= 0.99
     moved.store.close()

@@ -134,12 +134,12 @@ def _view(settings: Settings) -> dict[str, Any]:
     ids = sorted(library.store.ids())
     vectors = library.store.get_vectors(ids)
     view = {
-        "count": library.count(),
+        "count": library.catalog.count(),
         "model": library.store.stored_model(),
-        "records": {image_id: library.get(image_id) for image_id in ids},
+        "records": {image_id: library.catalog.get(image_id) for image_id in ids},
         "vectors": {i: (v.tolist(), None if w is None else w.tolist()) for i, (v, w) in vectors.items()},
         "searches": {
-            name: [(hit.record.id, hit.score) for hit in library.simple_search(SimpleSearch(image=data, k=3)).hits]
+            name: [(hit.record.id, hit.score) for hit in library.search.simple(SimpleSearch(image=data, k=3)).hits]
             for name, data in _pictures().items()
         },
     }
@@ -156,10 +156,12 @@ def _source(root: Path, model_dir: Path, store: str) -> Source:
     for n, (name, data) in enumerate(_pictures().items()):
         described = "a cat asleep on a sofa" if name == "chelsea" else f"photo number {n} of {name}"
         description = "" if n in (4, 8) else described
-        result = library.add(data, filename=f"{name}.jpg", description=description, metadata={"album": "ab"[n % 2]})
+        result = library.ingest.add(
+            data, filename=f"{name}.jpg", description=description, metadata={"album": "ab"[n % 2]}
+        )
         assert result.status == "added" and result.record is not None, (name, result.reason)
         if n % 3 == 0:
-            library.apply_caption(result.record.id, f"a caption for {name}")
+            library.captions.apply(result.record.id, f"a caption for {name}")
     library.close()
     (root / "coffee.jpg").write_bytes(jpeg("coffee"))
     view = _view(settings)
@@ -241,8 +243,8 @@ def test_a_rerun_after_the_source_served_again_carries_its_edits_and_deletions(
     target.close()
     server_manager_instance.release_all()
     library = build_library(settings)
-    library.update(edited, RecordPatch(description="a new description", metadata={"album": "c"}))
-    library.delete(deleted)
+    library.catalog.update(edited, RecordPatch(description="a new description", metadata={"album": "c"}))
+    library.catalog.delete(deleted)
     library.close()
 
     report = _cli(settings, "migrate", "--to", "milvus", "--batch", str(BATCH))

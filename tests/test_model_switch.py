@@ -17,23 +17,23 @@ from tests.images import jpeg
 
 
 def _add(library: Library, name: str) -> str:
-    result = library.add(jpeg(name), filename=f"{name}.jpg")
+    result = library.ingest.add(jpeg(name), filename=f"{name}.jpg")
     assert result.record is not None
     return result.record.id
 
 
 def _notice_now(library: Library) -> None:
     """Let the next call read the generation pointer without waiting for FOLLOW_EVERY."""
-    library._checked_at = 0.0
+    library.pairing._checked_at = 0.0
 
 
 def _housekeeping_done(library: Library) -> None:
-    if library._housekeeper is not None:
-        library._housekeeper.join(60)
+    if library.pairing._housekeeper is not None:
+        library.pairing._housekeeper.join(60)
 
 
 def _finds_itself(library: Library, name: str, image_id: str) -> bool:
-    hits = library.simple_search(SimpleSearch(image=jpeg(name), k=1)).hits
+    hits = library.search.simple(SimpleSearch(image=jpeg(name), k=1)).hits
     return bool(hits) and hits[0].record.id == image_id and hits[0].score >= 0.99
 
 
@@ -57,20 +57,20 @@ def test_writes_during_a_reindex_end_up_in_the_new_generation(
         if during:
             return
         during["camera"] = _add(serving, "camera")  # uploaded, edited and deleted while the rebuild runs
-        serving.update(ids["rocket"], RecordPatch(description="Saturn V", metadata={"tags": ["launch"]}))
-        serving.delete(ids["astronaut"])
+        serving.catalog.update(ids["rocket"], RecordPatch(description="Saturn V", metadata={"tags": ["launch"]}))
+        serving.catalog.delete(ids["astronaut"])
         assert serving.embedder.model_id == old_model  # still serving on the old model
 
-    assert reindexer.reindex(on_progress=meanwhile) == 3
+    assert reindexer.maintenance.reindex(on_progress=meanwhile) == 3
     new_model = reindexer.embedder.model_id
     _notice_now(serving)
-    assert serving.count() == 3  # the first call after the switch moves to the new generation
+    assert serving.catalog.count() == 3  # the first call after the switch moves to the new generation
     assert serving.embedder.model_id == new_model != old_model
     with pytest.raises(NotFound):
-        serving.get(ids["astronaut"])
-    rocket = serving.get(ids["rocket"])
+        serving.catalog.get(ids["astronaut"])
+    rocket = serving.catalog.get(ids["rocket"])
     assert (rocket.description, rocket.metadata, rocket.model_id) == ("Saturn V", {"tags": ["launch"]}, new_model)
-    assert serving.get(during["camera"]).model_id == new_model
+    assert serving.catalog.get(during["camera"]).model_id == new_model
     for name in ("coffee", "rocket", "camera"):  # each found by its picture: embedded by the new model
         assert _finds_itself(serving, name, ids.get(name) or during[name])
     assert generations.pending_changes(serving.store) == []
@@ -81,15 +81,15 @@ def test_a_process_that_writes_before_it_notices_the_switch_loses_nothing(
 ) -> None:
     coffee = _add(serving, "coffee")
     reindexer = build_library(settings.model_copy(update={"model": f"local-dir:{other_model_dir}"}))
-    reindexer.reindex()
-    serving._checked_at = float("inf")  # it has not looked at the pointer since the switch
+    reindexer.maintenance.reindex()
+    serving.pairing._checked_at = float("inf")  # it has not looked at the pointer since the switch
     late = _add(serving, "chelsea")
     assert generations.pending_changes(reindexer.store)  # noted for the new generation
     _notice_now(serving)
-    serving.count()  # moves, and starts carrying what it noted in a thread of its own
+    serving.catalog.count()  # moves, and starts carrying what it noted in a thread of its own
     _housekeeping_done(serving)
     assert serving.embedder.model_id == reindexer.embedder.model_id
-    assert {r.id for r in serving.page(limit=10)} == {coffee, late}
+    assert {r.id for r in serving.catalog.page(limit=10)} == {coffee, late}
     assert _finds_itself(serving, "chelsea", late)
     assert _finds_itself(reindexer, "chelsea", late)
 
@@ -100,17 +100,17 @@ def test_the_old_generation_stays_for_readers_until_swept(
     _add(serving, "coffee")
     old = serving.store.generation_name
     reindexer = build_library(settings.model_copy(update={"model": f"local-dir:{other_model_dir}"}))
-    reindexer.reindex()
+    reindexer.maintenance.reindex()
     assert reindexer.store.list_documents(generations.RETIRED).keys() == {old}
     assert generations.sweep(reindexer.store) == []
-    assert serving._active.store.count() == 1  # a request that started on the old generation finishes on it
-    generations.note_changes(serving._active.store, ["0123456789abcdef-01234567"], "put")
+    assert serving.pairing.active.store.count() == 1  # a request that started on the old generation finishes on it
+    generations.note_changes(serving.pairing.active.store, ["0123456789abcdef-01234567"], "put")
     assert generations.sweep(reindexer.store, older_than=0) == []  # a change still to carry out of it
     for change in generations.pending_changes(reindexer.store):
         generations.forget_change(reindexer.store, change)
     assert generations.sweep(reindexer.store, older_than=0) == [old]
     _notice_now(serving)
-    assert serving.count() == 1 and serving.store.generation_name != old
+    assert serving.catalog.count() == 1 and serving.store.generation_name != old
 
 
 def test_a_process_started_with_the_old_setting_uses_the_librarys_model_and_says_so(
@@ -118,7 +118,7 @@ def test_a_process_started_with_the_old_setting_uses_the_librarys_model_and_says
 ) -> None:
     coffee = _add(serving, "coffee")
     reindexer = build_library(settings.model_copy(update={"model": f"local-dir:{other_model_dir}"}))
-    reindexer.reindex()
+    reindexer.maintenance.reindex()
     restarted = build_library(settings)  # IMAGEMATCH_MODEL still names the old model
     restarted.verify_model()
     assert restarted.embedder.model_id == reindexer.embedder.model_id
@@ -131,5 +131,5 @@ def test_reset_is_refused_while_a_reindex_runs(serving: Library, settings: Setti
     reindexer = build_library(settings.model_copy(update={"model": f"local-dir:{other_model_dir}"}))
     reindexer.store.start_rebuild(reindexer.embedder.model_id, reindexer.embedder.dim)
     with pytest.raises(Conflict, match="reindex is running"):
-        serving.reset(RESET_PHRASE)
-    assert serving.count() == 1
+        serving.catalog.reset(RESET_PHRASE)
+    assert serving.catalog.count() == 1

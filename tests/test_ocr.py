@@ -48,9 +48,9 @@ def reading(tmp_path: Path, tiny_model_dir: Path, ocr: str = "on") -> Library:
 
 def test_a_word_only_in_the_picture_is_read_at_upload_and_found(tmp_path: Path, tiny_model_dir: Path) -> None:
     library = reading(tmp_path, tiny_model_dir)
-    signed = library.add(sign("Zanzibar ferry timetable"), filename="sign.png").record
-    photo = library.add(jpeg("astronaut"), filename="astronaut.jpg").record
-    others = [library.add(jpeg(name), filename=f"{name}.jpg").record for name in ("coffee", "rocket", "chelsea")]
+    signed = library.ingest.add(sign("Zanzibar ferry timetable"), filename="sign.png").record
+    photo = library.ingest.add(jpeg("astronaut"), filename="astronaut.jpg").record
+    others = [library.ingest.add(jpeg(name), filename=f"{name}.jpg").record for name in ("coffee", "rocket", "chelsea")]
     assert signed is not None and photo is not None and all(others)
     assert signed.ocr.text == "Zanzibar ferry timetable"
     (line,) = signed.ocr.lines
@@ -58,20 +58,20 @@ def test_a_word_only_in_the_picture_is_read_at_upload_and_found(tmp_path: Path, 
     assert 0.03 < left < 0.1 and 0.45 < top < 0.55 and 0.5 < right < 0.9 and top < bottom < 0.6
     assert not photo.ocr.pending and photo.ocr.text == ""  # read, and nothing invented on a photo
     assert library.store.get_vectors([signed.id])[signed.id][1] is not None  # the words vector holds the text
-    hits = library.search(Query((TextTerm("zanzibar"),), k=3, hybrid=True)).hits
+    hits = library.search.run(Query((TextTerm("zanzibar"),), k=3, hybrid=True)).hits
     assert hits[0].record.id == signed.id
     assert library.info().ocr == "PP-OCRv4 mobile"
 
 
 def test_a_correction_wins_over_what_was_read_and_is_searched(tmp_path: Path, tiny_model_dir: Path) -> None:
     library = reading(tmp_path, tiny_model_dir)
-    record = library.add(sign("Grand Opeming Sale"), filename="sign.png").record
+    record = library.ingest.add(sign("Grand Opeming Sale"), filename="sign.png").record
     assert record is not None
-    corrected = library.update(record.id, RecordPatch(ocr_text="Grand Opening Sale"))
+    corrected = library.catalog.update(record.id, RecordPatch(ocr_text="Grand Opening Sale"))
     assert corrected.ocr.text == "Grand Opening Sale" and corrected.ocr.lines  # the boxes read are kept
-    assert library.read_texts().total == 0  # corrected pictures are never read again
-    hits = library.search(Query((TextTerm("opening"),), k=1, hybrid=True)).hits
-    assert hits[0].record.id == record.id and library.get(record.id).ocr.correction == "Grand Opening Sale"
+    assert library.maintenance.read_texts().total == 0  # corrected pictures are never read again
+    hits = library.search.run(Query((TextTerm("opening"),), k=1, hybrid=True)).hits
+    assert hits[0].record.id == record.id and library.catalog.get(record.id).ocr.correction == "Grand Opening Sale"
 
 
 def test_imagematch_ocr_reads_a_library_stored_without_reading_and_resumes(
@@ -80,7 +80,7 @@ def test_imagematch_ocr_reads_a_library_stored_without_reading_and_resumes(
     before = reading(tmp_path, tiny_model_dir, ocr="off")
     backgrounds = ("astronaut", "coffee", "rocket", "camera")
     ids = [
-        before.add(sign(f"Invoice number {n}", on), filename=f"invoice-{n}.png").record
+        before.ingest.add(sign(f"Invoice number {n}", on), filename=f"invoice-{n}.png").record
         for n, on in enumerate(backgrounds)
     ]
     assert all(r is not None and r.ocr.pending for r in ids)
@@ -95,19 +95,19 @@ def test_imagematch_ocr_reads_a_library_stored_without_reading_and_resumes(
         if done >= 1:
             stop.set()
 
-    first = library.read_texts(on_progress=stop_after_one, cancel=stop)
+    first = library.maintenance.read_texts(on_progress=stop_after_one, cancel=stop)
     assert seen[0] == 4 and first.done == first.with_text == 1 and first.failed == 0  # one worker: one in flight
-    second = library.read_texts()
+    second = library.maintenance.read_texts()
     assert second.total == 3 and second.with_text == 3 and second.failed == 0
-    texts = sorted(library.get(r.id).ocr.text for r in ids if r is not None)
+    texts = sorted(library.catalog.get(r.id).ocr.text for r in ids if r is not None)
     assert texts == [f"Invoice number {n}" for n in range(4)]
-    assert library.read_texts().total == 0
+    assert library.maintenance.read_texts().total == 0
 
 
 def test_the_ocr_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path) -> None:
     before = reading(tmp_path, tiny_model_dir, ocr="off")
-    before.add(sign("Platform 9"), filename="platform.png")
-    before.add(jpeg("coffee"), filename="coffee.jpg")
+    before.ingest.add(sign("Platform 9"), filename="platform.png")
+    before.ingest.add(jpeg("coffee"), filename="coffee.jpg")
     before.close()
     for name, value in {
         "IMAGEMATCH_DATA_DIR": str(tmp_path / "data"),
@@ -135,8 +135,8 @@ def test_the_ocr_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_m
 def client(tmp_path: Path, tiny_model_dir: Path) -> Iterator[TestClient]:
     settings = tiny_settings(tmp_path, tiny_model_dir, runtime="torch", ocr="off")
     before = build_library(settings)
-    before.add(sign("Biscuit the dog"), filename="biscuit.png")
-    before.add(jpeg("rocket"), filename="rocket.jpg")
+    before.ingest.add(sign("Biscuit the dog"), filename="biscuit.png")
+    before.ingest.add(jpeg("rocket"), filename="rocket.jpg")
     before.close()
     reading_settings = tiny_settings(tmp_path, tiny_model_dir, runtime="torch", ocr="on")
     with TestClient(create_app(reading_settings, build_library(reading_settings))) as test_client:
@@ -201,7 +201,7 @@ def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_without_the_engine_auto_stores_pictures_unread_and_on_refuses(tmp_path: Path, tiny_model_dir: Path) -> None:
     library = reading(tmp_path / "auto", tiny_model_dir, ocr="auto")
     library.open(ingest=True)
-    added = library.add(sign("Zanzibar"), filename="sign.png").record
+    added = library.ingest.add(sign("Zanzibar"), filename="sign.png").record
     assert added is not None and added.ocr.pending  # `imagematch ocr` reads it once the engine is there
     assert library.info().ocr == "off"
     assert any("reading text in pictures is off" in warning for warning in library.warnings)
@@ -227,11 +227,11 @@ def test_small_print_in_a_screenshot_is_read_and_found(tmp_path: Path, tiny_mode
     searched for text near its full size."""
     lines = ["Settings", "Account recovery email", "Quarterly Wombat report", "Sign out of all devices"]
     library = reading(tmp_path, tiny_model_dir)
-    record = library.add(screenshot(lines), filename="screenshot.png").record
+    record = library.ingest.add(screenshot(lines), filename="screenshot.png").record
     assert record is not None
     read = record.ocr.text.lower().replace(" ", "")
     assert all(line.lower().replace(" ", "") in read for line in lines)
-    hits = library.search(Query((TextTerm("wombat"),), k=1, hybrid=True)).hits
+    hits = library.search.run(Query((TextTerm("wombat"),), k=1, hybrid=True)).hits
     assert hits[0].record.id == record.id
 
 
@@ -247,14 +247,14 @@ class _EngineError(Exception):
 def test_a_picture_the_engine_fails_on_is_stored_unread(tmp_path: Path, tiny_model_dir: Path) -> None:
     library = reading(tmp_path, tiny_model_dir)
     library.open(ingest=True)
-    reader = library.text_reader
+    reader = library.embedding.text_reader
     assert reader is not None
 
     def broken(*args: object) -> None:
         raise _EngineError("cv::warpPerspective: bad size")
 
     reader._ocr.text_rec = broken  # type: ignore[attr-defined]
-    record = library.add(sign("Zanzibar ferry"), filename="sign.png").record
+    record = library.ingest.add(sign("Zanzibar ferry"), filename="sign.png").record
     assert record is not None and record.ocr.pending  # stored; `imagematch ocr` reads it later
 
 
@@ -263,7 +263,7 @@ def test_a_long_thin_strip_is_read_without_a_huge_detector_input(tmp_path: Path,
     buffer = io.BytesIO()
     strip.save(buffer, "PNG")
     library = reading(tmp_path, tiny_model_dir)
-    record = library.add(buffer.getvalue(), filename="strip.png").record
+    record = library.ingest.add(buffer.getvalue(), filename="strip.png").record
     assert record is not None and not record.ocr.pending and record.ocr.text == ""
 
 
@@ -271,7 +271,7 @@ def test_saving_the_image_page_untouched_keeps_the_text_as_read(client: TestClie
     """Browsers send a textarea's line breaks as CRLF: lines read and saved untouched are no correction."""
     image = next(i for i in client.get("/api/v1/images").json()["items"] if i["filename"] == "biscuit.png")
     library: Library = client.app.state.library  # type: ignore[attr-defined]
-    record = library.get(image["id"])
+    record = library.catalog.get(image["id"])
     lines = (TextLine("BISCUIT", (0.1, 0.1, 0.5, 0.2), 0.99), TextLine("good dog", (0.1, 0.3, 0.5, 0.4), 0.95))
     library.store.update(replace(record, ocr=ImageText("PP-OCRv4 mobile", lines)), None)
     page = client.get(f"/images/{image['id']}").text

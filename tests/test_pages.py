@@ -56,7 +56,7 @@ def statuses(response: Page) -> list[str]:
 
 
 def add(library: Library, name: str, **fields: object) -> str:
-    result = library.add(jpeg(name), filename=f"{name}.jpg", **fields)  # type: ignore[arg-type]
+    result = library.ingest.add(jpeg(name), filename=f"{name}.jpg", **fields)  # type: ignore[arg-type]
     assert result.record is not None
     return result.record.id
 
@@ -122,8 +122,8 @@ def test_every_form_refuses_a_bad_csrf_token_and_changes_nothing(
         assert response.status_code == 403, url
         assert response.headers["content-type"].startswith("text/html")
         assert "could not be verified" in response.text
-    record = library.get(image_id)
-    assert library.count() == 1 and record.description == "before" and record.metadata == {"k": 1}
+    record = library.catalog.get(image_id)
+    assert library.catalog.count() == 1 and record.description == "before" and record.metadata == {"k": 1}
     jobs: JobRunner = client.app.state.jobs  # type: ignore[attr-defined]
     assert jobs.recent() == []
 
@@ -131,12 +131,12 @@ def test_every_form_refuses_a_bad_csrf_token_and_changes_nothing(
 def test_user_text_is_escaped_on_every_page_that_shows_it(
     client: TestClient, library: Library, settings: Settings
 ) -> None:
-    result = library.add(
+    result = library.ingest.add(
         jpeg("astronaut"), filename=FILENAME, description=SCRIPT, metadata={SCRIPT: SCRIPT, "plain": "x"}
     )
     assert result.record is not None
     image_id = result.record.id
-    library.update(image_id, RecordPatch(caption=SCRIPT))
+    library.catalog.update(image_id, RecordPatch(caption=SCRIPT))
     settings.samples_dir.mkdir()
     (settings.samples_dir / FILENAME).write_bytes(jpeg("coffee"))
     job_url = client.post("/upload-samples", data={"csrf_token": token(client)}, follow_redirects=False).headers[
@@ -219,7 +219,7 @@ def test_form_upload_reports_every_file(client: TestClient, library: Library) ->
     assert response.status_code == 200
     assert statuses(response) == ["added", "added", "duplicate", "failed"]
     assert "2 added, 1 duplicate, 1 failed." in response.text
-    astronaut = next(r for r in library.page() if r.filename == "astronaut.jpg")
+    astronaut = next(r for r in library.catalog.page() if r.filename == "astronaut.jpg")
     assert astronaut.description == "holiday"
     assert astronaut.metadata == {
         "year": 2024,
@@ -234,7 +234,7 @@ def test_form_upload_reports_every_file(client: TestClient, library: Library) ->
     assert f"/api/v1/images/{astronaut.id}/thumbnail" in duplicate
     failed = response.text.split('data-status="failed"')[1].split("</li>")[0]
     assert "not an image we can read" in failed
-    assert library.count() == 2
+    assert library.catalog.count() == 2
 
 
 def test_too_large_uploads_are_refused_with_a_page(settings: Settings, library: Library) -> None:
@@ -247,7 +247,7 @@ def test_too_large_uploads_are_refused_with_a_page(settings: Settings, library: 
         request_too_large = form_upload(client, [("retina.jpg", jpeg("retina"))])
         assert request_too_large.status_code == 413
         assert heading(request_too_large) == "Too large" and "Send fewer or smaller files" in request_too_large.text
-        assert library.count() == 1
+        assert library.catalog.count() == 1
 
 
 def test_form_upload_without_files_or_with_clashing_keys_says_what_to_fix(client: TestClient, library: Library) -> None:
@@ -257,7 +257,7 @@ def test_form_upload_without_files_or_with_clashing_keys_says_what_to_fix(client
     assert empty.status_code == 422 and "Choose at least one image" in empty.text
     clash = form_upload(client, [("a.jpg", jpeg("astronaut"))], meta_key=["a", "a"], meta_value=["1", "2"])
     assert clash.status_code == 422 and "appears twice" in clash.text
-    assert library.count() == 0
+    assert library.catalog.count() == 0
 
 
 def test_edit_changes_description_and_metadata_and_keeps_types(client: TestClient, library: Library) -> None:
@@ -275,7 +275,7 @@ def test_edit_changes_description_and_metadata_and_keeps_types(client: TestClien
     )
     assert response.status_code == 200 and str(response.url).endswith("?notice=saved")
     assert "Changes saved." in response.text
-    record = library.get(image_id)
+    record = library.catalog.get(image_id)
     assert record.description == "espresso"
     assert record.metadata == {"cafe": "Le Zinc", "year": "2024", "open": True}
     assert "Le Zinc" in client.get(f"/images/{image_id}").text
@@ -291,7 +291,7 @@ def test_a_value_without_a_key_is_refused_not_dropped_with_changes_saved(client:
     assert response.status_code == 422 and "Changes saved." not in response.text
     assert "has the value &#39;orphan&#39; but no key" in response.text
     assert 'value="orphan"' in response.text and 'value="y"' in response.text  # what was typed is kept
-    assert library.get(image_id).metadata == {"cafe": "x"} and library.get(image_id).description == ""
+    assert library.catalog.get(image_id).metadata == {"cafe": "x"} and library.catalog.get(image_id).description == ""
 
 
 def test_tags_are_edited_as_a_list_row_and_shown_as_links(client: TestClient, library: Library) -> None:
@@ -316,7 +316,7 @@ def test_tags_are_edited_as_a_list_row_and_shown_as_links(client: TestClient, li
         },
     )
     assert saved.status_code == 200 and "Changes saved." in saved.text
-    assert library.get(image_id).metadata == {"tags": ["espresso", "Rome, Italy", "crema"], "cafe": "x"}
+    assert library.catalog.get(image_id).metadata == {"tags": ["espresso", "Rome, Italy", "crema"], "cafe": "x"}
     empty = client.post(
         f"/images/{image_id}/edit",
         data={"csrf_token": token(client), "meta_key": ["tags"], "meta_type": ["list"], "meta_value": [" , "]},
@@ -333,7 +333,7 @@ def test_keys_a_filter_would_read_as_a_built_in_field_are_refused(client: TestCl
     )
     assert response.status_code == 422 and "Changes saved." not in response.text
     assert "starts with &#39;image.&#39;, which filters read as a built-in field" in response.text
-    assert library.get(image_id).metadata == {}
+    assert library.catalog.get(image_id).metadata == {}
 
 
 def test_image_page_shows_every_detail_including_exif(client: TestClient, library: Library) -> None:
@@ -343,7 +343,7 @@ def test_image_page_shows_every_detail_including_exif(client: TestClient, librar
     details[0x9003], details[0x9011], details[0xA434] = "2023:07:14 18:30:05", "+02:00", "RF24-105mm F4 L IS USM"
     gps = exif.get_ifd(0x8825)
     gps[1], gps[2], gps[3], gps[4] = "N", (48.0, 51.0, 29.6), "E", (2.0, 17.0, 40.2)
-    result = library.add(encode(photo("rocket"), "JPEG", exif=exif.tobytes()), filename="eiffel.jpg")
+    result = library.ingest.add(encode(photo("rocket"), "JPEG", exif=exif.tobytes()), filename="eiffel.jpg")
     assert result.record is not None
     record = result.record
     facts = client.get(f"/images/{record.id}").text.split('data-testid="facts"')[1].split("</dl>")[0]
@@ -365,17 +365,17 @@ def test_a_refused_edit_keeps_what_was_typed(client: TestClient, library: Librar
     )
     assert response.status_code == 422
     assert "appears twice" in response.text and ">typed</textarea>" in response.text
-    assert library.get(image_id).description == "old"
+    assert library.catalog.get(image_id).description == "old"
 
 
 def test_delete_asks_for_confirmation_first(client: TestClient, library: Library) -> None:
     image_id = add(library, "rocket")
     confirmation = client.get(f"/images/{image_id}/delete")
     assert f'action="/images/{image_id}/delete" method="post"' in confirmation.text
-    assert library.count() == 1
+    assert library.catalog.count() == 1
     response = client.post(f"/images/{image_id}/delete", data={"csrf_token": token(client)})
     assert response.status_code == 200 and "The image was deleted." in response.text
-    assert library.count() == 0
+    assert library.catalog.count() == 0
     assert client.get(f"/images/{image_id}").status_code == 404
 
 
@@ -386,11 +386,11 @@ def test_reset_acts_only_on_the_exact_phrase(client: TestClient, library: Librar
     for wrong in ("", "delete all", "DELETE"):
         response = client.post("/reset", data={"csrf_token": token(client), "confirm": wrong})
         assert response.status_code == 422 and "Nothing was deleted" in response.text
-    assert library.count() == 2
+    assert library.catalog.count() == 2
     done = client.post("/reset", data={"csrf_token": token(client), "confirm": "DELETE ALL"})
     assert done.status_code == 200
     assert "Deleted 2 images." in done.text and "The library is now empty." in done.text
-    assert library.count() == 0
+    assert library.catalog.count() == 0
     assert 'data-testid="empty-library"' in client.get("/").text
 
 
@@ -510,7 +510,7 @@ def test_samples_batch_upload_without_javascript(client: TestClient, settings: S
     failed = report.split('data-testid="job-item-failed"')[1].split("</li>")[0]
     assert "broken.jpg" in failed and "not an image we can read" in failed
     assert 'data-testid="recent-jobs"' in report and job_url in report
-    assert library.count() == 2
+    assert library.catalog.count() == 2
 
 
 def test_a_running_batch_page_refreshes_itself_without_javascript(

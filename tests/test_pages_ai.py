@@ -37,23 +37,23 @@ def test_caption_can_be_corrected_and_retried_from_the_image_page(settings: Sett
             f"/images/{image_id}/edit", data={"csrf_token": csrf, "description": "", "caption": "my espresso"}
         )
         assert saved.status_code == 200 and "Changes saved" in saved.text
-        record = library.get(image_id)
+        record = library.catalog.get(image_id)
         assert record.caption == "my espresso" and record.caption_edited
         assert "(corrected by you)" in saved.text
         queued = client.post(f"/images/{image_id}/caption/retry", data={"csrf_token": csrf})
         assert "Captioning again" in queued.text
-        assert library.get(image_id).caption_status in (CaptionStatus.PENDING, CaptionStatus.DONE)
+        assert library.catalog.get(image_id).caption_status in (CaptionStatus.PENDING, CaptionStatus.DONE)
         refused = client.post(f"/images/{image_id}/caption/retry", data={})
         assert refused.status_code == 403
 
 
 def test_unchanged_caption_is_not_marked_as_corrected(client: TestClient, library: Library) -> None:
     image_id = add(library, "rocket")
-    library.apply_caption(image_id, "a rocket")
+    library.captions.apply(image_id, "a rocket")
     client.post(
         f"/images/{image_id}/edit", data={"csrf_token": token(client), "description": "x", "caption": "a rocket"}
     )
-    assert not library.get(image_id).caption_edited
+    assert not library.catalog.get(image_id).caption_edited
 
 
 def test_warnings_are_a_banner_on_every_page(settings: Settings, tmp_path: Path) -> None:

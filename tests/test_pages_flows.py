@@ -48,9 +48,13 @@ def test_the_duplicates_page_keeps_its_thresholds_through_resolving_a_group(
     coffee = photo("coffee")
     width, height = coffee.size
     add(library, "coffee")
-    crop = library.add(encode(coffee.crop((int(width * 0.02), int(height * 0.02), width, height))), filename="crop.jpg")
+    crop = library.ingest.add(
+        encode(coffee.crop((int(width * 0.02), int(height * 0.02), width, height))), filename="crop.jpg"
+    )
     add(library, "astronaut")
-    edited = library.add(encode(ImageEnhance.Contrast(photo("astronaut")).enhance(1.5), "PNG"), filename="edit.png")
+    edited = library.ingest.add(
+        encode(ImageEnhance.Contrast(photo("astronaut")).enhance(1.5), "PNG"), filename="edit.png"
+    )
     assert crop.record is not None and edited.record is not None
     with TestClient(create_app(strict, library)) as client:
         assert 'data-testid="no-duplicates"' in client.get("/duplicates").text  # none at the setting's distance
@@ -65,7 +69,7 @@ def test_the_duplicates_page_keeps_its_thresholds_through_resolving_a_group(
         assert shown_distance(client.get(html.unescape(cancel.group(1)))) == "10"
 
         done = client.post("/duplicates/resolve", data=form_fields(confirm, "/duplicates/resolve"))
-        assert done.status_code == 200 and library.count() == 3
+        assert done.status_code == 200 and library.catalog.count() == 3
         assert "the other images of the group were deleted" in done.text
         assert shown_distance(done) == "10"
         assert done.text.count('data-testid="duplicate-group"') == 1 and edited.record.id in done.text
@@ -76,7 +80,7 @@ def test_a_bad_threshold_carried_to_the_resolve_step_deletes_nothing(client: Tes
     confirm = client.get("/duplicates/resolve", params={"keep": kept, "member": [kept, other], "max_distance": "x"})
     done = client.post("/duplicates/resolve", data=form_fields(confirm, "/duplicates/resolve"))
     assert done.status_code == 422 and "must be a number" in done.text
-    assert library.count() == 2
+    assert library.catalog.count() == 2
 
 
 def test_a_browse_page_past_the_end_is_not_page_99_of_2(

@@ -129,7 +129,7 @@ def test_sorting_by_date_reorders_the_most_relevant_results(client: TestClient, 
     ids = {}
     for name, moment in dates.items():
         data = taken_on(name, moment) if moment else jpeg(name)
-        record = library.add(data, filename=f"{name}.jpg").record
+        record = library.ingest.add(data, filename=f"{name}.jpg").record
         assert record is not None
         ids[name] = record.id
     by_relevance = client.get("/search", params={"text": "x", "k": "2"}).text
@@ -204,7 +204,7 @@ def test_more_and_less_like_this_add_a_stored_image_term(client: TestClient, lib
 def test_the_form_posts_terms_filters_and_options_to_a_linkable_page(client: TestClient, library: Library) -> None:
     ids = {name: add(library, name) for name in ("astronaut", "coffee", "rocket", "moon", "clock")}
     for name in ("moon", "clock"):
-        library.update(ids[name], RecordPatch(metadata={"album": "night", "rating": 4}))
+        library.catalog.update(ids[name], RecordPatch(metadata={"album": "night", "rating": 4}))
     form = {
         "csrf_token": token(client),
         "text": "the sky",
@@ -234,7 +234,7 @@ def test_the_form_posts_terms_filters_and_options_to_a_linkable_page(client: Tes
 
 def test_filters_on_built_in_fields_and_dates(client: TestClient, library: Library) -> None:
     add(library, "astronaut")
-    png = library.add(encode(photo("coffee"), "PNG"), filename="coffee.png").record
+    png = library.ingest.add(encode(photo("coffee"), "PNG"), filename="coffee.png").record
     assert png is not None
     only_png = client.get("/search", params={"text": "x", "format": "PNG"})
     assert result_ids(only_png.text) == [png.id]
@@ -257,7 +257,7 @@ def test_filter_rows_can_ask_for_any_one_of_them_and_for_none_of_some_values(
         "moon": {"album": "night", "tags": ["sky"]},
     }
     for name, metadata in tagged.items():
-        library.update(ids[name], RecordPatch(metadata=metadata))
+        library.catalog.update(ids[name], RecordPatch(metadata=metadata))
     rows = {"text": "a photo", "k": "10", "key": ["tags", "album"], "op": ["=", "="], "value": ["portrait", "night"]}
     assert result_ids(client.get("/search", params=rows).text) == []  # all rows: no image has both
     either = client.get("/search", params={**rows, "match": "any"})
@@ -314,7 +314,9 @@ def test_duplicate_review_keeps_one_after_a_confirmation(settings: Settings, lib
     add(library, "rocket")
     coffee = photo("coffee")
     width, height = coffee.size
-    crop = library.add(encode(coffee.crop((int(width * 0.02), int(height * 0.02), width, height))), filename="crop.jpg")
+    crop = library.ingest.add(
+        encode(coffee.crop((int(width * 0.02), int(height * 0.02), width, height))), filename="crop.jpg"
+    )
     assert crop.record is not None
     with TestClient(create_app(loose, library)) as client:
         empty = client.get("/duplicates")
@@ -327,15 +329,15 @@ def test_duplicate_review_keeps_one_after_a_confirmation(settings: Settings, lib
             "/duplicates/resolve", params={"keep": crop.record.id, "member": [original, crop.record.id]}
         )
         assert heading(confirm) == "Delete 1 duplicate?" and f'data-image-id="{original}"' in confirm.text
-        assert library.count() == 3  # asking changes nothing
+        assert library.catalog.count() == 3  # asking changes nothing
         refused = client.post("/duplicates/resolve", data={"keep": crop.record.id, "delete": original})
-        assert refused.status_code == 403 and library.count() == 3
+        assert refused.status_code == 403 and library.catalog.count() == 3
         done = client.post(
             "/duplicates/resolve",
             data={"csrf_token": token(client), "keep": crop.record.id, "delete": original},
             follow_redirects=False,
         )
-        assert done.status_code == 303 and library.count() == 2
+        assert done.status_code == 303 and library.catalog.count() == 2
         after = client.get(done.headers["location"])
         assert "the other images of the group were deleted" in after.text
         nothing = client.get("/duplicates/resolve", params={"keep": crop.record.id, "member": [crop.record.id]})
@@ -345,7 +347,7 @@ def test_duplicate_review_keeps_one_after_a_confirmation(settings: Settings, lib
 def test_each_result_card_says_why_it_matched(client: TestClient, library: Library) -> None:
     described = add(library, "coffee")
     add(library, "astronaut")
-    library.update(described, RecordPatch(description="an invoice for the coffee machine"))
+    library.catalog.update(described, RecordPatch(description="an invoice for the coffee machine"))
     plain = client.get("/search?text=invoice").text
     whys = re.findall(r'data-testid="why"[^>]*>([^<]*)<', plain)
     assert len(whys) == 2 and all(why.startswith("image ") for why in whys)

@@ -130,7 +130,7 @@ def test_two_index_processes_store_one_record_per_picture(tmp_path: Path, tiny_m
         assert run.returncode == 0, output[-3000:]
     settings = tiny_settings(tmp_path, tiny_model_dir, runtime="torch")
     library = build_library(settings)
-    records = list(library.iter_records())
+    records = list(library.catalog.iter_records())
     by_phash = Counter(record.phash for record in records)
     assert len(records) == _PICTURES, f"{len(records)} records for {_PICTURES} pictures:\n" + "\n".join(outputs)
     assert max(by_phash.values()) == 1
@@ -225,8 +225,8 @@ def test_two_caption_workers_caption_each_image_once_within_the_librarys_rate(
         settings = _caption_settings(tmp_path, tiny_model_dir, fake.endpoint)
         library = build_library(settings)
         for n, data in enumerate(distinct_jpegs(_PENDING, seed=3)):
-            assert library.add(data, filename=f"{n}.jpg").status == "added"
-        assert library.caption_counts()["pending"] == _PENDING
+            assert library.ingest.add(data, filename=f"{n}.jpg").status == "added"
+        assert library.captions.counts()["pending"] == _PENDING
         context = multiprocessing.get_context("spawn")
         start = context.Barrier(2)
         out: multiprocessing.Queue[str] = context.Queue()
@@ -242,7 +242,7 @@ def test_two_caption_workers_caption_each_image_once_within_the_librarys_rate(
         assert all(line.startswith("captioned") for line in said), "\n".join(said)
         assert all(not line.startswith("captioned 0,") for line in said), said  # both took a share
         times = sorted(float(request["at"]) for request in fake.requests)  # type: ignore[arg-type]
-    assert library.caption_counts() == {"none": 0, "pending": 0, "done": _PENDING, "failed": 0}
+    assert library.captions.counts() == {"none": 0, "pending": 0, "done": _PENDING, "failed": 0}
     assert len(times) == _PENDING, f"{len(times)} caption requests for {_PENDING} images ({said})"
     # The library's rate: in any stretch of time, at most rate × its length requests, and one more per worker
     # (each may start at once).

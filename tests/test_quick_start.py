@@ -39,6 +39,6 @@ def test_the_quick_start_search_finds_what_the_demo_images_hold(tmp_path: Path) 
         Settings(_env_file=None, data_dir=tmp_path / "data", model="demo", background_removal="off", captioner="none")  # type: ignore[call-arg]
     )
     for path in sorted(folder.glob("*.png")):
-        assert library.add(path.read_bytes(), filename=path.name).status == "added"
-    [top] = library.simple_search(SimpleSearch(text=words, k=1)).hits
+        assert library.ingest.add(path.read_bytes(), filename=path.name).status == "added"
+    [top] = library.search.simple(SimpleSearch(text=words, k=1)).hits
     assert f"-{colour}-{shape}-" in top.record.filename, f"{words!r} found {top.record.filename} first"

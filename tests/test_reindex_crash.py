@@ -26,9 +26,9 @@ LANCE = "imagematch.store.lancedb"
 STEPS = {
     "staging made, empty": (f"{LANCE}:LanceStore.start_rebuild", 1, "after"),
     "one batch embedded": (f"{LANCE}:LanceStore.upsert", 1, "after"),
-    "every batch embedded, not switched": ("imagematch.library:Library._carry_changes", 1, "before"),
+    "every batch embedded, not switched": ("imagematch.services.carrying:ChangeCarrier.carry_changes", 1, "before"),
     "pointer switched, old not retired": (f"{LANCE}:retire", 1, "before"),
-    "switched, waiting for late writes": ("imagematch.library:Library._carry_changes", 2, "before"),
+    "switched, waiting for late writes": ("imagematch.services.carrying:ChangeCarrier.carry_changes", 2, "before"),
     "done but for maintenance": (f"{LANCE}:LanceStore.maintain", 1, "before"),
 }
 
@@ -62,9 +62,9 @@ def _reindex(settings: Settings, *crash: str) -> subprocess.CompletedProcess[str
 
 def _whole(library: Library, ids: dict[str, str]) -> None:
     """Every image there once, each found first by its own picture: vectors and records of one model."""
-    assert library.count() == len(ids)
+    assert library.catalog.count() == len(ids)
     for name, image_id in ids.items():
-        hit = library.simple_search(SimpleSearch(image=jpeg(name), k=1)).hits[0]
+        hit = library.search.simple(SimpleSearch(image=jpeg(name), k=1)).hits[0]
         assert hit.record.id == image_id and hit.score >= 0.99
         assert hit.record.model_id == library.embedder.model_id
 
@@ -76,7 +76,7 @@ def test_kill_9_at_any_step_of_reindex_leaves_one_whole_library(
     old = tiny_settings(tmp_path, tiny_model_dir, runtime="torch")
     new = tiny_settings(tmp_path, other_model_dir, runtime="torch")
     first = build_library(old)
-    ids = {name: first.add(jpeg(name), filename=f"{name}.jpg").record.id for name in NAMES}  # type: ignore[union-attr]
+    ids = {name: first.ingest.add(jpeg(name), filename=f"{name}.jpg").record.id for name in NAMES}  # type: ignore[union-attr]
     old_model = first.embedder.model_id
     first.close()
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from imagematch import library as library_module
 from imagematch import media
 from imagematch.ai.embedder import Matrix
 from imagematch.duplicates import DuplicateRule, close_pairs, groups_of
@@ -31,6 +30,8 @@ from imagematch.records import (
     StoredImageTerm,
     TextTerm,
 )
+from imagematch.services import duplicate_review
+from imagematch.services.search import Search
 from imagematch.settings import Settings
 from tests.images import PHOTOS, encode, jpeg, look_alikes, photo
 
@@ -38,14 +39,14 @@ from tests.images import PHOTOS, encode, jpeg, look_alikes, photo
 def _fill(library: Library, names: tuple[str, ...] = PHOTOS) -> dict[str, str]:
     ids = {}
     for name in names:
-        result = library.add(jpeg(name), filename=f"{name}.jpg")
+        result = library.ingest.add(jpeg(name), filename=f"{name}.jpg")
         assert result.record is not None, result
         ids[name] = result.record.id
     return ids
 
 
 def _ids(library: Library, query: Query) -> list[str]:
-    return [hit.record.id for hit in library.search(query).hits]
+    return [hit.record.id for hit in library.search.run(query).hits]
 
 
 @pytest.mark.parametrize(
@@ -80,10 +81,10 @@ def test_query_arithmetic_adds_and_subtracts_terms(library: Library) -> None:
     away = _ids(library, Query((rocket, replace(coins, weight=-0.9)), k=4))
     assert away[0] == ids["rocket"]
     assert away.index(ids["coins"]) >= alone.index(ids["coins"]) and away.index(ids["coins"]) > 0  # steered away
-    mixed = library.search(Query((TextTerm("a rocket", 2.0), StoredImageTerm(ids["coffee"], 0.5)), k=3))
+    mixed = library.search.run(Query((TextTerm("a rocket", 2.0), StoredImageTerm(ids["coffee"], 0.5)), k=3))
     assert len(mixed.hits) == 3
     with pytest.raises(InvalidQuery, match="cancel"):
-        library.search(Query((StoredImageTerm(ids["coins"], 1.0), StoredImageTerm(ids["coins"], -1.0))))
+        library.search.run(Query((StoredImageTerm(ids["coins"], 1.0), StoredImageTerm(ids["coins"], -1.0))))
 
 
 def test_the_stored_images_of_a_query_are_not_its_results(library: Library) -> None:
@@ -104,9 +105,9 @@ def test_hybrid_search_finds_an_exact_caption_word_that_the_vectors_rank_last(li
     ids = _fill(library)
     vector_ranking = _ids(library, Query((TextTerm("invoice"),), k=len(PHOTOS)))
     target = vector_ranking[-1]
-    library.update(target, RecordPatch(caption="Invoice from ACME, March"))
+    library.catalog.update(target, RecordPatch(caption="Invoice from ACME, March"))
     plain = _ids(library, Query((TextTerm("invoice"),), k=1))
-    hybrid = library.search(Query((TextTerm("invoice"),), k=3, hybrid=True)).hits
+    hybrid = library.search.run(Query((TextTerm("invoice"),), k=3, hybrid=True)).hits
     assert plain != [target]
     assert hybrid[0].record.id == target
     first, second = (hit.why for hit in hybrid[:2])
@@ -115,7 +116,7 @@ def test_hybrid_search_finds_an_exact_caption_word_that_the_vectors_rank_last(li
     assert first.rank_fusion > second.rank_fusion  # reciprocal rank fusion: 1/61 + 1/(60 + its vector rank)
     assert first.keywords == ("invoice",) and second.keywords == ()
     # The score shown stays on the vectors' scale: what the same search without keywords gives the image.
-    everything = library.search(Query((TextTerm("invoice"),), k=len(PHOTOS))).hits
+    everything = library.search.run(Query((TextTerm("invoice"),), k=len(PHOTOS))).hits
     assert hybrid[0].score == pytest.approx(next(h.score for h in everything if h.record.id == target))
     assert len(hybrid) == 3 and ids  # still k results
 
@@ -127,10 +128,10 @@ def test_a_unique_keyword_match_beyond_the_vector_candidates_comes_first(
     vectors' first (and lose by its id), whichever image it is."""
     library = build_library(settings)
     ids = _fill(library)
-    monkeypatch.setattr(Library, "_depth", lambda self, k: 3)  # the vectors rank 3 of the library
+    monkeypatch.setattr(Search, "_depth", lambda self, k: 3)  # the vectors rank 3 of the library
     for n, image_id in enumerate(ids.values()):
         word = f"quokka{n}"
-        library.update(image_id, RecordPatch(description=f"the {word} sign"))
+        library.catalog.update(image_id, RecordPatch(description=f"the {word} sign"))
         assert _ids(library, Query((TextTerm(word),), k=1, hybrid=True)) == [image_id], word
 
 
@@ -141,9 +142,9 @@ def test_the_next_process_scores_words_with_the_reference_vectors_kept_on_disk(
     from the model cache instead of encoding them again, and scores exactly as the first did."""
     library = build_library(settings)
     ids = _fill(library, ("coffee", "rocket"))
-    library.update(ids["coffee"], RecordPatch(description="a cup of coffee"))
+    library.catalog.update(ids["coffee"], RecordPatch(description="a cup of coffee"))
     query = Query((TextTerm("a cup of coffee"),), k=2)
-    first = [(hit.record.id, hit.score) for hit in library.search(query).hits]
+    first = [(hit.record.id, hit.score) for hit in library.search.run(query).hits]
     later = build_library(settings)
     encoded: list[int] = []
     encode = later.embedder.encode_texts
@@ -153,7 +154,7 @@ def test_the_next_process_scores_words_with_the_reference_vectors_kept_on_disk(
         return encode(texts)
 
     monkeypatch.setattr(later.embedder, "encode_texts", counted)
-    assert [(hit.record.id, hit.score) for hit in later.search(query).hits] == first
+    assert [(hit.record.id, hit.score) for hit in later.search.run(query).hits] == first
     assert encoded == [1]  # the query only
 
 
@@ -161,7 +162,7 @@ def test_filters_combine_with_every_kind_of_query_and_apply_before_top_k(library
     ids = _fill(library)
     wanted = {ids["moon"], ids["clock"]}
     for name in ("moon", "clock"):
-        library.update(ids[name], RecordPatch(metadata={"album": "night"}, description="an invoice"))
+        library.catalog.update(ids[name], RecordPatch(metadata={"album": "night"}, description="an invoice"))
     night = parse_filter({"album": "night"})
     queries = [
         Query((TextTerm("a cup of coffee"),), k=2, filter=night),
@@ -173,21 +174,21 @@ def test_filters_combine_with_every_kind_of_query_and_apply_before_top_k(library
     for query in queries:
         assert set(_ids(library, query)) == wanted, query
     by_format = parse_filter({"image.format": "JPEG", "image.width": {"$gte": 513}})
-    assert all(h.record.width >= 513 for h in library.search(Query((TextTerm("x"),), k=10, filter=by_format)).hits)
+    assert all(h.record.width >= 513 for h in library.search.run(Query((TextTerm("x"),), k=10, filter=by_format)).hits)
 
 
 def test_min_score_can_leave_nothing(library: Library) -> None:
     ids = _fill(library, ("astronaut", "coffee", "rocket"))
     coffee = ImageTerm(jpeg("coffee"))
-    everything = library.search(Query((coffee,), k=3)).hits
+    everything = library.search.run(Query((coffee,), k=3)).hits
     assert len(everything) == 3
     cut = everything[1].score
-    kept = library.search(Query((coffee,), k=3, min_score=cut)).hits
+    kept = library.search.run(Query((coffee,), k=3, min_score=cut)).hits
     assert [h.record.id for h in kept] == [h.record.id for h in everything[:2]]
-    assert library.search(Query((TextTerm("a rocket"),), k=3, min_score=1.0)).hits == []
-    simple = library.simple_search(SimpleSearch(image=jpeg("coffee"), k=3, min_score=0.999)).hits
+    assert library.search.run(Query((TextTerm("a rocket"),), k=3, min_score=1.0)).hits == []
+    simple = library.search.simple(SimpleSearch(image=jpeg("coffee"), k=3, min_score=0.999)).hits
     assert [h.record.id for h in simple] == [ids["coffee"]]
-    assert library.simple_search(SimpleSearch(image_id=ids["coffee"], k=3, min_score=0.999)).hits == []
+    assert library.search.simple(SimpleSearch(image_id=ids["coffee"], k=3, min_score=0.999)).hits == []
 
 
 def test_region_search_embeds_only_that_part(library: Library) -> None:
@@ -195,18 +196,18 @@ def test_region_search_embeds_only_that_part(library: Library) -> None:
     box = (0.25, 0.1, 0.75, 0.6)
     decoded = media.decode(jpeg("astronaut"), max_pixels=10**8)
     crop = encode(media.crop_region(decoded.image, box), "PNG")
-    by_upload = library.search(Query((ImageTerm(crop),), k=3)).hits
-    by_stored = library.search(Query((StoredImageTerm(ids["astronaut"], region=box),), k=2)).hits
-    by_region = library.search(Query((ImageTerm(jpeg("astronaut"), region=box),), k=3)).hits
+    by_upload = library.search.run(Query((ImageTerm(crop),), k=3)).hits
+    by_stored = library.search.run(Query((StoredImageTerm(ids["astronaut"], region=box),), k=2)).hits
+    by_region = library.search.run(Query((ImageTerm(jpeg("astronaut"), region=box),), k=3)).hits
     assert [h.record.id for h in by_upload] == [h.record.id for h in by_region]
     others = [h for h in by_upload if h.record.id != ids["astronaut"]]  # the stored image is the query there
     assert [h.record.id for h in by_stored] == [h.record.id for h in others]
     for a, b in zip(by_stored, others, strict=True):
         assert a.score == pytest.approx(b.score, abs=1e-3)
-    whole = library.search(Query((StoredImageTerm(ids["astronaut"]),), k=2)).hits
+    whole = library.search.run(Query((StoredImageTerm(ids["astronaut"]),), k=2)).hits
     assert [h.score for h in by_stored] != pytest.approx([h.score for h in whole], abs=1e-3)
     with pytest.raises(InvalidQuery, match="region needs an image"):
-        library.simple_search(SimpleSearch(text="x", region=box))
+        library.search.simple(SimpleSearch(text="x", region=box))
 
 
 # Duplicates
@@ -224,10 +225,12 @@ def test_region_search_embeds_only_that_part(library: Library) -> None:
 )
 def test_mirrored_and_rotated_uploads_are_duplicates(library: Library, transpose: Image.Transpose) -> None:
     ids = _fill(library, ("astronaut", "coffee", "chelsea"))
-    turned = library.add(encode(photo("chelsea").transpose(transpose), "JPEG", quality=90), filename="turned.jpg")
+    turned = library.ingest.add(
+        encode(photo("chelsea").transpose(transpose), "JPEG", quality=90), filename="turned.jpg"
+    )
     assert turned.status == "duplicate" and turned.image_id == ids["chelsea"]
     assert "chelsea.jpg" in turned.reason and "bits differ" in turned.reason and "similarity" in turned.reason
-    assert library.count() == 3
+    assert library.catalog.count() == 3
 
 
 @pytest.mark.parametrize(
@@ -240,7 +243,7 @@ def test_a_turned_copy_needs_the_variants_and_agreeing_vectors(settings: Setting
     library = build_library(settings.model_copy(update=update))
     _fill(library, ("chelsea",))
     mirrored = encode(photo("chelsea").transpose(Image.Transpose.FLIP_LEFT_RIGHT))
-    assert library.add(mirrored, filename="m.jpg").status == "added"
+    assert library.ingest.add(mirrored, filename="m.jpg").status == "added"
 
 
 def test_variant_hashes_match_hashes_of_the_turned_images() -> None:
@@ -287,12 +290,12 @@ def test_duplicate_review_does_not_group_look_alikes(settings: Settings) -> None
     """Look-alike graphics share pHashes; only the photo and its edited copy are a group."""
     library = build_library(settings.model_copy(update={"duplicate_distance": 0, "duplicate_crop_distance": 0}))
     for n, picture in enumerate(look_alikes()):
-        assert library.add(picture, filename=f"star-{n}.png").status == "added"
-    original = library.add(jpeg("astronaut"), filename="astronaut.jpg").record
+        assert library.ingest.add(picture, filename=f"star-{n}.png").status == "added"
+    original = library.ingest.add(jpeg("astronaut"), filename="astronaut.jpg").record
     edited = encode(ImageEnhance.Contrast(photo("astronaut")).enhance(1.5), "PNG")
-    copy = library.add(edited, filename="astronaut.png").record
+    copy = library.ingest.add(edited, filename="astronaut.png").record
     assert original is not None and copy is not None
-    groups = library.duplicate_groups(DuplicateRule(10, 0, 1.0, settings.duplicate_colour_distance))
+    groups = library.duplicates.groups(DuplicateRule(10, 0, 1.0, settings.duplicate_colour_distance))
     assert [{r.filename for r in group.records} for group in groups] == [{"astronaut.jpg", "astronaut.png"}]
 
 
@@ -307,7 +310,7 @@ def test_crops_are_caught_by_vectors_and_a_nearby_hash(settings: Settings) -> No
     for update, status in ((strict, "added"), (lenient, "duplicate")):
         library = build_library(settings.model_copy(update={**update, "data_dir": settings.data_dir / status}))
         _fill(library, ("camera",))
-        result = library.add(crop, filename="crop.jpg")
+        result = library.ingest.add(crop, filename="crop.jpg")
         assert result.status == status, result.reason
     assert "crop" in result.reason and "similarity" in result.reason
 
@@ -350,12 +353,16 @@ def test_duplicate_review_decides_every_pair_by_vectors_however_many(
     ids = _fill(library, ("astronaut", "coffee", "rocket"))
     coffee = photo("coffee")
     width, height = coffee.size
-    copy = library.add(encode(coffee.crop((int(width * 0.02), int(height * 0.02), width, height))), filename="c.jpg")
-    contrast = library.add(encode(ImageEnhance.Contrast(photo("astronaut")).enhance(1.5), "PNG"), filename="a.png")
+    copy = library.ingest.add(
+        encode(coffee.crop((int(width * 0.02), int(height * 0.02), width, height))), filename="c.jpg"
+    )
+    contrast = library.ingest.add(
+        encode(ImageEnhance.Contrast(photo("astronaut")).enhance(1.5), "PNG"), filename="a.png"
+    )
     assert copy.record is not None and contrast.record is not None
-    monkeypatch.setattr(library_module, "_MAX_VECTOR_PAIRS", 1, raising=False)  # the old cap, at its smallest
-    monkeypatch.setattr(library_module, "_VECTOR_PAIRS_AT_ONCE", 1, raising=False)
-    groups = library.duplicate_groups(DuplicateRule(2, 10, 0.5))  # both pairs 4-8 bits apart: vectors decide
+    monkeypatch.setattr(duplicate_review, "_MAX_VECTOR_PAIRS", 1, raising=False)  # the old cap, at its smallest
+    monkeypatch.setattr(duplicate_review, "_VECTOR_PAIRS_AT_ONCE", 1, raising=False)
+    groups = library.duplicates.groups(DuplicateRule(2, 10, 0.5))  # both pairs 4-8 bits apart: vectors decide
     assert [{r.id for r in group.records} for group in groups] == [
         {ids["astronaut"], contrast.record.id},
         {ids["coffee"], copy.record.id},
@@ -369,23 +376,25 @@ def test_duplicate_review_groups_and_keep_one(settings: Settings) -> None:
     ids = _fill(library, ("astronaut", "coffee", "rocket"))
     coffee = photo("coffee")
     width, height = coffee.size
-    copy = library.add(encode(coffee.crop((int(width * 0.02), int(height * 0.02), width, height))), filename="c.jpg")
+    copy = library.ingest.add(
+        encode(coffee.crop((int(width * 0.02), int(height * 0.02), width, height))), filename="c.jpg"
+    )
     contrast = encode(ImageEnhance.Contrast(photo("astronaut")).enhance(1.5), "PNG")
-    smaller = library.add(contrast, filename="astronaut.png").record
+    smaller = library.ingest.add(contrast, filename="astronaut.png").record
     assert copy.record is not None and smaller is not None
-    groups = library.duplicate_groups(DuplicateRule(10, 0, 1.0))
+    groups = library.duplicates.groups(DuplicateRule(10, 0, 1.0))
     assert [{r.id for r in group.records} for group in groups] == [
         {ids["astronaut"], smaller.id},  # 4 bits apart; equal sizes keep the library's order
         {ids["coffee"], copy.record.id},  # 8 bits apart
     ]
     assert sorted(distance for group in groups for _, _, distance, _ in group.links) == [4, 8]
-    assert [len(g.records) for g in library.duplicate_groups(DuplicateRule(5, 0, 1.0))] == [2]
-    assert library.duplicate_groups(DuplicateRule(0, 0, 1.0)) == []
+    assert [len(g.records) for g in library.duplicates.groups(DuplicateRule(5, 0, 1.0))] == [2]
+    assert library.duplicates.groups(DuplicateRule(0, 0, 1.0)) == []
     with pytest.raises(InvalidInput, match="cannot also be deleted"):
-        library.keep_one(smaller.id, [smaller.id])
-    deleted = library.keep_one(smaller.id, [ids["astronaut"]])
+        library.duplicates.keep_one(smaller.id, [smaller.id])
+    deleted = library.duplicates.keep_one(smaller.id, [ids["astronaut"]])
     assert [r.id for r in deleted] == [ids["astronaut"]]
-    assert library.count() == 4 and len(library.duplicate_groups(DuplicateRule(10, 0, 1.0))) == 1
+    assert library.catalog.count() == 4 and len(library.duplicates.groups(DuplicateRule(10, 0, 1.0))) == 1
 
 
 # GPS
@@ -405,24 +414,24 @@ def _scan(data: bytes) -> bytes:
 
 
 def test_gps_is_kept_by_default(library: Library) -> None:
-    record = library.add(_jpeg_with_gps(), filename="paris.jpg").record
+    record = library.ingest.add(_jpeg_with_gps(), filename="paris.jpg").record
     assert record is not None and record.gps_lat == pytest.approx(48.858333) and record.camera == "Canon EOS 5D"
 
 
 def test_strip_gps_rewrites_only_the_exif_of_the_stored_file(settings: Settings) -> None:
     library = build_library(settings.model_copy(update={"strip_gps": True}))
     uploaded = _jpeg_with_gps()
-    record = library.add(uploaded, filename="paris.jpg").record
+    record = library.ingest.add(uploaded, filename="paris.jpg").record
     assert record is not None
     assert (record.gps_lat, record.gps_lon) == (None, None) and record.camera == "Canon EOS 5D"
     assert record.file_hash == file_hash(uploaded) and record.id.endswith(file_hash(uploaded)[:8])
-    _, stored = library.original_file(record.id)
+    _, stored = library.catalog.original_file(record.id)
     data = stored.read_bytes() if not isinstance(stored, bytes) else stored
     assert data != uploaded and record.size == len(data)
     assert _scan(data) == _scan(uploaded)  # the pixels are untouched
     exif = Image.open(io.BytesIO(data)).getexif()
     assert not exif.get_ifd(GPS_IFD) and exif[0x0110] == "Canon EOS 5D"
-    again = library.add(uploaded, filename="again.jpg")
+    again = library.ingest.add(uploaded, filename="again.jpg")
     assert again.status == "duplicate" and again.distance == 0  # the identity is still the uploaded file
 
 

@@ -196,7 +196,7 @@ def evaluate(workdir: Path) -> dict[str, Any]:
             stored = ingest(client, items)
         library = build_library(base)
         build_caption_worker(base, library).run_until_empty()
-        report["captioned"] = library.caption_counts()["done"]
+        report["captioned"] = library.captions.counts()["done"]
         for weight in (0.0, 0.3, 0.6):
             with product(base.model_copy(update={"words_weight": weight, "captioner": "none"})) as client:
                 report["captions"][f"words_weight={weight}"] = text_metrics(client, stored)

@@ -135,7 +135,7 @@ class CaptionWorker:
         return self._message
 
     def status(self) -> CaptionerStatus:
-        counts = self.library.caption_counts() if self.library.captions_wanted else {}
+        counts = self.library.captions.counts() if self.library.captions.wanted else {}
         return CaptionerStatus(
             name=self.name,
             state=self._state,
@@ -171,7 +171,7 @@ class CaptionWorker:
         self._beat()
         try:
             while self.captioner is not None and not self._broken() and not self._stop.is_set():
-                batch = self.library.pending_captions()
+                batch = self.library.captions.pending()
                 if not batch:
                     break
                 taken = False
@@ -196,7 +196,7 @@ class CaptionWorker:
         while not self._stop.is_set():
             try:
                 self._beat()
-                batch = self.library.pending_captions()
+                batch = self.library.captions.pending()
                 if not batch:
                     self._state = "idle"
                     self._clear_error()
@@ -320,7 +320,7 @@ class CaptionWorker:
         except Exception as error:
             reason = f"unexpected error: {type(error).__name__}: {error}"
             try:
-                self.library.fail_caption(record.id, reason)  # which logs it
+                self.library.captions.fail(record.id, reason)  # which logs it
             except Exception as store_error:
                 raise CaptionsNotRecorded(
                     f"caption of {record.id} failed ({reason}), and the library cannot record it: {store_error}"
@@ -332,12 +332,12 @@ class CaptionWorker:
         assert self.captioner is not None
         data = self.library.blobs.read_original(record.id)
         if data is None:
-            self.library.fail_caption(record.id, "the original file is missing")
+            self.library.captions.fail(record.id, "the original file is missing")
             return False
         try:
             image = media.decode(data, max_pixels=max(self.library.settings.max_pixels, record.width * record.height))
         except Exception as error:
-            self.library.fail_caption(record.id, f"cannot read the original: {error}")
+            self.library.captions.fail(record.id, f"cannot read the original: {error}")
             return False
         delay = self.backoff
         for attempt in range(self.retries + 1):
@@ -349,14 +349,14 @@ class CaptionWorker:
             except CaptionError as error:
                 failure = error
             else:
-                self.library.apply_caption(record.id, text)
+                self.library.captions.apply(record.id, text)
                 return True
             if failure.fatal:
                 self._fail_setup(str(failure))
                 return None
             if attempt == self.retries or not failure.retry:
                 tries = f" after {attempt + 1} tries" if attempt else ""
-                self.library.fail_caption(record.id, f"{failure}{tries}")
+                self.library.captions.fail(record.id, f"{failure}{tries}")
                 return False
             log.info("caption %s: %s; retrying in %.0fs", record.id, failure, delay)
             if self._stop.wait(delay):

@@ -279,7 +279,7 @@ def index(
             progress.advance(task)
 
         try:
-            results = library.add_many(
+            results = library.ingest.add_many(
                 (Upload.from_path(f, description) for f in found.files), on_result=advance, cancel=cancel
             )
         except KeyboardInterrupt:
@@ -361,7 +361,7 @@ def search(
     box = parse_region(region)
     typed = parse_terms([word for word in query or [] if word.strip()], lambda v: library.store.get(v) is not None)
     if len(typed) <= 1 and all(t.kind == "text" and t.weight == 1.0 for t in typed):
-        result = library.simple_search(
+        result = library.search.simple(
             SimpleSearch(
                 text=typed[0].value if typed else "",
                 image=data,
@@ -381,7 +381,7 @@ def search(
             terms.append(ImageTerm(data, 1.0, image.name, region=box))
         if image_id:
             terms.append(StoredImageTerm(image_id, 1.0, region=box))
-        result = library.search(Query(tuple(terms), k, flt, hybrid=hybrid, min_score=min_score, cutoff=cutoff))
+        result = library.search.run(Query(tuple(terms), k, flt, hybrid=hybrid, min_score=min_score, cutoff=cutoff))
     if as_json:
         _print_json(search_fields(result))
         return
@@ -401,7 +401,7 @@ def search(
 def show(image_id: Annotated[str, typer.Argument(help="The image id.")]) -> None:
     """Show everything stored about one image."""
     library = _library(_settings(), check_model=False)
-    _print_json(image_fields(library.get(image_id)))
+    _print_json(image_fields(library.catalog.get(image_id)))
 
 
 @app.command(cls=_Command)
@@ -409,7 +409,7 @@ def show(image_id: Annotated[str, typer.Argument(help="The image id.")]) -> None
 def delete(image_id: Annotated[str, typer.Argument(help="The image id.")]) -> None:
     """Delete one image, its file and thumbnail."""
     library = _library(_settings(), check_model=False)
-    record = library.delete(image_id)
+    record = library.catalog.delete(image_id)
     out.print(f"deleted {record.id} ({record.filename})", highlight=False)
 
 
@@ -418,10 +418,10 @@ def delete(image_id: Annotated[str, typer.Argument(help="The image id.")]) -> No
 def reset(yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
     """Delete every image and file in the library."""
     library = _library(_settings(), check_model=False)
-    count = library.count()
+    count = library.catalog.count()
     if not yes:
         typer.confirm(f"Delete all {count} images and their files? This cannot be undone", abort=True)
-    deleted = library.reset(RESET_PHRASE)
+    deleted = library.catalog.reset(RESET_PHRASE)
     out.print(f"deleted {deleted} images; the library is empty")
 
 
@@ -436,7 +436,7 @@ def reindex() -> None:
         def update(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        total = library.reindex(on_progress=update)
+        total = library.maintenance.reindex(on_progress=update)
     out.print(f"re-embedded {total} images with {library.embedder.model_id}", highlight=False)
 
 
@@ -452,7 +452,7 @@ def ocr() -> None:
         def update(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        report = library.read_texts(on_progress=update)
+        report = library.maintenance.read_texts(on_progress=update)
     out.print(
         f"read {report.done - report.failed} pictures: {report.with_text} hold text; {report.failed} could not be read",
         highlight=False,
@@ -473,7 +473,7 @@ def caption(
     library = _library(settings)
     worker = build_caption_worker(settings, library)
     if retry_failed:
-        out.print(f"queued {library.retry_captions()} failed captions again")
+        out.print(f"queued {library.captions.retry()} failed captions again")
     status = worker.status()
     if status.state == "off":
         raise typer.BadParameter("captions are off: set MOONDREAM_API_KEY or IMAGEMATCH_MOONDREAM_ENDPOINT")
@@ -482,7 +482,7 @@ def caption(
         raise typer.Exit(1)
     with _progress(err) as progress:
         task = progress.add_task("captioning", total=status.pending)
-        library.on_pending = None
+        library.captions.on_pending = None
         captioned, failed = worker.run_until_empty(on_caption=lambda: progress.advance(task))
     after = worker.status()
     out.print(f"captioned {captioned}, failed {failed}; {after.pending} still pending")

@@ -202,5 +202,5 @@ def build_caption_worker(settings: Settings, library: Library) -> CaptionWorker:
         backoff=settings.caption_backoff,
         backoff_cap=settings.caption_backoff_cap,
     )
-    library.on_pending = worker.wake
+    library.captions.on_pending = worker.wake
     return worker

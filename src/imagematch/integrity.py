@@ -76,7 +76,7 @@ def check(library: Library, *, repair: bool = False, page: int = 1000) -> CheckR
     derived = {"orphan_thumbnail": thumbnails, "orphan_cutout": cutouts}
     record_ids: set[str] = set()
     hashes: Counter[str] = Counter()
-    for records in _pages(library.iter_records(page), page):
+    for records in _pages(library.catalog.iter_records(page), page):
         # One pass: each page of records is checked as it is read. A file missing from the listing may have
         # been written since (an upload committed after it), so only then is the file itself looked up.
         vectors = library.store.get_vectors([record.id for record in records])

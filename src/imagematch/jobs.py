@@ -127,7 +127,7 @@ class JobRunner:
 
     def start_reindex(self, model: str) -> JobStatus:
         """Re-embed the library with `model` (what IMAGEMATCH_MODEL takes) while the server goes on serving."""
-        embedder, spec = self.library.prepare_model(model)
+        embedder, spec = self.library.pairing.prepare_model(model)
         if embedder.model_id == self.library.embedder.model_id:
             raise InvalidInput(f"the library is already embedded with {model}")
         with self._lock:
@@ -137,7 +137,7 @@ class JobRunner:
                 kind="reindex",
                 folder="",
                 model=spec,
-                total=self.library.count(),
+                total=self.library.catalog.count(),
                 started_at=datetime.now(UTC).isoformat(),
                 owner=_owner(),
             )
@@ -151,7 +151,7 @@ class JobRunner:
 
     def start_text_reading(self) -> JobStatus:
         """Read the text in every picture not read yet (what `imagematch ocr` does), in the background."""
-        if self.library.text_engine == "off":
+        if self.library.embedding.text_engine == "off":
             raise InvalidInput("reading text in pictures is off: set IMAGEMATCH_OCR=auto or on and restart")
         with self._lock:
             self._refuse_if_busy()
@@ -225,7 +225,7 @@ class JobRunner:
 
     def _run_text_reading(self, status: JobStatus) -> None:
         try:
-            report = self.library.read_texts(on_progress=self._saving_progress(status), cancel=self._cancel)
+            report = self.library.maintenance.read_texts(on_progress=self._saving_progress(status), cancel=self._cancel)
             status.done, status.total, status.failed = report.done, report.total, report.failed
             status.added = report.with_text
             status.state = "cancelled" if self._cancel.is_set() else "done"
@@ -243,7 +243,9 @@ class JobRunner:
 
     def _run_reindex(self, status: JobStatus, embedder: Embedder) -> None:
         try:
-            self.library.reindex(on_progress=self._saving_progress(status), embedder=embedder, model_spec=status.model)
+            self.library.maintenance.reindex(
+                on_progress=self._saving_progress(status), embedder=embedder, model_spec=status.model
+            )
             status.state = "done"
             status.message = (
                 f"The library now uses {status.model}. Set IMAGEMATCH_MODEL={status.model} so that the "
@@ -282,7 +284,7 @@ class JobRunner:
                 self._save(status)
 
         try:
-            self.library.add_many((Upload.from_path(f) for f in files), on_result=record, cancel=self._cancel)
+            self.library.ingest.add_many((Upload.from_path(f) for f in files), on_result=record, cancel=self._cancel)
             status.state = "cancelled" if self._cancel.is_set() else "done"
         except Exception as error:
             log.exception("job %s failed", status.id)

@@ -72,27 +72,27 @@ def test_a_missing_model_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_library_records_and_keeps_the_cutout(settings: Settings) -> None:
     library = build_library(settings.model_copy(update={"background_removal": "auto"}))
-    portrait = library.add(jpeg("astronaut"), filename="astronaut.jpg").record
-    texture = library.add(encode(photo("grass"), "PNG"), filename="grass.png").record
+    portrait = library.ingest.add(jpeg("astronaut"), filename="astronaut.jpg").record
+    texture = library.ingest.add(encode(photo("grass"), "PNG"), filename="grass.png").record
     assert portrait is not None and texture is not None
     assert portrait.cutout and not texture.cutout
     assert library.blobs.cutout_path(portrait.id) is not None
     assert library.blobs.cutout_path(texture.id) is None
-    hit = library.simple_search(SimpleSearch(image=jpeg("astronaut"), k=1)).hits[0]
+    hit = library.search.simple(SimpleSearch(image=jpeg("astronaut"), k=1)).hits[0]
     assert hit.record.id == portrait.id and hit.score >= 0.99  # the query image gets the same cut-out
 
 
 def test_auto_without_a_model_carries_on_without_cutouts(settings: Settings, tmp_path: Path) -> None:
     missing = tmp_path / "missing.onnx"
     library = build_library(settings.model_copy(update={"background_removal": "auto", "rembg_model_path": missing}))
-    record = library.add(jpeg("astronaut"), filename="a.jpg").record
+    record = library.ingest.add(jpeg("astronaut"), filename="a.jpg").record
     assert record is not None and not record.cutout
     assert any("background removal is off" in w for w in library.warnings)
     strict = build_library(settings.model_copy(update={"background_removal": "on", "rembg_model_path": missing}))
     strict.open()  # a text search needs no cut-outs: the model is looked for at the first image
     with pytest.raises(ModelUnavailable, match="no model file"):
-        strict.add(jpeg("coffee"), filename="b.jpg")
-    assert strict.count() == 1  # only the first library's image
+        strict.ingest.add(jpeg("coffee"), filename="b.jpg")
+    assert strict.catalog.count() == 1  # only the first library's image
 
 
 def test_api_serves_the_cutout(settings: Settings) -> None:

@@ -66,14 +66,14 @@ def long_settings(settings: Settings, tmp_path: Path) -> Settings:
 
 def test_200_tokens_fit_and_300_are_cut_at_248_keeping_the_users_words(long_settings: Settings) -> None:
     library = build_library(long_settings)
-    library.add(jpeg("astronaut"), filename="a.jpg")
+    library.ingest.add(jpeg("astronaut"), filename="a.jpg")
     embedder = library.embedder
     words_200 = " ".join(["dog"] * 198)  # one token per word, plus start and end of text
     assert embedder.count_tokens(words_200) == 200
-    assert not library.simple_search(SimpleSearch(text=words_200)).truncated
+    assert not library.search.simple(SimpleSearch(text=words_200)).truncated
     words_300 = " ".join(["dog"] * 298)
     assert embedder.count_tokens(words_300) == 300
-    assert library.simple_search(SimpleSearch(text=words_300)).truncated
+    assert library.search.simple(SimpleSearch(text=words_300)).truncated
     fitted = embedder.fit_text([words_200, "a caption " * 40])
     assert fitted.text.startswith(words_200) and fitted.truncated
     assert embedder.count_tokens(fitted.text) <= 248

@@ -69,8 +69,8 @@ def test_auto_follows_the_measurement(torch_embedder: OpenClipEmbedder, tmp_path
 
 def test_the_library_searches_the_same_on_onnx(settings: Settings) -> None:
     library = build_library(settings.model_copy(update={"runtime": "onnx"}))
-    ids = {n: library.add(jpeg(n), filename=f"{n}.jpg").record.id for n in ("astronaut", "coffee", "rocket")}  # type: ignore[union-attr]
-    hit = library.simple_search(SimpleSearch(image=jpeg("coffee"), k=1)).hits[0]
+    ids = {n: library.ingest.add(jpeg(n), filename=f"{n}.jpg").record.id for n in ("astronaut", "coffee", "rocket")}  # type: ignore[union-attr]
+    hit = library.search.simple(SimpleSearch(image=jpeg("coffee"), k=1)).hits[0]
     assert hit.record.id == ids["coffee"] and hit.score >= 0.99
     assert library.embedder.runtime == "onnx"
 

@@ -49,7 +49,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def app(live_app: LiveApp) -> LiveApp:
     """The live app with an empty library and no samples folder."""
-    live_app.library.reset(RESET_PHRASE)
+    live_app.library.catalog.reset(RESET_PHRASE)
     shutil.rmtree(live_app.settings.samples_dir, ignore_errors=True)
     return live_app
 

@@ -31,7 +31,7 @@ def assert_in_view(page: Page, locator: Locator) -> None:
 
 
 def newest_ids(library: Library) -> list[str]:
-    return [record.id for record in library.page(limit=8)]
+    return [record.id for record in library.catalog.page(limit=8)]
 
 
 @VIEWPORTS
@@ -109,4 +109,4 @@ def test_a_file_over_the_limit_is_refused_at_once_and_never_sent(browser: Browse
         expect(results.nth(0)).to_contain_text("photo.jpg is 57 MB; the limit is 50 MB")
         expect(results.nth(1)).to_have_attribute("data-status", "added")
         assert [len(request.post_data_buffer or b"") < 1024 * 1024 for request in sent] == [True]
-        assert [record.filename for record in app.library.page()] == ["rocket.jpg"]
+        assert [record.filename for record in app.library.catalog.page()] == ["rocket.jpg"]

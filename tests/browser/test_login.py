@@ -59,7 +59,7 @@ def test_log_in_use_the_pages_and_log_out(browser: Browser, private_app: LiveApp
         page.get_by_label("Images", exact=True).set_input_files([rocket])
         page.get_by_role("button", name="Upload").click()
         expect(page.get_by_test_id("upload-summary")).to_have_text("1 added, 0 duplicates, 0 failed.")
-        assert private_app.library.count() == 1
+        assert private_app.library.catalog.count() == 1
 
         page.get_by_test_id("logout").click()
         expect(page).to_have_url(f"{private_app.url}/login")

@@ -60,17 +60,19 @@ def degraded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Degraded]:
         library = build_library(settings)
         # The demo images, stored and then left in the samples folder: the batch upload finds them all again.
         for path in write_demo_images(settings.samples_dir / "demo", DEMO_IMAGES):
-            assert library.add(path.read_bytes(), filename=path.name).status == "added"
-        long = library.add(
+            assert library.ingest.add(path.read_bytes(), filename=path.name).status == "added"
+        long = library.ingest.add(
             jpeg("astronaut"), filename=f"{LONG}.jpg", description=LONG * 3, metadata={LONG[:100]: LONG * 2}
         ).record
         assert long is not None
-        library.update(long.id, RecordPatch(caption=LONG * 2))
+        library.catalog.update(long.id, RecordPatch(caption=LONG * 2))
         # A retouched copy, stored past the upload's duplicate check, for the duplicates page.
         library.settings = settings.model_copy(
             update={"duplicate_distance": 0, "duplicate_variants": False, "duplicate_crop_distance": 0}
         )
-        copy = library.add(encode(ImageEnhance.Contrast(photo("astronaut")).enhance(1.5), "PNG"), filename="copy.png")
+        copy = library.ingest.add(
+            encode(ImageEnhance.Contrast(photo("astronaut")).enhance(1.5), "PNG"), filename="copy.png"
+        )
         assert copy.record is not None
         library.settings = settings
         odd = settings.samples_dir / LONG

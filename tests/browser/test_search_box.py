@@ -82,7 +82,7 @@ def first_result_in_view(page: Page) -> None:
 def library_with_a_long_name(library: Library) -> str:
     for name in ("coffee", "rocket", "camera", "coins"):
         add(library, name, description="x " * 30)
-    record = library.add(jpeg("chelsea"), filename=LONG_NAME).record
+    record = library.ingest.add(jpeg("chelsea"), filename=LONG_NAME).record
     assert record is not None
     return record.id
 

@@ -47,7 +47,7 @@ def test_build_a_query_of_terms_and_steer_it_with_the_results(page: Page, app: L
     assert params["term"] == ["text:people"] and params["weight"] == ["-1"]
     assert params["key"] == ["image.width"] and params["op"] == [">="] and params["value"] == ["512"]
     expect(terms.first.get_by_label("Term words")).to_have_value("people")
-    assert all(app.library.get(i).width >= 512 for i in result_ids(page))
+    assert all(app.library.catalog.get(i).width >= 512 for i in result_ids(page))
 
     first = result_ids(page)[0]
     page.get_by_test_id("result").first.get_by_role("link", name=re.compile("^Less like")).click()
@@ -55,7 +55,7 @@ def test_build_a_query_of_terms_and_steer_it_with_the_results(page: Page, app: L
     assert query_params(page)["term"] == ["text:people", f"id:{first}"]
     assert query_params(page)["weight"] == ["-1", "-1"]
     stored_term = terms.filter(has=page.locator(f'input[name="term_value"][value="{first}"]'))
-    expect(stored_term.get_by_role("link")).to_have_text(app.library.get(first).filename)
+    expect(stored_term.get_by_role("link")).to_have_text(app.library.catalog.get(first).filename)
     stored_term.get_by_label("Weight").fill("1")  # changed my mind: more like it after all
     page.get_by_role("button", name="Search").click()
     expect(page.get_by_test_id("result")).to_have_count(3)

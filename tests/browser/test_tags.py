@@ -33,7 +33,10 @@ def test_tags_are_edited_as_chips_and_saved_as_a_list(page: Page, app: LiveApp) 
     entry.fill("late")  # typed, not yet a chip: saving keeps it all the same
     page.get_by_role("button", name="Save changes").click()
     expect(page.get_by_test_id("notice-success")).to_have_text("Changes saved.")
-    assert app.library.get(image_id).metadata == {"tags": ["Rome, Italy", "crema", "morning", "late"], "cafe": "x"}
+    assert app.library.catalog.get(image_id).metadata == {
+        "tags": ["Rome, Italy", "crema", "morning", "late"],
+        "cafe": "x",
+    }
     expect(page.get_by_test_id("metadata").get_by_role("link", name="Rome, Italy")).to_be_visible()
 
 
@@ -52,4 +55,4 @@ def test_a_new_row_of_tags_is_uploaded_as_a_list(page: Page, app: LiveApp) -> No
     row.get_by_label("Kind of value").select_option("list")
     page.get_by_role("button", name="Upload").click()
     expect(page.get_by_test_id("upload-summary")).to_have_text("1 added, 0 duplicates, 0 failed.")
-    assert app.library.page()[0].metadata == {"tags": ["space", "nasa"]}
+    assert app.library.catalog.page()[0].metadata == {"tags": ["space", "nasa"]}

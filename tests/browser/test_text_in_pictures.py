@@ -22,7 +22,7 @@ def test_the_lines_read_are_outlined_on_the_picture_and_can_be_corrected(
     browser: Browser, app: LiveApp, viewport: dict[str, int]
 ) -> None:
     image_id = add(app.library, "rocket")
-    record = app.library.get(image_id)
+    record = app.library.catalog.get(image_id)
     app.library.store.update(
         replace(record, ocr=ImageText("PP-OCRv4 mobile", (TextLine("LAUNCH PAD 39A", BOX, 0.97),))), None
     )
@@ -44,4 +44,4 @@ def test_the_lines_read_are_outlined_on_the_picture_and_can_be_corrected(
         page.get_by_role("button", name="Save changes").click()
         expect(page.get_by_test_id("notice-success")).to_have_text("Changes saved.")
         expect(page.get_by_test_id("ocr")).to_contain_text("LAUNCH PAD 39B (corrected by you)")
-        assert app.library.get(image_id).ocr.text == "LAUNCH PAD 39B"
+        assert app.library.catalog.get(image_id).ocr.text == "LAUNCH PAD 39B"

@@ -23,7 +23,7 @@ def image_file(name: str, data: bytes | None = None, mime: str = "image/jpeg") -
 
 
 def add(library: Library, name: str, **fields: Any) -> str:
-    result = library.add(jpeg(name), filename=f"{name}.jpg", **fields)
+    result = library.ingest.add(jpeg(name), filename=f"{name}.jpg", **fields)
     assert result.record is not None
     return result.record.id
 
@@ -48,7 +48,7 @@ def test_upload_one_then_several_files_with_a_duplicate_notice(page: Page, app: 
     expect(page.get_by_test_id("upload-summary")).to_have_text("1 added, 0 duplicates, 0 failed.")
     expect(results).to_have_count(1)
     expect(results.first).to_have_attribute("data-status", "added")
-    astronaut = app.library.page()[0]
+    astronaut = app.library.catalog.page()[0]
     assert astronaut.metadata == {"year": 2024, "album": "space"}
     assert astronaut.description == "first woman to command"
     expect(results.first.get_by_role("link", name="Open")).to_have_attribute("href", f"/images/{astronaut.id}")
@@ -70,7 +70,7 @@ def test_upload_one_then_several_files_with_a_duplicate_notice(page: Page, app: 
     expect(duplicate.get_by_role("link")).to_have_attribute("href", f"/images/{astronaut.id}")
     expect(duplicate.locator("img")).to_have_attribute("src", f"/api/v1/images/{astronaut.id}/thumbnail")
     expect(results.nth(2)).to_contain_text("not an image we can read")
-    assert app.library.count() == 2
+    assert app.library.catalog.count() == 2
 
 
 def test_files_dropped_on_the_drop_zone_are_uploaded(page: Page, app: LiveApp) -> None:
@@ -87,7 +87,7 @@ def test_files_dropped_on_the_drop_zone_are_uploaded(page: Page, app: LiveApp) -
     expect(page.locator("[data-chosen-files]")).to_contain_text("dropped-rocket.jpg")
     page.get_by_role("button", name="Upload").click()
     expect(page.get_by_test_id("upload-result")).to_have_attribute("data-status", "added")
-    assert [r.filename for r in app.library.page()] == ["dropped-rocket.jpg"]
+    assert [r.filename for r in app.library.catalog.page()] == ["dropped-rocket.jpg"]
 
 
 def result_ids(page: Page) -> list[str]:
@@ -172,7 +172,7 @@ def test_open_an_image_edit_its_metadata_and_find_similar(page: Page, app: LiveA
     expect(row("indoor").get_by_label("Metadata value")).to_have_value("true")
     expect(row("tmp")).to_have_count(0)
     expect(page.get_by_test_id("metadata")).to_contain_text("indoor")
-    record = app.library.get(image_id)
+    record = app.library.catalog.get(image_id)
     assert record.metadata == {"pet": "cat", "age": 4, "indoor": True}
 
     page.get_by_role("link", name="Find similar").click()
@@ -185,11 +185,11 @@ def test_delete_asks_for_confirmation(page: Page, app: LiveApp) -> None:
     page.goto(f"/images/{image_id}")
     page.get_by_role("link", name="Delete…").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Delete this image?")
-    assert app.library.count() == 1
+    assert app.library.catalog.count() == 1
     page.get_by_role("button", name="Delete permanently").click()
     expect(page.get_by_test_id("notice-success")).to_have_text("The image was deleted.")
     expect(page.get_by_test_id("browse-empty")).to_be_visible()
-    assert app.library.count() == 0
+    assert app.library.catalog.count() == 0
 
 
 def test_batch_upload_shows_live_progress_and_the_report(
@@ -203,13 +203,13 @@ def test_batch_upload_shows_live_progress_and_the_report(
     (folder / "trip" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a JPEG")
     # The job waits until the page shows it running, so the test sees the page follow it live.
     go = threading.Event()
-    add_many: Callable[..., Any] = app.library.add_many
+    add_many: Callable[..., Any] = app.library.ingest.add_many
 
     def gated_add_many(*args: Any, **kwargs: Any) -> Any:
         go.wait(20)
         return add_many(*args, **kwargs)
 
-    monkeypatch.setattr(app.library, "add_many", gated_add_many)
+    monkeypatch.setattr(app.library.ingest, "add_many", gated_add_many)
 
     page.goto("/upload-samples")
     expect(page.get_by_text("5 image files in the folder")).to_be_visible()
@@ -234,7 +234,7 @@ def test_batch_upload_shows_live_progress_and_the_report(
 
     page.reload()
     expect(page.get_by_test_id("job-summary")).to_have_text("Finished: 3 added, 1 duplicate, 1 failed.")
-    assert app.library.count() == 3
+    assert app.library.catalog.count() == 3
 
 
 def test_reset_needs_the_confirmation_phrase(page: Page, app: LiveApp) -> None:
@@ -247,11 +247,11 @@ def test_reset_needs_the_confirmation_phrase(page: Page, app: LiveApp) -> None:
     confirm.fill("delete all")
     page.get_by_role("button", name="Delete everything").click()
     expect(page.get_by_test_id("notice-error")).to_contain_text("Nothing was deleted")
-    assert app.library.count() == 2
+    assert app.library.catalog.count() == 2
     page.get_by_label("To confirm, type DELETE ALL", exact=True).fill("DELETE ALL")
     page.get_by_role("button", name="Delete everything").click()
     expect(page.get_by_test_id("reset-done")).to_have_text("Deleted 2 images. The library is now empty.")
-    assert app.library.count() == 0
+    assert app.library.catalog.count() == 0
     page.get_by_role("link", name="ImageMatch").click()
     expect(page.get_by_test_id("empty-library")).to_be_visible()
 
@@ -298,7 +298,7 @@ def test_the_forms_work_without_javascript(page_without_js: Page, app: LiveApp) 
     upload_form.get_by_label("Metadata value").fill("demo")
     upload_form.get_by_role("button", name="Upload").click()
     expect(page.get_by_test_id("upload-summary")).to_have_text("2 added, 0 duplicates, 0 failed.")
-    assert {r.metadata["album"] for r in app.library.page()} == {"demo"}
+    assert {r.metadata["album"] for r in app.library.catalog.page()} == {"demo"}
 
     page.get_by_label("Words", exact=True).fill("a cup of coffee")
     page.get_by_role("button", name="Search").click()

@@ -77,7 +77,7 @@ def test_ground_truth_captions_do_not_hurt_text_search(tmp_path: Path, items: li
             stored = ingest(client, items)
         library = build_library(settings)
         build_caption_worker(settings, library).run_until_empty()
-        assert library.caption_counts()["done"] == len(stored)
+        assert library.captions.counts()["done"] == len(stored)
     results = {}
     for weight in (0.0, 0.3):
         with product(settings.model_copy(update={"words_weight": weight, "captioner": "none"})) as client:

@@ -83,7 +83,7 @@ def snapshot(library: Library) -> Snapshot:
                 json.dumps(r.metadata, sort_keys=True),
                 r.updated_at.isoformat(),
             )
-            for r in library.iter_records()
+            for r in library.catalog.iter_records()
         )
     )
     root = library.settings.data_dir
@@ -94,7 +94,7 @@ def snapshot(library: Library) -> Snapshot:
             for p in root.glob(f"{kind}/*/*")
         )
     )
-    assert len(records) == library.count()
+    assert len(records) == library.catalog.count()
     return Snapshot(records, files)
 
 
@@ -113,8 +113,10 @@ class Harness:
 def harness(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Harness]:
     settings = make_settings(tmp_path_factory.mktemp("security"), tiny_model_dir)
     library = build_library(settings)
-    stored = library.add(jpeg("astronaut"), filename="astronaut.jpg", description="kept", metadata={"album": "moon"})
-    library.add(jpeg("moon"), filename="moon.jpg", metadata={"tags": ["night", "sky"], "rating": 4})
+    stored = library.ingest.add(
+        jpeg("astronaut"), filename="astronaut.jpg", description="kept", metadata={"album": "moon"}
+    )
+    library.ingest.add(jpeg("moon"), filename="moon.jpg", metadata={"tags": ["night", "sky"], "rating": 4})
     assert stored.record is not None
     with TestClient(create_app(settings, library), raise_server_exceptions=False) as client:
         yield Harness(client, library, settings, stored.record.id)

@@ -61,7 +61,7 @@ def locked(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, passw
         tmp_path_factory.mktemp("locked"), tiny_model_dir, api_key=KEY, ui_password_hash=password_hash
     )
     library = build_library(settings)
-    stored = library.add(jpeg("astronaut"), filename="astronaut.jpg")
+    stored = library.ingest.add(jpeg("astronaut"), filename="astronaut.jpg")
     assert stored.record is not None
     library.blobs.put_cutout(stored.record.id, jpeg("coffee"))
     with TestClient(create_app(settings, library), raise_server_exceptions=False) as client:
@@ -183,7 +183,7 @@ def test_the_api_key_can_change_the_library(locked: Harness) -> None:
     added = client.post("/api/v1/images", files={"file": ("rocket.jpg", jpeg("rocket"), "image/jpeg")})
     assert added.status_code == 201
     assert client.delete(f"/api/v1/images/{added.json()['id']}").status_code == 204
-    assert locked.library.count() == 1
+    assert locked.library.catalog.count() == 1
 
 
 def test_logging_in_opens_pages_and_the_api_of_the_pages_and_logging_out_closes_them(locked: Harness) -> None:

@@ -107,7 +107,7 @@ def test_kill_9_during_uploads_loses_nothing_and_sending_again_completes(tmp_pat
     finally:
         server.stop()
     library = build_library(make_settings(tmp_path, tiny_model_dir))
-    assert library.count() == len(images)
+    assert library.catalog.count() == len(images)
     report = check(library, repair=True)  # what the kill left behind (an unrecorded original, a *.tmp) is fixed
     assert report.healthy, report.unfixed
 

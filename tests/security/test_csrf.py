@@ -31,8 +31,8 @@ def locked(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     """An app with a UI password, holding two images."""
     settings = make_settings(tmp_path_factory.mktemp("csrf"), tiny_model_dir, ui_password_hash=hash_password(PASSWORD))
     library = build_library(settings)
-    stored = library.add(jpeg("astronaut"), filename="astronaut.jpg", description="kept")
-    library.add(jpeg("moon"), filename="moon.jpg")
+    stored = library.ingest.add(jpeg("astronaut"), filename="astronaut.jpg", description="kept")
+    library.ingest.add(jpeg("moon"), filename="moon.jpg")
     assert stored.record is not None
     with TestClient(create_app(settings, library), raise_server_exceptions=False) as client:
         yield Harness(client, library, settings, stored.record.id)
@@ -62,7 +62,7 @@ def _plant(browser: TestClient, value: str) -> None:
 
 def _deed(form: str, harness: Harness) -> tuple[str, dict[str, Any]]:
     """The form's URL and the fields that would change the library if the request were let in."""
-    other = next(r.id for r in harness.library.iter_records() if r.id != harness.stored_id)
+    other = next(r.id for r in harness.library.catalog.iter_records() if r.id != harness.stored_id)
     url = form.replace("{id}", harness.stored_id)
     deeds: dict[str, dict[str, Any]] = {
         "/images/{id}/edit": {"description": "changed by another site"},

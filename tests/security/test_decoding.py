@@ -227,7 +227,7 @@ def test_health_and_searches_answer_while_an_image_is_decoded(
     path, fields, files, body, status = _IMAGE_ENTRY_POINTS[entry]
     settings = make_settings(tmp_path, tiny_model_dir)
     library = build_library(settings)
-    library.add(jpeg("astronaut"), filename="astronaut.jpg")
+    library.ingest.add(jpeg("astronaut"), filename="astronaut.jpg")
     hold = _Hold(media.decode)
 
     def send(client: httpx.Client, token: str) -> httpx.Response:
@@ -251,7 +251,7 @@ def test_the_search_page_refuses_an_unusable_query_image_off_the_event_loop(
     network call for a remote one): it is made in the worker thread too, not on the event loop."""
     settings = make_settings(tmp_path, tiny_model_dir)
     library = build_library(settings)
-    library.add(jpeg("astronaut"), filename="astronaut.jpg")
+    library.ingest.add(jpeg("astronaut"), filename="astronaut.jpg")
     hold = _Hold(library.info)
 
     def send(client: httpx.Client, token: str) -> httpx.Response:

@@ -54,7 +54,7 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
     settings = security_settings(tmp_path_factory.mktemp("fuzz"), tiny_model_dir)
     library = build_library(settings)
     for name in ("astronaut", "coffee"):
-        library.add(jpeg(name), filename=f"{name}.jpg", description=name, metadata={"album": "fuzz"})
+        library.ingest.add(jpeg(name), filename=f"{name}.jpg", description=name, metadata={"album": "fuzz"})
     yield schemathesis.openapi.from_asgi("/openapi.json", create_app(settings, library))
     asgi.shutdown_lifespans()  # stops the app's background workers
 
@@ -95,7 +95,7 @@ def test_the_edit_form_takes_any_text_without_a_server_error(
         follow_redirects=False,
     )
     assert response.status_code in (303, 422), response.text[:300]
-    record = harness.library.get(harness.stored_id)
+    record = harness.library.catalog.get(harness.stored_id)
     if response.status_code == 303:
         assert record.description == description.strip()
     assert [r for r in snapshot(harness.library).records if r[0] != harness.stored_id] == others

@@ -51,12 +51,12 @@ def test_head_of_an_original_gives_its_size_without_sending_it(harness: Harness)
 @pytest.fixture
 def stored_files(harness: Harness) -> Iterator[list[str]]:
     """An image with all three stored files (original, thumbnail, cut-out), and a static file; deleted after."""
-    added = harness.library.add(jpeg("coffee"), filename="coffee.jpg")
+    added = harness.library.ingest.add(jpeg("coffee"), filename="coffee.jpg")
     assert added.record is not None
     image_id = added.record.id
     harness.library.blobs.put_cutout(image_id, jpeg("chelsea"))
     yield [f"/api/v1/images/{image_id}/{kind}" for kind in ("file", "thumbnail", "cutout")] + ["/static/style.css"]
-    harness.library.delete(image_id)
+    harness.library.catalog.delete(image_id)
 
 
 def test_head_of_a_file_gives_its_headers_from_its_size_without_reading_it(
@@ -132,7 +132,7 @@ def _asgi_request(harness: Harness, method: str, path: str, *, extensions: dict[
 def test_head_where_only_post_is_allowed_is_refused_as_get_is(harness: Harness) -> None:
     response = harness.client.head("/api/v1/reset")
     assert response.status_code == 405 and "POST" in response.headers["allow"] and response.content == b""
-    assert harness.library.count() == 2
+    assert harness.library.catalog.count() == 2
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ def test_search_page_takes_dates_from_year_one(harness: Harness, params: dict[st
     response = harness.client.get("/search", params={"text": "a photo", "k": "50", **params})
     assert response.status_code == 200
     shown = set(re.findall(r'data-testid="result" data-image-id="([^"]+)"', response.text))
-    assert shown == ({r.id for r in harness.library.iter_records()} if every else set())
+    assert shown == ({r.id for r in harness.library.catalog.iter_records()} if every else set())
 
 
 # Weights and ids of the JSON query
@@ -193,7 +193,7 @@ def test_cli_where_refuses_what_the_api_refuses(
 def small_limit(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[tuple[TestClient, Any]]:
     app_settings = make_settings(tmp_path_factory.mktemp("small-limit"), tiny_model_dir, max_upload_bytes=4096)
     library = build_library(app_settings)
-    library.add(encode(photo("astronaut").resize((32, 32)), "PNG"), filename="astronaut.png")
+    library.ingest.add(encode(photo("astronaut").resize((32, 32)), "PNG"), filename="astronaut.png")
     with TestClient(create_app(app_settings, library), raise_server_exceptions=False) as client:
         yield client, library
 

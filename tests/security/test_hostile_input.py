@@ -129,7 +129,7 @@ def test_refused_file_as_the_search_form_image(harness: Harness, case: RefusedFi
 def _added_and_removed(harness: Harness, record: dict[str, Any], case: OddImage) -> None:
     assert (record["width"], record["height"], record["format"]) == (*case.size, case.format)
     assert harness.client.get(record["links"]["thumbnail"]).headers["content-type"] == "image/jpeg"
-    harness.library.delete(record["id"])
+    harness.library.catalog.delete(record["id"])
 
 
 @pytest.mark.parametrize("case", ODD_IMAGES, ids=lambda c: c.case)
@@ -148,7 +148,7 @@ def test_odd_but_valid_image_is_stored_through_the_upload_form(harness: Harness,
     before = snapshot(harness.library)
     response = form_upload(harness, case.filename, case.make())
     assert re.findall(r'data-testid="upload-result" data-status="(\w+)"', response.text) == ["added"]
-    added = harness.library.page(limit=1)[0]
+    added = harness.library.catalog.page(limit=1)[0]
     _added_and_removed(harness, harness.client.get(f"/api/v1/images/{added.id}").json(), case)
     unchanged(harness, before)
 
@@ -160,7 +160,7 @@ def test_thousands_of_frames_cost_one_frame(harness: Harness) -> None:
     response = api_upload(harness, "frames.gif", data)
     assert response.status_code == 201
     assert time.monotonic() - started < 5.0
-    harness.library.delete(response.json()["id"])
+    harness.library.catalog.delete(response.json()["id"])
 
 
 @pytest.mark.parametrize(("sent", "kept"), HOSTILE_FILENAMES)
@@ -170,12 +170,12 @@ def test_hostile_filenames_are_only_labels(
 ) -> None:
     before = snapshot(harness.library)
     upload(harness, sent, jpeg("coins"))
-    added = harness.library.page(limit=1)[0]
+    added = harness.library.catalog.page(limit=1)[0]
     assert added.id not in {record[0] for record in before.records}
     assert added.filename == kept
     original = harness.library.blobs.original_path(added.id)
     assert original is not None and original.is_relative_to(harness.settings.data_dir / "originals")
-    harness.library.delete(added.id)
+    harness.library.catalog.delete(added.id)
     unchanged(harness, before)
 
 
@@ -198,10 +198,10 @@ def test_control_characters_in_a_raw_filename_are_dropped(harness: Harness, path
     body = _raw_multipart(fields, "file" if path.startswith("/api/") else "files", sent, jpeg("coins"))
     response = harness.client.post(path, content=body, headers={"content-type": "multipart/form-data; boundary=zz"})
     assert response.status_code in (200, 201)
-    added = harness.library.page(limit=1)[0]
+    added = harness.library.catalog.page(limit=1)[0]
     assert added.id not in {record[0] for record in before.records}
     assert added.filename == kept
-    harness.library.delete(added.id)
+    harness.library.catalog.delete(added.id)
     unchanged(harness, before)
 
 
@@ -392,7 +392,7 @@ def test_cli_index_stores_odd_images_upright(cli_env: Path, tmp_path: Path, tiny
     result = CliRunner().invoke(cli, ["index", *map(str, paths)])
     assert result.exit_code == 0, result.output
     library = build_library(make_settings(tmp_path, tiny_model_dir, data_dir=cli_env))
-    stored = {r.filename: (r.width, r.height, r.format) for r in library.iter_records()}
+    stored = {r.filename: (r.width, r.height, r.format) for r in library.catalog.iter_records()}
     assert stored == {c.filename: (*c.size, c.format) for c in ODD_IMAGES}
 
 
@@ -425,7 +425,7 @@ def test_batch_job_reports_every_refused_file_and_stores_odd_images(harness: Har
     assert (job["added"], job["failed"]) == (len(ODD_IMAGES), len(refused))
     for item in job["items"]:
         if item["status"] == "added":
-            harness.library.delete(item["id"])
+            harness.library.catalog.delete(item["id"])
     unchanged(harness, before)
     shutil.rmtree(folder)
 

@@ -184,10 +184,10 @@ def test_a_flood_of_uploads_and_image_searches_queues_for_the_decode_slots(
     library.open()
     seen = _track_decodes(monkeypatch)
     photos = PHOTOS[:8]
-    uploads = _at_once(lambda name: library.add(jpeg(name), filename=f"{name}.jpg"), photos)
+    uploads = _at_once(lambda name: library.ingest.add(jpeg(name), filename=f"{name}.jpg"), photos)
     assert [r.status for r in uploads] == ["added"] * len(photos)
     assert seen["most"] <= 2 and seen["done"] == len(photos)
-    searches = _at_once(lambda name: library.simple_search(SimpleSearch(image=jpeg(name))), photos)
+    searches = _at_once(lambda name: library.search.simple(SimpleSearch(image=jpeg(name))), photos)
     assert all(result.hits for result in searches)
     assert seen["most"] <= 2 and seen["done"] == 2 * len(photos)
-    assert library.count() == len(photos)
+    assert library.catalog.count() == len(photos)

@@ -47,7 +47,7 @@ def _upload(client: httpx.Client, url: str, data: bytes, name: str) -> httpx.Res
 
 
 def test_eight_clients_sending_the_same_image_store_it_once(live: Live) -> None:
-    before = live.library.count()
+    before = live.library.catalog.count()
     start = threading.Barrier(8)
     data = jpeg("chelsea")
 
@@ -61,11 +61,11 @@ def test_eight_clients_sending_the_same_image_store_it_once(live: Live) -> None:
     assert sorted(a.status_code for a in answers) == [201] + [409] * 7
     stored = next(a.json()["id"] for a in answers if a.status_code == 201)
     assert {a.json()["existing_id"] for a in answers if a.status_code == 409} == {stored}
-    assert live.library.count() == before + 1
+    assert live.library.catalog.count() == before + 1
 
 
 def test_two_hundred_mixed_uploads_and_searches_lose_nothing(live: Live) -> None:
-    before = live.library.count()
+    before = live.library.catalog.count()
     images = distinct_jpegs(80, seed=21)
     words = ["a red bicycle", "a cat on a sofa", "mountains at dusk", "a bowl of soup"]
 
@@ -83,17 +83,17 @@ def test_two_hundred_mixed_uploads_and_searches_lose_nothing(live: Live) -> None
         uploaded = [r.json()["id"] for kind, r in answers if kind == "upload" and r.status_code == 201]
         assert len(uploaded) == len(images)
         assert all(r.status_code == 200 for kind, r in answers if kind == "search")
-        assert live.library.count() == before + len(images)
+        assert live.library.catalog.count() == before + len(images)
     blobs = live.library.blobs
     for image_id in uploaded:  # every acknowledged upload is whole: record, original, thumbnail
-        assert live.library.get(image_id) and blobs.has_original(image_id) and blobs.has_thumbnail(image_id)
+        assert live.library.catalog.get(image_id) and blobs.has_original(image_id) and blobs.has_thumbnail(image_id)
 
 
 def test_searches_keep_answering_while_the_samples_folder_is_indexed(live: Live) -> None:
     live.samples_dir.mkdir(parents=True, exist_ok=True)
     for n, data in enumerate(distinct_jpegs(24, seed=33)):
         (live.samples_dir / f"batch-{n:03d}.jpg").write_bytes(data)
-    before = live.library.count()
+    before = live.library.catalog.count()
     with httpx.Client(timeout=60) as client:
         job: dict[str, Any] = client.post(f"{live.url}/api/v1/jobs/samples").json()
         answered_while_running = 0
@@ -105,11 +105,11 @@ def test_searches_keep_answering_while_the_samples_folder_is_indexed(live: Live)
             answered_while_running += job["state"] == "running"
     assert job["state"] == "done" and job["added"] == 24
     assert answered_while_running >= 1
-    assert live.library.count() == before + 24
+    assert live.library.catalog.count() == before + 24
 
 
 def test_hostile_requests_leave_the_real_server_serving(live: Live) -> None:
-    before = live.library.count()
+    before = live.library.catalog.count()
     with httpx.Client(timeout=60) as client:
         for case in REFUSED_FILES:
             response = _upload(client, live.url, case.make(), case.filename)

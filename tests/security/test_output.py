@@ -41,14 +41,14 @@ RUNNABLE = re.compile(r"<script>alert|<svg onload|<img src=x")
 @pytest.fixture(scope="module")
 def marked(harness: Harness) -> str:
     """A stored image with a payload in every text field."""
-    result = harness.library.add(
+    result = harness.library.ingest.add(
         jpeg("rocket"),
         filename=PAYLOADS["filename"],
         description=PAYLOADS["description"],
         metadata={PAYLOADS["key"]: PAYLOADS["value"]},
     )
     assert result.record is not None
-    harness.library.update(result.record.id, RecordPatch(caption=PAYLOADS["caption"]))
+    harness.library.catalog.update(result.record.id, RecordPatch(caption=PAYLOADS["caption"]))
     return result.record.id
 
 
@@ -138,7 +138,7 @@ def test_every_file_route_serves_an_image_type_with_nosniff(
     saved_as = re.search(r"filename\*?=(?:UTF-8'')?\"?([^\";]+)", disposition)
     assert saved_as is not None and saved_as.group(1).startswith(filename)
     assert saved_as.group(1).endswith((".jpg", ".png", ".gif", ".webp"))
-    harness.library.delete(image_id)
+    harness.library.catalog.delete(image_id)
     assert snapshot(harness.library) == before
 
 
@@ -183,7 +183,7 @@ def test_the_samples_folder_cannot_reach_files_outside_it(harness: Harness, tmp_
             job = harness.client.get(job["links"]["self"]).json()
         assert (job["state"], job["total"], job["added"]) == ("done", 1, 1)
         assert [item["filename"] for item in job["items"]] == ["inside.jpg"]
-        harness.library.delete(job["items"][0]["id"])
+        harness.library.catalog.delete(job["items"][0]["id"])
     finally:
         shutil.rmtree(folder)
     assert snapshot(harness.library) == before

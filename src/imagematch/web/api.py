@@ -152,7 +152,9 @@ def upload_image(
     metadata: Annotated[str, Form(description='A JSON object, e.g. {"album": "holiday"}')] = "",
 ) -> Any:
     data = read_upload(file, library.settings.max_upload_bytes)
-    result = library.add(data, filename=file.filename or "", description=description, metadata=parse_metadata(metadata))
+    result = library.ingest.add(
+        data, filename=file.filename or "", description=description, metadata=parse_metadata(metadata)
+    )
     if result.status == "duplicate" and result.existing is not None:
         body = DuplicateOut(
             detail=f"duplicate of {result.existing.id}: {result.reason}",
@@ -183,10 +185,10 @@ def list_images(
 ) -> ImagePage:
     flt = parse_filter(filter)
     after = PageCursor.decode(cursor) if cursor else None
-    records = library.page(offset=offset, limit=limit, newest_first=sort == "newest", flt=flt, after=after)
+    records = library.catalog.page(offset=offset, limit=limit, newest_first=sort == "newest", flt=flt, after=after)
     return ImagePage(
         items=[ImageOut.of(r) for r in records],
-        total=library.count(flt),
+        total=library.catalog.count(flt),
         offset=0 if after else offset,
         limit=limit,
         next=PageCursor.of(records[-1]).encode() if len(records) == limit else None,
@@ -195,12 +197,12 @@ def list_images(
 
 @router.get("/images/{image_id}", response_model=ImageOut)
 def get_image(library: LibraryDep, image_id: str) -> ImageOut:
-    return ImageOut.of(library.get(image_id))
+    return ImageOut.of(library.catalog.get(image_id))
 
 
 @router.patch("/images/{image_id}", response_model=ImageOut)
 def edit_image(library: LibraryDep, image_id: str, patch: ImagePatch) -> ImageOut:
-    record = library.update(
+    record = library.catalog.update(
         image_id,
         RecordPatch(
             description=patch.description, metadata=patch.metadata, caption=patch.caption, ocr_text=patch.ocr_text
@@ -211,7 +213,7 @@ def edit_image(library: LibraryDep, image_id: str, patch: ImagePatch) -> ImageOu
 
 @router.delete("/images/{image_id}", status_code=204)
 def delete_image(library: LibraryDep, image_id: str) -> Response:
-    library.delete(image_id)
+    library.catalog.delete(image_id)
     return Response(status_code=204)
 
 
@@ -244,19 +246,19 @@ def download_name(record: ImageRecord) -> str:
 
 @router.get("/images/{image_id}/file", response_class=FileResponse)
 def image_file(library: LibraryDep, image_id: str) -> Response:
-    record, found = library.original_file(image_id)
+    record, found = library.catalog.original_file(image_id)
     return _file_response(found, MEDIA_TYPES.get(record.format, "application/octet-stream"), download_name(record))
 
 
 @router.get("/images/{image_id}/thumbnail", response_class=FileResponse)
 def image_thumbnail(library: LibraryDep, image_id: str) -> Response:
-    return _file_response(library.thumbnail_file(image_id), "image/jpeg")
+    return _file_response(library.catalog.thumbnail_file(image_id), "image/jpeg")
 
 
 @router.get("/images/{image_id}/cutout", response_class=FileResponse)
 def image_cutout(library: LibraryDep, image_id: str) -> Response:
     """The background-removed image the embedding was made from (404 when the whole image was used)."""
-    return _file_response(library.cutout_file(image_id), "image/jpeg")
+    return _file_response(library.catalog.cutout_file(image_id), "image/jpeg")
 
 
 @router.post("/search", response_model=SearchOut, tags=["search"], dependencies=[SEARCH_FORM])
@@ -279,7 +281,7 @@ def search(
     ] = None,
 ) -> SearchOut:
     data = read_upload(image, library.settings.max_upload_bytes) if image is not None and image.filename else None
-    result = library.simple_search(
+    result = library.search.simple(
         SimpleSearch(
             text=text,
             image=data,
@@ -334,7 +336,7 @@ def search_query(library: LibraryDep, body: QueryIn) -> SearchOut:
         min_score=body.min_score,
         cutoff=body.cutoff,
     )
-    return _search_out(library.search(query))
+    return _search_out(library.search.run(query))
 
 
 @router.get("/duplicates", response_model=DuplicateGroupsOut, tags=["duplicates"])
@@ -350,14 +352,14 @@ def duplicates(
     limit: Annotated[int, Query(ge=1, le=500, description="At most this many groups, largest first.")] = 50,
 ) -> DuplicateGroupsOut:
     """Groups of near-duplicate images across the library."""
-    default = library.duplicate_rule
+    default = library.duplicates.rule
     rule = DuplicateRule(
         default.max_distance if max_distance is None else max_distance,
         default.crop_distance if crop_distance is None else crop_distance,
         default.min_similarity if min_similarity is None else min_similarity,
         default.max_colour_distance,
     )
-    groups = library.duplicate_groups(rule, limit=limit)
+    groups = library.duplicates.groups(rule, limit=limit)
     return DuplicateGroupsOut(
         max_distance=rule.max_distance,
         crop_distance=rule.crop_distance,
@@ -375,7 +377,7 @@ def duplicates(
 @router.post("/duplicates/resolve", response_model=ResolveOut, tags=["duplicates"])
 def resolve_duplicates(library: LibraryDep, body: ResolveIn) -> ResolveOut:
     """Keep one image of a group and delete the others."""
-    deleted = library.keep_one(body.keep, body.delete)
+    deleted = library.duplicates.keep_one(body.keep, body.delete)
     return ResolveOut(kept=body.keep, deleted=[r.id for r in deleted])
 
 
@@ -411,19 +413,19 @@ def get_job(jobs: JobsDep, job_id: str) -> JobOut:
 
 @router.post("/reset", response_model=ResetOut, tags=["admin"])
 def reset(library: LibraryDep, body: ResetIn) -> ResetOut:
-    return ResetOut(deleted=library.reset(body.confirm))
+    return ResetOut(deleted=library.catalog.reset(body.confirm))
 
 
 @router.post("/images/{image_id}/caption/retry", response_model=RetryOut, tags=["captions"])
 def retry_caption(library: LibraryDep, image_id: str) -> RetryOut:
     """Caption this image again (also after a user's correction, which the new caption replaces)."""
-    return RetryOut(queued=library.retry_captions(image_id))
+    return RetryOut(queued=library.captions.retry(image_id))
 
 
 @router.post("/captions/retry", response_model=RetryOut, tags=["captions"])
 def retry_failed_captions(library: LibraryDep) -> RetryOut:
     """Queue every failed caption again."""
-    return RetryOut(queued=library.retry_captions())
+    return RetryOut(queued=library.captions.retry())
 
 
 @router.get("/health", response_model=HealthOut | PublicHealthOut, tags=["admin"])

@@ -154,11 +154,11 @@ def create_app(settings: Settings, library: Library | None = None) -> FastAPI:
             app.state.library = build_library(settings)
         app.state.library.verify_model()
         app.state.library.open(ingest=True)  # load the model now, so the first search is fast
-        app.state.library.keeps_house = True  # carries changes into a new generation, drops retired ones
+        app.state.library.pairing.keeps_house = True  # carries changes into a new generation, drops retired ones
         app.state.jobs = JobRunner(app.state.library)
         app.state.captions = build_caption_worker(settings, app.state.library)
         app.state.captions.start()
-        log.info("serving %d images with %s", app.state.library.count(), app.state.library.embedder.model_id)
+        log.info("serving %d images with %s", app.state.library.catalog.count(), app.state.library.embedder.model_id)
         yield
         app.state.captions.stop()
         app.state.jobs.cancel()

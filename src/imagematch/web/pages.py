@@ -126,7 +126,7 @@ async def posted_form(request: Request) -> FormData:
 def _home(library: Library, **context: object) -> dict[str, object]:
     return {
         "section": "home",
-        "recent": library.page(limit=RECENT_ON_HOME),
+        "recent": library.catalog.page(limit=RECENT_ON_HOME),
         "recent_count": RECENT_ON_HOME,
         "search": SearchForm(),
         "description": "",
@@ -147,7 +147,7 @@ def _ingest(library: Library, upload: UploadFile, description: str, metadata: Me
     name = upload.filename or ""
     try:
         data = read_upload(upload, library.settings.max_upload_bytes)
-        return library.add(data, filename=name, description=description, metadata=metadata)
+        return library.ingest.add(data, filename=name, description=description, metadata=metadata)
     except ImageMatchError as error:
         return IngestResult("failed", clean_filename(name), reason=str(error))
 
@@ -162,7 +162,7 @@ def upload(
     meta_value: Annotated[list[str] | None, Form()] = None,
     meta_type: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
-    """The form upload without JavaScript: every file through library.add, then the same report."""
+    """The form upload without JavaScript: every file through library.ingest.add, then the same report."""
     kept = {"description": description, "metadata_rows": posted_rows(meta_key or [], meta_value or [], meta_type or [])}
     if not files:
         context = _home(library, error="Choose at least one image to upload.", **kept)
@@ -472,10 +472,10 @@ def _search_context(request: Request, library: Library, form: SearchForm) -> tup
             context["query_upload"] = kept
             image = kept.data
         if form.image_id:
-            context["query_record"] = library.get(form.image_id.strip())
+            context["query_record"] = library.catalog.get(form.image_id.strip())
         context["term_records"] = library.store.get_many([v for kind, v, _ in form.terms if kind == "id"])
         query = form.query(image, library.settings.max_k)
-        result = library.simple_search(query) if isinstance(query, SimpleSearch) else library.search(query)
+        result = library.search.simple(query) if isinstance(query, SimpleSearch) else library.search.run(query)
         context.update(result=result, ranked=_by_sort(result.hits, form.sort))
     except ImageMatchError as error:
         context["error"] = str(error)
@@ -556,7 +556,7 @@ def search_submit(
         image = images[0]
         try:
             data = read_upload(image, library.settings.max_upload_bytes)
-            preview = library.query_preview(data)
+            preview = library.search.query_preview(data)
         except ImageMatchError as error:
             context = _search_page(form, error=f"the query image cannot be used: {error}")
             return render(request, "search.html", context, status=status_for(error))
@@ -577,7 +577,7 @@ def query_image_preview(request: Request, token: str) -> Response:
 
 
 def _rule(library: Library, max_distance: str, min_similarity: str, crop_distance: str) -> DuplicateRule:
-    default = library.duplicate_rule
+    default = library.duplicates.rule
 
     def number(text: str, fallback: float, label: str) -> float:
         if not text.strip():
@@ -616,7 +616,7 @@ def duplicates_page(
     context: dict[str, object] = {
         "section": "duplicates",
         "groups": [],
-        "rule": library.duplicate_rule,
+        "rule": library.duplicates.rule,
         "rule_fields": _rule_fields(max_distance, min_similarity, crop_distance),
         "notice": DUPLICATE_NOTICES.get(notice, ""),
         "error": "",
@@ -626,7 +626,7 @@ def duplicates_page(
     except InvalidInput as error:
         context["error"] = str(error)
         return render(request, "duplicates.html", context, status=422)
-    context.update(rule=rule, groups=library.duplicate_groups(rule))
+    context.update(rule=rule, groups=library.duplicates.groups(rule))
     return render(request, "duplicates.html", context)
 
 
@@ -643,8 +643,8 @@ def resolve_confirmation(
     """The confirmation step: what is kept and what will be deleted. Nothing changes until it is confirmed."""
     if not keep:
         raise InvalidInput("choose the image to keep")
-    kept = library.get(keep)
-    doomed = [library.get(i) for i in dict.fromkeys(member or []) if i != keep]
+    kept = library.catalog.get(keep)
+    doomed = [library.catalog.get(i) for i in dict.fromkeys(member or []) if i != keep]
     if not doomed:
         raise InvalidInput("there is nothing else in this group to delete")
     rule_fields = _rule_fields(max_distance, min_similarity, crop_distance)
@@ -676,7 +676,7 @@ def resolve(
     on the way to an error)."""
     rule_fields = _rule_fields(max_distance, min_similarity, crop_distance)
     _rule(library, max_distance, min_similarity, crop_distance)
-    deleted = library.keep_one(keep, delete or [])
+    deleted = library.duplicates.keep_one(keep, delete or [])
     log.info("duplicates resolved: kept %s, deleted %d", keep, len(deleted))
     return _see_other(_duplicates_url(rule_fields, notice="resolved"))
 
@@ -714,9 +714,11 @@ def browse(
     except InvalidInput as error:  # an unknown field, or an edited cursor
         context["error"] = str(error)
         return render(request, "browse.html", context, status=422)
-    total = library.count(flt)
+    total = library.catalog.count(flt)
     offset = (page - 1) * BROWSE_PAGE_SIZE
-    records = library.page(offset=offset, limit=BROWSE_PAGE_SIZE, newest_first=sort == "newest", flt=flt, after=cursor)
+    records = library.catalog.page(
+        offset=offset, limit=BROWSE_PAGE_SIZE, newest_first=sort == "newest", flt=flt, after=cursor
+    )
     base = {"sort": sort, "key": key, "value": value} if key.strip() else {"sort": sort}
     pages = max(1, math.ceil(total / BROWSE_PAGE_SIZE))
     page_url = {n: "/images?" + urlencode({**base, "page": n}) for n in (page - 1, page + 1, 1, pages)}
@@ -735,7 +737,7 @@ def browse(
 
 @router.get("/images/{image_id}", response_class=HTMLResponse)
 def image_page(request: Request, library: LibraryDep, image_id: str, notice: str = "") -> Response:
-    record = library.get(image_id)
+    record = library.catalog.get(image_id)
     context = {
         "section": "browse",
         "record": record,
@@ -770,14 +772,14 @@ def edit_image(
     meta_value: Annotated[list[str] | None, Form()] = None,
     meta_type: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
-    record = library.get(image_id)
+    record = library.catalog.get(image_id)
     # A caption counts as corrected only when the user changed the text.
     corrected = _changed(caption, record.caption)
     read = _changed(ocr_text, record.ocr.text)
     try:
         metadata = metadata_from_rows(meta_key or [], meta_value or [], meta_type)
         patch = RecordPatch(description=description, metadata=metadata, caption=corrected, ocr_text=read)
-        library.update(image_id, patch)
+        library.catalog.update(image_id, patch)
     except InvalidInput as error:
         context = {
             "section": "browse",
@@ -795,18 +797,18 @@ def edit_image(
 
 @router.post("/images/{image_id}/caption/retry", dependencies=[CsrfChecked])
 def retry_caption(library: LibraryDep, image_id: str) -> Response:
-    library.retry_captions(image_id)
+    library.captions.retry(image_id)
     return _see_other(f"/images/{image_id}?notice=caption-queued")
 
 
 @router.get("/images/{image_id}/delete", response_class=HTMLResponse)
 def delete_confirmation(request: Request, library: LibraryDep, image_id: str) -> Response:
-    return render(request, "delete.html", {"section": "browse", "record": library.get(image_id)})
+    return render(request, "delete.html", {"section": "browse", "record": library.catalog.get(image_id)})
 
 
 @router.post("/images/{image_id}/delete", dependencies=[CsrfChecked])
 def delete_image(library: LibraryDep, image_id: str) -> Response:
-    library.delete(image_id)
+    library.catalog.delete(image_id)
     return _see_other("/images?notice=deleted")
 
 
@@ -878,11 +880,11 @@ def _model_context(library: Library, jobs: JobRunner, job: JobStatus | None) -> 
     return {
         "section": "model",
         "model_id": library.embedder.model_id,
-        "model_spec": library.model_spec,
-        "presets": library.model_presets,
+        "model_spec": library.pairing.model_spec,
+        "presets": library.pairing.model_presets,
         "job": shown("reindex"),
         "text_job": shown("ocr"),
-        "ocr_engine": library.text_engine,
+        "ocr_engine": library.embedding.text_engine,
         "running": next((j for j in recent if j.state == "running"), None),  # one job at a time, of any kind
         "error": "",
         "value": "",
@@ -924,18 +926,18 @@ def start_text_reading(request: Request, library: LibraryDep, jobs: JobsDep) -> 
 
 @router.get("/reset", response_class=HTMLResponse)
 def reset_page(request: Request, library: LibraryDep, deleted: Annotated[int | None, Query(ge=0)] = None) -> Response:
-    context = {"section": "reset", "count": library.count(), "deleted": deleted, "error": ""}
+    context = {"section": "reset", "count": library.catalog.count(), "deleted": deleted, "error": ""}
     return render(request, "reset.html", context)
 
 
 @router.post("/reset", response_class=HTMLResponse, dependencies=[CsrfChecked])
 def reset(request: Request, library: LibraryDep, confirm: Annotated[str, Form()] = "") -> Response:
     try:
-        deleted = library.reset(confirm)
+        deleted = library.catalog.reset(confirm)
     except InvalidInput:
         context = {
             "section": "reset",
-            "count": library.count(),
+            "count": library.catalog.count(),
             "deleted": None,
             "error": f"Nothing was deleted: type {RESET_PHRASE} exactly, in capitals, to confirm.",
         }

@@ -1,0 +1,132 @@
+"""Reviewing duplicates across the library: groups of images that look alike, and keeping one of a group.
+The check at upload is ingest's; both use the rule made from the settings here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from imagematch.duplicates import DuplicateRule, Pairs, close_pairs, groups_of
+from imagematch.fingerprint import ColourLayout, colour_distance, phash_from_hex
+from imagematch.records import ImageRecord, InvalidInput
+from imagematch.services.catalog import Catalog
+from imagematch.services.pairing import Pairing, one_generation
+from imagematch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+_VECTOR_PAIRS_AT_ONCE = 20_000  # duplicate review: pairs whose vectors are held at once (all are compared)
+_VECTOR_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateGroup:
+    """Images that look like one another; `links` says why: (id, id, pHash bits, vector cosine or None)."""
+
+    records: list[ImageRecord]
+    links: list[tuple[str, str, int, float | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateLink:
+    first: int
+    second: int
+    distance: int
+    similarity: float | None
+
+
+def rule_of(settings: Settings) -> DuplicateRule:
+    """The duplicate rule the settings describe: at upload and in review alike."""
+    return DuplicateRule(
+        settings.duplicate_distance,
+        settings.duplicate_crop_distance,
+        settings.duplicate_similarity,
+        settings.duplicate_colour_distance,
+    )
+
+
+class DuplicateReview:
+    def __init__(self, settings: Settings, pairing: Pairing, catalog: Catalog) -> None:
+        self.settings = settings
+        self.pairing = pairing
+        self.catalog = catalog
+
+    @property
+    def rule(self) -> DuplicateRule:
+        return rule_of(self.settings)
+
+    def groups(self, rule: DuplicateRule | None = None, *, limit: int = 50) -> list[DuplicateGroup]:
+        """Near-duplicates across the library, grouped, largest groups first, at most `limit` groups.
+
+        Pairs come from buckets of the pHashes (duplicates.close_pairs: candidate pairs only, never every pair),
+        fingerprint distances up to the rule's reach; pairs within the pHash distance are decided by their colour
+        layouts (from the thumbnails, as at upload), every other pair by the two stored image vectors, a bounded
+        chunk of pairs at a time, however many there are.
+        """
+        rule = rule or self.rule
+        records = list(self.catalog.iter_records())
+        hashes = np.array([phash_from_hex(r.phash) for r in records], dtype=np.uint64)
+        pairs = close_pairs(hashes, rule.reach)
+        settled = pairs.select(pairs.distance <= rule.max_distance)
+        layouts: dict[int, ColourLayout | None] = {}  # read once each, only for images in a close pair
+
+        def layout(index: int) -> ColourLayout | None:
+            if index not in layouts:
+                layouts[index] = self.catalog.stored_layout(records[index])
+            return layouts[index]
+
+        links = []
+        for a, b, d in zip(*_columns(settled), strict=True):
+            one, other = layout(int(a)), layout(int(b))
+            colours = None if one is None or other is None else colour_distance(one, other)
+            if rule.is_duplicate(int(d), None, colours):
+                links.append(DuplicateLink(int(a), int(b), int(d), None))
+        undecided = pairs.select(pairs.distance > rule.max_distance)
+        for start in range(0, len(undecided), _VECTOR_PAIRS_AT_ONCE):
+            chunk = undecided.select(np.arange(start, min(start + _VECTOR_PAIRS_AT_ONCE, len(undecided))))
+            involved = sorted({int(i) for i in np.concatenate([chunk.first, chunk.second])})
+            vectors = {}
+            for batch in range(0, len(involved), _VECTOR_BATCH):
+                wanted = [records[i].id for i in involved[batch : batch + _VECTOR_BATCH]]
+                vectors.update({key: value[0] for key, value in self.pairing.store.get_vectors(wanted).items()})
+            for a, b, d in zip(*_columns(chunk), strict=True):
+                first, second = records[int(a)].id, records[int(b)].id
+                if first in vectors and second in vectors:
+                    similarity = float(vectors[first] @ vectors[second])
+                    if rule.is_duplicate(int(d), similarity):
+                        links.append(DuplicateLink(int(a), int(b), int(d), similarity))
+        groups = groups_of([(link.first, link.second) for link in links])[:limit]
+        found = []
+        for members in groups:
+            inside = set(members)
+            found.append(
+                DuplicateGroup(
+                    records=[records[i] for i in members],
+                    links=[
+                        (records[link.first].id, records[link.second].id, link.distance, link.similarity)
+                        for link in links
+                        if link.first in inside
+                    ],
+                )
+            )
+        return found
+
+    @one_generation
+    def keep_one(self, keep: str, delete: Sequence[str]) -> list[ImageRecord]:
+        """Resolve a duplicate group: delete the others, never the one kept. Returns what was deleted."""
+        self.catalog.get(keep)
+        if keep in delete:
+            raise InvalidInput("the image to keep cannot also be deleted")
+        targets = [self.catalog.get(image_id) for image_id in dict.fromkeys(delete)]
+        for record in targets:
+            self.catalog.delete(record.id)
+        return targets
+
+
+def _columns(pairs: Pairs) -> tuple[list[int], list[int], list[int]]:
+    return pairs.first.tolist(), pairs.second.tolist(), pairs.distance.tolist()
