@@ -299,6 +299,19 @@ def test_duplicate_review_does_not_group_look_alikes(settings: Settings) -> None
     assert [{r.filename for r in group.records} for group in groups] == [{"astronaut.jpg", "astronaut.png"}]
 
 
+def test_duplicate_review_reads_a_damaged_thumbnail_from_the_original(settings: Settings) -> None:
+    """A thumbnail that no longer decodes (a damaged disk, a truncated copy) does not fail the review: the colour
+    check reads the original instead, and the edited copy is still found."""
+    library = build_library(settings.model_copy(update={"duplicate_distance": 0, "duplicate_crop_distance": 0}))
+    original = library.ingest.add(jpeg("astronaut"), filename="astronaut.jpg").record
+    edited = encode(ImageEnhance.Contrast(photo("astronaut")).enhance(1.5), "PNG")
+    copy = library.ingest.add(edited, filename="astronaut.png").record
+    assert original is not None and copy is not None
+    library.blobs.put_thumbnail(original.id, b"\xff\xd8\xff")
+    groups = library.duplicates.groups(DuplicateRule(10, 0, 1.0, settings.duplicate_colour_distance))
+    assert [{r.filename for r in group.records} for group in groups] == [{"astronaut.jpg", "astronaut.png"}]
+
+
 def test_crops_are_caught_by_vectors_and_a_nearby_hash(settings: Settings) -> None:
     """The tiny model's similarities are meaningless, so the thresholds are set to make the decision visible."""
     image = photo("camera")
