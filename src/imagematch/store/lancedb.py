@@ -27,18 +27,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.index import FTS, BTree, IvfPq
 
-from imagematch.fingerprint import from_signed, hamming_many, phash_from_hex, phash_hex, to_signed
+from imagematch.fingerprint import hamming_many, phash_from_hex
 from imagematch.keywords import search_text, tokens
 from imagematch.records import (
     PARTIAL_FIELDS,
-    RECORD_FIELDS,
-    CaptionStatus,
     Condition,
     Filter,
     FilterScalar,
     Hit,
     ImageRecord,
-    ImageText,
     Neighbour,
     PageCursor,
     StoredImage,
@@ -47,6 +44,7 @@ from imagematch.records import (
     name_words,
 )
 from imagematch.store.base import KEY_SCHEMA, KeyWindow, VectorField, keyset_page
+from imagematch.store.fields import FIELDS, Codec, Field, Kind, phash_from_signed, phash_to_signed
 from imagematch.store.generations import Generations, retire, staging_name
 from imagematch.store.locks import file_lock
 
@@ -64,38 +62,57 @@ FILE_FORMAT = "2.1"
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
+def _arrow_type(field: Field) -> pa.DataType:
+    """The Arrow type of each kind of field (store/fields.py)."""
+    if field.kind == Kind.INT:
+        return pa.int32() if field.bits == 32 else pa.int64()
+    return _ARROW_TYPES[field.kind]
+
+
+_ARROW_TYPES: dict[Kind, pa.DataType] = {
+    Kind.ID: pa.string(),
+    Kind.DIGEST: pa.string(),
+    Kind.PHASH: pa.int64(),  # the 64-bit hash, stored signed
+    Kind.TEXT: pa.string(),
+    Kind.FLOAT: pa.float64(),
+    Kind.BOOL: pa.bool_(),
+    Kind.TIME: _TIMESTAMP,
+    Kind.METADATA: pa.json_(pa.utf8()),
+    Kind.TEXT_READ: pa.string(),  # null while the picture has not been read
+}
+
+
+def arrow_field(field: Field) -> pa.Field:
+    return pa.field(field.name, _arrow_type(field), nullable=not field.required)
+
+
 def images_schema(dim: int) -> pa.Schema:
     return pa.schema(
         [
-            pa.field("id", pa.string(), nullable=False),
-            pa.field("phash", pa.int64(), nullable=False),  # the 64-bit hash, stored signed
-            pa.field("file_hash", pa.string(), nullable=False),
-            pa.field("filename", pa.string()),
-            pa.field("size", pa.int64()),
-            pa.field("width", pa.int32()),
-            pa.field("height", pa.int32()),
-            pa.field("format", pa.string()),
-            pa.field("created_at", _TIMESTAMP),
-            pa.field("updated_at", _TIMESTAMP),
-            pa.field("model_id", pa.string()),
-            pa.field("description", pa.string()),
-            pa.field("caption", pa.string()),
-            pa.field("caption_status", pa.string()),
-            pa.field("caption_error", pa.string()),
-            pa.field("caption_edited", pa.bool_()),
-            pa.field("metadata", pa.json_(pa.utf8())),
-            pa.field("taken_at", _TIMESTAMP),
-            pa.field("camera", pa.string()),
-            pa.field("lens", pa.string()),
-            pa.field("gps_lat", pa.float64()),
-            pa.field("gps_lon", pa.float64()),
-            pa.field("cutout", pa.bool_()),
-            pa.field("ocr", pa.string()),  # ImageText as JSON; null while the picture has not been read
+            *(arrow_field(field) for field in FIELDS),
             pa.field(SEARCH_TEXT, pa.string()),
             pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
             pa.field("words_vector", pa.list_(pa.float32(), dim)),
         ]
     )
+
+
+def _utc(_field: Field, value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+CODEC = Codec(
+    write={
+        Kind.PHASH: phash_to_signed,
+        Kind.METADATA: lambda _field, value: json.dumps(value, ensure_ascii=False),
+        Kind.TEXT_READ: lambda _field, value: value.to_json() or None,
+    },
+    read={
+        Kind.PHASH: phash_from_signed,
+        Kind.TIME: _utc,
+        Kind.METADATA: lambda _field, value: json.loads(value) if value else {},
+    },
+)
 
 
 _STATE_SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())])
@@ -198,33 +215,7 @@ def filter_sql(flt: Filter | None) -> str | None:
 
 
 def _record_to_row(record: ImageRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "phash": to_signed(phash_from_hex(record.phash)),
-        "file_hash": record.file_hash,
-        "filename": record.filename,
-        "size": record.size,
-        "width": record.width,
-        "height": record.height,
-        "format": record.format,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "model_id": record.model_id,
-        "description": record.description,
-        "caption": record.caption,
-        "caption_status": str(record.caption_status),
-        "caption_error": record.caption_error,
-        "caption_edited": record.caption_edited,
-        "metadata": json.dumps(record.metadata, ensure_ascii=False),
-        "taken_at": record.taken_at,
-        "camera": record.camera,
-        "lens": record.lens,
-        "gps_lat": record.gps_lat,
-        "gps_lon": record.gps_lon,
-        "cutout": record.cutout,
-        "ocr": record.ocr.to_json() or None,
-        SEARCH_TEXT: search_text(record),
-    }
+    return {**CODEC.row(record), SEARCH_TEXT: search_text(record)}
 
 
 _FIRST_MICROS, _LAST_MICROS = -62_135_596_800_000_000, 253_402_300_799_000_000  # years 1 and 9999
@@ -234,40 +225,6 @@ def _from_micros(value: int) -> datetime:
     """A bound as a timestamp; bounds beyond what a timestamp can hold are the first or the last one."""
     clamped = min(max(value, _FIRST_MICROS), _LAST_MICROS)
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=clamped)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return value.astimezone(UTC) if value is not None else None
-
-
-def _row_to_record(row: dict[str, Any]) -> ImageRecord:
-    created = _utc(row["created_at"]) or datetime.now(UTC)
-    return ImageRecord(
-        id=row["id"],
-        phash=phash_hex(from_signed(int(row["phash"]))),
-        file_hash=row["file_hash"],
-        filename=row["filename"] or "",
-        size=int(row["size"] or 0),
-        width=int(row["width"] or 0),
-        height=int(row["height"] or 0),
-        format=row["format"] or "",
-        created_at=created,
-        updated_at=_utc(row["updated_at"]) or created,
-        model_id=row["model_id"] or "",
-        description=row["description"] or "",
-        caption=row["caption"] or "",
-        caption_status=CaptionStatus(row["caption_status"] or "none"),
-        caption_error=row["caption_error"] or "",
-        caption_edited=bool(row["caption_edited"]),
-        metadata=json.loads(row["metadata"]) if row["metadata"] else {},
-        taken_at=_utc(row["taken_at"]),
-        camera=row["camera"] or "",
-        lens=row["lens"] or "",
-        gps_lat=row["gps_lat"],
-        gps_lon=row["gps_lon"],
-        cutout=bool(row["cutout"]),
-        ocr=ImageText.from_json(row.get("ocr")),
-    )
 
 
 def ann_partitions(rows: int) -> int:
@@ -397,8 +354,7 @@ class LanceStore:
                 else:
                     self._table = self._db.create_table(self.table_name, schema=images_schema(dim))
                 self._dim = self._table.schema.field("vector").type.list_size
-            if "ocr" not in self._table.schema.names:  # first: filling search_text reads every record field
-                self._add_text_read()
+            self._add_missing_fields()  # first: filling search_text reads every record field
             if SEARCH_TEXT not in self._table.schema.names:
                 self._add_search_text()
             if stored is None:
@@ -424,26 +380,30 @@ class LanceStore:
         rows = self._rows(None)
         if rows:
             schema = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field(SEARCH_TEXT, pa.string())])
-            values = [{"id": row["id"], SEARCH_TEXT: search_text(_row_to_record(row))} for row in rows]
+            values = [{"id": row["id"], SEARCH_TEXT: search_text(CODEC.record(row))} for row in rows]
             table.merge_insert("id").when_matched_update_all().execute(pa.Table.from_pylist(values, schema=schema))
         self._state.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(
             pa.Table.from_pylist([{"key": "schema", "value": str(SCHEMA_VERSION)}], schema=_STATE_SCHEMA)
         )
         log.info("added keyword search to %d records of %s", len(rows), self.table_name)
 
-    def _add_text_read(self) -> None:
-        """Schema 2 to 3: the column for the text read in pictures, empty (every picture waits to be read)."""
+    def _add_missing_fields(self) -> None:
+        """Schema 2 to 3 and any later record field: a column for each field of store/fields.py the table lacks,
+        empty, so its rows read the field's default (the text read in pictures: every picture waits to be read)."""
+        missing = [arrow_field(field) for field in FIELDS if field.name not in self._table.schema.names]
+        if not missing:
+            return
         try:
-            self._table.add_columns(pa.field("ocr", pa.string()))
+            self._table.add_columns(missing)
         except (ValueError, OSError, RuntimeError):
-            self._table = self._db.open_table(self.table_name)  # another process added it first
-            if "ocr" not in self._table.schema.names:
+            self._table = self._db.open_table(self.table_name)  # another process added them first
+            if any(field.name not in self._table.schema.names for field in missing):
                 raise
             return
         self._state.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(
             pa.Table.from_pylist([{"key": "schema", "value": str(SCHEMA_VERSION)}], schema=_STATE_SCHEMA)
         )
-        log.info("added the text read in pictures to %s", self.table_name)
+        log.info("added %s to %s", ", ".join(field.name for field in missing), self.table_name)
 
     @property
     def generation_name(self) -> str:
@@ -651,7 +611,7 @@ class LanceStore:
         """The record's columns this table has: one an older version made lacks the newer ones until a process
         opens it for writing (open() adds them), and reading it must work meanwhile (`imagematch check`)."""
         names = set(self._table.schema.names)
-        return [name for name in RECORD_FIELDS if name in names]
+        return [field.name for field in FIELDS if field.name in names]
 
     def _rows(self, where: str | None, limit: int | None = None, columns: list[str] | None = None) -> list[Any]:
         if self._table is None:
@@ -663,12 +623,12 @@ class LanceStore:
 
     def get(self, image_id: str) -> ImageRecord | None:
         rows = self._rows(f"id = {sql_string(image_id)}", 1)
-        return _row_to_record(rows[0]) if rows else None
+        return CODEC.record(rows[0]) if rows else None
 
     def get_many(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
         if not ids:
             return {}
-        return {row["id"]: _row_to_record(row) for row in self._rows(_ids_sql(ids), len(ids))}
+        return {row["id"]: CODEC.record(row) for row in self._rows(_ids_sql(ids), len(ids))}
 
     def get_vectors(self, ids: Sequence[str]) -> dict[str, tuple[Vector, Vector | None]]:
         if not ids:
@@ -742,7 +702,7 @@ class LanceStore:
         if self._table is None or k <= 0:
             return []
         query = self._vector_query(vector, k, flt, field, [*self._record_columns(), "_distance"])
-        return [Hit(_row_to_record(row), 1.0 - float(row["_distance"])) for row in query.to_list()]
+        return [Hit(CODEC.record(row), 1.0 - float(row["_distance"])) for row in query.to_list()]
 
     def nearest(
         self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image"
@@ -797,11 +757,11 @@ class LanceStore:
         where = filter_sql(flt)
         if where:
             query = query.where(where, prefilter=True)
-        return [Hit(_row_to_record(row), float(row["_score"])) for row in query.to_list()]
+        return [Hit(CODEC.record(row), float(row["_score"])) for row in query.to_list()]
 
     def find_file_hash(self, file_hash: str) -> ImageRecord | None:
         rows = self._rows(f"file_hash = {sql_string(file_hash)}", 1)
-        return _row_to_record(rows[0]) if rows else None
+        return CODEC.record(rows[0]) if rows else None
 
     def _phashes(self) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.uint64]]:
         table = self._require_table()

@@ -39,18 +39,15 @@ import numpy as np
 import pyarrow as pa
 from pymilvus import DataType, Function, FunctionType, MilvusClient, MilvusException
 
-from imagematch.fingerprint import PHASH_BITS, from_signed, hamming, phash_from_hex, phash_hex, to_signed
+from imagematch.fingerprint import PHASH_BITS, hamming, phash_from_hex
 from imagematch.keywords import search_text, tokens
 from imagematch.records import (
     PARTIAL_FIELDS,
-    RECORD_FIELDS,
-    CaptionStatus,
     Condition,
     Filter,
     Hit,
     ImageMatchError,
     ImageRecord,
-    ImageText,
     Metadata,
     Neighbour,
     NotSupported,
@@ -61,6 +58,17 @@ from imagematch.records import (
     name_words,
 )
 from imagematch.store.base import KEY_SCHEMA, KeyWindow, VectorField, keyset_page
+from imagematch.store.fields import (
+    FIELD,
+    FIELDS,
+    Codec,
+    Field,
+    Kind,
+    phash_from_signed,
+    phash_to_signed,
+    time_from_micros,
+    time_to_micros,
+)
 from imagematch.store.generations import Generations, retire, staging_name
 from imagematch.store.locks import file_lock
 from imagematch.store.shared import (
@@ -68,7 +76,6 @@ from imagematch.store.shared import (
     assemble,
     cut_longest,
     fit_text,
-    from_micros,
     image_text_json,
     json_len,
     new_version,
@@ -84,20 +91,7 @@ _SEARCH_TEXT_BYTES = 65535
 _KEYWORD_ANALYZER = {"tokenizer": "standard", "filter": ["lowercase", "asciifolding"]}
 STORE_KIND = "_store"  # the documents that hold the pointer to the live collection and the staging one
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
-_ID_BYTES = 1024
-_TEXT_BYTES = {
-    "filename": 4096,
-    "format": 64,
-    "model_id": 1024,
-    "description": 65535,
-    "caption": 65535,
-    "caption_status": 32,
-    "caption_error": 65535,
-    "camera": 4096,
-    "lens": 4096,
-}
 _LOWER_FIELDS = {name: f"{name}_lower" for name in PARTIAL_FIELDS}
-_TEXT_READ_BYTES = 65535  # the text read in a picture, as JSON (ImageText)
 _METADATA_BYTES = 60_000  # Milvus caps a JSON value at 64 KiB
 _DOC_PART_BYTES = 60_000
 _BATCH_ROWS = 500  # rows per insert request; a few MB with large descriptions
@@ -198,7 +192,7 @@ def _ids_expr(ids: Sequence[str]) -> str:
 # Rows
 
 
-def _fit_metadata(metadata: Metadata) -> Metadata:
+def _fit_metadata(_field: Field, metadata: Metadata) -> Metadata:
     """Custom metadata within Milvus's JSON size limit: the longest texts (tags too) are cut, with a note."""
     fitted = dict(metadata)
     strings: dict[str, str | list[str]] = {
@@ -212,74 +206,55 @@ def _fit_metadata(metadata: Metadata) -> Metadata:
     return {**fitted, **strings}
 
 
+CODEC = Codec(
+    write={
+        Kind.PHASH: phash_to_signed,
+        Kind.TIME: time_to_micros,
+        Kind.TEXT: lambda field, value: fit_text(str(value), field.max_bytes),
+        Kind.METADATA: _fit_metadata,
+        Kind.TEXT_READ: lambda field, value: image_text_json(value, field.max_bytes),
+    },
+    read={Kind.PHASH: phash_from_signed, Kind.TIME: time_from_micros, Kind.METADATA: lambda _field, value: dict(value)},
+)
+_DATA_TYPES = {
+    Kind.ID: DataType.VARCHAR,
+    Kind.DIGEST: DataType.VARCHAR,
+    Kind.PHASH: DataType.INT64,
+    Kind.TEXT: DataType.VARCHAR,
+    Kind.INT: DataType.INT64,
+    Kind.FLOAT: DataType.DOUBLE,
+    Kind.BOOL: DataType.BOOL,
+    Kind.TIME: DataType.INT64,
+    Kind.METADATA: DataType.JSON,
+    Kind.TEXT_READ: DataType.VARCHAR,
+}
+
+
+def _field_params(field: Field) -> dict[str, Any]:
+    """How store/fields.py's field is declared in a collection."""
+    params: dict[str, Any] = {"is_primary": True} if field.kind == Kind.ID else {}
+    if _DATA_TYPES[field.kind] == DataType.VARCHAR:
+        params["max_length"] = field.max_bytes
+    if field.nullable:
+        params["nullable"] = True
+    return params
+
+
 def _placeholder(dim: int) -> list[float]:
     """A unit vector for `words_vector` when an image has no words (never searched: has_words is false)."""
     return [1.0] + [0.0] * (dim - 1)
 
 
-def record_row(record: ImageRecord) -> dict[str, Any]:
-    phash = phash_from_hex(record.phash)
-    row: dict[str, Any] = {
-        "id": record.id,
-        "phash": to_signed(phash),
-        "file_hash": record.file_hash,
-        "size": record.size,
-        "width": record.width,
-        "height": record.height,
-        "created_at": to_micros(record.created_at),
-        "updated_at": to_micros(record.updated_at),
-        "caption_edited": record.caption_edited,
-        "metadata": _fit_metadata(record.metadata),
-        "taken_at": to_micros(record.taken_at) if record.taken_at is not None else None,
-        "gps_lat": record.gps_lat,
-        "gps_lon": record.gps_lon,
-        "cutout": record.cutout,
-        "phash_vector": phash_signs(phash),
-    }
-    for name, limit in _TEXT_BYTES.items():
-        row[name] = fit_text(str(getattr(record, name)), limit)
-    return row
-
-
 def lower_names(record: ImageRecord) -> dict[str, str]:
     """The lower-cased camera and lens that their filters read (schema 3)."""
     return {
-        lower: fit_text(str(getattr(record, name)).lower(), _TEXT_BYTES[name]) for name, lower in _LOWER_FIELDS.items()
+        lower: fit_text(str(getattr(record, name)).lower(), FIELD[name].max_bytes)
+        for name, lower in _LOWER_FIELDS.items()
     }
 
 
-def row_record(row: dict[str, Any]) -> ImageRecord:
-    created = from_micros(row["created_at"])
-    return ImageRecord(
-        id=row["id"],
-        phash=phash_hex(from_signed(int(row["phash"]))),
-        file_hash=row["file_hash"],
-        filename=row["filename"],
-        size=int(row["size"]),
-        width=int(row["width"]),
-        height=int(row["height"]),
-        format=row["format"],
-        created_at=created,
-        updated_at=from_micros(row["updated_at"]) if row["updated_at"] is not None else created,
-        model_id=row["model_id"],
-        description=row["description"],
-        caption=row["caption"],
-        caption_status=CaptionStatus(row["caption_status"] or "none"),
-        caption_error=row["caption_error"],
-        caption_edited=bool(row["caption_edited"]),
-        metadata=dict(row["metadata"] or {}),
-        taken_at=from_micros(row["taken_at"]) if row["taken_at"] is not None else None,
-        camera=row["camera"],
-        lens=row["lens"],
-        gps_lat=row["gps_lat"],
-        gps_lon=row["gps_lon"],
-        cutout=bool(row["cutout"]),
-        ocr=ImageText.from_json(row.get("ocr")),
-    )
-
-
 def _hit_record(hit: dict[str, Any]) -> ImageRecord:
-    return row_record(hit["entity"])
+    return CODEC.record(hit["entity"])
 
 
 def _floats(vector: Vector) -> list[float]:
@@ -332,10 +307,11 @@ class MilvusStore:
     def _learn_fields(self) -> None:
         """What the collection in use holds: one made by an older version lacks the newer fields (reindex
         rebuilds it with them)."""
-        self._keywords = self._has_field(self.images, "keywords")
-        self._lower_names = all(self._has_field(self.images, field) for field in _LOWER_FIELDS.values())
-        self._text_read = self._has_field(self.images, "ocr")
-        self._record_fields = [f for f in RECORD_FIELDS if f != "ocr" or self._text_read]
+        names = self._field_names(self.images)
+        self._keywords = names is None or "keywords" in names
+        self._lower_names = names is None or all(field in names for field in _LOWER_FIELDS.values())
+        self._fields = [field for field in FIELDS if names is None or field.name in names]
+        self._record_fields = [field.name for field in self._fields]
 
     # collections
 
@@ -373,23 +349,11 @@ class MilvusStore:
 
     def _create_images(self, name: str, dim: int) -> None:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=_ID_BYTES)
-        schema.add_field("phash", DataType.INT64)
-        schema.add_field("file_hash", DataType.VARCHAR, max_length=128)
-        for field in ("size", "width", "height", "created_at", "updated_at"):
-            schema.add_field(field, DataType.INT64)
-        for field, limit in _TEXT_BYTES.items():
-            schema.add_field(field, DataType.VARCHAR, max_length=limit)
-        for field, lower in _LOWER_FIELDS.items():
-            schema.add_field(lower, DataType.VARCHAR, max_length=_TEXT_BYTES[field])
-        schema.add_field("caption_edited", DataType.BOOL)
-        schema.add_field("metadata", DataType.JSON)
-        schema.add_field("taken_at", DataType.INT64, nullable=True)
-        schema.add_field("gps_lat", DataType.DOUBLE, nullable=True)
-        schema.add_field("gps_lon", DataType.DOUBLE, nullable=True)
-        schema.add_field("cutout", DataType.BOOL)
+        for field in FIELDS:
+            schema.add_field(field.name, _DATA_TYPES[field.kind], **_field_params(field))
+        for original, lower in _LOWER_FIELDS.items():
+            schema.add_field(lower, DataType.VARCHAR, max_length=FIELD[original].max_bytes)
         schema.add_field("has_words", DataType.BOOL)
-        schema.add_field("ocr", DataType.VARCHAR, max_length=_TEXT_READ_BYTES)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("words_vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("phash_vector", DataType.FLOAT_VECTOR, dim=PHASH_BITS)
@@ -410,8 +374,8 @@ class MilvusStore:
             )
         )
         index = self._client.prepare_index_params()
-        for field in ("vector", "words_vector"):
-            index.add_index(field_name=field, **self._vector_index())
+        for vector_field in _VECTOR_FIELDS.values():
+            index.add_index(field_name=vector_field, **self._vector_index())
         # Exact: duplicate lookups must find every record in range, which an HNSW graph does not promise.
         index.add_index(field_name="phash_vector", index_type="FLAT", metric_type="COSINE")
         index.add_index(field_name="keywords", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
@@ -420,10 +384,11 @@ class MilvusStore:
             index.add_index(field_name="created_at", index_type="INVERTED")  # a page's window of time, as a range
         self._create_collection(name, schema, index)
 
-    def _has_field(self, name: str, field: str) -> bool:
+    def _field_names(self, name: str) -> set[str] | None:
+        """The fields of the collection; None when there is none yet (it will be made with every field)."""
         if not self._client.has_collection(name):
-            return True  # it will be created with it
-        return any(f["name"] == field for f in self._client.describe_collection(name)["fields"])
+            return None
+        return {field["name"] for field in self._client.describe_collection(name)["fields"]}
 
     def _collection_dim(self, name: str) -> int:
         if not self._client.has_collection(name):
@@ -567,7 +532,8 @@ class MilvusStore:
     # writes
 
     def _image_row(self, record: ImageRecord, vector: Vector, words: Vector | None) -> dict[str, Any]:
-        row = record_row(record)
+        row = CODEC.row(record, self._fields)
+        row["phash_vector"] = phash_signs(phash_from_hex(record.phash))
         row["vector"] = _floats(vector)
         row["has_words"] = words is not None
         row["words_vector"] = _floats(words) if words is not None else _placeholder(self._dim)
@@ -575,8 +541,6 @@ class MilvusStore:
             row["search_text"] = fit_text(search_text(record), _SEARCH_TEXT_BYTES)
         if self._lower_names:
             row.update(lower_names(record))
-        if self._text_read:
-            row["ocr"] = image_text_json(record.ocr, _TEXT_READ_BYTES)
         return row
 
     def _filter(self, flt: Filter | None, *extra: str) -> str:
@@ -666,7 +630,7 @@ class MilvusStore:
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), _IN_CHUNK):
             for row in self._query(_ids_expr(unique[start : start + _IN_CHUNK]), self._record_fields):
-                found[row["id"]] = row_record(row)
+                found[row["id"]] = CODEC.record(row)
         return found
 
     def get_vectors(self, ids: Sequence[str]) -> dict[str, tuple[Vector, Vector | None]]:
@@ -773,7 +737,7 @@ class MilvusStore:
 
     def find_file_hash(self, file_hash: str) -> ImageRecord | None:
         rows = self._query(f"file_hash == {expr_string(file_hash)}", self._record_fields, limit=1)
-        return row_record(rows[0]) if rows else None
+        return CODEC.record(rows[0]) if rows else None
 
     def near_phash(self, phash: int, max_distance: int) -> list[tuple[ImageRecord, int]]:
         """The nearest ±1 pHash vectors, checked against the exact Hamming distance.

@@ -67,7 +67,6 @@ from imagematch.fingerprint import PHASH_BITS, hamming, phash_from_hex
 from imagematch.keywords import bm25, search_text, terms, tokens
 from imagematch.records import (
     PARTIAL_FIELDS,
-    CaptionStatus,
     Condition,
     Filter,
     Hit,
@@ -83,11 +82,11 @@ from imagematch.records import (
     name_words,
 )
 from imagematch.store.base import KEY_SCHEMA, KeyWindow, VectorField, keyset_page
+from imagematch.store.fields import FIELDS, Codec, Field, Kind, time_from_micros, time_to_micros
 from imagematch.store.generations import Generations, retire, staging_name
 from imagematch.store.shared import (
     DocumentPart,
     cut_longest,
-    from_micros,
     image_text_json,
     json_len_escaped,
     new_version,
@@ -122,17 +121,6 @@ PART_FIELDS = {name: f"_{name}_parts" for name in PARTIAL_FIELDS}
 PART_WORD_LENGTH = 24
 MAX_PARTS_BYTES = 3000  # per name
 _ID_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) != "%") + " "
-_TEXT_FIELDS = (
-    "filename",
-    "format",
-    "model_id",
-    "description",
-    "caption",
-    "caption_status",
-    "caption_error",
-    "camera",
-    "lens",
-)
 _TRANSIENT = (RateLimitError, ServiceError, PineconeConnectionError, PineconeTimeoutError)
 
 
@@ -247,25 +235,32 @@ def pinecone_filter(flt: Filter | None) -> dict[str, Any] | None:
 # Records as metadata
 
 
+def _text_read_json(_field: Field, text: ImageText) -> str | None:
+    return None if text.pending else image_text_json(text, MAX_TEXT_READ_BYTES, json_len_escaped)
+
+
+# Metadata has no null (a value that is None is left out) and keeps every number as a float (read back as the
+# field's kind); times are microseconds and the pHash its hex digits. Texts, and custom metadata, are cut to
+# fit the 40 KB limit together below.
+CODEC = Codec(
+    write={Kind.TIME: time_to_micros, Kind.TEXT_READ: _text_read_json},
+    read={Kind.TIME: time_from_micros},
+)
+
+
 def record_metadata(record: ImageRecord) -> dict[str, Any]:
     """The record as flat metadata within the 40 KB limit; absent values are left out (Pinecone has no null)."""
-    meta: dict[str, Any] = {
-        "id": record.id,
-        "phash": record.phash,
-        "file_hash": record.file_hash,
-        "size": record.size,
-        "width": record.width,
-        "height": record.height,
-        "created_at": to_micros(record.created_at),
-        "updated_at": to_micros(record.updated_at),
-        "caption_edited": record.caption_edited,
-        "cutout": record.cutout,
-    }
-    if record.taken_at is not None:
-        meta["taken_at"] = to_micros(record.taken_at)
-    if record.gps_lat is not None and record.gps_lon is not None:
-        meta["gps_lat"], meta["gps_lon"] = record.gps_lat, record.gps_lon
-    strings: dict[str, str | list[str]] = {name: str(getattr(record, name)) for name in _TEXT_FIELDS}
+    row = CODEC.row(record)
+    if row["gps_lat"] is None or row["gps_lon"] is None:
+        row["gps_lat"] = row["gps_lon"] = None  # a position is both numbers or none
+    meta: dict[str, Any] = {}
+    strings: dict[str, str | list[str]] = {}
+    for field in FIELDS:
+        value = row[field.name]
+        if field.kind == Kind.TEXT:
+            strings[field.name] = value
+        elif field.kind != Kind.METADATA and value is not None:
+            meta[field.name] = value
     ints = []
     for key, value in record.metadata.items():
         if isinstance(value, str | list):
@@ -283,8 +278,6 @@ def record_metadata(record: ImageRecord) -> dict[str, Any]:
     words = _first_within(terms(search_text(record), MAX_TERMS), MAX_TERMS_BYTES)
     if words:
         meta["_terms"] = words
-    if not record.ocr.pending:
-        meta["ocr"] = image_text_json(record.ocr, MAX_TEXT_READ_BYTES, json_len_escaped)
     cut: set[str] = set()
     while (excess := json_len_escaped({**meta, **strings}) - MAX_METADATA_BYTES) > 0:
         shortened = cut_longest(strings, excess, json_len_escaped)
@@ -304,33 +297,7 @@ def metadata_record(meta: dict[str, Any]) -> ImageRecord:
         if key.startswith(CUSTOM):
             name = key[len(CUSTOM) :]
             custom[name] = int(value) if name in ints else value
-    has_gps = "gps_lat" in meta and "gps_lon" in meta
-    return ImageRecord(
-        id=meta["id"],
-        phash=meta["phash"],
-        file_hash=meta["file_hash"],
-        filename=meta["filename"],
-        size=int(meta["size"]),
-        width=int(meta["width"]),
-        height=int(meta["height"]),
-        format=meta["format"],
-        created_at=from_micros(meta["created_at"]),
-        updated_at=from_micros(meta["updated_at"]),
-        model_id=meta["model_id"],
-        description=meta["description"],
-        caption=meta["caption"],
-        caption_status=CaptionStatus(meta["caption_status"]),
-        caption_error=meta["caption_error"],
-        caption_edited=bool(meta["caption_edited"]),
-        metadata=custom,
-        taken_at=from_micros(meta["taken_at"]) if "taken_at" in meta else None,
-        camera=meta["camera"],
-        lens=meta["lens"],
-        gps_lat=float(meta["gps_lat"]) if has_gps else None,
-        gps_lon=float(meta["gps_lon"]) if has_gps else None,
-        cutout=bool(meta["cutout"]),
-        ocr=ImageText.from_json(meta.get("ocr")),
-    )
+    return CODEC.record({**meta, "metadata": custom})
 
 
 def upsert_batches(vectors: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
