@@ -56,6 +56,7 @@ def build(settings: Settings, model_id: str, dim: int, size: int, with_files: bo
     store.open(model_id, dim)
     started = time.perf_counter()
     newest = datetime.now(UTC) - timedelta(hours=1)
+    thumbnail = small_jpeg(0)  # a real one: duplicate review reads the colour layout of close pairs from it
     for start in range(0, size, CHUNK):
         count = min(CHUNK, size - start)
         vectors = rng.normal(size=(count, dim)).astype(np.float32)
@@ -68,10 +69,10 @@ def build(settings: Settings, model_id: str, dim: int, size: int, with_files: bo
             record = synthetic_record(n, record_id(n), int(hashes[offset]), when, model_id)
             items.append(StoredImage(record, vectors[offset], None))
             if with_files:
-                for kind, suffix in (("originals", "jpg"), ("thumbnails", "jpg")):
+                for kind, data in (("originals", b"\xff\xd8\xff"), ("thumbnails", thumbnail)):
                     folder = settings.data_dir / kind / record.id[:2]
                     folder.mkdir(parents=True, exist_ok=True)
-                    (folder / f"{record.id}.{suffix}").write_bytes(b"\xff\xd8\xff")
+                    (folder / f"{record.id}.jpg").write_bytes(data)
         store.upsert(items)
     store.maintain()
     store.close()
