@@ -226,6 +226,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="keep each filled library in this folder and reuse it in later runs (filling 1 000 000 takes long)",
+    )
     args = parser.parse_args()
 
     configured = Settings()  # type: ignore[call-arg]
@@ -240,12 +245,22 @@ def main() -> None:
             if backend == "milvus" and size > args.milvus_max:
                 print(f"{backend} {size}: skipped (Milvus Lite is a test engine; use a Milvus server at this size)")
                 continue
-            workdir = Path(tempfile.mkdtemp(prefix=f"imagematch-search-{backend}-{size}-"))
+            if args.cache:
+                workdir = args.cache / f"{backend}-{size}-{model_id.replace('/', '_').replace(':', '_')}"
+                workdir.mkdir(parents=True, exist_ok=True)
+            else:
+                workdir = Path(tempfile.mkdtemp(prefix=f"imagematch-search-{backend}-{size}-"))
             settings = configured.model_copy(
                 update={"data_dir": workdir, "store": backend, "model": model, "milvus_uri": str(workdir / "milvus.db")}
             )
-            with multiprocessing.get_context("spawn").Pool(1) as child:
-                fill_s, recall = child.apply(fill_and_recall, (settings, model_id, dim, size))
+            filled = workdir / "filled.json"
+            if filled.is_file():
+                fill_s, recall = json.loads(filled.read_text())
+            else:
+                with multiprocessing.get_context("spawn").Pool(1) as child:
+                    fill_s, recall = child.apply(fill_and_recall, (settings, model_id, dim, size))
+                if args.cache:
+                    filled.write_text(json.dumps([fill_s, recall]))
             env = {
                 **os.environ,
                 "IMAGEMATCH_DATA_DIR": str(workdir),
@@ -274,7 +289,8 @@ def main() -> None:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 report = {"model": configured.model, "weights": weights, "results": results}
                 args.json.write_text(json.dumps(report, indent=2))
-            shutil.rmtree(workdir, ignore_errors=True)
+            if not args.cache:
+                shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

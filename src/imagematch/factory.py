@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 from imagematch.ai.background import BackgroundRemover, RembgRemover
+from imagematch.ai.batching import SharedCallsEmbedder
 from imagematch.ai.captioner import Captioner, CaptionError, MoondreamCaptioner
 from imagematch.ai.embedder import Embedder, OpenClipEmbedder
 from imagematch.ai.model_source import DEMO, LOCAL_DIR, ModelSource, is_cached, parse_model_spec, unavailable_reason
@@ -117,11 +118,16 @@ def build_embedder(settings: Settings, source: ModelSource | None = None, *, sho
         batch_size=settings.embed_batch_size,
         threads=settings.torch_threads,
     )
+    embedder: Embedder
     if settings.runtime == "torch":
-        return base
-    if settings.runtime == "auto":
-        return AutoEmbedder(base, settings.model_cache_dir, short_lived=short_lived)
-    return OnnxEmbedder(base, settings.model_cache_dir, quantized=settings.runtime == "onnx-int8")
+        embedder = base
+    elif settings.runtime == "auto":
+        embedder = AutoEmbedder(base, settings.model_cache_dir, short_lived=short_lived)
+    else:
+        embedder = OnnxEmbedder(base, settings.model_cache_dir, quantized=settings.runtime == "onnx-int8")
+    if settings.shared_model_calls and not short_lived:
+        return SharedCallsEmbedder(embedder, largest=settings.embed_batch_size)
+    return embedder
 
 
 def build_remover(settings: Settings) -> BackgroundRemover | None:

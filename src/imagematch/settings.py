@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(16, ge=1, le=512)
     decode_workers: int = Field(2, ge=1, le=64)
     torch_threads: int = Field(0, ge=0, le=256, description="0 = one per CPU core.")
+    shared_model_calls: bool = Field(
+        True, description="Searches and uploads that wait for the model meanwhile share its next call."
+    )
 
     # Seed names (accepted with or without the prefix)
     moondream_api_key: str = Field("", repr=False, validation_alias=_seed_alias("MOONDREAM_API_KEY"))
