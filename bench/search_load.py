@@ -53,7 +53,7 @@ def cpu_per_call(work: Callable[[int], object], count: int) -> tuple[float, floa
 def stages(library: Library, count: int) -> dict[str, tuple[float, float]]:
     """Each stage of a fused text search alone, on the vectors a real query makes."""
     embedder, store = library.embedder, library.store
-    depth = library._depth(10)
+    depth = library.search._depth(10)
     vectors = [embedder.encode_texts([q])[0] for q in QUERIES]
     found = store.nearest(vectors[0], k=depth)
     return {
@@ -66,7 +66,7 @@ def stages(library: Library, count: int) -> dict[str, tuple[float, float]]:
 
 
 def search(library: Library, i: int) -> object:
-    return library.simple_search(SimpleSearch(text=QUERIES[i % len(QUERIES)]))
+    return library.search.simple(SimpleSearch(text=QUERIES[i % len(QUERIES)]))
 
 
 def under_load(library: Library, clients: int, per_client: int) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def main() -> None:
         library.open()
         search(library, 0)
     report: dict[str, Any] = {"model": configured.model, "weights": weights, "cpus": os.cpu_count()}
-    print(f"model {configured.model} ({weights}), {os.cpu_count()} CPUs, {libraries[False].count()} images")
+    print(f"model {configured.model} ({weights}), {os.cpu_count()} CPUs, {libraries[False].catalog.count()} images")
     report["stages"] = stages(libraries[False], args.count)
     print(f"one at a time (load average {Path('/proc/loadavg').read_text().split()[0]}):")
     for name, (cpu, wall) in report["stages"].items():

@@ -47,20 +47,20 @@ def _wait_for(shared: SharedCalls[str, Matrix], waiting: int) -> None:
 def described(settings: Settings) -> Library:
     library = build_library(settings)
     for n, name in enumerate(PHOTOS):
-        library.add(jpeg(name), filename=f"{name}.jpg", description=QUERIES[n % len(QUERIES)])
+        library.ingest.add(jpeg(name), filename=f"{name}.jpg", description=QUERIES[n % len(QUERIES)])
     return library
 
 
 def test_concurrent_searches_share_encoder_calls_and_find_what_they_find_one_by_one(described: Library) -> None:
     embedder = described.embedder
     assert isinstance(embedder, SharedCallsEmbedder)
-    alone = [described.simple_search(SimpleSearch(text=q)) for q in QUERIES]
+    alone = [described.search.simple(SimpleSearch(text=q)) for q in QUERIES]
     gated = GatedEncoder(embedder.inner.encode_texts)
     embedder.texts = SharedCalls(gated)
     with ThreadPoolExecutor(len(QUERIES)) as clients:
-        first = clients.submit(described.simple_search, SimpleSearch(text=QUERIES[0]))
+        first = clients.submit(described.search.simple, SimpleSearch(text=QUERIES[0]))
         _wait_for(embedder.texts, 0)
-        others = [clients.submit(described.simple_search, SimpleSearch(text=q)) for q in QUERIES[1:]]
+        others = [clients.submit(described.search.simple, SimpleSearch(text=q)) for q in QUERIES[1:]]
         _wait_for(embedder.texts, len(QUERIES) - 1)
         gated.gate.set()
         together = [first.result(), *(future.result() for future in others)]
@@ -74,7 +74,7 @@ def test_a_lone_query_runs_at_once_in_a_call_of_its_own(described: Library) -> N
     embedder = described.embedder
     assert isinstance(embedder, SharedCallsEmbedder)
     calls, inputs = embedder.texts.calls, embedder.texts.inputs
-    result = described.simple_search(SimpleSearch(text="a cat"))
+    result = described.search.simple(SimpleSearch(text="a cat"))
     assert result.hits
     assert (embedder.texts.calls - calls, embedder.texts.inputs - inputs) == (1, 1)
 
