@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Literal, Protocol
-
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from imagematch.records import Filter, Hit, ImageRecord, Neighbour, PageCursor, StoredImage, Vector
 from imagematch.store.generations import Generations
@@ -122,60 +118,3 @@ class VectorStore(Protocol):
         """Housekeeping after large writes: compaction, old versions, indexes."""
 
     def close(self) -> None: ...
-
-
-# Key-based paging, shared by the backends. A backend answers "the (created_at, id) keys of the matching records
-# added between two times" with the bounds pushed into its scan; keyset_page asks for a window of time next to
-# the cursor and widens it until it holds a page, so a page reads about a page of keys at any depth.
-
-KeyReader = Callable[[int | None, int | None], pa.Table]  # (low, high) micros, inclusive -> columns created, id
-KEY_SCHEMA = pa.schema([pa.field("created", pa.int64()), pa.field("id", pa.string())])
-_FIRST_SPAN = 3600 * 10**6  # one hour of uploads, in microseconds
-_WIDEN = 8
-_OPEN_SPAN = 3600 * 10**6 * 24 * 366 * 1000  # a window of a thousand years is open-ended
-
-
-class KeyWindow:
-    """The span of time a page of keys was last found in: the next page starts with about that span."""
-
-    def __init__(self) -> None:
-        self.span = _FIRST_SPAN
-
-
-def keyset_page(
-    read: KeyReader, after: PageCursor | None, limit: int, newest_first: bool, window: KeyWindow
-) -> list[str]:
-    """The ids of the `limit` records after `after` (None: from the start) in page order."""
-    if limit <= 0:
-        return []
-    if after is None and not newest_first:  # where the oldest records are is not known: one read of every key
-        return _first(read(None, None), None, limit, newest_first)
-    anchor = after.created_micros if after is not None else time.time_ns() // 1000
-    span = min(window.span, _OPEN_SPAN)
-    while True:
-        open_ended = span >= _OPEN_SPAN
-        if newest_first:
-            low, high = (None if open_ended else anchor - span), (after.created_micros if after else None)
-        else:
-            low, high = anchor, (None if open_ended else anchor + span)
-        keys = read(low, high)
-        found = _first(keys, after, limit, newest_first)
-        if len(found) >= limit or open_ended:
-            # Learn the span for the next page: widened as it had to be, narrowed when it held far too much.
-            window.span = max(1, span // 2) if len(found) >= limit and keys.num_rows > 8 * limit else span
-            return found
-        span = min(span * _WIDEN, _OPEN_SPAN)
-
-
-def _first(keys: pa.Table, after: PageCursor | None, limit: int, newest_first: bool) -> list[str]:
-    if after is not None and keys.num_rows:
-        created, ids = keys.column("created"), keys.column("id")
-        beyond = pc.less(created, after.created_micros) if newest_first else pc.greater(created, after.created_micros)
-        tied = pc.and_(pc.equal(created, after.created_micros), pc.greater(ids, after.id))
-        keys = keys.filter(pc.or_(beyond, tied))
-    if keys.num_rows == 0:
-        return []
-    order = [("created", "descending" if newest_first else "ascending"), ("id", "ascending")]
-    if keys.num_rows > limit:
-        keys = pc.take(keys, pc.select_k_unstable(keys, limit, sort_keys=order))
-    return [str(i) for i in keys.sort_by(order).column("id").to_pylist()]

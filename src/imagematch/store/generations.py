@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +117,63 @@ def forget_change(store: GenerationStore, change: Change) -> None:
     text = store.get_document(CHANGES, change.image_id)
     if text is not None and float(json.loads(text)["at"]) == change.at:
         store.delete_document(CHANGES, change.image_id)
+
+
+POINTERS = "_store"  # document kind: "library" and "staging" -> the pointer as JSON
+
+
+class PointerDocuments:
+    """The live and staging pointers of a store that keeps them as documents (Milvus, Pinecone): JSON with the
+    model id, its dimension, the generation's name under `name_key` and (for the live one) the schema. A switch
+    is one document write; the staging pointer it leaves behind names the live generation, which the guard
+    reads as no staging."""
+
+    def __init__(self, store: GenerationStore, name_key: str, first: str) -> None:
+        self.store = store
+        self.name_key = name_key
+        self.first = first  # the live generation of a library whose pointer was never written
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        text = self.store.get_document(POINTERS, key)
+        return json.loads(text) if text else None
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        self.store.put_document(POINTERS, key, json.dumps(value))
+
+    def stored_model(self) -> tuple[str, int] | None:
+        library = self.get("library")
+        return (library["model_id"], int(library["dim"])) if library else None
+
+    def claim(self, model_id: str, dim: int, name: str, schema: int) -> None:
+        """Write the live pointer of a new library."""
+        self.put("library", {"model_id": model_id, "dim": dim, self.name_key: name, "schema": schema})
+
+    def generations(self) -> Generations:
+        pointers = {key: json.loads(text) for key, text in self.store.list_documents(POINTERS).items()}
+        live = pointers["library"][self.name_key] if "library" in pointers else self.first
+        return Generations(live, staging_name(pointers.get("staging", {}).get(self.name_key), live))
+
+    def staging(self) -> dict[str, Any] | None:
+        """The staging pointer, unless the guard reads it as a finished switch."""
+        return self.get("staging") if self.generations().staging else None
+
+    def resumable(self, model_id: str, dim: int, exists: Callable[[str], bool]) -> dict[str, Any] | None:
+        """The staging pointer of an interrupted rebuild for this model whose generation `exists`; a staging
+        generation for another model (or one gone) is dropped, and None returned."""
+        staging = self.staging()
+        if staging is None:
+            return None
+        name = staging[self.name_key]
+        if (staging["model_id"], int(staging["dim"])) == (model_id, dim) and exists(name):
+            return staging
+        self.store.drop_generation(name)
+        return None
+
+    def switch(self, schema: int) -> dict[str, Any]:
+        """Make the staging generation the live one (one write) and remove the staging pointer; returns it."""
+        staging = self.staging()
+        if staging is None:
+            raise RuntimeError("no rebuild in progress")
+        self.claim(staging["model_id"], int(staging["dim"]), staging[self.name_key], schema)
+        self.store.delete_document(POINTERS, "staging")
+        return staging

@@ -24,7 +24,6 @@ import lancedb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 from lancedb.index import FTS, BTree, IvfPq
 
 from imagematch.fingerprint import hamming_many, phash_from_hex
@@ -37,16 +36,16 @@ from imagematch.records import (
     Hit,
     ImageRecord,
     Neighbour,
-    PageCursor,
     StoredImage,
     StoreMismatch,
     Vector,
     name_words,
 )
-from imagematch.store.base import KEY_SCHEMA, KeyWindow, VectorField, keyset_page
+from imagematch.store.base import VectorField
 from imagematch.store.fields import FIELDS, Codec, Field, Kind, phash_from_signed, phash_to_signed
 from imagematch.store.generations import Generations, retire, staging_name
 from imagematch.store.locks import file_lock
+from imagematch.store.paging import KEY_SCHEMA, KeyedPages, KeyReader, KeyWindow
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +242,7 @@ def _matrix(column: pa.ChunkedArray, dim: int) -> npt.NDArray[np.float32]:
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
 
 
-class LanceStore:
+class LanceStore(KeyedPages):
     """VectorStore on LanceDB.
 
     The state table names the live images table, so a rebuild (reindex with another model) fills a new
@@ -648,23 +647,8 @@ class LanceStore:
         where = filter_sql(flt)
         return int(self._table.count_rows(where) if where else self._table.count_rows())
 
-    def page(
-        self,
-        *,
-        offset: int = 0,
-        limit: int = 50,
-        newest_first: bool = True,
-        flt: Filter | None = None,
-        after: PageCursor | None = None,
-    ) -> list[ImageRecord]:
-        if self._table is None or limit <= 0:
-            return []
-        if after is not None or offset == 0:
-            page = keyset_page(lambda low, high: self._keys(flt, low, high), after, limit, newest_first, self._window)
-        else:
-            page = self._offset_page(offset, limit, newest_first, flt)
-        found = self.get_many(page)
-        return [found[i] for i in page if i in found]
+    def _key_reader(self, flt: Filter | None) -> KeyReader | None:
+        return None if self._table is None else lambda low, high: self._keys(flt, low, high)
 
     def _keys(self, flt: Filter | None, low: int | None, high: int | None) -> pa.Table:
         """(created, id) of the matching records added between low and high: the time bounds and the filter are
@@ -681,16 +665,6 @@ class LanceStore:
         keys = query.limit(None).to_arrow()
         created = keys.column("created_at").cast(pa.int64())
         return pa.Table.from_arrays([created, keys.column("id")], schema=KEY_SCHEMA)
-
-    def _offset_page(self, offset: int, limit: int, newest_first: bool, flt: Filter | None) -> list[str]:
-        """Paging by number: every matching key is read and the first offset + limit of them taken."""
-        keys = self._keys(flt, None, None)
-        if offset >= keys.num_rows:
-            return []
-        order = [("created", "descending" if newest_first else "ascending"), ("id", "ascending")]
-        wanted = min(keys.num_rows, offset + limit)
-        top = pc.take(keys, pc.select_k_unstable(keys, wanted, sort_keys=order)).sort_by(order)
-        return [str(i) for i in top.column("id").to_pylist()[offset:wanted]]
 
     def ids(self) -> Iterator[str]:
         if self._table is None:

@@ -25,7 +25,6 @@ the next read from any process.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -51,13 +50,12 @@ from imagematch.records import (
     Metadata,
     Neighbour,
     NotSupported,
-    PageCursor,
     StoredImage,
     StoreMismatch,
     Vector,
     name_words,
 )
-from imagematch.store.base import KEY_SCHEMA, KeyWindow, VectorField, keyset_page
+from imagematch.store.base import VectorField
 from imagematch.store.fields import (
     FIELD,
     FIELDS,
@@ -69,8 +67,9 @@ from imagematch.store.fields import (
     time_from_micros,
     time_to_micros,
 )
-from imagematch.store.generations import Generations, retire, staging_name
+from imagematch.store.generations import Generations, PointerDocuments, retire
 from imagematch.store.locks import file_lock
+from imagematch.store.paging import KEY_SCHEMA, KeyedPages, KeyReader, KeyWindow
 from imagematch.store.shared import (
     DocumentPart,
     assemble,
@@ -89,7 +88,6 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 4  # 2: search_text and its BM25 sparse vector; 3: camera_lower and lens_lower; 4: ocr
 _SEARCH_TEXT_BYTES = 65535
 _KEYWORD_ANALYZER = {"tokenizer": "standard", "filter": ["lowercase", "asciifolding"]}
-STORE_KIND = "_store"  # the documents that hold the pointer to the live collection and the staging one
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
 _LOWER_FIELDS = {name: f"{name}_lower" for name in PARTIAL_FIELDS}
 _METADATA_BYTES = 60_000  # Milvus caps a JSON value at 64 KiB
@@ -261,7 +259,7 @@ def _floats(vector: Vector) -> list[float]:
     return np.asarray(vector, dtype=np.float32).tolist()  # type: ignore[no-any-return]
 
 
-class MilvusStore:
+class MilvusStore(KeyedPages):
     """VectorStore on Milvus (pymilvus MilvusClient); `uri` ending in `.db` is Milvus Lite in that file."""
 
     name = "milvus"
@@ -297,7 +295,8 @@ class MilvusStore:
             raise ImageMatchError(
                 f"cannot use Milvus at {uri}: {error.message}. Check IMAGEMATCH_MILVUS_URI and IMAGEMATCH_MILVUS_TOKEN"
             ) from error
-        library = self._pointer("library")
+        self._pointers = PointerDocuments(self, "collection", f"{collection}_images")
+        library = self._pointers.get("library")
         self.images = images or (library["collection"] if library else f"{collection}_images")
         if self._client.has_collection(self.images):
             self._client.load_collection(self.images)
@@ -442,13 +441,8 @@ class MilvusStore:
         with self._write_lock:
             self._client.delete(self._state, filter=self._doc_expr(kind, key))
 
-    def _pointer(self, key: str) -> dict[str, Any] | None:
-        text = self.get_document(STORE_KIND, key)
-        return json.loads(text) if text else None
-
     def stored_model(self) -> tuple[str, int] | None:
-        library = self._pointer("library")
-        return (library["model_id"], int(library["dim"])) if library else None
+        return self._pointers.stored_model()
 
     def open(self, model_id: str, dim: int) -> None:
         stored = self.stored_model()
@@ -463,21 +457,14 @@ class MilvusStore:
                 self._create_images(self.images, dim)
             self._dim = dim
         if stored is None:
-            self._put_pointer(
-                "library", {"model_id": model_id, "dim": dim, "collection": self.images, "schema": SCHEMA_VERSION}
-            )
-
-    def _put_pointer(self, key: str, value: dict[str, Any]) -> None:
-        self.put_document(STORE_KIND, key, json.dumps(value))
+            self._pointers.claim(model_id, dim, self.images, SCHEMA_VERSION)
 
     @property
     def generation_name(self) -> str:
         return self.images
 
     def generations(self) -> Generations:
-        pointers = {key: json.loads(text) for key, text in self.list_documents(STORE_KIND).items()}
-        live = pointers["library"]["collection"] if "library" in pointers else f"{self.collection}_images"
-        return Generations(live, staging_name(pointers.get("staging", {}).get("collection"), live))
+        return self._pointers.generations()
 
     def at(self, name: str) -> MilvusStore:
         """This library's generation `name` (the live one, the staging one or one being retired)."""
@@ -489,40 +476,24 @@ class MilvusStore:
 
     def start_rebuild(self, model_id: str, dim: int) -> MilvusStore:
         """A staging collection for re-embedding; an interrupted rebuild for the same model resumes."""
-        name = self.generations().staging
-        staging = self._pointer("staging") if name else None
-        resumable = (
-            staging is not None
-            and (staging["model_id"], int(staging["dim"])) == (model_id, dim)
-            and self._client.has_collection(name)
-        )
-        if name and not resumable:
-            self.drop_generation(name)
-        if staging is None or not resumable:
+        staging = self._pointers.resumable(model_id, dim, self._client.has_collection)
+        if staging is None:
             name = f"{self.collection}_images_{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
             with self._write_lock:
                 self._create_images(name, dim)
             staging = {"model_id": model_id, "dim": dim, "collection": name}
-            self._put_pointer("staging", staging)
-        return self.at(name)
+            self._pointers.put("staging", staging)
+        return self.at(staging["collection"])
 
     def finish_rebuild(self) -> None:
-        """Point the library at the staging collection: one row write (the staging pointer left behind then
-        names the live collection, which the guard reads as no staging). The old collection is retired."""
-        name = self.generations().staging
-        staging = self._pointer("staging") if name else None
-        if staging is None:
-            raise RuntimeError("no rebuild in progress")
+        """Point the library at the staging collection (generations.PointerDocuments.switch); the old collection
+        is retired."""
         old = self.images
-        self._put_pointer(
-            "library",
-            {"model_id": staging["model_id"], "dim": staging["dim"], "collection": name, "schema": SCHEMA_VERSION},
-        )
-        self.delete_document(STORE_KIND, "staging")
-        self.images = name
+        staging = self._pointers.switch(SCHEMA_VERSION)
+        self.images = staging["collection"]
         self._dim = int(staging["dim"])
         self._learn_fields()
-        if old != name:
+        if old != self.images:
             retire(self, old)
 
     def _require_open(self) -> None:
@@ -649,28 +620,11 @@ class MilvusStore:
         rows = self._client.query(self.images, filter=self._filter(flt), output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
-    def page(
-        self,
-        *,
-        offset: int = 0,
-        limit: int = 50,
-        newest_first: bool = True,
-        flt: Filter | None = None,
-        after: PageCursor | None = None,
-    ) -> list[ImageRecord]:
-        """Milvus cannot order by a field: a page reads the (created_at, id) of the matching rows in a window
-        of time next to the cursor (bounds and filter in the query expression, which an index on created_at
-        answers as a range) and sorts those here; paging by offset reads every matching key."""
-        if limit <= 0:
-            return []
-        if after is not None or offset == 0:
-            page = keyset_page(lambda low, high: self._keys(flt, low, high), after, limit, newest_first, self._window)
-        else:
-            keys = self._keys(flt, None, None).to_pylist()
-            keys.sort(key=lambda key: (-key["created"] if newest_first else key["created"], key["id"]))
-            page = [key["id"] for key in keys[offset : offset + limit]]
-        found = self.get_many(page)
-        return [found[i] for i in page if i in found]
+    def _key_reader(self, flt: Filter | None) -> KeyReader | None:
+        """Milvus cannot order by a field: a page reads the (created_at, id) of the matching rows in a window of
+        time next to the cursor (bounds and filter in the query expression, which an index on created_at answers
+        as a range) and sorts those here; paging by offset reads every matching key."""
+        return lambda low, high: self._keys(flt, low, high)
 
     def _keys(self, flt: Filter | None, low: int | None, high: int | None) -> pa.Table:
         bounds = [f"created_at >= {low}"] if low is not None else []

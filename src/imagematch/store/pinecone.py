@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
@@ -75,15 +75,15 @@ from imagematch.records import (
     ImageText,
     Neighbour,
     NotSupported,
-    PageCursor,
     StoredImage,
     StoreMismatch,
     Vector,
     name_words,
 )
-from imagematch.store.base import KEY_SCHEMA, KeyWindow, VectorField, keyset_page
+from imagematch.store.base import VectorField
 from imagematch.store.fields import FIELDS, Codec, Field, Kind, time_from_micros, time_to_micros
-from imagematch.store.generations import Generations, retire, staging_name
+from imagematch.store.generations import POINTERS, Generations, PointerDocuments, retire
+from imagematch.store.paging import KEY_SCHEMA, KeyedPages, KeyReader, KeyWindow
 from imagematch.store.shared import (
     DocumentPart,
     cut_longest,
@@ -102,7 +102,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SCHEMA_VERSION = 2  # 2: _camera_parts and _lens_parts
 FIRST_GENERATION = "first"  # the name of the namespaces without a generation suffix (a library never reindexed)
-STORE_KIND = "_store"  # the documents that hold the pointer to the live generation and the staging one
+STORE_KIND = POINTERS  # the documents that hold the pointer to the live generation and the staging one
 CUSTOM = "m:"  # custom metadata keys, so they never clash with the record's own fields
 MAX_RECORDS = 1000  # per upsert request
 MAX_REQUEST_BYTES = 2_000_000  # per upsert request (the service allows 2 MB)
@@ -334,7 +334,7 @@ def _doc_part(vid: str) -> DocumentPart:
     return DocumentPart(unquote(key), version, int(part), int(parts), "")
 
 
-class PineconeStore:
+class PineconeStore(KeyedPages):
     """VectorStore on one Pinecone serverless index; `namespace_prefix` lets several libraries share it."""
 
     name = "pinecone"
@@ -375,7 +375,8 @@ class PineconeStore:
         model = self._describe()
         if model is not None:
             self._attach(model)
-        library = self._pointer("library")
+        self._pointers = PointerDocuments(self, "generation", "")
+        library = self._pointers.get("library")
         self.generation = generation if generation is not None else (library["generation"] if library else "")
         # A staging generation (a rebuild) and a new library are written as this version makes them.
         self.schema = int(library.get("schema", 1)) if library and generation is None else SCHEMA_VERSION
@@ -587,13 +588,8 @@ class PineconeStore:
         if vids:
             self._delete_ids(self._state, vids, wait=True)
 
-    def _pointer(self, key: str) -> dict[str, Any] | None:
-        text = self.get_document(STORE_KIND, key)
-        return json.loads(text) if text else None
-
     def stored_model(self) -> tuple[str, int] | None:
-        library = self._pointer("library")
-        return (library["model_id"], int(library["dim"])) if library else None
+        return self._pointers.stored_model()
 
     def open(self, model_id: str, dim: int) -> None:
         if dim < PHASH_BITS:
@@ -640,22 +636,15 @@ class PineconeStore:
                 f"IMAGEMATCH_MODEL={stored[0]}"
             )
         if stored is None:
-            self._put_pointer(
-                "library", {"model_id": model_id, "dim": dim, "generation": self.generation, "schema": SCHEMA_VERSION}
-            )
-
-    def _put_pointer(self, key: str, value: dict[str, Any]) -> None:
-        self.put_document(STORE_KIND, key, json.dumps(value))
+            self._pointers.claim(model_id, dim, self.generation, SCHEMA_VERSION)
 
     @property
     def generation_name(self) -> str:
         return self.generation or FIRST_GENERATION
 
     def generations(self) -> Generations:
-        pointers = {key: json.loads(text) for key, text in self.list_documents(STORE_KIND).items()}
-        live = pointers["library"]["generation"] if "library" in pointers else ""
-        staging = pointers["staging"]["generation"] if "staging" in pointers else None
-        return Generations(live or FIRST_GENERATION, staging_name(staging, live))
+        pointers = self._pointers.generations()
+        return replace(pointers, live=pointers.live or FIRST_GENERATION)
 
     def at(self, name: str) -> PineconeStore:
         """This library's generation `name` (the live one, the staging one or one being retired)."""
@@ -684,38 +673,21 @@ class PineconeStore:
                 f"the Pinecone index {self.index_name} has {self._dim} dimensions and cannot hold the {dim}-dimension "
                 f"vectors of {model_id}: set INDEX_NAME to a new name and index your images again there"
             )
-        name = self.generations().staging
-        staging = self._pointer("staging") if name else None
-        if staging is not None and (staging["model_id"], int(staging["dim"])) != (model_id, dim):
-            self.drop_generation(name)
-            staging = None
+        staging = self._pointers.resumable(model_id, dim, lambda _name: True)
         if staging is None:
             staging = {
                 "model_id": model_id,
                 "dim": dim,
                 "generation": f"-r{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}",
             }
-            self._put_pointer("staging", staging)
+            self._pointers.put("staging", staging)
         return self.at(staging["generation"])
 
     def finish_rebuild(self) -> None:
         """Point the library at the staging generation: one record write (the staging pointer left behind then
         names the live generation, which the guard reads as no staging). The old namespaces are retired."""
-        name = self.generations().staging
-        staging = self._pointer("staging") if name else None
-        if staging is None:
-            raise RuntimeError("no rebuild in progress")
         old = self.generation_name
-        self._put_pointer(
-            "library",
-            {
-                "model_id": staging["model_id"],
-                "dim": staging["dim"],
-                "generation": staging["generation"],
-                "schema": SCHEMA_VERSION,
-            },
-        )
-        self.delete_document(STORE_KIND, "staging")
+        staging = self._pointers.switch(SCHEMA_VERSION)
         self.generation = staging["generation"]
         self.schema = SCHEMA_VERSION
         self._keys.clear()
@@ -852,28 +824,14 @@ class PineconeStore:
             return self._namespace_count(self._space("images"))
         return len(self._sorted_keys(flt))
 
-    def page(
-        self,
-        *,
-        offset: int = 0,
-        limit: int = 50,
-        newest_first: bool = True,
-        flt: Filter | None = None,
-        after: PageCursor | None = None,
-    ) -> list[ImageRecord]:
+    def _key_reader(self, flt: Filter | None) -> KeyReader | None:
         """Pinecone cannot sort: the (created_at, id) of every matching record are read once (fetch_by_metadata,
         filter pushed down) and kept sorted for _KEYS_TTL_S or until this process writes; a page after a cursor
         is then a binary search in them and a fetch of its records."""
-        if self._index is None or limit <= 0:
-            return []
+        if self._index is None:
+            return None
         keys = self._sorted_keys(flt)
-        if after is not None or offset == 0:
-            page = keyset_page(lambda low, high: _key_range(keys, low, high), after, limit, newest_first, self._window)
-        else:
-            ordered = sorted(keys, key=lambda key: (-key[0], key[1])) if newest_first else keys
-            page = [image_id_of(vid) for _, vid in ordered[offset : offset + limit]]
-        found = self.get_many(page)
-        return [found[i] for i in page if i in found]
+        return lambda low, high: _key_range(keys, low, high)
 
     def ids(self) -> Iterator[str]:
         return (image_id_of(vid) for vid in self._list(self._space("images")))
