@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 from milvus_lite.server_manager import server_manager_instance
 
+from imagematch.ai.adapter import TextAdapter
 from imagematch.filters import parse_filter
 from imagematch.migrate import MIGRATION, MigrationError, migrate
 from imagematch.records import CaptionStatus, ImageMatchError, StoredImage, StoreMismatch
+from imagematch.store import tuned
 from imagematch.store.base import VectorStore
 from imagematch.store.lancedb import LanceStore
 from imagematch.store.milvus import MilvusStore
+from imagematch.store.tuned import Applied
 from tests.store.test_conformance import DIM, MODEL, item, unit
 
 
@@ -85,6 +88,22 @@ def test_lancedb_to_milvus_lite_resumes_after_an_interruption(tmp_path: Path) ->
     assert progress == [(500, 1200), (1000, 1200), (1200, 1200)]
     assert_same_library(source, target)
     assert target.get_document(MIGRATION, "source") is None
+
+
+def test_the_search_tuning_comes_along_and_another_models_is_dropped(tmp_path: Path) -> None:
+    source = LanceStore(tmp_path / "lance")
+    source.open(MODEL, DIM)
+    source.upsert(library(5))
+    weights = TextAdapter(("biscuit",), np.full((1, DIM), 0.1, dtype=np.float32)).to_json()
+    applied = Applied("v1", "2026-12-02T12:00:00+00:00", 100, 20, {"recall@5": 0.1}, {"recall@5": 0.8})
+    tuned.apply(source, MODEL, weights, applied)
+    target = MilvusStore(str(tmp_path / "milvus.db"))
+    migrate(source, target)
+    assert tuned.read_state(target, MODEL).current == applied
+    assert tuned.read_weights(target, MODEL, "v1") == weights
+    tuned.keep_only(target, "another-model")  # what the sweep does once a reindex to another model is done
+    assert tuned.read_state(target, MODEL).current is None
+    assert target.list_documents(tuned.ADAPTERS) == {}
 
 
 def test_milvus_to_lancedb_round_trip(tmp_path: Path) -> None:

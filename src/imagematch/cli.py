@@ -37,6 +37,7 @@ from imagematch.records import (
     StoredImageTerm,
     TextTerm,
 )
+from imagematch.services.tuning import describe as describe_tuning
 from imagematch.settings import Settings, SettingsError, load_settings
 from imagematch.shapes import image_fields, search_fields, why_summary
 from imagematch.store.names import STORE_NAMES
@@ -463,6 +464,40 @@ def ocr() -> None:
 
 @app.command(cls=_Command)
 @friendly_errors
+def tune(
+    undo: Annotated[bool, typer.Option("--undo", help="Go back to the tuning before the current one.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure what tuning would do; change nothing.")] = False,
+) -> None:
+    """Tune the search to this library's own words, learned from its descriptions and corrected captions.
+    Part of them is held out to measure it; it is applied only when it finds those better. Every query of
+    every process uses it at once; `--undo` reverts it."""
+    library = _library(_settings())
+    if undo:
+        state = library.tuning.undo()
+        out.print(f"search tuning is now: {describe_tuning(state.current)}", highlight=False)
+        return
+    with _progress(err) as progress:
+        task = progress.add_task("reading the library", total=None)
+
+        def update(step: str, done: int, total: int) -> None:
+            progress.update(task, description=step, completed=done, total=total)
+
+        report = library.tuning.tune(on_progress=update, dry_run=dry_run)
+    table = Table(title=f"held out: {report.held_out} of {report.pairs} pairs", box=None)
+    table.add_column("measure")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for measure in report.before:
+        table.add_row(measure, f"{report.before[measure]:.3f}", f"{report.after[measure]:.3f}")
+    out.print(table)
+    if report.words:
+        out.print(f"learned most: {', '.join(report.words)}", highlight=False)
+    verdict = f"applied (version {report.version})" if report.applied else "not applied"
+    out.print(f"{verdict}: {report.reason}", highlight=False)
+
+
+@app.command(cls=_Command)
+@friendly_errors
 def caption(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Queue failed captions again first.")] = False,
 ) -> None:
@@ -566,6 +601,7 @@ def info() -> None:
     table.add_row("store", f"{details.store} in {settings.store_dir}")
     table.add_row("images", str(details.images))
     table.add_row("text in pictures", details.ocr)
+    table.add_row("search tuning", describe_tuning(details.tuning, details.tuned_words))
     table.add_row("data dir", details.data_dir)
     table.add_row("model cache", str(settings.model_cache_dir))
     out.print(table)

@@ -28,7 +28,7 @@ from imagematch.records import Conflict, IngestResult, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
-MODEL_JOBS = ("reindex", "ocr")  # the jobs the Model page starts and shows; the others are batch uploads
+MODEL_JOBS = ("reindex", "ocr", "tune")  # the jobs the Model page starts and shows; the others are batch uploads
 JobState = Literal["running", "done", "failed", "interrupted", "cancelled"]
 DOCUMENT_KIND = "job"
 MAX_REPORTED_ITEMS = 10_000  # beyond this, counts stay exact but per-file lines are dropped
@@ -76,6 +76,10 @@ class JobStatus:
         return self.state != "running"
 
 
+def _new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -108,20 +112,7 @@ class JobRunner:
         with self._lock:
             self._refuse_if_busy()
             files = list(image_files([folder], recursive=True, confine=True))
-            status = JobStatus(
-                id=uuid.uuid4().hex[:12],
-                kind=kind,
-                folder=str(folder),
-                total=len(files),
-                started_at=datetime.now(UTC).isoformat(),
-                owner=_owner(),
-            )
-            self._save(status)
-            self._cancel.clear()
-            self._thread = threading.Thread(
-                target=self._run, args=(status, files), name=f"job-{status.id}", daemon=True
-            )
-            self._thread.start()
+            status = self._start(JobStatus(_new_id(), kind, str(folder), total=len(files)), self._run, files)
         log.info("job %s: indexing %d files from %s", status.id, len(files), folder)
         return status
 
@@ -132,20 +123,8 @@ class JobRunner:
             raise InvalidInput(f"the library is already embedded with {model}")
         with self._lock:
             self._refuse_if_busy()
-            status = JobStatus(
-                id=uuid.uuid4().hex[:12],
-                kind="reindex",
-                folder="",
-                model=spec,
-                total=self.library.catalog.count(),
-                started_at=datetime.now(UTC).isoformat(),
-                owner=_owner(),
-            )
-            self._save(status)
-            self._thread = threading.Thread(
-                target=self._run_reindex, args=(status, embedder), name=f"job-{status.id}", daemon=True
-            )
-            self._thread.start()
+            status = JobStatus(_new_id(), "reindex", "", model=spec, total=self.library.catalog.count())
+            self._start(status, self._run_reindex, embedder)
         log.info("job %s: reindexing %d images with %s", status.id, status.total, spec)
         return status
 
@@ -155,21 +134,25 @@ class JobRunner:
             raise InvalidInput("reading text in pictures is off: set IMAGEMATCH_OCR=auto or on and restart")
         with self._lock:
             self._refuse_if_busy()
-            status = JobStatus(
-                id=uuid.uuid4().hex[:12],
-                kind="ocr",
-                folder="",
-                total=0,
-                started_at=datetime.now(UTC).isoformat(),
-                owner=_owner(),
-            )
-            self._save(status)
-            self._cancel.clear()
-            self._thread = threading.Thread(
-                target=self._run_text_reading, args=(status,), name=f"job-{status.id}", daemon=True
-            )
-            self._thread.start()
+            status = self._start(JobStatus(_new_id(), "ocr", ""), self._run_text_reading)
         log.info("job %s: reading the text in pictures", status.id)
+        return status
+
+    def start_tuning(self) -> JobStatus:
+        """Tune the search to the library's own words (what `imagematch tune` does), in the background."""
+        with self._lock:
+            self._refuse_if_busy()
+            status = self._start(JobStatus(_new_id(), "tune", ""), self._run_tuning)
+        log.info("job %s: tuning the search", status.id)
+        return status
+
+    def _start(self, status: JobStatus, work: Callable[..., None], *args: object) -> JobStatus:
+        """Save the job as running and run `work(status, *args)` in its own thread; under self._lock."""
+        status.started_at, status.owner = datetime.now(UTC).isoformat(), _owner()
+        self._save(status)
+        self._cancel.clear()
+        self._thread = threading.Thread(target=work, args=(status, *args), name=f"job-{status.id}", daemon=True)
+        self._thread.start()
         return status
 
     def _refuse_if_busy(self) -> None:
@@ -301,3 +284,28 @@ class JobRunner:
             status.duplicates,
             status.failed,
         )
+
+    def _run_tuning(self, status: JobStatus) -> None:
+        def progress(step: str, done: int, total: int) -> None:
+            status.message = f"{step[:1].upper()}{step[1:]}…"
+            saving(done, total)
+
+        saving = self._saving_progress(status)
+        try:
+            report = self.library.tuning.tune(on_progress=progress)
+            status.state = "done"
+            before, after = report.before["recall@5"], report.after["recall@5"]
+            verdict = f"Applied (version {report.version})" if report.applied else "Not applied"
+            status.message = (
+                f"{verdict}: {report.reason}. Held-out recall@5 {before:.2f} → {after:.2f} on "
+                f"{report.held_out} of {report.pairs} pairs; general queries keep "
+                f"{report.after['general@10']:.0%} of their top 10."
+            )
+        except Exception as error:
+            log.exception("job %s failed", status.id)
+            status.state = "failed"
+            status.message = f"{error or type(error).__name__}. Nothing was changed."
+        status.finished_at = datetime.now(UTC).isoformat()
+        self._save(status)
+        self._prune()
+        log.info("job %s %s: tuning", status.id, status.state)

@@ -1,7 +1,7 @@
 """The Library: the facade the entry points (web, CLI, jobs) hold. It builds the services, one job each
 (imagematch.services), on one store, one blob store and one model, and hands them out as attributes:
 `library.ingest`, `library.search`, `library.catalog`, `library.duplicates`, `library.captions`,
-`library.maintenance`. The pairing of the model with its generation of the store is `library.pairing`.
+`library.maintenance`, `library.tuning`. The pairing of the model with its generation of the store is `library.pairing`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from imagematch.services.ingest import Ingest, Upload
 from imagematch.services.maintenance import Maintenance, TextReadReport
 from imagematch.services.pairing import Pairing
 from imagematch.services.search import Search, SimpleSearch, to_query
+from imagematch.services.tuning import TuneReport, Tuning
 from imagematch.settings import Settings
 from imagematch.store.base import VectorStore
+from imagematch.store.tuned import Applied
 
 __all__ = [
     "RESET_PHRASE",
@@ -32,6 +34,7 @@ __all__ = [
     "LibraryInfo",
     "SimpleSearch",
     "TextReadReport",
+    "TuneReport",
     "Upload",
     "to_query",
 ]
@@ -49,6 +52,8 @@ class LibraryInfo:
     data_dir: str
     background_removal: str
     ocr: str  # what reads the text in pictures, or "off"
+    tuning: Applied | None  # the search tuning in use for the model (`imagematch tune`), or None
+    tuned_words: tuple[str, ...]  # what that tuning learned most
     warnings: tuple[str, ...]
 
 
@@ -75,9 +80,10 @@ class Library:
         self.carrier = ChangeCarrier(self.pairing, self.embedding)
         self.pairing.housework = self.carrier.keep_house
         self.catalog = Catalog(settings, self.pairing, self.embedding, blobs)
+        self.tuning = Tuning(settings, self.pairing, self.catalog)
         self.captions = CaptionQueue(settings, self.pairing, self.embedding, self.catalog, wanted=captions_wanted)
         self.ingest = Ingest(settings, self.pairing, self.embedding, blobs, self.catalog, self.captions)
-        self.search = Search(settings, self.pairing, self.embedding, self.catalog, blobs)
+        self.search = Search(settings, self.pairing, self.embedding, self.catalog, blobs, self.tuning)
         self.duplicates = DuplicateReview(settings, self.pairing, self.catalog)
         self.maintenance = Maintenance(settings, self.pairing, self.embedding, self.carrier, self.catalog, blobs)
         self._settings = settings
@@ -98,6 +104,7 @@ class Library:
             self.search,
             self.duplicates,
             self.maintenance,
+            self.tuning,
         ):
             service.settings = settings
 
@@ -146,5 +153,7 @@ class Library:
             data_dir=str(self.settings.data_dir),
             background_removal=self.embedding.remover.name if self.embedding.remover else "off",
             ocr=self.embedding.text_engine,
+            tuning=self.tuning.state().current,
+            tuned_words=tuple(self.tuning.learned_words()),
             warnings=tuple(self.warnings),
         )

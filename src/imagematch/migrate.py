@@ -6,7 +6,8 @@ are skipped when they still equal the source's, record and vectors, so an interr
 finished by running it again, also after the source served and changed in between: edited records are
 copied again, and records deleted from the source since are removed from a target this migration filled
 (the MIGRATION document marks it until the copy is verified; Library.verify_model refuses to serve a store
-so marked). The batch-job history (documents) stays behind; it describes work done by the old deployment.
+so marked). The search tuning of the model (`imagematch tune`) comes along; the batch-job history (documents) stays
+behind, as it describes work done by the old deployment.
 Stop writers (servers, `index`) while it runs: the final check compares the two stores and fails when they
 differ.
 """
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imagematch.records import ImageMatchError, StoredImage, Vector
+from imagematch.store import tuned
 from imagematch.store.base import VectorStore
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ def migrate(
             on_progress(skipped + copied, len(ids))
     target.maintain()
     _verify(source, target)
+    tuned.copy(source, target, model_id)  # the search tuning belongs to the library and its model
     target.delete_document(MIGRATION, "source")
     return MigrationReport(model_id, dim, len(ids), copied, skipped, removed, time.monotonic() - started)
 

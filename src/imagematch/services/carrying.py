@@ -13,7 +13,7 @@ from dataclasses import replace
 from imagematch.records import ImageRecord
 from imagematch.services.embedding import Embedding
 from imagematch.services.pairing import Active, Pairing
-from imagematch.store import generations
+from imagematch.store import generations, tuned
 from imagematch.store.base import VectorStore
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,8 @@ class ChangeCarrier:
             active = self.pairing.active
             if active.store.generations().live == active.store.generation_name:
                 self.carry_changes(active)
-                generations.sweep(active.store)
+                if generations.sweep(active.store):  # what was tuned for a model the library left goes with it
+                    tuned.keep_only(active.store, active.embedder.model_id)
         except Exception:
             log.exception("carrying changes into the new generation failed; trying again later")
         finally:

@@ -44,6 +44,7 @@ from imagematch.services.catalog import Catalog
 from imagematch.services.embedding import Embedding
 from imagematch.services.ingest import human_bytes
 from imagematch.services.pairing import Pairing, one_generation
+from imagematch.services.tuning import Tuning
 from imagematch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,16 @@ class SimpleSearch:
 
 class Search:
     def __init__(
-        self, settings: Settings, pairing: Pairing, embedding: Embedding, catalog: Catalog, blobs: BlobStore
+        self,
+        settings: Settings,
+        pairing: Pairing,
+        embedding: Embedding,
+        catalog: Catalog,
+        blobs: BlobStore,
+        tuning: Tuning,
     ) -> None:
         self.settings = settings
+        self.tuning = tuning
         self.pairing = pairing
         self.embedding = embedding
         self.catalog = catalog
@@ -256,7 +264,9 @@ class Search:
                 continue
             vector, cut = self._term_vector(term)
             truncated = truncated or cut
-            total += np.float32(term.weight) * vector
+            # Tuning moves a text toward the library's images; its words are compared with stored words as is.
+            image_side = self.tuning.adapt(term.text, vector) if isinstance(term, TextTerm) else vector
+            total += np.float32(term.weight) * image_side
             all_weight += abs(term.weight)
             if isinstance(term, TextTerm):
                 text_total += np.float32(term.weight) * vector

@@ -64,6 +64,7 @@ from imagematch.web.schemas import (
     RetryOut,
     SearchOut,
     TermIn,
+    TuningOut,
 )
 from imagematch.web.templating import human_bytes
 
@@ -401,6 +402,44 @@ def start_text_reading_job(jobs: JobsDep) -> JobOut:
     return JobOut.of(jobs.start_text_reading())
 
 
+@router.post("/jobs/tune", status_code=202, response_model=JobOut, tags=["jobs"])
+def start_tuning_job(jobs: JobsDep) -> JobOut:
+    """Tune the search to the library's own words (its descriptions and corrected captions), in the background:
+    measured on held-out pairs and applied only when it finds them better. The job's message says what it did."""
+    return JobOut.of(jobs.start_tuning())
+
+
+@router.get("/tuning", response_model=TuningOut | None, tags=["tuning"])
+def get_tuning(library: LibraryDep) -> TuningOut | None:
+    """The search tuning in use for the library's model, or null."""
+    return tuning_out(library)
+
+
+@router.post("/tuning/undo", response_model=TuningOut | None, tags=["tuning"])
+def undo_tuning(library: LibraryDep) -> TuningOut | None:
+    """Go back to the tuning before the current one (or to none); 422 when nothing is tuned. Answers what is
+    in use now."""
+    library.tuning.undo()
+    return tuning_out(library)
+
+
+def tuning_out(library: Library) -> TuningOut | None:
+    state = library.tuning.state()
+    if state.current is None:
+        return None
+    current = state.current
+    return TuningOut(
+        version=current.version,
+        tuned_at=current.tuned_at,
+        pairs=current.pairs,
+        held_out=current.held_out,
+        before=current.before,
+        after=current.after,
+        learned=library.tuning.learned_words(),
+        earlier=len(state.earlier),
+    )
+
+
 @router.get("/jobs", response_model=list[JobOut], tags=["jobs"])
 def list_jobs(jobs: JobsDep) -> list[JobOut]:
     return [JobOut.of(j) for j in jobs.recent()]
@@ -449,6 +488,7 @@ def health(library: LibraryDep, request: Request) -> HealthOut | PublicHealthOut
         images=info.images,
         background_removal=info.background_removal,
         ocr=info.ocr,
+        tuning=tuning_out(library),
         captioner=CaptionerOut(**dataclasses.asdict(captions)),
         warnings=warnings,
     )

@@ -45,6 +45,7 @@ from imagematch.records import (
     TextTerm,
 )
 from imagematch.records import Query as SearchQuery
+from imagematch.services.tuning import describe as describe_tuning
 from imagematch.validation import clean_filename
 from imagematch.web.api import JobsDep, LibraryDep, read_upload
 from imagematch.web.csrf import require_token
@@ -869,6 +870,7 @@ def start_samples(request: Request, library: LibraryDep, jobs: JobsDep) -> Respo
 
 def _model_context(library: Library, jobs: JobRunner, job: JobStatus | None) -> dict[str, object]:
     recent = jobs.recent()
+    tuning = library.tuning.state().current
 
     def shown(kind: str) -> JobStatus | None:
         """The job of this kind the page was asked for, else the running one, else the latest."""
@@ -885,6 +887,9 @@ def _model_context(library: Library, jobs: JobRunner, job: JobStatus | None) -> 
         "job": shown("reindex"),
         "text_job": shown("ocr"),
         "ocr_engine": library.embedding.text_engine,
+        "tune_job": shown("tune"),
+        "tuning": tuning,
+        "tuning_line": describe_tuning(tuning, library.tuning.learned_words()),
         "running": next((j for j in recent if j.state == "running"), None),  # one job at a time, of any kind
         "error": "",
         "value": "",
@@ -912,8 +917,28 @@ def start_reindex(request: Request, library: LibraryDep, jobs: JobsDep, model: A
 
 @router.post("/model/ocr", response_class=HTMLResponse, dependencies=[CsrfChecked])
 def start_text_reading(request: Request, library: LibraryDep, jobs: JobsDep) -> Response:
+    return _start_model_job(request, library, jobs, jobs.start_text_reading)
+
+
+@router.post("/model/tune", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def start_tuning(request: Request, library: LibraryDep, jobs: JobsDep) -> Response:
+    return _start_model_job(request, library, jobs, jobs.start_tuning)
+
+
+@router.post("/model/tune/undo", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def undo_tuning(request: Request, library: LibraryDep, jobs: JobsDep) -> Response:
     try:
-        job = jobs.start_text_reading()
+        library.tuning.undo()
+    except InvalidInput as error:
+        context = _model_context(library, jobs, None)
+        context["error"] = str(error)
+        return render(request, "model.html", context, status=status_for(error))
+    return _see_other("/model")
+
+
+def _start_model_job(request: Request, library: Library, jobs: JobRunner, start: Callable[[], JobStatus]) -> Response:
+    try:
+        job = start()
     except (Conflict, InvalidInput) as error:
         context = _model_context(library, jobs, None)
         context["error"] = str(error)

@@ -198,6 +198,21 @@ class PublicHealthOut(BaseModel):
     status: Literal["ok"]
 
 
+class TuningOut(BaseModel):
+    """The search tuning in use for the library's model (`imagematch tune`)."""
+
+    version: str
+    tuned_at: str
+    pairs: int = Field(description="Image-text pairs it was trained on.")
+    held_out: int = Field(description="Pairs it was measured on and never trained on.")
+    before: dict[str, float] = Field(description="Held-out recall@1/5/10 and general@10 without it.")
+    after: dict[str, float] = Field(
+        description="The same with it; general@10 is the share of the general queries' top 10 left in place."
+    )
+    learned: list[str] = Field(description="The library's words it moved most.")
+    earlier: int = Field(description="Earlier tunings an undo can go back to.")
+
+
 class HealthOut(BaseModel):
     status: Literal["ok"]
     version: str
@@ -209,6 +224,7 @@ class HealthOut(BaseModel):
     images: int
     background_removal: str
     ocr: str = Field(description="What reads the text in pictures at upload (IMAGEMATCH_OCR), or `off`.")
+    tuning: TuningOut | None = Field(description="The search tuning in use (`imagematch tune`), or null.")
     captioner: CaptionerOut
     warnings: list[str] = []
 

@@ -1,0 +1,276 @@
+"""Tuning the search to a library's own words (`imagematch tune`): learned from the library's image–text pairs
+(descriptions and corrected captions), measured on pairs it did not learn from, applied only when it helps.
+
+What is learned is a text-side adapter (imagematch.ai.adapter) kept with the library as its tuned state
+(imagematch.store.tuned), for the model in use: every query of every process on the library uses it within
+CHECK_EVERY seconds, and `tune --undo` goes back to the one before. Stored vectors never change, so new uploads
+need nothing and a reindex with the same model keeps it; a reindex to another model leaves it behind with the
+old generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from imagematch.ai import adapter as adapters
+from imagematch.ai.adapter import Matrix, TextAdapter
+from imagematch.fusion import REFERENCE_TEXTS
+from imagematch.records import Conflict, InvalidInput, Vector
+from imagematch.services.catalog import Catalog
+from imagematch.services.pairing import Pairing, one_generation
+from imagematch.settings import Settings
+from imagematch.store import tuned
+from imagematch.store.tuned import Applied, TunedState
+
+log = logging.getLogger(__name__)
+
+# Queries in the model's own words that tuning must leave working: their top 10 before and after are compared.
+GENERAL_QUERIES = (
+    *REFERENCE_TEXTS,
+    "a photo of a person",
+    "something red",
+    "something blue",
+    "a round object",
+    "a square shape",
+    "a picture with text",
+    "a black and white photo",
+    "a close-up",
+)
+HOLD_OUT_SHARE = 0.2  # of the pairs, chosen by image id, evaluated and never trained on
+MIN_PAIRS = 40  # fewer pairs than this teach nothing reliable
+MIN_HELD_OUT = 8
+MAX_EVALUATED = 2000  # held-out pairs the evaluation ranks
+RECALL_AT = (1, 5, 10)
+MARGIN = 0.02  # the held-out recall@5 gain a new tuning needs to be applied
+LEAST_KEPT = 0.7  # the share of the general queries' top 10 a tuning must leave in place
+CHECK_EVERY = 1.0  # seconds between two reads of the tuned state by a running process
+ENCODE_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class TuneReport:
+    """What `tune` measured and did."""
+
+    pairs: int  # image–text pairs in the library
+    trained: int
+    held_out: int
+    before: dict[str, float]  # recall@1/5/10 on the held-out pairs, and general@10 (1.0 = unchanged)
+    after: dict[str, float]
+    applied: bool
+    reason: str  # why it was applied or not, in a sentence
+    words: tuple[str, ...]  # what it learned most
+    version: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Pairs:
+    texts: list[str]
+    images: Matrix
+    held_out: list[bool]
+
+
+class Tuning:
+    def __init__(self, settings: Settings, pairing: Pairing, catalog: Catalog) -> None:
+        self.settings = settings
+        self.pairing = pairing
+        self.catalog = catalog
+        self._lock = threading.Lock()
+        self._cached: tuple[str, str, TextAdapter | None] = ("", "", None)  # model id, version, adapter
+        self._checked_at = float("-inf")
+
+    def adapter(self) -> TextAdapter | None:
+        """The adapter of the model in use, read again when CHECK_EVERY has passed (another process may have
+        tuned or undone meanwhile)."""
+        model_id = self.pairing.embedder.model_id
+        cached_model, _, adapter = self._cached
+        if cached_model == model_id and time.monotonic() - self._checked_at < CHECK_EVERY:
+            return adapter
+        with self._lock:
+            if self._cached[0] != model_id or time.monotonic() - self._checked_at >= CHECK_EVERY:
+                self._refresh(model_id)
+            return self._cached[2]
+
+    def _refresh(self, model_id: str) -> None:
+        store = self.pairing.store
+        current = tuned.read_state(store, model_id).current
+        version = current.version if current else ""
+        if (model_id, version) != self._cached[:2]:
+            weights = tuned.read_weights(store, model_id, version) if current else None
+            adapter = TextAdapter.from_json(weights) if weights else None
+            if current and adapter is None:
+                log.error("the tuned state of %s names weights that are missing: searching untuned", model_id)
+            self._cached = (model_id, version, adapter)
+            log.info("search tuning for %s: %s", model_id, version or "none")
+        self._checked_at = time.monotonic()
+
+    def adapt(self, text: str, vector: Vector) -> Vector:
+        """A text query's vector as the tuned model sees it (unchanged without tuning or the library's words)."""
+        adapter = self.adapter()
+        return adapter.apply(text, vector) if adapter is not None else vector
+
+    def state(self) -> TunedState:
+        return tuned.read_state(self.pairing.store, self.pairing.embedder.model_id)
+
+    def learned_words(self, count: int = 8) -> list[str]:
+        adapter = self.adapter()
+        return adapter.strongest(count) if adapter is not None else []
+
+    @one_generation
+    def tune(self, on_progress: Callable[[str, int, int], None] | None = None, *, dry_run: bool = False) -> TuneReport:
+        """Learn an adapter from the library's pairs, evaluate it on held-out ones, and apply it when it is better
+        by MARGIN and leaves the general queries' results mostly in place. `on_progress(step, done, total)`."""
+        started = time.monotonic()
+        self.pairing.open()
+        if self.pairing.store.generations().staging:
+            raise Conflict("a reindex is under way: tune after it has finished, for the new model")
+        progress = on_progress or _quiet
+        pairs = self._pairs(progress)
+        trained = [n for n, held in enumerate(pairs.held_out) if not held]
+        held = [n for n, out in enumerate(pairs.held_out) if out][:MAX_EVALUATED]
+        if len(pairs.texts) < MIN_PAIRS or len(held) < MIN_HELD_OUT:
+            raise InvalidInput(
+                f"tuning needs at least {MIN_PAIRS} images with a description or a corrected caption; "
+                f"this library has {len(pairs.texts)}"
+            )
+        embedder = self.pairing.embedder
+        text_vectors = self._encode(pairs.texts, "encoding descriptions", progress)
+        general_vectors = embedder.encode_texts(list(GENERAL_QUERIES))
+        adapter = adapters.train(
+            [pairs.texts[n] for n in trained],
+            text_vectors[trained],
+            pairs.images[trained],
+            GENERAL_QUERIES,
+            general_vectors,
+            on_epoch=lambda done, total: progress("training", done, total),
+        )
+        progress("evaluating", 0, 2)
+        before = self._evaluate(pairs, held, text_vectors, general_vectors, None)
+        progress("evaluating", 1, 2)
+        after = self._evaluate(pairs, held, text_vectors, general_vectors, adapter)
+        progress("evaluating", 2, 2)
+        gain = after["recall@5"] - before["recall@5"]
+        if gain < MARGIN:
+            applied, reason = False, f"held-out recall@5 gains {gain:+.3f}, less than the {MARGIN} needed"
+        elif after["general@10"] < LEAST_KEPT:
+            applied = False
+            reason = f"it would change {1 - after['general@10']:.0%} of the general queries' top 10 results"
+        else:
+            applied, reason = not dry_run, f"held-out recall@5 gains {gain:+.3f}"
+            if dry_run:
+                reason += " (a dry run: not applied)"
+        version = uuid.uuid4().hex[:8] if applied else ""
+        if applied:
+            record = Applied(
+                version, datetime.now(UTC).isoformat(timespec="seconds"), len(trained), len(held), before, after
+            )
+            with self.pairing.store.exclusive():
+                tuned.apply(self.pairing.store, embedder.model_id, adapter.to_json(), record)
+                tuned.sweep(self.pairing.store, embedder.model_id)
+            self._checked_at = float("-inf")
+            log.info("tuned the search for %s (version %s): %s", embedder.model_id, version, reason)
+        else:
+            log.info("tuning not applied: %s", reason)
+        return TuneReport(
+            len(pairs.texts), len(trained), len(held), before, after, applied, reason,
+            tuple(adapter.strongest(8)), version, time.monotonic() - started,
+        )  # fmt: skip
+
+    def undo(self) -> TunedState:
+        """Go back to the tuning before the current one, or to none."""
+        model_id = self.pairing.embedder.model_id
+        with self.pairing.store.exclusive():
+            try:
+                state = tuned.undo(self.pairing.store, model_id)
+            except LookupError:
+                raise InvalidInput(f"the search is not tuned for {model_id}: there is nothing to undo") from None
+        self._checked_at = float("-inf")
+        log.info("tuning undone for %s: now %s", model_id, state.current.version if state.current else "untuned")
+        return state
+
+    def _pairs(self, progress: Callable[[str, int, int], None]) -> _Pairs:
+        """The library's own image–text pairs: each description, and each caption a user corrected."""
+        texts: list[str] = []
+        ids: list[str] = []
+        total = self.catalog.count()
+        for seen, record in enumerate(self.catalog.iter_records(), start=1):
+            for text in (record.description, record.caption if record.caption_edited else ""):
+                if text.strip():
+                    texts.append(self.pairing.embedder.fit_text([text.strip()]).text)
+                    ids.append(record.id)
+            if seen % 500 == 0:
+                progress("reading the library", seen, total)
+        vectors: dict[str, Vector] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = self.pairing.store.get_vectors(unique[start : start + 500])
+            vectors.update({image_id: stored[0] for image_id, stored in chunk.items()})
+        kept = [n for n, image_id in enumerate(ids) if image_id in vectors]
+        dim = self.pairing.embedder.dim
+        images = np.stack([vectors[ids[n]] for n in kept]) if kept else np.zeros((0, dim), dtype=np.float32)
+        return _Pairs([texts[n] for n in kept], images.astype(np.float32), [_held_out(ids[n]) for n in kept])
+
+    def _encode(self, texts: Sequence[str], step: str, progress: Callable[[str, int, int], None]) -> Matrix:
+        parts = []
+        for start in range(0, len(texts), ENCODE_BATCH):
+            parts.append(self.pairing.embedder.encode_texts(list(texts[start : start + ENCODE_BATCH])))
+            progress(step, min(start + ENCODE_BATCH, len(texts)), len(texts))
+        return np.concatenate(parts).astype(np.float32)
+
+    def _evaluate(
+        self,
+        pairs: _Pairs,
+        held: Sequence[int],
+        text_vectors: Matrix,
+        general_vectors: Matrix,
+        adapter: TextAdapter | None,
+    ) -> dict[str, float]:
+        """Text→image recall@k of the held-out pairs among the held-out images (an image with the same text
+        counts as found), and the share of the general queries' top 10 in the library left as untuned."""
+        texts = [pairs.texts[n] for n in held]
+        queries = np.stack([_adapted(adapter, texts[m], text_vectors[n]) for m, n in enumerate(held)])
+        scores = queries @ pairs.images[list(held)].T
+        same_text = np.array([[a == b for b in texts] for a in texts])
+        order = np.argsort(-scores, axis=1)
+        found = np.take_along_axis(same_text, order, axis=1)
+        result = {f"recall@{k}": round(float(found[:, :k].any(axis=1).mean()), 4) for k in RECALL_AT}
+        kept = []
+        for text, vector in zip(GENERAL_QUERIES, general_vectors, strict=True):
+            untuned = {n.id for n in self.pairing.store.nearest(vector, k=10)}
+            tuned_ids = {n.id for n in self.pairing.store.nearest(_adapted(adapter, text, vector), k=10)}
+            kept.append(len(untuned & tuned_ids) / max(len(untuned), 1))
+        result["general@10"] = round(float(np.mean(kept)), 4)
+        return result
+
+
+def describe(applied: Applied | None, words: Sequence[str] = ()) -> str:
+    """One line about the tuning in use, for `imagematch info` and the Model page."""
+    if applied is None:
+        return "off"
+    line = (
+        f"version {applied.version} of {applied.tuned_at[:16].replace('T', ' ')}, {applied.pairs} pairs: "
+        f"held-out recall@5 {applied.before['recall@5']:.2f} → {applied.after['recall@5']:.2f}"
+    )
+    return f"{line}; learned {', '.join(words)}" if words else line
+
+
+def _adapted(adapter: TextAdapter | None, text: str, vector: Vector) -> Vector:
+    return adapter.apply(text, vector) if adapter is not None else vector
+
+
+def _held_out(image_id: str) -> bool:
+    """Held out by image, not by pair, and the same images every run: a re-run is measured on the same ones."""
+    return hashlib.sha256(image_id.encode()).digest()[0] < 256 * HOLD_OUT_SHARE
+
+
+def _quiet(step: str, done: int, total: int) -> None:
+    """No progress to show."""

@@ -1,0 +1,178 @@
+"""`imagematch tune`: the search learns a library's own words from its descriptions, measured on pairs it did
+not learn from, shared by every process on the library, kept by migrate, and undone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bench.quality.offline import quality_settings
+from bench.quality.tune import MADE_UP, build, measure
+from fastapi.testclient import TestClient
+
+from imagematch.ai.adapter import TextAdapter
+from imagematch.factory import build_library
+from imagematch.library import Library
+from imagematch.records import InvalidInput
+from imagematch.services import tuning as tuning_service
+from imagematch.settings import Settings
+from imagematch.store import tuned
+from imagematch.store.tuned import Applied
+from imagematch.web.app import create_app
+
+IMAGES = 360
+
+
+@pytest.fixture(scope="module")
+def demo_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return quality_settings(tmp_path_factory.mktemp("tuned"))
+
+
+@pytest.fixture(scope="module")
+def measured(demo_settings: Settings) -> Iterator[tuple[Library, dict[str, float], dict[str, float]]]:
+    """A library described with made-up colour words, measured before and after tuning."""
+    library = build_library(demo_settings)
+    build(library, IMAGES, seed=5)
+    before = measure(library)
+    report = library.tuning.tune()
+    assert report.applied, report.reason
+    yield library, before, measure(library)
+    library.close()
+
+
+@pytest.mark.slow
+def test_tuning_teaches_the_librarys_words_and_keeps_the_models_own(
+    measured: tuple[Library, dict[str, float], dict[str, float]],
+) -> None:
+    _, before, after = measured
+    assert before["made_up_p@5"] <= 0.3  # a made-up word finds its colour about by chance (1 in 8)
+    assert after["made_up_p@5"] >= 0.7  # images without a description, of that colour, fill the top 5
+    assert after["own_words_p@5"] >= before["own_words_p@5"] - 0.05
+
+
+@pytest.mark.slow
+def test_every_process_on_the_library_uses_the_tuning_and_undo_reverts_it(
+    measured: tuple[Library, dict[str, float], dict[str, float]], demo_settings: Settings
+) -> None:
+    library, _, after = measured
+    other = build_library(demo_settings)  # what a second server or the CLI opens
+    try:
+        assert other.tuning.adapter() is not None
+        assert measure(other)["made_up_p@5"] == after["made_up_p@5"]
+        assert set(MADE_UP.values()) & set(other.info().tuned_words)
+        other.tuning.undo()
+        time.sleep(tuning_service.CHECK_EVERY + 0.1)
+        assert library.tuning.adapter() is None  # the first one notices by itself
+        assert measure(library)["made_up_p@5"] <= 0.3
+        with pytest.raises(InvalidInput, match="nothing to undo"):
+            other.tuning.undo()
+    finally:
+        other.close()
+
+
+@pytest.mark.slow
+def test_a_tuning_that_does_not_help_is_not_applied(tmp_path: Path) -> None:
+    """Descriptions in the model's own words teach it nothing new: it says so and changes nothing."""
+    library = build_library(quality_settings(tmp_path))
+    try:
+        build(library, 200, seed=9, words={colour: colour for colour in MADE_UP})
+        report = library.tuning.tune()
+        assert not report.applied
+        assert "less than" in report.reason
+        assert library.tuning.state().current is None
+    finally:
+        library.close()
+
+
+def test_too_few_pairs_is_a_clear_error(library: Library) -> None:
+    with pytest.raises(InvalidInput, match="at least 40 images with a description"):
+        library.tuning.tune()
+
+
+def test_the_tuned_state_keeps_earlier_versions_and_survives_an_unfinished_write(library: Library) -> None:
+    library.open()
+    store, model_id = library.store, library.embedder.model_id
+    dim = library.embedder.dim
+    for version in ("one", "two"):
+        adapter = TextAdapter(("biscuit",), np.full((1, dim), 0.1, dtype=np.float32))
+        tuned.apply(store, model_id, adapter.to_json(), _applied(version))
+    assert tuned.read_state(store, model_id).current.version == "two"  # type: ignore[union-attr]
+    store.put_document(tuned.ADAPTERS, f"{model_id}@crashed", "{}")  # weights written, the state never named them
+    tuned.sweep(store, model_id)
+    assert set(store.list_documents(tuned.ADAPTERS)) == {f"{model_id}@one", f"{model_id}@two"}
+    assert tuned.undo(store, model_id).current.version == "one"  # type: ignore[union-attr]
+    assert tuned.undo(store, model_id).current is None
+    assert store.list_documents(tuned.ADAPTERS) == {}
+
+
+def test_a_query_without_the_learned_words_is_left_exactly_as_the_model_made_it() -> None:
+    adapter = TextAdapter(("biscuit",), np.array([[0.0, 1.0]], dtype=np.float32))
+    vector = np.array([1.0, 0.0], dtype=np.float32)
+    assert adapter.apply("a dog on the sofa", vector) is vector
+    moved = adapter.apply("Biscuit on the sofa", vector)
+    assert np.allclose(moved, [2**-0.5, 2**-0.5])
+    assert TextAdapter.from_json(adapter.to_json()).words == ("biscuit",)
+
+
+@pytest.mark.slow
+def test_tune_from_the_api_the_cli_and_the_model_page(demo_settings: Settings, tmp_path: Path) -> None:
+    settings = quality_settings(tmp_path)
+    library = build_library(settings)
+    build(library, 240, seed=3)
+    with TestClient(create_app(settings, library), base_url="http://127.0.0.1") as client:
+        assert client.get("/api/v1/health").json()["tuning"] is None
+        job = client.post("/api/v1/jobs/tune").json()
+        for _ in range(600):
+            job = client.get(f"/api/v1/jobs/{job['id']}").json()
+            if job["state"] != "running":
+                break
+            time.sleep(0.2)
+        assert job["state"] == "done", job["message"]
+        assert job["message"].startswith("Applied")
+        tuning = client.get("/api/v1/health").json()["tuning"]
+        assert tuning["after"]["recall@5"] > tuning["before"]["recall@5"]
+        assert set(MADE_UP.values()) & set(tuning["learned"])
+        page = client.get("/model").text
+        assert "In use: <strong>version " + tuning["version"] in page
+        assert client.post("/api/v1/tuning/undo").json() is None
+        response = client.post("/api/v1/tuning/undo")
+        assert response.status_code == 422
+        assert "nothing to undo" in response.json()["detail"]
+    library.close()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "300", **_env(settings)}
+    tune = _cli(env, "tune")
+    assert tune.returncode == 0, tune.stderr
+    assert "recall@5" in tune.stdout and "applied (version" in tune.stdout
+    info = _cli(env, "info")
+    assert "search tuning" in info.stdout and "held-out recall@5" in info.stdout
+    undo = _cli(env, "tune", "--undo")
+    assert undo.returncode == 0 and "search tuning is now: off" in undo.stdout
+    again = _cli(env, "tune", "--undo")
+    assert again.returncode != 0 and "nothing to undo" in again.stderr
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "imagematch", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        "IMAGEMATCH_DATA_DIR": str(settings.data_dir),
+        "IMAGEMATCH_MODEL": "demo",
+        "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
+        "IMAGEMATCH_CAPTIONER": "none",
+        "IMAGEMATCH_RUNTIME": "torch",
+        "IMAGEMATCH_MODEL_CACHE_DIR": str(settings.model_cache_dir),
+        "IMAGEMATCH_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+    }
+
+
+def _applied(version: str) -> Applied:
+    return Applied(version, "2026-12-02T12:00:00+00:00", 100, 20, {"recall@5": 0.1}, {"recall@5": 0.8})
