@@ -3,10 +3,13 @@ not learn from, shared by every process on the library, kept by migrate, and und
 
 from __future__ import annotations
 
+import io
+import random
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +19,10 @@ from bench.quality.tune import MADE_UP, build, measure
 from fastapi.testclient import TestClient
 
 from imagematch.ai.adapter import TextAdapter
+from imagematch.demo_data import random_scene, render
 from imagematch.factory import build_library
-from imagematch.library import Library
-from imagematch.records import InvalidInput
+from imagematch.library import Library, SimpleSearch
+from imagematch.records import Condition, Filter, InvalidInput
 from imagematch.services import tuning as tuning_service
 from imagematch.settings import Settings
 from imagematch.store import tuned
@@ -53,6 +57,24 @@ def test_tuning_teaches_the_librarys_words_and_keeps_the_models_own(
     assert before["made_up_p@5"] <= 0.3  # a made-up word finds its colour about by chance (1 in 8)
     assert after["made_up_p@5"] >= 0.7  # images without a description, of that colour, fill the top 5
     assert after["own_words_p@5"] >= before["own_words_p@5"] - 0.05
+
+
+@pytest.mark.slow
+def test_images_uploaded_after_tuning_are_found_by_the_learned_words(
+    measured: tuple[Library, dict[str, float], dict[str, float]],
+) -> None:
+    library, _, _ = measured
+    rng = random.Random(77)
+    for n in range(40):
+        scene = replace(random_scene(rng), colour=list(MADE_UP)[n % 4])  # red, green, blue, yellow
+        buffer = io.BytesIO()
+        render(scene, side=96, seed=900 + n).save(buffer, "PNG")
+        metadata = {"split": "fresh", "colour": scene.colour}
+        library.ingest.add(buffer.getvalue(), filename=f"fresh-{n}.png", metadata=metadata)
+    fresh = Filter((Condition("split", "eq", "fresh"),))
+    hits = library.search.simple(SimpleSearch(text=MADE_UP["red"], k=5, filter=fresh)).hits
+    colours = [hit.record.metadata["colour"] for hit in hits]
+    assert colours.count("red") >= 4, colours
 
 
 @pytest.mark.slow

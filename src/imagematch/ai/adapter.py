@@ -20,7 +20,7 @@ import base64
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +45,10 @@ LEAST_SHIFT = 0.02  # a shorter shift changes no ranking: the word is not kept
 class TextAdapter:
     words: tuple[str, ...]
     shifts: Matrix  # one row per word
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {word: n for n, word in enumerate(self.words)})
 
     @property
     def dim(self) -> int:
@@ -52,8 +56,7 @@ class TextAdapter:
 
     def shift(self, text: str) -> Vector | None:
         """What the library's words in `text` add to its vector; None when it holds none of them."""
-        index = {word: n for n, word in enumerate(self.words)}
-        rows = sorted({index[word] for word in tokens(text) if word in index})
+        rows = sorted({self._index[word] for word in tokens(text) if word in self._index})
         return self.shifts[rows].sum(axis=0) if rows else None
 
     def apply(self, text: str, vector: Vector) -> Vector:

@@ -69,6 +69,12 @@ class ChangeCarrier:
         return carried
 
     def _carry(self, record: ImageRecord, target: Active) -> None:
+        """The check and the write under the library's lock: the reindex and every server carry the same changes
+        after a switch, and two inserts of one image would store it twice."""
+        with self.pairing.write_lock, target.store.exclusive():
+            self._carry_one(record, target)
+
+    def _carry_one(self, record: ImageRecord, target: Active) -> None:
         model_id = target.embedder.model_id
         stored = target.store.get_vectors([record.id]).get(record.id)
         if stored is not None:

@@ -27,6 +27,7 @@ from imagematch.records import (
 from imagematch.services.embedding import Embedding
 from imagematch.services.pairing import Pairing, one_generation
 from imagematch.settings import Settings
+from imagematch.store import tuned
 from imagematch.validation import clean_description, clean_metadata, clean_text
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class Catalog:
 
     @one_generation
     def reset(self, confirm: str) -> int:
-        """Delete every record and stored file, only with the exact confirmation phrase."""
+        """Delete every record, stored file and search tuning, only with the exact confirmation phrase."""
         if confirm != RESET_PHRASE:
             raise InvalidInput(f"to delete everything, confirm with the exact phrase {RESET_PHRASE!r}")
         if self.pairing.store.generations().staging:
@@ -120,6 +121,7 @@ class Catalog:
         with self.pairing.write_lock:
             count = self.pairing.store.count()
             self.pairing.store.reset()
+            tuned.forget(self.pairing.store)  # learned from the images just deleted
             self.blobs.clear()
         log.warning("reset: deleted %d images and their files", count)
         return count

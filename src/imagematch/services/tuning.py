@@ -137,10 +137,15 @@ class Tuning:
         pairs = self._pairs(progress)
         trained = [n for n, held in enumerate(pairs.held_out) if not held]
         held = [n for n, out in enumerate(pairs.held_out) if out][:MAX_EVALUATED]
-        if len(pairs.texts) < MIN_PAIRS or len(held) < MIN_HELD_OUT:
+        if len(pairs.texts) < MIN_PAIRS:
             raise InvalidInput(
                 f"tuning needs at least {MIN_PAIRS} images with a description or a corrected caption; "
                 f"this library has {len(pairs.texts)}"
+            )
+        if len(held) < MIN_HELD_OUT:
+            raise InvalidInput(
+                f"of the library's {len(pairs.texts)} described images, {len(held)} fall in the held-out share "
+                f"tuning is measured on, and it needs {MIN_HELD_OUT}: describe a few more images"
             )
         embedder = self.pairing.embedder
         text_vectors = self._encode(pairs.texts, "encoding descriptions", progress)
@@ -164,10 +169,10 @@ class Tuning:
         elif after["general@10"] < LEAST_KEPT:
             applied = False
             reason = f"it would change {1 - after['general@10']:.0%} of the general queries' top 10 results"
+        elif dry_run:
+            applied, reason = False, f"a dry run: it would be applied, as held-out recall@5 gains {gain:+.3f}"
         else:
-            applied, reason = not dry_run, f"held-out recall@5 gains {gain:+.3f}"
-            if dry_run:
-                reason += " (a dry run: not applied)"
+            applied, reason = True, f"held-out recall@5 gains {gain:+.3f}"
         version = uuid.uuid4().hex[:8] if applied else ""
         if applied:
             record = Applied(

@@ -119,6 +119,14 @@ def keep_only(store: GenerationStore, model_id: str) -> None:
             store.delete_document(ADAPTERS, key)
 
 
+def forget(store: GenerationStore) -> None:
+    """Forget every model's tuning (a reset of the library)."""
+    for model_id in store.list_documents(STATES):
+        store.delete_document(STATES, model_id)
+    for key in store.list_documents(ADAPTERS):
+        store.delete_document(ADAPTERS, key)
+
+
 def copy(source: GenerationStore, target: GenerationStore, model_id: str) -> None:
     """Bring the model's tuning along to another store (`imagematch migrate`): weights first, then the state."""
     text = source.get_document(STATES, model_id)
