@@ -22,7 +22,7 @@ from imagematch.ai.adapter import TextAdapter
 from imagematch.demo_data import random_scene, render
 from imagematch.factory import build_library
 from imagematch.library import Library, SimpleSearch
-from imagematch.records import Condition, Filter, InvalidInput
+from imagematch.records import Condition, Filter, InvalidInput, Metadata
 from imagematch.services import tuning as tuning_service
 from imagematch.settings import Settings
 from imagematch.store import tuned
@@ -69,7 +69,7 @@ def test_images_uploaded_after_tuning_are_found_by_the_learned_words(
         scene = replace(random_scene(rng), colour=list(MADE_UP)[n % 4])  # red, green, blue, yellow
         buffer = io.BytesIO()
         render(scene, side=96, seed=900 + n).save(buffer, "PNG")
-        metadata = {"split": "fresh", "colour": scene.colour}
+        metadata: Metadata = {"split": "fresh", "colour": scene.colour}
         library.ingest.add(buffer.getvalue(), filename=f"fresh-{n}.png", metadata=metadata)
     fresh = Filter((Condition("split", "eq", "fresh"),))
     hits = library.search.simple(SimpleSearch(text=MADE_UP["red"], k=5, filter=fresh)).hits
