@@ -20,6 +20,7 @@ from imagematch.fingerprint import file_hash
 from imagematch.integrity import check
 from imagematch.library import Library
 from imagematch.settings import Settings
+from imagematch.store.batches import UNFINISHED, Batch
 from tests.images import jpeg
 
 
@@ -63,6 +64,25 @@ def test_check_finds_problems_and_repair_fixes_without_losing_originals(library:
     assert not stray.exists()
     assert in_flight.exists()  # a server may be writing it now
     assert {p.kind for p in check(library).problems} == {"missing_original"}
+
+
+def test_check_reports_a_batch_that_never_finished_and_repair_removes_it(library: Library) -> None:
+    """A store batch marker (store/batches.py) older than the settle time is a writer that crashed; a younger one
+    is a batch in flight, whose originals are not orphans."""
+    _fill(library)
+    store = library.store
+    crashed = Batch("crashed", store.generation_name, ("aaaaaaaaaaaaaaaa-00000000",), time.time() - 3600)
+    in_flight = Batch("in-flight", store.generation_name, ("bbbbbbbbbbbbbbbb-00000000",), time.time())
+    for batch in (crashed, in_flight):
+        store.put_document(UNFINISHED, batch.key, batch.to_json())
+    library.blobs.put_original(in_flight.ids[0], "jpg", jpeg("moon"))  # written before its record, as ingest does
+
+    found = check(library).problems
+    assert [(p.kind, p.subject) for p in found] == [("unfinished_batch", "crashed")]
+    repaired = check(library, repair=True)
+    assert repaired.healthy and [p.kind for p in repaired.problems] == ["unfinished_batch"]
+    assert set(store.list_documents(UNFINISHED)) == {"in-flight"}
+    assert library.blobs.has_original(in_flight.ids[0])  # not taken for an orphan
 
 
 def test_check_command_exit_codes(library: Library, settings: Settings, monkeypatch: object) -> None:

@@ -9,6 +9,11 @@ is not looked at, and an upload committed before the record listing is seen with
 file whose upload commits between the two listings, is looked up again in the store just before it is moved,
 under the store's exclusive lock, which every upload holds from its first file to its record: a file without
 a record then is truly an orphan. Temporary files younger than `IN_FLIGHT_S` are writes in progress, kept.
+
+A store batch that never finished (store/batches.py: Milvus and Pinecone mark a batch of several requests) is
+reported once its marker is older than `batches.SETTLE_S`; repair removes what it wrote, whose uploads were
+never answered as stored, so their originals are then orphans (moved to lost+found). The files of a batch still
+in flight are left alone.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from imagematch import media
 from imagematch.library import Library
 from imagematch.records import ImageRecord
 from imagematch.store.base import VectorStore
+from imagematch.store.batches import SETTLE_S, Batch, unfinished
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,7 @@ ProblemKind = Literal[
     "orphan_cutout",
     "temporary_file",
     "same_file_twice",
+    "unfinished_batch",
 ]
 
 
@@ -68,6 +75,7 @@ class CheckReport:
 
 def check(library: Library, *, repair: bool = False, page: int = 1000) -> CheckReport:
     report = CheckReport()
+    report.problems += check_batches(library.store, repair=repair)
     blobs = library.blobs
     # Files first (see the module's docstring): what an upload writes from now on is not looked at.
     originals = set(blobs.original_ids())
@@ -92,6 +100,8 @@ def check(library: Library, *, repair: bool = False, page: int = 1000) -> CheckR
     report.originals = len(originals)
     store = library.store  # read once, outside the lock (see captions._claim)
     with store.exclusive():  # no upload is between its files and its record meanwhile
+        # A batch in flight in another process (a store without a lock) has its files and not yet its records.
+        record_ids |= {i for batch in unfinished(store) if batch.age() < SETTLE_S for i in batch.ids}
         for image_id in sorted(_without_record(store, originals - record_ids)):
             problem = Problem("orphan_original", image_id, "an original with no record (an interrupted ingest)")
             if repair:
@@ -121,6 +131,30 @@ def check(library: Library, *, repair: bool = False, page: int = 1000) -> CheckR
         len(report.problems) - len(report.unfixed),
     )
     return report
+
+
+def check_batches(store: VectorStore, *, repair: bool, settle: float = SETTLE_S) -> list[Problem]:
+    """Batches whose marker is older than `settle` (their writer crashed or failed), and with `repair` their
+    records removed, in whichever generation they were written to."""
+    return [_unfinished_batch(store, batch, repair) for batch in unfinished(store) if batch.age() >= settle]
+
+
+def _unfinished_batch(store: VectorStore, batch: Batch, repair: bool) -> Problem:
+    problem = Problem(
+        "unfinished_batch",
+        batch.key,
+        f"a batch of {len(batch.ids)} new records in {batch.generation} never finished (a crash or a store error "
+        "between its requests); its records are hidden",
+    )
+    if repair:
+        target = store if batch.generation == store.generation_name else store.at(batch.generation)
+        written = target.abandon_batch(batch)
+        problem.detail = (
+            f"removed {written} partly written records of a batch of {len(batch.ids)} in {batch.generation} that "
+            "never finished (their uploads were never answered as stored)"
+        )
+        problem.fixed = True
+    return problem
 
 
 def _pages(records: Iterable[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:

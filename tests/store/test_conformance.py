@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from imagematch.filters import parse_filter
-from imagematch.fingerprint import phash_hex
+from imagematch.fingerprint import phash_from_hex, phash_hex
+from imagematch.integrity import check_batches
 from imagematch.records import (
     CaptionStatus,
     ImageRecord,
@@ -25,9 +26,12 @@ from imagematch.records import (
     StoreMismatch,
     TextLine,
 )
-from imagematch.store import generations
+from imagematch.store import generations, milvus, pinecone
 from imagematch.store.base import VectorStore
+from imagematch.store.batches import UNFINISHED
 from imagematch.store.generations import Generations
+from imagematch.store.milvus import MilvusStore
+from imagematch.store.pinecone import PineconeStore
 from imagematch.store.shared import LIST_TRUNCATION_MARK, TRUNCATION_MARK
 from tests.store.conftest import StoreFactory
 
@@ -685,3 +689,128 @@ def test_camera_and_lens_match_a_part_of_the_name_ignoring_case(store: VectorSto
     assert _matching(store, {"image.lens": "usm"}) == _expect(0, 2)
     assert _matching(store, {"image.camera": "canon", "image.lens": "70mm"}) == _expect(2)
     assert _matching(store, {"$or": [{"image.camera": "leica"}, {"image.lens": "nikkor"}]}) == _expect(1, 5)
+
+
+def _engine_fails_at(store: VectorStore, monkeypatch: pytest.MonkeyPatch, request: int) -> None:
+    """The `request`-th request that writes records fails (and only that one), with each request holding at most
+    two records: Milvus's rows of the images collection, Pinecone's image vectors (its words and pHash vectors
+    go first). LanceDB writes a batch in one atomic merge: its one request fails."""
+    calls = 0
+    counted: Callable[[tuple[object, ...], dict[str, object]], bool]
+    owner: object
+    if isinstance(store, MilvusStore):
+        monkeypatch.setattr(milvus, "_BATCH_ROWS", 2)
+        owner, name = store._client, "upsert"
+        counted = lambda args, _kwargs: args[0] == store.images  # noqa: E731
+    elif isinstance(store, PineconeStore):
+        monkeypatch.setattr(pinecone, "MAX_RECORDS", 2)
+        owner, name = store._index, "upsert"
+        counted = lambda _args, kwargs: kwargs.get("namespace") == store._space("images")  # noqa: E731
+    else:
+        owner, name, request = store, "_arrow", 1
+        counted = lambda _args, _kwargs: True  # noqa: E731
+    real = getattr(owner, name)
+
+    def write(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        if counted(args, kwargs):
+            calls += 1
+            if calls == request:
+                raise RuntimeError("the engine failed this request")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, write)
+
+
+def _shows_exactly(reader: VectorStore, stored: list[StoredImage], absent: list[StoredImage]) -> None:
+    """Every reader sees the `stored` records and none of the `absent` ones."""
+    expected = {s.record.id for s in stored}
+    gone = [s.record.id for s in absent]
+    assert reader.count() == len(expected)
+    assert reader.count(parse_filter({"image.format": {"$in": ["PNG", "JPEG"]}})) == len(expected)
+    assert all(reader.get(i) is None for i in gone) and reader.get_many(gone) == {}
+    assert reader.get_vectors(gone) == {}
+    assert set(reader.get_many(list(expected))) == expected
+    assert _ids(reader.page(limit=100)) == expected
+    assert _cursor_pass(reader, 2, newest_first=False) == [
+        s.record.id for s in sorted(stored, key=lambda s: s.record.created_at)
+    ]
+    assert set(reader.ids()) == expected
+    for one in absent:
+        assert {h.record.id for h in reader.search(one.vector, k=20)} == expected
+        assert {n.id for n in reader.nearest(one.vector, k=20)} == expected
+        assert one.words_vector is not None
+        assert {h.record.id for h in reader.search(one.words_vector, k=20, field="words")} == expected
+        assert reader.near_phash(phash_from_hex(one.record.phash), 0) == []
+        assert reader.find_file_hash(one.record.file_hash) is None
+        assert reader.keyword_search(one.record.filename.removeprefix("image-").removesuffix(".jpg"), k=20) == []
+
+
+def test_a_batch_cut_short_by_the_engine_is_invisible_until_repair_removes_it(
+    open_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine fails after the first request of a batch of several (Milvus and Pinecone have no transactions):
+    readers, here and in another process, show none of it; check --repair removes what was written, and the same
+    batch written again is whole. A record the broken batch replaced stays readable."""
+    store = open_store()
+    store.open(MODEL, DIM)
+    kept = [item(n, words=True) for n in range(2)]
+    store.upsert(kept)
+    broken = [item(n, words=True) for n in range(10, 15)]
+    _engine_fails_at(store, monkeypatch, request=2)
+    with pytest.raises(RuntimeError, match="engine failed"):
+        store.upsert([*broken, replace(kept[0], record=replace(kept[0].record, description="edited"))])
+    for reader in (store, open_store()):
+        _shows_exactly(reader, kept, broken)
+    assert check_batches(store, repair=False) == []  # so recent, its writer may still be at work
+
+    store.upsert([broken[0]])  # written whole since: the broken batch no longer hides it or removes it
+    assert store.get(broken[0].record.id) == broken[0].record and open_store().count() == 3
+    found = check_batches(store, repair=False, settle=0)
+    marked = isinstance(store, MilvusStore | PineconeStore)  # LanceDB's one write failed whole: nothing to mark
+    assert [p.kind for p in found] == (["unfinished_batch"] if marked else [])
+    assert all(p.fixed for p in check_batches(store, repair=True, settle=0))
+    assert store.list_documents(UNFINISHED) == {} and check_batches(store, repair=False, settle=0) == []
+    for reader in (store, open_store()):
+        _shows_exactly(reader, [*kept, broken[0]], broken[1:])  # the rows written of it are gone too
+
+    store.upsert(broken)  # several requests again, none failing
+    for reader in (store, open_store()):
+        assert reader.count() == 7 and set(reader.ids()) == {s.record.id for s in [*kept, *broken]}
+        assert reader.near_phash(phash_from_hex(broken[3].record.phash), 0)[0][0] == broken[3].record
+        assert reader.search(broken[4].vector, k=1)[0].record == broken[4].record
+    assert store.list_documents(UNFINISHED) == {}
+
+
+def test_a_batch_marker_alone_is_harmless(open_store: StoreFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power cut right after a batch was announced: nothing of it shows, repair removes the marker, and the
+    batch written again is whole."""
+    store = open_store()
+    store.open(MODEL, DIM)
+    kept = [item(1, words=True)]
+    store.upsert(kept)
+    batch = [item(n, words=True) for n in range(20, 25)]
+    monkeypatch.setattr(milvus, "_BATCH_ROWS", 2)
+    put_document = store.put_document
+
+    def power_cut_after_the_marker(kind: str, key: str, value: str) -> None:
+        put_document(kind, key, value)
+        if kind == UNFINISHED:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "put_document", power_cut_after_the_marker)
+    try:
+        store.upsert(batch)
+    except KeyboardInterrupt:
+        assert isinstance(store, MilvusStore | PineconeStore)  # LanceDB marks nothing: its write is atomic
+        for reader in (store, open_store()):
+            _shows_exactly(reader, kept, batch)
+    monkeypatch.undo()
+    repaired = check_batches(store, repair=True, settle=0)
+    assert all(p.fixed and p.kind == "unfinished_batch" for p in repaired)
+    store.upsert(batch)
+    assert store.list_documents(UNFINISHED) == {}
+    for reader in (store, open_store()):
+        assert reader.count() == 6 and set(reader.get_many([s.record.id for s in batch])) == {
+            s.record.id for s in batch
+        }

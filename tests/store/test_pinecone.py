@@ -9,6 +9,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from imagematch.store.pinecone import (
 )
 from imagematch.store.shared import TRUNCATION_MARK, to_micros
 from tests.fake_pinecone import MAX_REQUEST_BYTES, REJECTED_KEY, FakePinecone
-from tests.store.test_conformance import DIM, MODEL, item
+from tests.store.test_conformance import DIM, MODEL, item, unit
 
 PINECONE_40_KB = 40 * 1024
 
@@ -143,10 +144,12 @@ def test_reads_wait_until_the_index_has_caught_up_with_our_writes() -> None:
     try:
         store = make(lagging, sleep=lambda _seconds: None)  # each read moves the fake on; no need to wait
         store.open(MODEL, DIM)
-        store.upsert([item(1), item(2)])
+        store.upsert([item(1), item(2)])  # its batch marker's removal reads: the fake has caught up after it
+        edited = replace(item(1).record, description="edited")
+        store.update(edited, unit(5))  # writes only
         index = lagging.indexes["lib"]
         assert index.applied < index.lsn  # the service has not caught up yet
-        assert store.get(item(1).record.id) == item(1).record
+        assert store.get(item(1).record.id) == edited
         assert store.count() == 2 and len(store.page()) == 2
         assert store.delete([item(1).record.id]) == 1
         assert store.get(item(1).record.id) is None and store.count() == 1
@@ -170,14 +173,16 @@ def test_a_second_reader_waits_too_while_the_first_is_still_waiting() -> None:
         store = make(lagging, sleep=sleep)
         store.open(MODEL, DIM)
         store.upsert([item(1)])
+        edited = replace(item(1).record, description="edited")
+        store.update(edited, unit(5))  # writes only (the upsert's marker removal read until caught up)
         found: list[object] = []
         first = threading.Thread(target=lambda: found.append(store.get(item(1).record.id)))
         first.start()
         assert first_waiting.wait(10)
-        assert store.get(item(1).record.id) == item(1).record  # the second reader, while the first still waits
+        assert store.get(item(1).record.id) == edited  # the second reader, while the first still waits
         second_done.set()
         first.join(10)
-        assert found == [item(1).record]
+        assert found == [edited]
     finally:
         second_done.set()
         lagging.stop()

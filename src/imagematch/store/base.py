@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from typing import Literal, Protocol
 
 from imagematch.records import Filter, Hit, ImageRecord, Neighbour, PageCursor, StoredImage, Vector
+from imagematch.store.batches import Batch
 from imagematch.store.generations import Generations
 
 VectorField = Literal["image", "words"]
@@ -15,7 +16,8 @@ VectorField = Literal["image", "words"]
 class VectorStore(Protocol):
     """Records, their two vectors, and the queries the library needs, in one place.
 
-    Writes of a batch are atomic: after a crash either every record of `upsert(items)` is there or none.
+    Writes of a batch are atomic: after a crash either every record of `upsert(items)` is there or none (see
+    `upsert`).
     """
 
     name: str
@@ -59,7 +61,15 @@ class VectorStore(Protocol):
         """Atomically make the staging store the library (and its model the stored model); the old generation
         is retired (generations.retire), not dropped, so processes still reading it are not cut off."""
 
-    def upsert(self, items: Sequence[StoredImage]) -> None: ...
+    def upsert(self, items: Sequence[StoredImage]) -> None:
+        """Write the records, all or nothing. LanceDB writes them in one atomic merge. Milvus and Pinecone have no
+        transactions: a batch of more than one request is marked first (store/batches.py), readers leave its new
+        records out until its last request is done, and `imagematch check --repair` removes what a batch that
+        never finished wrote. A record the batch replaces stays readable throughout, old or new."""
+
+    def abandon_batch(self, batch: Batch) -> int:
+        """Remove what an unfinished batch of this generation wrote (it was never answered as stored) and its
+        marker; returns how many of its records had been written."""
 
     def update(self, record: ImageRecord, words_vector: Vector | None) -> None:
         """Replace a record's fields and its words vector; its image vector is kept."""

@@ -42,6 +42,7 @@ from imagematch.records import (
     name_words,
 )
 from imagematch.store.base import VectorField
+from imagematch.store.batches import UNFINISHED, Batch
 from imagematch.store.fields import FIELDS, Codec, Field, Kind, phash_from_signed, phash_to_signed
 from imagematch.store.generations import Generations, retire, staging_name
 from imagematch.store.locks import file_lock
@@ -327,6 +328,11 @@ class LanceStore(KeyedPages):
     def delete_document(self, kind: str, key: str) -> None:
         self._state.delete(f"key = {sql_string(f'doc:{kind}:{key}')}")
 
+    def abandon_batch(self, batch: Batch) -> int:
+        """LanceDB writes a batch in one atomic merge and never marks one: only the marker is there to remove."""
+        self.delete_document(UNFINISHED, batch.key)
+        return 0
+
     def stored_model(self) -> tuple[str, int] | None:
         state = self._get_states("model_id", "dim")  # one read: a search asks at start and again at open
         model_id = state.get("model_id")
@@ -479,6 +485,7 @@ class LanceStore(KeyedPages):
         return pa.Table.from_pylist(rows, schema=images_schema(self._dim))
 
     def upsert(self, items: Sequence[StoredImage]) -> None:
+        """One merge, atomic: no batch marker is needed (store/batches.py)."""
         if not items:
             return
         table = self._require_table()

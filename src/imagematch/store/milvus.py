@@ -56,6 +56,7 @@ from imagematch.records import (
     name_words,
 )
 from imagematch.store.base import VectorField
+from imagematch.store.batches import Batch, BatchMarkers
 from imagematch.store.fields import (
     FIELD,
     FIELDS,
@@ -302,6 +303,7 @@ class MilvusStore(KeyedPages):
             self._client.load_collection(self.images)
         self._dim = self._collection_dim(self.images)
         self._learn_fields()
+        self._batches = BatchMarkers(self, lambda: self.images, self._present, self._erase)
 
     def _learn_fields(self) -> None:
         """What the collection in use holds: one made by an older version lacks the newer fields (reindex
@@ -515,22 +517,51 @@ class MilvusStore(KeyedPages):
         return row
 
     def _filter(self, flt: Filter | None, *extra: str) -> str:
-        """The filter as an expression this collection can answer."""
+        """The filter as an expression this collection can answer, records of unfinished batches left out."""
         if flt and not self._lower_names and any(c.builtin and c.key in PARTIAL_FIELDS for c in flt.conditions()):
             raise NotSupported(
                 f"the Milvus collection {self.images} was made before camera and lens filters ignored case; run "
                 "`imagematch reindex` once to rebuild it with them"
             )
-        return filter_expr(flt, *extra)
+        return filter_expr(flt, *extra, *self._finished())
+
+    def _finished(self) -> list[str]:
+        """The expression that leaves out the records of unfinished batches; none when there are none."""
+        hidden = self._batches.hidden()
+        return [f"id not in [{', '.join(expr_string(i) for i in sorted(hidden))}]"] if hidden else []
 
     def upsert(self, items: Sequence[StoredImage]) -> None:
+        """More than _BATCH_ROWS rows take several requests: the batch is marked (store/batches.py)."""
         if not items:
             return
         self._require_open()
         rows = [self._image_row(i.record, i.vector, i.words_vector) for i in items]
-        with self._write_lock:
+        marked = self._batches.writing([i.record.id for i in items], one_request=len(rows) <= _BATCH_ROWS)
+        with marked, self._write_lock:  # the marker's documents are written outside the lock, which they take
             for start in range(0, len(rows), _BATCH_ROWS):
                 self._client.upsert(self.images, rows[start : start + _BATCH_ROWS])
+
+    def _present(self, ids: Sequence[str]) -> set[str]:
+        """The ids that have a row, markers ignored."""
+        if not self._dim:
+            return set()
+        return {
+            row["id"]
+            for start in range(0, len(ids), _IN_CHUNK)
+            for row in self._client.query(
+                self.images, filter=_ids_expr(ids[start : start + _IN_CHUNK]), output_fields=["id"]
+            )
+        }
+
+    def _erase(self, ids: Sequence[str]) -> None:
+        if not self._dim:
+            return
+        with self._write_lock:
+            for start in range(0, len(ids), _IN_CHUNK):
+                self._client.delete(self.images, filter=_ids_expr(ids[start : start + _IN_CHUNK]))
+
+    def abandon_batch(self, batch: Batch) -> int:
+        return self._batches.abandon(batch)
 
     def update(self, record: ImageRecord, words_vector: Vector | None) -> None:
         self._require_open()
@@ -548,7 +579,7 @@ class MilvusStore(KeyedPages):
         existing = [
             row["id"]
             for start in range(0, len(unique), _IN_CHUNK)
-            for row in self._query(_ids_expr(unique[start : start + _IN_CHUNK]), ["id"])
+            for row in self._query(self._filter(None, _ids_expr(unique[start : start + _IN_CHUNK])), ["id"])
         ]
         with self._write_lock:
             for start in range(0, len(existing), _IN_CHUNK):
@@ -559,6 +590,7 @@ class MilvusStore(KeyedPages):
         if self._dim:
             with self._write_lock:
                 self._client.delete(self.images, filter='id != ""')
+            self._batches.clear()
         self.maintain()
 
     def maintain(self) -> None:
@@ -600,7 +632,9 @@ class MilvusStore(KeyedPages):
         found: dict[str, ImageRecord] = {}
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), _IN_CHUNK):
-            for row in self._query(_ids_expr(unique[start : start + _IN_CHUNK]), self._record_fields):
+            for row in self._query(
+                self._filter(None, _ids_expr(unique[start : start + _IN_CHUNK])), self._record_fields
+            ):
                 found[row["id"]] = CODEC.record(row)
         return found
 
@@ -609,7 +643,7 @@ class MilvusStore(KeyedPages):
         unique = list(dict.fromkeys(ids))
         fields = ["id", "vector", "words_vector", "has_words"]
         for start in range(0, len(unique), _IN_CHUNK):
-            for row in self._query(_ids_expr(unique[start : start + _IN_CHUNK]), fields):
+            for row in self._query(self._filter(None, _ids_expr(unique[start : start + _IN_CHUNK])), fields):
                 words = np.asarray(row["words_vector"], dtype=np.float32) if row["has_words"] else None
                 found[row["id"]] = (np.asarray(row["vector"], dtype=np.float32), words)
         return found
@@ -635,7 +669,7 @@ class MilvusStore(KeyedPages):
         )
 
     def ids(self) -> Iterator[str]:
-        return (row["id"] for row in self._scan("", ["id"]))
+        return (row["id"] for row in self._scan(self._filter(None), ["id"]))
 
     def _search_params(self, k: int) -> dict[str, Any]:
         return {"metric_type": "COSINE"} if self.lite else {"metric_type": "COSINE", "params": {"ef": max(k, 64)}}
@@ -690,7 +724,7 @@ class MilvusStore(KeyedPages):
         return [Hit(_hit_record(hit), abs(float(hit["distance"]))) for hit in results[0]]
 
     def find_file_hash(self, file_hash: str) -> ImageRecord | None:
-        rows = self._query(f"file_hash == {expr_string(file_hash)}", self._record_fields, limit=1)
+        rows = self._query(self._filter(None, f"file_hash == {expr_string(file_hash)}"), self._record_fields, limit=1)
         return CODEC.record(rows[0]) if rows else None
 
     def near_phash(self, phash: int, max_distance: int) -> list[tuple[ImageRecord, int]]:
@@ -710,6 +744,7 @@ class MilvusStore(KeyedPages):
                 data=[phash_signs(phash)],
                 anns_field="phash_vector",
                 limit=limit,
+                filter=self._filter(None),
                 output_fields=self._record_fields,
                 search_params=self._search_params(limit),  # ef for the HNSW of older collections
             )[0]

@@ -81,6 +81,7 @@ from imagematch.records import (
     name_words,
 )
 from imagematch.store.base import VectorField
+from imagematch.store.batches import Batch, BatchMarkers
 from imagematch.store.fields import FIELDS, Codec, Field, Kind, time_from_micros, time_to_micros
 from imagematch.store.generations import POINTERS, Generations, PointerDocuments, retire
 from imagematch.store.paging import KEY_SCHEMA, KeyedPages, KeyReader, KeyWindow
@@ -380,6 +381,7 @@ class PineconeStore(KeyedPages):
         self.generation = generation if generation is not None else (library["generation"] if library else "")
         # A staging generation (a rebuild) and a new library are written as this version makes them.
         self.schema = int(library.get("schema", 1)) if library and generation is None else SCHEMA_VERSION
+        self._batches = BatchMarkers(self, lambda: self.generation_name, self._present, self._erase)
 
     # plumbing
 
@@ -711,17 +713,32 @@ class PineconeStore(KeyedPages):
         return image, worded, phash
 
     def upsert(self, items: Sequence[StoredImage]) -> None:
-        """Words and pHash first, images last: a record counts as stored once its image vector is."""
+        """Words and pHash first, images last. Three namespaces take several requests: every batch is marked
+        (store/batches.py)."""
         if not items:
             return
         self._require()
         built = [self._image_vectors(i.record, i.vector, i.words_vector) for i in items]
-        self._upsert(self._space("words"), [w for _, w, _ in built if w is not None])
-        wordless = [image["id"] for image, w, _ in built if w is None]
-        if wordless:
-            self._delete_ids(self._space("words"), wordless, wait=False)
-        self._upsert(self._space("phash"), [p for _, _, p in built])
-        self._upsert(self._space("images"), [image for image, _, _ in built])
+        with self._batches.writing([i.record.id for i in items], one_request=False):
+            self._upsert(self._space("words"), [w for _, w, _ in built if w is not None])
+            wordless = [image["id"] for image, w, _ in built if w is None]
+            if wordless:
+                self._delete_ids(self._space("words"), wordless, wait=False)
+            self._upsert(self._space("phash"), [p for _, _, p in built])
+            self._upsert(self._space("images"), [image for image, _, _ in built])
+
+    def _present(self, ids: Sequence[str]) -> set[str]:
+        """The records whose image vector is stored, markers ignored."""
+        return {image_id_of(vid) for vid in self._fetch(self._space("images"), [vector_id(i) for i in ids])}
+
+    def _erase(self, ids: Sequence[str]) -> None:
+        """Every vector of these records, in each namespace, whatever a broken batch left of them."""
+        vids = [vector_id(i) for i in ids]
+        for kind in ("images", "words", "phash"):
+            self._delete_ids(self._space(kind), vids, wait=kind == "images")
+
+    def abandon_batch(self, batch: Batch) -> int:
+        return self._batches.abandon(batch)
 
     def update(self, record: ImageRecord, words_vector: Vector | None) -> None:
         stored = self._fetch(self._space("images"), [vector_id(record.id)]).get(vector_id(record.id))
@@ -748,6 +765,7 @@ class PineconeStore(KeyedPages):
             return
         for kind in ("images", "words", "phash"):
             self._delete_namespace(self._space(kind))
+        self._batches.clear()
 
     def maintain(self) -> None:
         """Nothing to do: Pinecone serverless compacts and indexes on its own."""
@@ -760,23 +778,29 @@ class PineconeStore(KeyedPages):
     # reads
 
     def _filter(self, flt: Filter | None) -> dict[str, Any] | None:
-        """The filter in Pinecone's language, where this library's records carry what it reads."""
+        """The filter in Pinecone's language, where this library's records carry what it reads; records of
+        unfinished batches left out."""
         if flt and self.schema < 2 and any(c.builtin and c.key in PARTIAL_FIELDS for c in flt.conditions()):
             raise NotSupported(
                 f"the Pinecone library in {self.index_name} was written before camera and lens filters ignored "
                 "case; run `imagematch reindex` once to rewrite it with them"
             )
-        return pinecone_filter(flt)
+        spec = pinecone_filter(flt)
+        hidden = self._batches.hidden()
+        if not hidden:
+            return spec
+        unfinished = {"id": {"$nin": sorted(hidden)}}
+        return {"$and": [spec, unfinished]} if spec else unfinished
 
     def get(self, image_id: str) -> ImageRecord | None:
         return self.get_many([image_id]).get(image_id)
 
     def get_many(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
-        fetched = self._fetch(self._space("images"), [vector_id(i) for i in ids])
+        fetched = self._fetch(self._space("images"), [vector_id(i) for i in self._batches.visible(ids)])
         return {image_id_of(vid): metadata_record(meta) for vid, (_, meta) in fetched.items()}
 
     def get_vectors(self, ids: Sequence[str]) -> dict[str, tuple[Vector, Vector | None]]:
-        vids = [vector_id(i) for i in ids]
+        vids = [vector_id(i) for i in self._batches.visible(ids)]
         images = self._fetch(self._space("images"), vids)
         words = self._fetch(self._space("words"), list(images))
         return {
@@ -820,8 +844,11 @@ class PineconeStore(KeyedPages):
         if self._index is None:
             return 0
         if not flt:
-            self._fresh(self._space("images"))
-            return self._namespace_count(self._space("images"))
+            namespace = self._space("images")
+            self._fresh(namespace)
+            hidden = self._batches.hidden()
+            unfinished = len(self._fetch(namespace, [vector_id(i) for i in hidden])) if hidden else 0
+            return self._namespace_count(namespace) - unfinished
         return len(self._sorted_keys(flt))
 
     def _key_reader(self, flt: Filter | None) -> KeyReader | None:
@@ -834,7 +861,8 @@ class PineconeStore(KeyedPages):
         return lambda low, high: _key_range(keys, low, high)
 
     def ids(self) -> Iterator[str]:
-        return (image_id_of(vid) for vid in self._list(self._space("images")))
+        hidden = self._batches.hidden()
+        return (image_id for vid in self._list(self._space("images")) if (image_id := image_id_of(vid)) not in hidden)
 
     def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
         matches = self._query(vector, k, flt, field, with_records=True)
@@ -901,10 +929,12 @@ class PineconeStore(KeyedPages):
             return None
         namespace = self._space("images")
         self._fresh(namespace)
+        same: dict[str, Any] = {"file_hash": {"$eq": file_hash}}
+        unfinished = self._filter(None)
         response = self._call(
             "fetch_by_metadata",
             self._index.fetch_by_metadata,
-            filter={"file_hash": {"$eq": file_hash}},
+            filter={"$and": [same, unfinished]} if unfinished else same,
             namespace=namespace,
             limit=1,
         )
