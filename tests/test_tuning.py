@@ -116,6 +116,18 @@ def test_too_few_pairs_is_a_clear_error(library: Library) -> None:
         library.tuning.tune()
 
 
+def test_a_tune_job_on_a_library_without_descriptions_fails_saying_why(client: TestClient) -> None:
+    job = client.post("/api/v1/jobs/tune").json()
+    for _ in range(100):
+        job = client.get(f"/api/v1/jobs/{job['id']}").json()
+        if job["state"] != "running":
+            break
+        time.sleep(0.1)
+    assert job["state"] == "failed"
+    assert job["message"].startswith("Tuning needs at least 40 images with a description")
+    assert job["message"].endswith("Nothing was changed.")
+
+
 def test_the_tuned_state_keeps_earlier_versions_and_survives_an_unfinished_write(library: Library) -> None:
     library.open()
     store, model_id = library.store, library.embedder.model_id

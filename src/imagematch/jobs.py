@@ -24,7 +24,7 @@ from typing import Literal
 from imagematch.ai.embedder import Embedder
 from imagematch.files import image_files
 from imagematch.library import Library, Upload
-from imagematch.records import Conflict, IngestResult, InvalidInput, NotFound
+from imagematch.records import Conflict, ImageMatchError, IngestResult, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +301,10 @@ class JobRunner:
                 f"{report.held_out} of {report.pairs} pairs; general queries keep "
                 f"{report.after['general@10']:.0%} of their top 10."
             )
+        except ImageMatchError as error:  # too few pairs, a reindex under way: the library's state, not a fault
+            log.warning("job %s: %s", status.id, error)
+            status.state = "failed"
+            status.message = f"{str(error)[:1].upper()}{str(error)[1:]}. Nothing was changed."
         except Exception as error:
             log.exception("job %s failed", status.id)
             status.state = "failed"
