@@ -20,7 +20,7 @@ from imagematch.fingerprint import file_hash
 from imagematch.integrity import check
 from imagematch.library import Library
 from imagematch.settings import Settings
-from tests.images import jpeg
+from testkit.images import jpeg
 
 
 def _fill(library: Library) -> list[str]:

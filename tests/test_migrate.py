@@ -152,7 +152,7 @@ def test_migrate_command_copies_to_milvus_and_the_copy_serves(
     from imagematch.factory import build_library
     from imagematch.library import SimpleSearch
     from imagematch.settings import Settings
-    from tests.images import jpeg
+    from testkit.images import jpeg
 
     env = {
         "IMAGEMATCH_DATA_DIR": str(tmp_path / "data"),

@@ -23,8 +23,8 @@ from imagematch.keywords import read_words
 from imagematch.library import Library
 from imagematch.records import ImageText, ModelUnavailable, Query, RecordPatch, TextLine, TextTerm
 from imagematch.web.app import create_app
-from tests.images import jpeg, photo
-from tests.tinymodel import tiny_settings
+from testkit.images import jpeg, photo
+from testkit.tinymodel import tiny_settings
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 

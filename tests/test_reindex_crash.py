@@ -15,12 +15,12 @@ from imagematch.factory import build_library
 from imagematch.library import Library, SimpleSearch
 from imagematch.settings import Settings
 from imagematch.store import generations
-from tests.images import PHOTOS, jpeg
-from tests.tinymodel import tiny_settings
+from testkit.images import PHOTOS, jpeg
+from testkit.tinymodel import tiny_settings
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]  # where `-m tests.crash_at` is found
+ROOT = Path(__file__).resolve().parents[1]  # where `-m testkit.crash_at` is found
 NAMES = PHOTOS[:6]
 LANCE = "imagematch.store.lancedb"
 STEPS = {
@@ -48,7 +48,7 @@ def _environment(settings: Settings) -> dict[str, str]:
 
 
 def _reindex(settings: Settings, *crash: str) -> subprocess.CompletedProcess[str]:
-    command = ["-m", "tests.crash_at", *crash, "--", "reindex"] if crash else ["-m", "imagematch", "reindex"]
+    command = ["-m", "testkit.crash_at", *crash, "--", "reindex"] if crash else ["-m", "imagematch", "reindex"]
     return subprocess.run(
         [sys.executable, *command],
         env=_environment(settings),

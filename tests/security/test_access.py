@@ -34,8 +34,8 @@ from imagematch.web.auth import (
     safe_next,
     session_secret,
 )
-from tests.browser.live import serve
-from tests.images import jpeg
+from testkit.browser import serve
+from testkit.images import jpeg
 from tests.security.conftest import Harness, app_routes, csrf_token, make_settings, snapshot
 
 KEY = "k3y-for-the-tests-0123456789abcdef"

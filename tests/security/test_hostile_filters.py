@@ -22,7 +22,7 @@ from imagematch.cli import app as cli
 from imagematch.factory import build_library
 from imagematch.records import FILTER_FIELDS
 from imagematch.web.app import create_app
-from tests.images import encode, photo
+from testkit.images import encode, photo
 from tests.security.conftest import Harness, make_settings, snapshot
 from tests.security.payloads import BAD_FILTERS, BAD_WEIGHTS, ODD_FILTERS
 from tests.security.test_hostile_input import page_message, unchanged
