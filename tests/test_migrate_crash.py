@@ -22,6 +22,7 @@ from imagematch.factory import build_library, build_store
 from imagematch.library import SimpleSearch
 from imagematch.records import RecordPatch
 from imagematch.settings import Settings
+from testkit.cli_env import env_for
 from testkit.images import PHOTOS, jpeg, look_alikes
 from testkit.tinymodel import tiny_settings
 
@@ -72,17 +73,7 @@ def _settings(root: Path, model_dir: Path, store: str = "lancedb") -> Settings:
 
 
 def _environment(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "IMAGEMATCH_DATA_DIR": str(settings.data_dir),
-        "IMAGEMATCH_MODEL": settings.model,
-        "IMAGEMATCH_MODEL_CACHE_DIR": str(settings.model_cache_dir),
-        "IMAGEMATCH_STORE": settings.store,
-        "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
-        "IMAGEMATCH_CAPTIONER": "none",
-        "IMAGEMATCH_RUNTIME": "torch",
-        "IMAGEMATCH_LOG_LEVEL": "WARNING",
-    }
+    return {**os.environ, **env_for(settings, log_level="WARNING")}
 
 
 def _run(settings: Settings, *arguments: str, crash: tuple[object, ...] = ()) -> subprocess.CompletedProcess[str]:

@@ -15,6 +15,7 @@ from imagematch.factory import build_library
 from imagematch.library import Library, SimpleSearch
 from imagematch.settings import Settings
 from imagematch.store import generations
+from testkit.cli_env import env_for
 from testkit.images import PHOTOS, jpeg
 from testkit.tinymodel import tiny_settings
 
@@ -34,17 +35,7 @@ STEPS = {
 
 
 def _environment(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "IMAGEMATCH_DATA_DIR": str(settings.data_dir),
-        "IMAGEMATCH_MODEL": settings.model,
-        "IMAGEMATCH_MODEL_CACHE_DIR": str(settings.model_cache_dir),
-        "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
-        "IMAGEMATCH_CAPTIONER": "none",
-        "IMAGEMATCH_RUNTIME": "torch",
-        "IMAGEMATCH_EMBED_BATCH_SIZE": "2",
-        "IMAGEMATCH_LOG_LEVEL": "WARNING",
-    }
+    return {**os.environ, **env_for(settings, embed_batch_size=2, log_level="WARNING")}
 
 
 def _reindex(settings: Settings, *crash: str) -> subprocess.CompletedProcess[str]:
