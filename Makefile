@@ -37,8 +37,8 @@ run: install
 	$(BIN)/imagematch serve
 
 lint: dev
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts testkit
+	$(BIN)/ruff format --check src tests bench scripts testkit
 
 typecheck: dev
 	$(BIN)/mypy

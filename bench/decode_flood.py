@@ -28,9 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from tests.security.live import distinct_jpegs, free_port
-from tests.security.payloads import sixteen_bit_bomb
-from tests.tinymodel import build_tiny_model
+
+from testkit.bombs import sixteen_bit_bomb
+from testkit.images import distinct_jpegs
+from testkit.server_process import free_port
+from testkit.tinymodel import build_tiny_model
 
 
 def bomb_variant(n: int) -> bytes:

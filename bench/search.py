@@ -41,6 +41,7 @@ from imagematch.ai.model_source import parse_model_spec
 from imagematch.factory import build_embedder, build_store
 from imagematch.records import StoredImage
 from imagematch.settings import Settings
+from testkit.cli_env import env_for
 
 QUERIES = (
     "a dog on the beach",
@@ -263,14 +264,8 @@ def main() -> None:
                     filled.write_text(json.dumps([fill_s, recall]))
             env = {
                 **os.environ,
-                "IMAGEMATCH_DATA_DIR": str(workdir),
-                "IMAGEMATCH_STORE": backend,
-                "IMAGEMATCH_MODEL": model,
-                "IMAGEMATCH_MILVUS_URI": str(workdir / "milvus.db"),
-                "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
-                "IMAGEMATCH_CAPTIONER": "none",
-                "IMAGEMATCH_LOG_LEVEL": "WARNING",
-                "IMAGEMATCH_RATE_LIMIT": "0",  # the clients here are the load, not abuse
+                # rate_limit 0: the clients here are the load, not abuse
+                **env_for(settings, background_removal="off", captioner="none", log_level="WARNING", rate_limit=0),
             }
             measured = serve_and_measure(env, args.rounds, args.clients)
             row = {"backend": backend, "images": size, "fill_s": fill_s, "recall_at_10": recall, **measured}

@@ -14,15 +14,15 @@ from pathlib import Path
 
 from PIL import ImageEnhance
 from playwright.sync_api import FilePayload, Page, ViewportSize, sync_playwright
-from tests.browser.live import launch_chromium, serve
-from tests.images import encode, jpeg, photo
-from tests.tinymodel import build_tiny_model
 
 from imagematch.factory import build_library
 from imagematch.library import Library
 from imagematch.records import Metadata, RecordPatch
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
+from testkit.browser import launch_chromium, serve
+from testkit.images import encode, jpeg, photo
+from testkit.tinymodel import build_tiny_model
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 DESKTOP: ViewportSize = {"width": 1280, "height": 860}

@@ -11,7 +11,7 @@ from imagematch.factory import build_library
 from imagematch.library import Library
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
-from tests.tinymodel import build_tiny_model, tiny_settings
+from testkit.tinymodel import build_tiny_model, tiny_settings
 
 
 @pytest.fixture(autouse=True)

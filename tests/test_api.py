@@ -9,7 +9,7 @@ from PIL import Image
 
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
-from tests.images import encode, jpeg, photo
+from testkit.images import encode, jpeg, photo
 
 
 def upload(client: TestClient, name: str, data: bytes | None = None, **form: str) -> Any:

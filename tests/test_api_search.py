@@ -14,7 +14,7 @@ from imagematch.library import Library
 from imagematch.records import RecordPatch
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
-from tests.images import PHOTOS, encode, jpeg, photo
+from testkit.images import PHOTOS, encode, jpeg, photo
 
 
 def add_all(library: Library, names: tuple[str, ...] = PHOTOS) -> dict[str, str]:

@@ -14,7 +14,7 @@ from imagematch.blobs_s3 import S3BlobStore
 from imagematch.factory import build_library
 from imagematch.records import ImageMatchError, NotFound
 from imagematch.settings import Settings, SettingsError, load_settings
-from tests.images import jpeg, solid
+from testkit.images import jpeg, solid
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from imagematch.library import Library, SimpleSearch
 from imagematch.records import CaptionStatus, ImageRecord, RecordPatch
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
-from tests.fake_moondream import FakeMoondream, running
-from tests.images import jpeg
+from testkit.fake_moondream import FakeMoondream, running
+from testkit.images import jpeg
 
 CAPTIONS = {"astronaut": "an astronaut in a white suit", "coffee": "a cup of coffee on a saucer"}
 

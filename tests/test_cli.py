@@ -20,7 +20,7 @@ from imagematch.factory import build_library
 from imagematch.query_syntax import TypedTerm, parse_region, parse_terms
 from imagematch.records import InvalidQuery, RecordPatch
 from imagematch.settings import load_settings
-from tests.images import PHOTOS, encode, jpeg, photo
+from testkit.images import PHOTOS, encode, jpeg, photo
 
 
 @pytest.fixture

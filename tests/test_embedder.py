@@ -10,8 +10,8 @@ import pytest
 
 from imagematch.ai.embedder import OpenClipEmbedder, ends_at_end_of_text, normalise, trim_to_end_of_text
 from imagematch.ai.model_source import parse_model_spec
-from tests.images import photo
-from tests.tinymodel import build_tiny_model
+from testkit.images import photo
+from testkit.tinymodel import build_tiny_model
 
 
 @pytest.fixture(scope="module")

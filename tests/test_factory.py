@@ -9,7 +9,7 @@ import pytest
 from imagematch.factory import STORE_BUILDERS, build_store
 from imagematch.settings import Settings, SettingsError
 from imagematch.store.names import STORE_NAMES
-from tests.tinymodel import tiny_settings
+from testkit.tinymodel import tiny_settings
 
 
 def test_every_store_name_has_a_builder() -> None:

@@ -24,7 +24,7 @@ from imagematch.fingerprint import (
     to_signed,
     turned_layout,
 )
-from tests.images import encode, look_alikes, photo
+from testkit.images import encode, look_alikes, photo
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
 

@@ -15,7 +15,7 @@ from PIL import Image
 from imagematch.fusion import MAX_WORDS_STANDING, fuse, words_standing
 from imagematch.library import Library, SimpleSearch
 from imagematch.records import Query, RecordPatch, TextTerm
-from tests.images import PHOTOS, jpeg
+from testkit.images import PHOTOS, jpeg
 
 Scores = npt.NDArray[np.float64]
 _similarity = st.floats(-1.0, 1.0, allow_nan=False)

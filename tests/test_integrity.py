@@ -21,7 +21,8 @@ from imagematch.integrity import check
 from imagematch.library import Library
 from imagematch.settings import Settings
 from imagematch.store.batches import UNFINISHED, Batch
-from tests.images import jpeg
+from testkit.cli_env import env_for
+from testkit.images import jpeg
 
 
 def _fill(library: Library) -> list[str]:
@@ -89,9 +90,8 @@ def test_check_command_exit_codes(library: Library, settings: Settings, monkeypa
     import pytest
 
     mp = pytest.MonkeyPatch()
-    mp.setenv("IMAGEMATCH_DATA_DIR", str(settings.data_dir))
-    mp.setenv("IMAGEMATCH_MODEL", settings.model)
-    mp.setenv("IMAGEMATCH_BACKGROUND_REMOVAL", "off")
+    for name, value in env_for(settings).items():
+        mp.setenv(name, value)
     try:
         ids = _fill(library)
         runner = CliRunner()
@@ -124,18 +124,11 @@ def test_kill_9_during_index_loses_nothing_and_a_rerun_finishes(tmp_path: Path, 
     folder = tmp_path / "photos"
     paths = _noise_images(folder, 300)
     data_dir = tmp_path / "data"
-    environment = {
-        **os.environ,
-        "IMAGEMATCH_DATA_DIR": str(data_dir),
-        "IMAGEMATCH_MODEL": f"local-dir:{tiny_model_dir}",
-        "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
-        "IMAGEMATCH_EMBED_BATCH_SIZE": "8",
-        "IMAGEMATCH_LOG_LEVEL": "WARNING",
-    }
-    command = [sys.executable, "-m", "imagematch", "index", str(folder)]
     settings = Settings(
         _env_file=None, data_dir=data_dir, model=f"local-dir:{tiny_model_dir}", background_removal="off"
     )  # type: ignore[call-arg]
+    environment = {**os.environ, **env_for(settings, embed_batch_size=8, log_level="WARNING")}
+    command = [sys.executable, "-m", "imagematch", "index", str(folder)]
     originals = data_dir / "originals"
     rng = random.Random(11)
     stored_before = 0

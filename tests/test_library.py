@@ -29,7 +29,7 @@ from imagematch.records import (
     TooLarge,
 )
 from imagematch.settings import Settings
-from tests.images import PHOTOS, encode, jpeg, look_alikes, photo
+from testkit.images import PHOTOS, encode, jpeg, look_alikes, photo
 
 
 def _fill(library: Library, names: tuple[str, ...] = PHOTOS) -> dict[str, str]:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from imagematch.media import crop_region, decode, make_thumbnail
 from imagematch.records import InvalidImage, TooLarge, UnsupportedFormat
-from tests.images import encode, jpeg, photo
+from testkit.images import encode, jpeg, photo
 
 CAP = 50_000_000
 

@@ -171,17 +171,9 @@ def test_migrate_command_copies_to_milvus_and_the_copy_serves(
     from imagematch.factory import build_library
     from imagematch.library import SimpleSearch
     from imagematch.settings import Settings
-    from tests.images import jpeg
+    from testkit.cli_env import env_for
+    from testkit.images import jpeg
 
-    env = {
-        "IMAGEMATCH_DATA_DIR": str(tmp_path / "data"),
-        "IMAGEMATCH_MODEL": f"local-dir:{tiny_model_dir}",
-        "IMAGEMATCH_MILVUS_URI": str(tmp_path / "milvus.db"),
-        "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
-        "IMAGEMATCH_RUNTIME": "torch",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
     settings = Settings(
         _env_file=None,
         data_dir=tmp_path / "data",
@@ -190,6 +182,8 @@ def test_migrate_command_copies_to_milvus_and_the_copy_serves(
         background_removal="off",
         runtime="torch",
     )
+    for name, value in env_for(settings).items():
+        monkeypatch.setenv(name, value)
     library = build_library(settings)
     ids = [library.ingest.add(jpeg(n), filename=f"{n}.jpg").record.id for n in ("astronaut", "coffee")]  # type: ignore[union-attr]
     library.store.close()

@@ -22,12 +22,13 @@ from imagematch.factory import build_library, build_store
 from imagematch.library import SimpleSearch
 from imagematch.records import RecordPatch
 from imagematch.settings import Settings
-from tests.images import PHOTOS, jpeg, look_alikes
-from tests.tinymodel import tiny_settings
+from testkit.cli_env import env_for
+from testkit.images import PHOTOS, jpeg, look_alikes
+from testkit.tinymodel import tiny_settings
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]  # where `-m tests.crash_at` is found
+ROOT = Path(__file__).resolve().parents[1]  # where `-m testkit.crash_at` is found
 MILVUS = "imagematch.store.milvus"
 LANCE = "imagematch.store.lancedb"
 IMAGES = 12
@@ -72,22 +73,12 @@ def _settings(root: Path, model_dir: Path, store: str = "lancedb") -> Settings:
 
 
 def _environment(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "IMAGEMATCH_DATA_DIR": str(settings.data_dir),
-        "IMAGEMATCH_MODEL": settings.model,
-        "IMAGEMATCH_MODEL_CACHE_DIR": str(settings.model_cache_dir),
-        "IMAGEMATCH_STORE": settings.store,
-        "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
-        "IMAGEMATCH_CAPTIONER": "none",
-        "IMAGEMATCH_RUNTIME": "torch",
-        "IMAGEMATCH_LOG_LEVEL": "WARNING",
-    }
+    return {**os.environ, **env_for(settings, log_level="WARNING")}
 
 
 def _run(settings: Settings, *arguments: str, crash: tuple[object, ...] = ()) -> subprocess.CompletedProcess[str]:
     """Run `imagematch ARGUMENTS`, killed at `crash` when given."""
-    module = ["-m", "tests.crash_at", *(str(part) for part in crash), "--"] if crash else ["-m", "imagematch"]
+    module = ["-m", "testkit.crash_at", *(str(part) for part in crash), "--"] if crash else ["-m", "imagematch"]
     return subprocess.run(
         [sys.executable, *module, *arguments],
         env=_environment(settings),

@@ -14,7 +14,7 @@ import pytest
 from imagematch.ai.download_host import unreachable
 from imagematch.ai.model_source import PRESETS, local_model_dir, parse_model_spec
 from imagematch.records import ModelUnavailable
-from tests.tinymodel import build_tiny_model
+from testkit.tinymodel import build_tiny_model
 
 
 def test_presets_and_names_resolve_without_network() -> None:

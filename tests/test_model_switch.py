@@ -13,7 +13,7 @@ from imagematch.library import RESET_PHRASE, Library, SimpleSearch
 from imagematch.records import Conflict, NotFound, RecordPatch
 from imagematch.settings import Settings
 from imagematch.store import generations
-from tests.images import jpeg
+from testkit.images import jpeg
 
 
 def _add(library: Library, name: str) -> str:

@@ -23,8 +23,9 @@ from imagematch.keywords import read_words
 from imagematch.library import Library
 from imagematch.records import ImageText, ModelUnavailable, Query, RecordPatch, TextLine, TextTerm
 from imagematch.web.app import create_app
-from tests.images import jpeg, photo
-from tests.tinymodel import tiny_settings
+from testkit.cli_env import env_for
+from testkit.images import jpeg, photo
+from testkit.tinymodel import tiny_settings
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 
@@ -109,13 +110,7 @@ def test_the_ocr_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_m
     before.ingest.add(sign("Platform 9"), filename="platform.png")
     before.ingest.add(jpeg("coffee"), filename="coffee.jpg")
     before.close()
-    for name, value in {
-        "IMAGEMATCH_DATA_DIR": str(tmp_path / "data"),
-        "IMAGEMATCH_MODEL": f"local-dir:{tiny_model_dir}",
-        "IMAGEMATCH_MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
-        "IMAGEMATCH_LOG_LEVEL": "WARNING",
-    }.items():
+    for name, value in env_for(before.settings, ocr="auto", log_level="WARNING").items():  # auto: the default
         monkeypatch.setenv(name, value)
     runner = CliRunner()
     done = runner.invoke(app, ["ocr"])

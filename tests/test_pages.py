@@ -19,7 +19,7 @@ from imagematch.settings import Settings
 from imagematch.web import pages
 from imagematch.web.app import create_app
 from imagematch.web.forms import editable_value, typed_value
-from tests.images import encode, jpeg, photo
+from testkit.images import encode, jpeg, photo
 
 SCRIPT = "<script>alert(1)</script>"
 ESCAPED_SCRIPT = "&lt;script&gt;alert(1)&lt;/script&gt;"

@@ -13,7 +13,7 @@ from imagematch.library import Library
 from imagematch.records import CaptionStatus
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
-from tests.fake_moondream import FakeMoondream, running
+from testkit.fake_moondream import FakeMoondream, running
 from tests.test_pages import add, token
 
 

@@ -14,7 +14,7 @@ from imagematch.library import Library
 from imagematch.settings import Settings
 from imagematch.web import pages
 from imagematch.web.app import create_app
-from tests.images import encode, photo
+from testkit.images import encode, photo
 from tests.test_pages import Page, add, heading
 
 

@@ -13,7 +13,7 @@ from imagematch.library import Library
 from imagematch.records import Metadata, RecordPatch
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
-from tests.images import encode, jpeg, photo
+from testkit.images import encode, jpeg, photo
 from tests.test_pages import add, heading, token
 
 

@@ -26,9 +26,10 @@ from imagematch.integrity import check
 from imagematch.records import ImageRecord, StoredImage
 from imagematch.settings import Settings
 from imagematch.store.lancedb import LanceStore
-from tests.fake_moondream import running
-from tests.security.live import ServerProcess, distinct_jpegs
-from tests.tinymodel import tiny_settings
+from testkit.fake_moondream import running
+from testkit.images import distinct_jpegs
+from testkit.server_process import ServerProcess
+from testkit.tinymodel import tiny_settings
 
 pytestmark = pytest.mark.slow
 

@@ -15,12 +15,13 @@ from imagematch.factory import build_library
 from imagematch.library import Library, SimpleSearch
 from imagematch.settings import Settings
 from imagematch.store import generations
-from tests.images import PHOTOS, jpeg
-from tests.tinymodel import tiny_settings
+from testkit.cli_env import env_for
+from testkit.images import PHOTOS, jpeg
+from testkit.tinymodel import tiny_settings
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]  # where `-m tests.crash_at` is found
+ROOT = Path(__file__).resolve().parents[1]  # where `-m testkit.crash_at` is found
 NAMES = PHOTOS[:6]
 LANCE = "imagematch.store.lancedb"
 STEPS = {
@@ -34,21 +35,11 @@ STEPS = {
 
 
 def _environment(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "IMAGEMATCH_DATA_DIR": str(settings.data_dir),
-        "IMAGEMATCH_MODEL": settings.model,
-        "IMAGEMATCH_MODEL_CACHE_DIR": str(settings.model_cache_dir),
-        "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
-        "IMAGEMATCH_CAPTIONER": "none",
-        "IMAGEMATCH_RUNTIME": "torch",
-        "IMAGEMATCH_EMBED_BATCH_SIZE": "2",
-        "IMAGEMATCH_LOG_LEVEL": "WARNING",
-    }
+    return {**os.environ, **env_for(settings, embed_batch_size=2, log_level="WARNING")}
 
 
 def _reindex(settings: Settings, *crash: str) -> subprocess.CompletedProcess[str]:
-    command = ["-m", "tests.crash_at", *crash, "--", "reindex"] if crash else ["-m", "imagematch", "reindex"]
+    command = ["-m", "testkit.crash_at", *crash, "--", "reindex"] if crash else ["-m", "imagematch", "reindex"]
     return subprocess.run(
         [sys.executable, *command],
         env=_environment(settings),

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.images import jpeg
+from testkit.images import jpeg
 
 
 def _upload(client: TestClient, name: str) -> str:

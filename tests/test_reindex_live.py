@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.security.live import ServerProcess, distinct_jpegs
+from testkit.images import distinct_jpegs
+from testkit.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
 

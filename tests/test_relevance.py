@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from bench.quality.offline import product, quality_settings
 from fastapi.testclient import TestClient
 
 from imagematch.demo_data import Scene, random_scene, render
+from testkit.quality import product, quality_settings
 
 PRESENT = ("red", "green")
 SHAPES = ("circle", "square", "triangle")

@@ -33,7 +33,7 @@ from imagematch.records import (
 from imagematch.services import duplicate_review
 from imagematch.services.search import Search
 from imagematch.settings import Settings
-from tests.images import PHOTOS, encode, jpeg, look_alikes, photo
+from testkit.images import PHOTOS, encode, jpeg, look_alikes, photo
 
 
 def _fill(library: Library, names: tuple[str, ...] = PHOTOS) -> dict[str, str]:

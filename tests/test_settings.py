@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from imagematch.settings import DEFAULT_MODEL, Settings, SettingsError, known_env_names, load_settings
+from testkit.cli_env import env_for
+from testkit.tinymodel import tiny_settings
 
 
 def test_defaults() -> None:
@@ -90,3 +92,15 @@ def test_no_secret_appears_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch)
     assert settings.pinecone_api_key == "pinecone-key-123"
     for value in secrets.values():
         assert value not in shown
+
+
+def test_the_cli_environment_of_settings_builds_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """testkit.cli_env.env_for: what tests hand the CLI in a subprocess is the library they built."""
+    given = tiny_settings(Path("/srv/library"), Path("/srv/model"), store="milvus", strip_gps=True, words_weight=0.6)
+    given = given.model_copy(update={"trusted_proxies": ("10.0.0.0/8", "::1")})
+    for name, value in env_for(given, log_level="WARNING").items():
+        monkeypatch.setenv(name, value)
+    rebuilt = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert rebuilt == given.model_copy(update={"log_level": "WARNING"})
+    with pytest.raises(ValueError, match="no such settings"):
+        env_for(given, colour="red")

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bench.quality.offline import quality_settings
-from bench.quality.tune import MADE_UP, build, measure
 from fastapi.testclient import TestClient
 
 from imagematch.ai.adapter import TextAdapter
@@ -28,6 +26,8 @@ from imagematch.settings import Settings
 from imagematch.store import tuned
 from imagematch.store.tuned import Applied
 from imagematch.web.app import create_app
+from testkit.quality import quality_settings
+from testkit.tuning import MADE_UP, build, measure
 
 IMAGES = 360
 

@@ -28,9 +28,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from bench.quality.offline import print_report, product, quality_settings
+from bench.quality.offline import print_report
 from imagematch import relevance
 from imagematch.demo_data import COLOURS, SHAPES, Scene, random_scene, render
+from testkit.quality import product, quality_settings
 
 PER_PAIR = 4  # stored images of each present (colour, shape)
 DEPTH = 20  # results asked for: every relevant image fits, with room for the near misses

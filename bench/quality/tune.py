@@ -1,8 +1,8 @@
 """What `imagematch tune` buys, through the whole product, offline, with the built-in demo model.
 
 A library of synthetic shapes whose owners describe three quarters of the images with a made-up word per
-colour ("a blorf circle" for a red one); the model never saw those words. The other quarter has no
-description (metadata split=undescribed), and every measure ranks only those, through Library.search:
+colour ("a blorf circle" for a red one); the model never saw those words (testkit/tuning.py). The other
+quarter has no description, and every measure ranks only those, through Library.search:
 
 - made-up words: precision@5 of the right colour for a query of the made-up word alone;
 - own words: precision@5 of the right colour and shape for "a <colour> <shape>", which tuning must not spoil.
@@ -21,9 +21,7 @@ a dry run.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import random
 import tempfile
 import time
 from dataclasses import replace
@@ -34,51 +32,12 @@ from typing import Any
 import numpy as np
 
 from bench.common import synthetic_record
-from bench.quality.offline import quality_settings
-from imagematch.demo_data import COLOURS, SHAPES, random_scene, render
 from imagematch.factory import build_library
-from imagematch.library import Library, SimpleSearch, TuneReport
-from imagematch.records import Condition, Filter, StoredImage
-from imagematch.services.ingest import Upload
-from testkit.tinymodel import VIT_B_32, build_tiny_model
-
-MADE_UP = dict(
-    zip(COLOURS, ("blorf", "zindle", "quopa", "vextan", "mirrox", "dafflin", "plenth", "gurbo"), strict=True)
-)
-UNDESCRIBED = Filter((Condition("split", "eq", "undescribed"),))
-
-
-def build(library: Library, size: int, seed: int, words: dict[str, str] = MADE_UP) -> None:
-    """`size` images; one in four without a description, the others "a <word of its colour> <shape>"."""
-    rng = random.Random(seed)
-    uploads = []
-    for n in range(size):
-        scene = random_scene(rng)
-        buffer = io.BytesIO()
-        render(scene, side=96, seed=seed * 100_000 + n).save(buffer, "PNG")
-        data = buffer.getvalue()
-        described = n % 4 != 0
-        uploads.append(
-            Upload(
-                f"{n}-{scene.colour}-{scene.shape}.png",
-                lambda data=data: data,  # type: ignore[misc]
-                f"a {words[scene.colour]} {scene.shape}" if described else "",
-                {"split": "described" if described else "undescribed", "colour": scene.colour, "shape": scene.shape},
-            )
-        )
-    library.ingest.add_many(uploads)
-
-
-def precision(library: Library, text: str, colour: str, shape: str | None = None) -> float:
-    hits = library.search.simple(SimpleSearch(text=text, k=5, filter=UNDESCRIBED)).hits
-    right = [h for h in hits if h.record.metadata["colour"] == colour and shape in (None, h.record.metadata["shape"])]
-    return len(right) / 5
-
-
-def measure(library: Library) -> dict[str, float]:
-    made_up = [precision(library, word, colour) for colour, word in MADE_UP.items()]
-    own = [precision(library, f"a {colour} {shape}", colour, shape) for colour in COLOURS for shape in SHAPES]
-    return {"made_up_p@5": round(sum(made_up) / len(made_up), 3), "own_words_p@5": round(sum(own) / len(own), 3)}
+from imagematch.library import TuneReport
+from imagematch.records import StoredImage
+from testkit.quality import quality_settings
+from testkit.tinymodel import build_tiny_model, vit_b_32
+from testkit.tuning import build, measure
 
 
 def run(size: int, seed: int) -> dict[str, Any]:
@@ -110,7 +69,7 @@ def cost(pairs: int, seed: int) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        model = build_tiny_model(root / "vit-b-32", config=VIT_B_32)
+        model = build_tiny_model(root / "vit-b-32", config=vit_b_32())
         settings = quality_settings(root, model=f"local-dir:{model}")
         library = build_library(settings)
         library.open()
@@ -128,13 +87,15 @@ def cost(pairs: int, seed: int) -> dict[str, float]:
             library.store.upsert(items[start : start + 2000])
         library.store.maintain()
         steps: dict[str, float] = {}
-        last = [time.perf_counter(), ""]
+        running = [""]  # the step under way
+        since = [time.perf_counter()]
 
         def progress(step: str, done: int, total: int) -> None:
+            """Charge the time since the last call to the step that was running."""
             now = time.perf_counter()
-            if last[1]:
-                steps[str(last[1])] = steps.get(str(last[1]), 0.0) + now - float(last[0])
-            last[:] = [now, step]
+            if running[0]:
+                steps[running[0]] = steps.get(running[0], 0.0) + now - since[0]
+            running[0], since[0] = step, now
 
         started = time.perf_counter()
         report = library.tuning.tune(on_progress=progress, dry_run=True)

@@ -14,7 +14,7 @@ from imagematch.factory import build_library
 from imagematch.library import SimpleSearch
 from imagematch.records import ModelUnavailable
 from imagematch.settings import Settings
-from tests.images import encode, jpeg, photo
+from testkit.images import encode, jpeg, photo
 
 U2NET_HOME = Path(__file__).resolve().parents[2] / ".cache" / "u2net"
 

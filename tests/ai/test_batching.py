@@ -16,7 +16,7 @@ from imagematch.factory import build_library
 from imagematch.library import Library, SimpleSearch
 from imagematch.records import Vector
 from imagematch.settings import Settings
-from tests.images import PHOTOS, jpeg
+from testkit.images import PHOTOS, jpeg
 
 QUERIES = ("an astronaut", "a cup of coffee", "a cat", "a rocket on its pad", "a horse", "grass", "a camera", "text")
 

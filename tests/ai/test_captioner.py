@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from imagematch.ai.captioner import CaptionError, MoondreamCaptioner
-from tests.fake_moondream import FakeMoondream, running
-from tests.images import photo
+from testkit.fake_moondream import FakeMoondream, running
+from testkit.images import photo
 
 
 def test_caption_request_follows_the_documented_api() -> None:

@@ -16,7 +16,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 
 from imagematch.ai.clip_text import ClipTokenizer, repaired
 from imagematch.ai.preprocess import ImagePreprocessor
-from tests.images import photo
+from testkit.images import photo
 
 TEXTS = [
     "a photo of a dog",

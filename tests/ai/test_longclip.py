@@ -15,8 +15,8 @@ from imagematch.ai.model_source import LONGCLIP, install_longclip, parse_model_s
 from imagematch.factory import build_library
 from imagematch.library import SimpleSearch
 from imagematch.settings import Settings
-from tests.images import jpeg
-from tests.tinymodel import build_tiny_model
+from testkit.images import jpeg
+from testkit.tinymodel import build_tiny_model
 
 TINY_CFG = {
     "embed_dim": 64,

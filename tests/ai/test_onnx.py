@@ -13,12 +13,12 @@ from imagematch.ai.onnx_embedder import MIN_AGREEMENT, AutoEmbedder, OnnxEmbedde
 from imagematch.factory import build_library
 from imagematch.library import SimpleSearch
 from imagematch.settings import Settings
-from tests.images import PHOTOS, jpeg, photo
+from testkit.images import PHOTOS, jpeg, photo
 
 
 @pytest.fixture(scope="module")
 def torch_embedder(tmp_path_factory: pytest.TempPathFactory) -> OpenClipEmbedder:
-    from tests.tinymodel import build_tiny_model
+    from testkit.tinymodel import build_tiny_model
 
     folder = build_tiny_model(tmp_path_factory.mktemp("m") / "tiny")
     return OpenClipEmbedder(parse_model_spec(f"local-dir:{folder}"), folder, batch_size=4)

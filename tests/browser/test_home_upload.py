@@ -9,8 +9,8 @@ import pytest
 from playwright.sync_api import Browser, FilePayload, Locator, Page, Request, ViewportSize, expect
 
 from imagematch.library import Library
+from testkit.images import encode, jpeg, photo
 from tests.browser.conftest import DESKTOP, PHONE, LiveApp, _tab
-from tests.images import encode, jpeg, photo
 
 pytestmark = pytest.mark.browser
 

@@ -12,10 +12,10 @@ from playwright.sync_api import Browser, FilePayload, expect
 from imagematch.factory import build_library
 from imagematch.passwords import hash_password
 from imagematch.web.app import create_app
+from testkit.browser import serve
+from testkit.images import jpeg
+from testkit.tinymodel import tiny_settings
 from tests.browser.conftest import LiveApp, _tab
-from tests.browser.live import serve
-from tests.images import jpeg
-from tests.tinymodel import tiny_settings
 
 pytestmark = pytest.mark.browser
 

@@ -19,9 +19,9 @@ from imagematch.passwords import hash_password
 from imagematch.records import RecordPatch
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
+from testkit.browser import serve
+from testkit.images import encode, jpeg, photo
 from tests.browser.conftest import DESKTOP, PHONE, LiveApp, _tab
-from tests.browser.live import serve
-from tests.images import encode, jpeg, photo
 
 pytestmark = pytest.mark.browser
 

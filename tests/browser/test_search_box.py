@@ -11,9 +11,9 @@ import pytest
 from playwright.sync_api import Page, ViewportSize, expect
 
 from imagematch.library import Library
+from testkit.images import jpeg
 from tests.browser.conftest import DESKTOP, LiveApp
 from tests.browser.test_ui import add, image_file, result_ids
-from tests.images import jpeg
 
 pytestmark = pytest.mark.browser
 

@@ -6,13 +6,13 @@ import time
 
 import numpy as np
 import pytest
-from bench.quality.tune import build
 from playwright.sync_api import Browser, expect
 
 from imagematch.ai.adapter import TextAdapter
 from imagematch.services.tuning import CHECK_EVERY
 from imagematch.store import tuned
 from imagematch.store.tuned import Applied
+from testkit.tuning import build
 from tests.browser.conftest import DESKTOP, PHONE, LiveApp, _tab
 
 pytestmark = pytest.mark.browser

@@ -12,8 +12,8 @@ import pytest
 from playwright.sync_api import FilePayload, Locator, Page, expect
 
 from imagematch.library import Library
+from testkit.images import encode, jpeg, photo
 from tests.browser.conftest import LiveApp
-from tests.images import encode, jpeg, photo
 
 pytestmark = pytest.mark.browser
 

@@ -1,6 +1,6 @@
 """Search quality through the product with the built-in demo model, on held-out images it never saw.
 
-Thresholds come from bench/quality/offline.py (figures in docs/quality.md): on 24 held-out queries the demo
+Thresholds are those bench/quality/offline.py measured (figures in docs/quality.md): on 24 held-out queries the demo
 model measured precision@5 0.67 for "a <colour> <shape>", own-caption recall@5 1.0 and variant-first 0.99.
 The tests use a smaller held-out set, so the thresholds leave room for its spread while staying far above
 chance (a random ranking gives precision@5 about 0.04 here).
@@ -12,7 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bench.quality.offline import (
+from fastapi.testclient import TestClient
+
+from imagematch.factory import build_caption_worker, build_library
+from testkit.fake_moondream import running
+from testkit.quality import (
     Item,
     caption_server_for,
     held_out,
@@ -23,10 +27,6 @@ from bench.quality.offline import (
     quality_settings,
     text_metrics,
 )
-from fastapi.testclient import TestClient
-
-from imagematch.factory import build_caption_worker, build_library
-from tests.fake_moondream import running
 
 QUERIES = 12
 

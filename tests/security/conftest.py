@@ -19,7 +19,7 @@ from imagematch.factory import build_library
 from imagematch.library import Library
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
-from tests.images import jpeg
+from testkit.images import jpeg
 
 
 def make_settings(root: Path, model_dir: Path, **overrides: Any) -> Settings:

@@ -1,14 +1,13 @@
 """Hostile and odd inputs, one table each, shared by the tests of every entry point.
 
 Refused files must get a clear 4xx (or a failed line with the reason); odd but valid images must be stored
-correctly. Files are built once per session: the bomb and the 3000-frame GIF take a moment.
+correctly. Files are built once per session: the bombs (testkit/bombs.py) and the 3000-frame GIF take a moment.
 """
 
 from __future__ import annotations
 
 import io
 import struct
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -16,7 +15,8 @@ from functools import cache
 import numpy as np
 from PIL import Image
 
-from tests.images import encode, jpeg, photo
+from testkit.bombs import decompression_bomb, sixteen_bit_bomb
+from testkit.images import encode, jpeg, photo
 
 SVG = (
     b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10" onload="alert(1)"><script>alert(2)</script></svg>'
@@ -30,20 +30,6 @@ def _flipped(data: bytes, start: int, length: int) -> bytes:
     for i in range(start, min(len(damaged), start + length)):
         damaged[i] ^= 0xFF
     return bytes(damaged)
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-@cache
-def decompression_bomb(side: int = 30_000) -> bytes:
-    """A valid 1-bit PNG of side × side pixels (900 megapixels) that compresses to about 100 KB."""
-    row = b"\x00" * (1 + (side + 7) // 8)
-    compressor = zlib.compressobj(9)
-    pixels = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", pixels) + _png_chunk(b"IEND", b"")
 
 
 @cache
@@ -65,26 +51,6 @@ def _with_orientation(name: str, orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
     return encode(photo(name), "JPEG", quality=85, exif=exif.tobytes())
-
-
-@cache
-def sixteen_bit_bomb(side: int = 10_000, squares: int = 3) -> bytes:
-    """A valid 16-bit grey PNG of side × side pixels (exactly the default pixel cap) in about 200 KB, a
-    staircase of squares: Pillow holds it in 200 MB, and a careless conversion to 8 bits in gigabytes. The first row of
-    each row of squares is written out, the others say "same as the row above" (PNG filter 2)."""
-    square = side // squares
-    same_as_above = b"\x02" + b"\x00" * (side * 2)
-    compressor = zlib.compressobj(9)
-    rows = []
-    for y in range(side):
-        if y % square:
-            rows.append(compressor.compress(same_as_above))
-            continue
-        values = [((x // square) * squares + y // square) * 5000 for x in range(side)]
-        rows.append(compressor.compress(b"\x00" + struct.pack(f">{side}H", *values)))
-    pixels = b"".join(rows) + compressor.flush()
-    header = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", pixels) + _png_chunk(b"IEND", b"")
 
 
 def lying_jpeg(side: int = 10_000) -> bytes:

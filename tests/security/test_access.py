@@ -34,8 +34,9 @@ from imagematch.web.auth import (
     safe_next,
     session_secret,
 )
-from tests.browser.live import serve
-from tests.images import jpeg
+from testkit.browser import serve
+from testkit.cli_env import env_for
+from testkit.images import jpeg
 from tests.security.conftest import Harness, app_routes, csrf_token, make_settings, snapshot
 
 KEY = "k3y-for-the-tests-0123456789abcdef"
@@ -412,13 +413,7 @@ def test_loopback_addresses(host: str, loopback: bool) -> None:
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path) -> list[dict[str, Any]]:
     """Environment for `imagematch serve`; uvicorn.run only records how it was called."""
-    for name, value in {
-        "IMAGEMATCH_DATA_DIR": str(tmp_path / "data"),
-        "IMAGEMATCH_MODEL": f"local-dir:{tiny_model_dir}",
-        "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
-        "IMAGEMATCH_RUNTIME": "torch",
-        "IMAGEMATCH_LOG_LEVEL": "WARNING",
-    }.items():
+    for name, value in env_for(make_settings(tmp_path, tiny_model_dir), log_level="WARNING").items():
         monkeypatch.setenv(name, value)
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append(options))

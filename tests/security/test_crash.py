@@ -17,8 +17,9 @@ from imagematch.blobs import LocalBlobStore
 from imagematch.factory import build_library
 from imagematch.fingerprint import file_hash
 from imagematch.integrity import check
+from testkit.images import distinct_jpegs
+from testkit.server_process import ServerProcess
 from tests.security.conftest import make_settings
-from tests.security.live import ServerProcess, distinct_jpegs
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from imagematch.passwords import hash_password
 from imagematch.web.app import create_app
 from imagematch.web.auth import SESSION_COOKIE
 from imagematch.web.csrf import COOKIE_NAME
-from tests.images import jpeg
+from testkit.images import jpeg
 from tests.security.conftest import Harness, csrf_token, make_settings, snapshot
 
 PASSWORD = "correct horse battery staple"

@@ -24,10 +24,11 @@ from imagematch.library import Library
 from imagematch.records import InvalidImage, TooLarge
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
-from tests.browser.live import serve
-from tests.images import encode, jpeg, photo
+from testkit.bombs import sixteen_bit_bomb
+from testkit.browser import serve
+from testkit.images import encode, jpeg, photo
 from tests.security.conftest import make_settings
-from tests.security.payloads import lying_jpeg, sixteen_bit_bomb
+from tests.security.payloads import lying_jpeg
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,7 +21,7 @@ from schemathesis.python import asgi
 from imagematch.factory import build_library
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
-from tests.images import jpeg
+from testkit.images import jpeg
 from tests.security.conftest import Harness, snapshot
 from tests.security.conftest import make_settings as security_settings
 

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from imagematch.factory import build_library
 from imagematch.settings import DEFAULT_MODEL
 from imagematch.web.app import create_app
-from tests.images import jpeg
+from testkit.images import jpeg
 from tests.security.conftest import Harness, app_routes, make_settings
 
 KEY = "k3y-for-the-tests-0123456789abcdef"

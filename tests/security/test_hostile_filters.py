@@ -22,7 +22,8 @@ from imagematch.cli import app as cli
 from imagematch.factory import build_library
 from imagematch.records import FILTER_FIELDS
 from imagematch.web.app import create_app
-from tests.images import encode, photo
+from testkit.cli_env import env_for
+from testkit.images import encode, photo
 from tests.security.conftest import Harness, make_settings, snapshot
 from tests.security.payloads import BAD_FILTERS, BAD_WEIGHTS, ODD_FILTERS
 from tests.security.test_hostile_input import page_message, unchanged
@@ -171,14 +172,7 @@ def test_a_lone_surrogate_in_a_duplicate_resolution_deletes_nothing(harness: Har
 def test_cli_where_refuses_what_the_api_refuses(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path, where: str, reason: str
 ) -> None:
-    for name, value in {
-        "IMAGEMATCH_DATA_DIR": str(tmp_path / "data"),
-        "IMAGEMATCH_MODEL": f"local-dir:{tiny_model_dir}",
-        "IMAGEMATCH_MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
-        "IMAGEMATCH_RUNTIME": "torch",
-        "IMAGEMATCH_LOG_LEVEL": "WARNING",
-    }.items():
+    for name, value in env_for(make_settings(tmp_path, tiny_model_dir), log_level="WARNING").items():
         monkeypatch.setenv(name, value)
     result = CliRunner().invoke(cli, ["search", "a photo", "--where", where])
     assert result.exit_code != 0

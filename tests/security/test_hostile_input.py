@@ -22,7 +22,7 @@ from imagematch.cli import app as cli
 from imagematch.factory import build_library
 from imagematch.files import IMAGE_SUFFIXES
 from imagematch.media import ACCEPTED_NAMES
-from tests.images import jpeg
+from testkit.images import jpeg
 from tests.security.conftest import Harness, Snapshot, app_routes, make_settings, snapshot
 from tests.security.payloads import (
     BAD_IDS,

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from imagematch.factory import build_library
 from imagematch.settings import SettingsError, load_settings
 from imagematch.web.app import create_app
-from tests.images import jpeg
+from testkit.images import jpeg
 from tests.security.conftest import Harness, app_routes, make_settings, snapshot
 
 ATTACKER = "rebind.attacker.example"

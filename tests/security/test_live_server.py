@@ -18,10 +18,9 @@ import pytest
 from imagematch.factory import build_library
 from imagematch.library import Library
 from imagematch.web.app import create_app
-from tests.browser.live import serve
-from tests.images import jpeg
+from testkit.browser import serve
+from testkit.images import distinct_jpegs, jpeg
 from tests.security.conftest import make_settings
-from tests.security.live import distinct_jpegs
 from tests.security.payloads import REFUSED_FILES
 
 pytestmark = pytest.mark.slow

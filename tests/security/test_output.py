@@ -14,7 +14,7 @@ from markupsafe import escape
 
 from imagematch.blobs import LocalBlobStore
 from imagematch.records import RecordPatch
-from tests.images import encode, jpeg, photo
+from testkit.images import encode, jpeg, photo
 from tests.security.conftest import Harness, app_routes, snapshot
 
 # One payload per field, each breaking out of a different place (element text, attribute, URL).

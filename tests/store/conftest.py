@@ -1,7 +1,7 @@
 """Store backends under test. Each entry opens (or reopens) a store at a path; the conformance suite runs
 against every one of them.
 
-`pinecone-fake` is our Pinecone code talking to tests/fake_pinecone.py on 127.0.0.1 (one index per test);
+`pinecone-fake` is our Pinecone code talking to testkit/fake_pinecone.py on 127.0.0.1 (one index per test);
 `pinecone-fake-lagging` the same fake made eventually consistent, as the service is.
 `pinecone` is the real service: it runs only with PINECONE_API_KEY set, in one index made for the run (and
 deleted after it), one namespace prefix per test.
@@ -25,7 +25,7 @@ from imagematch.store.base import VectorStore
 from imagematch.store.lancedb import LanceStore
 from imagematch.store.milvus import MilvusStore
 from imagematch.store.pinecone import PineconeStore, Retry
-from tests.fake_pinecone import FakePinecone
+from testkit.fake_pinecone import FakePinecone
 
 StoreFactory = Callable[[], VectorStore]
 

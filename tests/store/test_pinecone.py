@@ -29,7 +29,7 @@ from imagematch.store.pinecone import (
     pinecone_filter,
 )
 from imagematch.store.shared import TRUNCATION_MARK, to_micros
-from tests.fake_pinecone import MAX_REQUEST_BYTES, REJECTED_KEY, FakePinecone
+from testkit.fake_pinecone import MAX_REQUEST_BYTES, REJECTED_KEY, FakePinecone
 from tests.store.test_conformance import DIM, MODEL, item, unit
 
 PINECONE_40_KB = 40 * 1024

@@ -18,8 +18,17 @@ OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def build_tiny_model(folder: Path, *, context_length: int = 77, seed: int = 0) -> Path:
-    config = {
+def vit_b_32() -> dict[str, Any]:
+    """open_clip's ViT-B-32, the default architecture at full size: for what its size costs (benchmarks)."""
+    config: dict[str, Any] = open_clip.get_model_config("ViT-B-32")
+    return config
+
+
+def build_tiny_model(
+    folder: Path, *, context_length: int = 77, seed: int = 0, config: dict[str, Any] | None = None
+) -> Path:
+    """Random weights of the tiny configuration, or of `config` (an open_clip model_cfg)."""
+    config = config or {
         "embed_dim": 64,
         "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
         "text_cfg": {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import socket
@@ -12,42 +11,10 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
-from PIL import Image, ImageOps
-
-from imagematch.fingerprint import hamming, perceptual_hash
-
-# Bits apart, in pHash, of any two images distinct_jpegs makes, even one mirrored or turned: more than what
-# any of the library's duplicate rules calls a copy, a crop or an edit.
-_APART = 22
-
-
-def _hashes(data: bytes) -> list[int]:
-    """The pHash of a JPEG and of its mirrored and turned versions."""
-    image = Image.open(io.BytesIO(data)).convert("RGB")
-    turned = [image.transpose(t) for t in (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180)]
-    variants = [image, ImageOps.mirror(image), *turned, image.transpose(Image.Transpose.ROTATE_270)]
-    return [perceptual_hash(variant) for variant in variants]
-
-
-def distinct_jpegs(count: int, seed: int = 7) -> list[bytes]:
-    """Photo-like JPEGs that are no duplicates of each other: coarse random blocks, smoothly enlarged, kept only
-    when far from every image kept before."""
-    rng = np.random.default_rng(seed)
-    images: list[bytes] = []
-    kept: list[int] = []
-    while len(images) < count:
-        blocks = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(blocks).resize((160, 120), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=90)
-        variants = _hashes(buffer.getvalue())
-        if all(hamming(variant, other) >= _APART for variant in variants for other in kept):
-            images.append(buffer.getvalue())
-            kept.append(variants[0])
-    return images
 
 
 def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

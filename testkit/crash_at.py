@@ -1,4 +1,4 @@
-"""`python -m tests.crash_at TARGET N WHEN -- imagematch arguments`: run the CLI and kill -9 it at one step.
+"""`python -m testkit.crash_at TARGET N WHEN -- imagematch arguments`: run the CLI and kill -9 it at one step.
 
 TARGET is `module:Qualified.name` of a function or method; the process kills itself (SIGKILL: no cleanup, as
 in a power cut) just before (WHEN=before) or just after (WHEN=after) the Nth call of it.
