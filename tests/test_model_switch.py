@@ -6,13 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from imagematch.ai.adapter import TextAdapter
 from imagematch.factory import build_library
 from imagematch.library import RESET_PHRASE, Library, SimpleSearch
 from imagematch.records import Conflict, NotFound, RecordPatch
 from imagematch.settings import Settings
-from imagematch.store import generations
+from imagematch.store import generations, tuned
+from imagematch.store.tuned import Applied
 from testkit.images import jpeg
 
 
@@ -133,3 +136,28 @@ def test_reset_is_refused_while_a_reindex_runs(serving: Library, settings: Setti
     with pytest.raises(Conflict, match="reindex is running"):
         serving.catalog.reset(RESET_PHRASE)
     assert serving.catalog.count() == 1
+
+
+def test_a_reindex_to_another_model_leaves_the_tuning_behind_with_the_old_generation(
+    serving: Library, settings: Settings, other_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _add(serving, "coffee")
+    old_model, dim = serving.embedder.model_id, serving.embedder.dim
+    weights = TextAdapter(("biscuit",), np.full((1, dim), 0.1, dtype=np.float32)).to_json()
+    tuned.apply(serving.store, old_model, weights, Applied("v1", "2026-12-02T12:00:00+00:00", 50, 10, {}, {}))
+    reindexer = build_library(settings.model_copy(update={"model": f"local-dir:{other_model_dir}"}))
+    reindexer.maintenance.reindex()
+    assert reindexer.tuning.adapter() is None  # shifts of the old model's text space mean nothing to the new one
+    assert tuned.read_state(reindexer.store, old_model).current is not None  # kept while the old generation is
+    sweep = generations.sweep
+    monkeypatch.setattr(generations, "sweep", lambda store: sweep(store, older_than=0))  # past RETIRE_AFTER
+    reindexer.carrier.keep_house()
+    assert tuned.read_state(reindexer.store, old_model).current is None
+    assert reindexer.store.list_documents(tuned.ADAPTERS) == {}
+
+
+def test_tune_is_refused_while_a_reindex_runs(serving: Library, settings: Settings, other_model_dir: Path) -> None:
+    reindexer = build_library(settings.model_copy(update={"model": f"local-dir:{other_model_dir}"}))
+    reindexer.store.start_rebuild(reindexer.embedder.model_id, reindexer.embedder.dim)
+    with pytest.raises(Conflict, match="a reindex is under way"):
+        serving.tuning.tune()

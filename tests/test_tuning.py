@@ -26,6 +26,7 @@ from imagematch.settings import Settings
 from imagematch.store import tuned
 from imagematch.store.tuned import Applied
 from imagematch.web.app import create_app
+from testkit.cli_env import env_for
 from testkit.quality import quality_settings
 from testkit.tuning import MADE_UP, build, measure
 
@@ -178,7 +179,8 @@ def test_tune_from_the_api_the_cli_and_the_model_page(demo_settings: Settings, t
         assert response.status_code == 422
         assert "nothing to undo" in response.json()["detail"]
     library.close()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "300", **_env(settings)}
+    source = str(Path(__file__).resolve().parents[1] / "src")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "300", "PYTHONPATH": source, **env_for(settings)}
     tune = _cli(env, "tune")
     assert tune.returncode == 0, tune.stderr
     assert "recall@5" in tune.stdout and "applied (version" in tune.stdout
@@ -193,19 +195,6 @@ def test_tune_from_the_api_the_cli_and_the_model_page(demo_settings: Settings, t
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "imagematch", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        "IMAGEMATCH_DATA_DIR": str(settings.data_dir),
-        "IMAGEMATCH_MODEL": "demo",
-        "IMAGEMATCH_BACKGROUND_REMOVAL": "off",
-        "IMAGEMATCH_CAPTIONER": "none",
-        "IMAGEMATCH_RUNTIME": "torch",
-        "IMAGEMATCH_MODEL_CACHE_DIR": str(settings.model_cache_dir),
-        "IMAGEMATCH_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
-    }
 
 
 def _applied(version: str) -> Applied:
