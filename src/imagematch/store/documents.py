@@ -36,6 +36,6 @@ class Documents(Protocol):
         write after it, a caption lease, check --repair's last look before moving a file).
 
         What a backend can hold: a file lock for the stores on this machine's disk (LanceDB, Milvus Lite). A
-        Milvus server and Pinecone have no lock or conditional write and hold nothing (a `nullcontext`);
-        callers that need one writer must allow for that (captions.py waits and re-reads its lease; see
-        docs/scaling.md)."""
+        Milvus server and Pinecone have no lock or conditional write and hold nothing: they return a
+        `contextlib.nullcontext`, and must, since callers that need one writer tell by it that they have to
+        allow for others (captions.py waits and re-reads its lease; see docs/scaling.md)."""
