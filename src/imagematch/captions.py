@@ -35,7 +35,7 @@ from imagematch import media
 from imagematch.ai.captioner import Captioner, CaptionError, CaptionLength
 from imagematch.library import Library
 from imagematch.records import CaptionStatus, ImageMatchError, ImageRecord
-from imagematch.store.base import VectorStore
+from imagematch.store.base import Documents
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,11 @@ class CaptionWorker:
     @property
     def message(self) -> str:
         return self._message
+
+    @property
+    def _documents(self) -> Documents:
+        """Where leases and heartbeats are kept: the library's documents, the same in every generation."""
+        return self.library.store
 
     def status(self) -> CaptionerStatus:
         counts = self.library.captions.counts() if self.library.captions.wanted else {}
@@ -242,7 +247,7 @@ class CaptionWorker:
     def _claim(self, image_id: str) -> bool:
         # The store is read once, outside the lock: `library.store` may move to a new generation, which waits
         # for the library's writes, and one of those may be waiting for this lock.
-        store = self.library.store
+        store = self._documents
         lock = store.exclusive()
         with lock:
             held = store.get_document(LEASES, image_id)
@@ -259,12 +264,12 @@ class CaptionWorker:
         held = store.get_document(LEASES, image_id)
         return held is not None and json.loads(held)["owner"] == self.owner
 
-    def _renew(self, image_id: str, store: VectorStore | None = None) -> None:
+    def _renew(self, image_id: str, store: Documents | None = None) -> None:
         lease = {"owner": self.owner, "until": time.time() + LEASE_S}
-        (store or self.library.store).put_document(LEASES, image_id, json.dumps(lease))
+        (store or self._documents).put_document(LEASES, image_id, json.dumps(lease))
 
     def _release(self, image_id: str) -> None:
-        store = self.library.store
+        store = self._documents
         held = store.get_document(LEASES, image_id)
         if held is not None and json.loads(held)["owner"] == self.owner:
             store.delete_document(LEASES, image_id)
@@ -274,13 +279,13 @@ class CaptionWorker:
         now = time.time()
         if now - self._beat_at < HEARTBEAT_S:
             return
-        self.library.store.put_document(WORKERS, self.owner, repr(now + 3 * HEARTBEAT_S))
+        self._documents.put_document(WORKERS, self.owner, repr(now + 3 * HEARTBEAT_S))
         self._beat_at = now
 
     def _leave(self) -> None:
         with contextlib.suppress(Exception):  # a heartbeat left behind expires
             if self._beat_at:
-                self.library.store.delete_document(WORKERS, self.owner)
+                self._documents.delete_document(WORKERS, self.owner)
                 self._beat_at = 0.0
 
     def _share(self) -> float:
@@ -289,11 +294,11 @@ class CaptionWorker:
             self._beat()
             now = time.time()
             alive = {self.owner}
-            for owner, until in self.library.store.list_documents(WORKERS).items():
+            for owner, until in self._documents.list_documents(WORKERS).items():
                 if float(until) > now:
                     alive.add(owner)
                 elif float(until) < now - LEASE_S:
-                    self.library.store.delete_document(WORKERS, owner)  # long gone
+                    self._documents.delete_document(WORKERS, owner)  # long gone
             self._workers = len(alive)
         except Exception as error:
             self._note_error(f"caption worker: cannot count the workers, keeping {self._workers}: {error}")

@@ -29,7 +29,7 @@ from typing import Literal
 from imagematch import media
 from imagematch.library import Library
 from imagematch.records import ImageRecord
-from imagematch.store.base import VectorStore
+from imagematch.store.base import Records, VectorStore
 from imagematch.store.batches import SETTLE_S, Batch, unfinished
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ def _rebuild_thumbnail(library: Library, image_id: str, pixels: int) -> bool:
     return True
 
 
-def _without_record(store: VectorStore, ids: Iterable[str], page: int = 500) -> list[str]:
+def _without_record(store: Records, ids: Iterable[str], page: int = 500) -> list[str]:
     """Of these ids, those the store has no record of now (an upload may have committed since the listing)."""
     candidates = sorted(ids)
     missing = []

@@ -25,6 +25,7 @@ from imagematch.ai.embedder import Embedder
 from imagematch.files import image_files
 from imagematch.library import Library, Upload
 from imagematch.records import Conflict, ImageMatchError, IngestResult, InvalidInput, NotFound
+from imagematch.store.base import Documents
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,11 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
 
+    @property
+    def _history(self) -> Documents:
+        """Where job statuses are kept: the library's documents, the same in every generation."""
+        return self.library.store
+
     def start_folder(self, folder: Path, kind: str = "samples") -> JobStatus:
         if not folder.is_dir():
             raise InvalidInput(f"the folder {folder} does not exist; create it and put images in it")
@@ -168,13 +174,13 @@ class JobRunner:
             thread.join(timeout)
 
     def get(self, job_id: str) -> JobStatus:
-        text = self.library.store.get_document(DOCUMENT_KIND, job_id)
+        text = self._history.get_document(DOCUMENT_KIND, job_id)
         if text is None:
             raise NotFound(job_id, what="batch job")
         return self._checked(JobStatus.from_json(text))
 
     def recent(self) -> list[JobStatus]:
-        jobs = [JobStatus.from_json(t) for t in self.library.store.list_documents(DOCUMENT_KIND).values()]
+        jobs = [JobStatus.from_json(t) for t in self._history.list_documents(DOCUMENT_KIND).values()]
         return [self._checked(j) for j in sorted(jobs, key=lambda j: j.started_at, reverse=True)]
 
     def _checked(self, status: JobStatus) -> JobStatus:
@@ -186,12 +192,12 @@ class JobRunner:
         return status
 
     def _save(self, status: JobStatus) -> None:
-        self.library.store.put_document(DOCUMENT_KIND, status.id, status.to_json())
+        self._history.put_document(DOCUMENT_KIND, status.id, status.to_json())
 
     def _prune(self) -> None:
         jobs = sorted(self.recent(), key=lambda j: j.started_at, reverse=True)
         for old in jobs[_KEEP_JOBS:]:
-            self.library.store.delete_document(DOCUMENT_KIND, old.id)
+            self._history.delete_document(DOCUMENT_KIND, old.id)
 
     def _saving_progress(self, status: JobStatus) -> Callable[[int, int], None]:
         """A progress callback that keeps the job's counts and saves them every _SAVE_EVERY_S at most."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from imagematch.records import ImageMatchError, StoredImage, Vector
 from imagematch.store import tuned
-from imagematch.store.base import VectorStore
+from imagematch.store.base import Records, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def migrate(
     return MigrationReport(model_id, dim, len(ids), copied, skipped, removed, time.monotonic() - started)
 
 
-def _remove_deleted(target: VectorStore, stale: set[str]) -> int:
+def _remove_deleted(target: Records, stale: set[str]) -> int:
     """Records an earlier run of this migration copied that the source no longer holds."""
     if not stale:
         return 0
@@ -104,7 +104,7 @@ def _remove_deleted(target: VectorStore, stale: set[str]) -> int:
     return target.delete(sorted(stale))
 
 
-def _unchanged(source: VectorStore, target: VectorStore, ids: list[str], batch: int) -> set[str]:
+def _unchanged(source: Records, target: Records, ids: list[str], batch: int) -> set[str]:
     """The ids whose record and both vectors in the target equal the source's: a re-run skips only those, so
     records edited in the source since the last run (the old library served after a crash) are copied again."""
     same: set[str] = set()

@@ -14,7 +14,7 @@ from imagematch.records import ImageRecord
 from imagematch.services.embedding import Embedding
 from imagematch.services.pairing import Active, Pairing
 from imagematch.store import generations, tuned
-from imagematch.store.base import VectorStore
+from imagematch.store.base import Records
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class ChangeCarrier:
         pointers = target.store.generations()
         if target.store.generation_name != (pointers.staging or pointers.live):
             return 0  # a newer generation is being built: the changes are for it
-        sources: dict[str, VectorStore] = {}
+        sources: dict[str, Records] = {}
         carried = 0
         with self.pairing.pinned(target):
             for change in generations.pending_changes(target.store):

@@ -24,7 +24,7 @@ from imagematch.blobs import BlobStore
 from imagematch.records import ImageMatchError, ImageRecord, ImageText, ModelUnavailable, StoredImage, Vector
 from imagematch.services.pairing import Pairing
 from imagematch.settings import Settings
-from imagematch.store.base import VectorStore
+from imagematch.store.base import Records
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class Embedding:
         pixels, cutout = self.embeddable(decoded.image)
         return record, pixels, cutout
 
-    def embed_into(self, store: VectorStore, loaded: Sequence[tuple[ImageRecord, Prepared, bytes | None]]) -> None:
+    def embed_into(self, store: Records, loaded: Sequence[tuple[ImageRecord, Prepared, bytes | None]]) -> None:
         """Embed reloaded originals with the current model and write them (one batch) into `store`."""
         if not loaded:
             return

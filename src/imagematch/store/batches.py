@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
 
+from imagematch.store.documents import Documents
 from imagematch.store.shared import new_version
 
 UNFINISHED = "_unfinished_batch"  # document kind: batch id -> Batch as JSON
@@ -48,16 +48,6 @@ class Batch:
 
     def age(self) -> float:
         return time.time() - self.at
-
-
-class Documents(Protocol):
-    """What markers need of a store: its documents."""
-
-    def put_document(self, kind: str, key: str, value: str) -> None: ...
-
-    def list_documents(self, kind: str) -> dict[str, str]: ...
-
-    def delete_document(self, kind: str, key: str) -> None: ...
 
 
 def unfinished(documents: Documents) -> list[Batch]:

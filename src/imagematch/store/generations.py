@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from imagematch.store.documents import Documents
+
 log = logging.getLogger(__name__)
 
 RETIRED = "_retired_generation"  # document kind: old generation -> when it stopped being live (epoch seconds)
@@ -47,23 +49,24 @@ class Change:
     at: float
 
 
-class GenerationStore(Protocol):
-    """What this module needs of a store: its documents and its generations."""
+class GenerationPointers(Protocol):
+    """A store object's generation, the library's pointers, and dropping a generation: what `sweep`, the change
+    notes and `PointerDocuments` need besides documents (store/base.py's `Rebuilds` adds building and switching
+    to a new generation)."""
 
     @property
-    def generation_name(self) -> str: ...
+    def generation_name(self) -> str:
+        """The generation this store object reads and writes."""
 
-    def generations(self) -> Generations: ...
+    def generations(self) -> Generations:
+        """The live and staging generations as stored now (a cheap read: every process checks it often)."""
 
-    def drop_generation(self, name: str) -> None: ...
+    def drop_generation(self, name: str) -> None:
+        """Remove the generation `name` and every record in it (callers never name the live one)."""
 
-    def put_document(self, kind: str, key: str, value: str) -> None: ...
 
-    def get_document(self, kind: str, key: str) -> str | None: ...
-
-    def list_documents(self, kind: str) -> dict[str, str]: ...
-
-    def delete_document(self, kind: str, key: str) -> None: ...
+class GenerationStore(Documents, GenerationPointers, Protocol):
+    """What this module needs of a store: its documents and its generations."""
 
 
 def staging_name(staging: str | None, live: str | None) -> str:
@@ -71,7 +74,7 @@ def staging_name(staging: str | None, live: str | None) -> str:
     return "" if not staging or staging == live else staging
 
 
-def retire(store: GenerationStore, name: str) -> None:
+def retire(store: Documents, name: str) -> None:
     """Called after the switch wrote the new live pointer, so this never names the live generation."""
     if name:
         store.put_document(RETIRED, name, repr(time.time()))
@@ -104,7 +107,7 @@ def note_changes(store: GenerationStore, image_ids: Sequence[str], kind: ChangeK
         store.put_document(CHANGES, image_id, value)
 
 
-def pending_changes(store: GenerationStore) -> list[Change]:
+def pending_changes(store: Documents) -> list[Change]:
     changes = []
     for image_id, text in store.list_documents(CHANGES).items():
         value = json.loads(text)
@@ -112,7 +115,7 @@ def pending_changes(store: GenerationStore) -> list[Change]:
     return sorted(changes, key=lambda change: change.at)
 
 
-def forget_change(store: GenerationStore, change: Change) -> None:
+def forget_change(store: Documents, change: Change) -> None:
     """Delete the note unless the image changed again since it was read."""
     text = store.get_document(CHANGES, change.image_id)
     if text is not None and float(json.loads(text)["at"]) == change.at:

@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from imagematch.store.generations import GenerationStore
+from imagematch.store.documents import Documents
 
 STATES = "_tuning"  # document kind: model id -> TunedState as JSON
 ADAPTERS = "_tuning_adapter"  # document kind: "<model id>@<version>" -> the adapter's weights
@@ -64,17 +64,17 @@ def _adapter_key(model_id: str, version: str) -> str:
     return f"{model_id}@{version}"
 
 
-def read_state(store: GenerationStore, model_id: str) -> TunedState:
+def read_state(store: Documents, model_id: str) -> TunedState:
     text = store.get_document(STATES, model_id)
     return TunedState.from_json(text) if text else TunedState()
 
 
-def read_weights(store: GenerationStore, model_id: str, version: str) -> str | None:
+def read_weights(store: Documents, model_id: str, version: str) -> str | None:
     """A version's adapter weights, as imagematch.ai.adapter wrote them."""
     return store.get_document(ADAPTERS, _adapter_key(model_id, version))
 
 
-def apply(store: GenerationStore, model_id: str, weights: str, applied: Applied) -> TunedState:
+def apply(store: Documents, model_id: str, weights: str, applied: Applied) -> TunedState:
     """Make these adapter weights the model's tuning; the one they replace can be gone back to."""
     store.put_document(ADAPTERS, _adapter_key(model_id, applied.version), weights)
     state = read_state(store, model_id)
@@ -87,7 +87,7 @@ def apply(store: GenerationStore, model_id: str, weights: str, applied: Applied)
     return new
 
 
-def undo(store: GenerationStore, model_id: str) -> TunedState:
+def undo(store: Documents, model_id: str) -> TunedState:
     """Go back to the tuning before the current one (or to none); LookupError when nothing is tuned."""
     state = read_state(store, model_id)
     if state.current is None:
@@ -99,7 +99,7 @@ def undo(store: GenerationStore, model_id: str) -> TunedState:
     return new
 
 
-def sweep(store: GenerationStore, model_id: str) -> None:
+def sweep(store: Documents, model_id: str) -> None:
     """Remove the weights of this model's versions that no state names (left by a crash in `apply`)."""
     state = read_state(store, model_id)
     named = {a.version for a in (state.current, *state.earlier) if a is not None}
@@ -109,7 +109,7 @@ def sweep(store: GenerationStore, model_id: str) -> None:
             store.delete_document(ADAPTERS, key)
 
 
-def keep_only(store: GenerationStore, model_id: str) -> None:
+def keep_only(store: Documents, model_id: str) -> None:
     """Forget the tuning of every other model: what is tuned for a model the library left no longer applies."""
     for other in store.list_documents(STATES):
         if other != model_id:
@@ -119,7 +119,7 @@ def keep_only(store: GenerationStore, model_id: str) -> None:
             store.delete_document(ADAPTERS, key)
 
 
-def forget(store: GenerationStore) -> None:
+def forget(store: Documents) -> None:
     """Forget every model's tuning (a reset of the library)."""
     for model_id in store.list_documents(STATES):
         store.delete_document(STATES, model_id)
@@ -127,7 +127,7 @@ def forget(store: GenerationStore) -> None:
         store.delete_document(ADAPTERS, key)
 
 
-def copy(source: GenerationStore, target: GenerationStore, model_id: str) -> None:
+def copy(source: Documents, target: Documents, model_id: str) -> None:
     """Bring the model's tuning along to another store (`imagematch migrate`): weights first, then the state."""
     text = source.get_document(STATES, model_id)
     if text is None:
