@@ -1,5 +1,6 @@
 """`imagematch tune`: the search learns a library's own words from its descriptions, measured on pairs it did
-not learn from, shared by every process on the library, kept by migrate, and undone."""
+not learn from, shared by every process on the library, and undone (migrate: test_migrate.py; reindex:
+test_model_switch.py)."""
 
 from __future__ import annotations
 
@@ -129,6 +130,17 @@ def test_a_tune_job_on_a_library_without_descriptions_fails_saying_why(client: T
     assert job["message"].endswith("Nothing was changed.")
 
 
+def test_a_damaged_tuned_state_is_searched_untuned_not_answered_with_an_error(
+    client: TestClient, library: Library
+) -> None:
+    library.open()
+    library.store.put_document(tuned.STATES, library.embedder.model_id, '{"current": {"version": "x"}}')
+    response = client.post("/api/v1/search", data={"text": "a photo", "k": "3"})
+    assert response.status_code == 200
+    assert library.tuning.adapter() is None
+    assert client.get("/api/v1/health").json()["tuning"] is None
+
+
 def test_the_tuned_state_keeps_earlier_versions_and_survives_an_unfinished_write(library: Library) -> None:
     library.open()
     store, model_id = library.store, library.embedder.model_id
@@ -190,6 +202,8 @@ def test_tune_from_the_api_the_cli_and_the_model_page(demo_settings: Settings, t
     assert undo.returncode == 0 and "search tuning is now: off" in undo.stdout
     again = _cli(env, "tune", "--undo")
     assert again.returncode != 0 and "nothing to undo" in again.stderr
+    both = _cli(env, "tune", "--undo", "--dry-run")
+    assert both.returncode != 0 and "no --dry-run" in both.stderr
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

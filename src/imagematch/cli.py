@@ -471,6 +471,8 @@ def tune(
     """Tune the search to this library's own words, learned from its descriptions and corrected captions.
     Part of them is held out to measure it; it is applied only when it finds those better. Every query of
     every process uses it at once; `--undo` reverts it."""
+    if undo and dry_run:
+        raise typer.BadParameter("--undo changes the tuning at once: it has no --dry-run")
     library = _library(_settings())
     if undo:
         state = library.tuning.undo()

@@ -224,7 +224,7 @@ class JobRunner:
         except Exception as error:
             log.exception("job %s failed", status.id)
             status.state = "failed"
-            status.message = f"{error or type(error).__name__}. What was read so far is kept; start it again."
+            status.message = f"{str(error) or type(error).__name__}. What was read so far is kept; start it again."
         status.finished_at = datetime.now(UTC).isoformat()
         self._save(status)
         self._prune()
@@ -245,7 +245,7 @@ class JobRunner:
             status.state = "failed"
             switched = self.library.store.stored_model() == (embedder.model_id, embedder.dim)
             now = f"The library uses {status.model} already" if switched else "The library still uses its model"
-            status.message = f"{error or type(error).__name__}. {now}."
+            status.message = f"{str(error) or type(error).__name__}. {now}."
         status.finished_at = datetime.now(UTC).isoformat()
         self._save(status)
         self._prune()
@@ -292,11 +292,12 @@ class JobRunner:
         )
 
     def _run_tuning(self, status: JobStatus) -> None:
+        saving = self._saving_progress(status)
+
         def progress(step: str, done: int, total: int) -> None:
             status.message = f"{step[:1].upper()}{step[1:]}…"
             saving(done, total)
 
-        saving = self._saving_progress(status)
         try:
             report = self.library.tuning.tune(on_progress=progress)
             status.state = "done"
@@ -314,7 +315,7 @@ class JobRunner:
         except Exception as error:
             log.exception("job %s failed", status.id)
             status.state = "failed"
-            status.message = f"{error or type(error).__name__}. Nothing was changed."
+            status.message = f"{str(error) or type(error).__name__}. Nothing was changed."
         status.finished_at = datetime.now(UTC).isoformat()
         self._save(status)
         self._prune()

@@ -80,7 +80,7 @@ class Library:
         self.carrier = ChangeCarrier(self.pairing, self.embedding)
         self.pairing.housework = self.carrier.keep_house
         self.catalog = Catalog(settings, self.pairing, self.embedding, blobs)
-        self.tuning = Tuning(settings, self.pairing, self.catalog)
+        self.tuning = Tuning(self.pairing, self.catalog)
         self.captions = CaptionQueue(settings, self.pairing, self.embedding, self.catalog, wanted=captions_wanted)
         self.ingest = Ingest(settings, self.pairing, self.embedding, blobs, self.catalog, self.captions)
         self.search = Search(settings, self.pairing, self.embedding, self.catalog, blobs, self.tuning)
@@ -104,7 +104,6 @@ class Library:
             self.search,
             self.duplicates,
             self.maintenance,
-            self.tuning,
         ):
             service.settings = settings
 
@@ -140,6 +139,7 @@ class Library:
 
     def info(self) -> LibraryInfo:
         stored = self.store.stored_model()
+        tuning = self.tuning.state()
         embedder = self.embedder
         loaded = bool(getattr(embedder, "loaded", True))
         return LibraryInfo(
@@ -153,7 +153,7 @@ class Library:
             data_dir=str(self.settings.data_dir),
             background_removal=self.embedding.remover.name if self.embedding.remover else "off",
             ocr=self.embedding.text_engine,
-            tuning=self.tuning.state().current,
-            tuned_words=tuple(self.tuning.learned_words()),
+            tuning=tuning.current,
+            tuned_words=tuple(self.tuning.learned_words(tuning)),
             warnings=tuple(self.warnings),
         )

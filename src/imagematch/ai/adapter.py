@@ -43,6 +43,8 @@ LEAST_SHIFT = 0.02  # a shorter shift changes no ranking: the word is not kept
 
 @dataclass(frozen=True, slots=True)
 class TextAdapter:
+    """The library's words and the shift each adds to a text vector."""
+
     words: tuple[str, ...]
     shifts: Matrix  # one row per word
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
@@ -60,6 +62,8 @@ class TextAdapter:
         return self.shifts[rows].sum(axis=0) if rows else None
 
     def apply(self, text: str, vector: Vector) -> Vector:
+        """`vector` (the model's for `text`) moved by the shifts of the library's words in `text`, re-normalised;
+        the very same array when `text` holds none of them."""
         shift = self.shift(text)
         if shift is None:
             return vector
@@ -92,14 +96,17 @@ def train(
     texts: Sequence[str],
     text_vectors: Matrix,
     images: Matrix,
-    general: Sequence[str],
-    general_vectors: Matrix,
+    image_ids: Sequence[str],
+    held_still: Sequence[str],
+    held_still_vectors: Matrix,
     *,
     epochs: int = EPOCHS,
     seed: int = 0,
     on_epoch: Callable[[int, int], None] | None = None,
 ) -> TextAdapter:
-    """Fit shifts on pairs (texts[i], images[i]); `general` sentences (and their vectors) should stay put."""
+    """Fit shifts on pairs (texts[i], the image image_ids[i] with the vector images[i]): each image of the batch
+    with the same text, or the same image under another of its texts, is a right answer. `held_still`
+    sentences (with their vectors) should stay where the model put them."""
     import torch
 
     words = vocabulary(texts)
@@ -108,38 +115,42 @@ def train(
     if not words:
         return TextAdapter((), np.zeros((0, dim), dtype=np.float32))
 
-    def word_matrix(sentences: Sequence[str]) -> torch.Tensor:
-        matrix = torch.zeros(len(sentences), len(words))
-        for row, sentence in enumerate(sentences):
-            for word in set(tokens(sentence)):
-                if word in index:
-                    matrix[row, index[word]] = 1.0
-        return matrix
+    def bags(sentences: Sequence[str]) -> list[list[int]]:
+        """The learned words of each sentence, as rows of `shifts`."""
+        return [sorted({index[word] for word in tokens(sentence) if word in index}) for sentence in sentences]
 
     generator = torch.Generator().manual_seed(seed)
     shifts = torch.nn.Parameter(torch.zeros(len(words), dim))
     optimiser = torch.optim.Adam([shifts], lr=LEARNING_RATE)
     t_all = torch.from_numpy(np.ascontiguousarray(text_vectors, dtype=np.float32))
     i_all = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    w_all = word_matrix(texts)
-    groups = {text: n for n, text in enumerate(dict.fromkeys(texts))}
-    g_all = torch.as_tensor([groups[text] for text in texts])
-    keep = torch.from_numpy(np.ascontiguousarray(general_vectors, dtype=np.float32))
-    keep_words = word_matrix(general)
+    text_bags = bags(texts)
+    by_text = {text: n for n, text in enumerate(dict.fromkeys(texts))}
+    by_image = {image_id: n for n, image_id in enumerate(dict.fromkeys(image_ids))}
+    text_codes = torch.as_tensor([by_text[text] for text in texts])
+    image_codes = torch.as_tensor([by_image[image_id] for image_id in image_ids])
+    keep = torch.from_numpy(np.ascontiguousarray(held_still_vectors, dtype=np.float32))
+    keep_bags = bags(held_still)
 
-    def adapted(vectors: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(vectors + present @ shifts, dim=-1)
+    def adapted(vectors: torch.Tensor, rows: Sequence[list[int]]) -> torch.Tensor:
+        """The vectors plus the sum of their words' shifts (a bag of a few rows each: no dense word matrix)."""
+        flat = torch.as_tensor([row for bag in rows for row in bag], dtype=torch.long)
+        offsets = torch.as_tensor([0, *np.cumsum([len(bag) for bag in rows])[:-1]], dtype=torch.long)
+        added = torch.nn.functional.embedding_bag(flat, shifts, offsets, mode="sum")
+        return torch.nn.functional.normalize(vectors + added, dim=-1)
 
     for epoch in range(epochs):
         order = torch.randperm(len(texts), generator=generator)
         for start in range(0, len(texts), BATCH):
             batch = order[start : start + BATCH]
-            t, i, g = adapted(t_all[batch], w_all[batch]), i_all[batch], g_all[batch]
-            positive = (g[:, None] == g[None, :]).float()
-            logits = t @ i.T / TEMPERATURE
+            t = adapted(t_all[batch], [text_bags[n] for n in batch.tolist()])
+            same_text = text_codes[batch][:, None] == text_codes[batch][None, :]
+            same_image = image_codes[batch][:, None] == image_codes[batch][None, :]
+            positive = (same_text | same_image).float()
+            logits = t @ i_all[batch].T / TEMPERATURE
             to_images = -(torch.log_softmax(logits, dim=1) * positive).sum(1) / positive.sum(1)
             to_texts = -(torch.log_softmax(logits.T, dim=1) * positive).sum(1) / positive.sum(1)
-            held = ((adapted(keep, keep_words) - keep) ** 2).sum(1).mean() if len(keep) else torch.zeros(())
+            held = ((adapted(keep, keep_bags) - keep) ** 2).sum(1).mean() if len(keep) else torch.zeros(())
             shrink = (shifts**2).sum(1).mean()
             loss = (to_images.mean() + to_texts.mean()) / 2 + KEEP_WEIGHT * held + SHRINK * shrink
             optimiser.zero_grad()

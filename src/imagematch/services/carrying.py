@@ -32,7 +32,8 @@ class ChangeCarrier:
             active = self.pairing.active
             if active.store.generations().live == active.store.generation_name:
                 self.carry_changes(active)
-                if generations.sweep(active.store):  # what was tuned for a model the library left goes with it
+                generations.sweep(active.store)
+                if not active.store.list_documents(generations.RETIRED):  # old generations gone: their tuning too
                     tuned.keep_only(active.store, active.embedder.model_id)
         except Exception:
             log.exception("carrying changes into the new generation failed; trying again later")

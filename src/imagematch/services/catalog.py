@@ -120,8 +120,8 @@ class Catalog:
             raise Conflict("a reindex is running: reset the library when it has finished")
         with self.pairing.write_lock:
             count = self.pairing.store.count()
+            tuned.forget(self.pairing.store)  # learned from the images about to go: never left on an empty library
             self.pairing.store.reset()
-            tuned.forget(self.pairing.store)  # learned from the images just deleted
             self.blobs.clear()
         log.warning("reset: deleted %d images and their files", count)
         return count

@@ -27,23 +27,35 @@ from imagematch.fusion import REFERENCE_TEXTS
 from imagematch.records import Conflict, InvalidInput, Vector
 from imagematch.services.catalog import Catalog
 from imagematch.services.pairing import Pairing, one_generation
-from imagematch.settings import Settings
 from imagematch.store import tuned
 from imagematch.store.tuned import Applied, TunedState
 
 log = logging.getLogger(__name__)
 
-# Queries in the model's own words that tuning must leave working: their top 10 before and after are compared.
+# Sentences in the model's own words that training holds where the model put them.
+HELD_STILL = REFERENCE_TEXTS
+# Other queries in the model's own words, never trained on: their top 10 before and after are compared.
 GENERAL_QUERIES = (
-    *REFERENCE_TEXTS,
     "a photo of a person",
+    "a dog on a sofa",
+    "people walking in a park",
+    "a cup of tea",
+    "a car on a highway",
+    "a sunset over the sea",
+    "a tree in a field",
+    "a child with a ball",
+    "a plate of food",
+    "a house with a garden",
     "something red",
     "something blue",
+    "something green",
     "a round object",
     "a square shape",
+    "a small star",
     "a picture with text",
     "a black and white photo",
     "a close-up",
+    "a striped pattern",
 )
 HOLD_OUT_SHARE = 0.2  # of the pairs, chosen by image id, evaluated and never trained on
 MIN_PAIRS = 40  # fewer pairs than this teach nothing reliable
@@ -63,25 +75,29 @@ class TuneReport:
     pairs: int  # image–text pairs in the library
     trained: int
     held_out: int
-    before: dict[str, float]  # recall@1/5/10 on the held-out pairs, and general@10 (1.0 = unchanged)
-    after: dict[str, float]
+    before: dict[str, float]  # with the tuning in use (or none): recall@1/5/10 on the held-out pairs, general@10
+    after: dict[str, float]  # with the new one
     applied: bool
     reason: str  # why it was applied or not, in a sentence
     words: tuple[str, ...]  # what it learned most
-    version: str
+    version: str | None  # the version applied; None when nothing was
     seconds: float
 
 
 @dataclass(frozen=True, slots=True)
 class _Pairs:
+    """The library's pairs: texts[i] describes the image ids[i], whose stored vector is images[i]."""
+
     texts: list[str]
+    ids: list[str]
     images: Matrix
     held_out: list[bool]
 
 
 class Tuning:
-    def __init__(self, settings: Settings, pairing: Pairing, catalog: Catalog) -> None:
-        self.settings = settings
+    """The tuning of the model in use: read for every text query, learned and undone on request."""
+
+    def __init__(self, pairing: Pairing, catalog: Catalog) -> None:
         self.pairing = pairing
         self.catalog = catalog
         self._lock = threading.Lock()
@@ -95,35 +111,48 @@ class Tuning:
         cached_model, _, adapter = self._cached
         if cached_model == model_id and time.monotonic() - self._checked_at < CHECK_EVERY:
             return adapter
-        with self._lock:
+        if not self._lock.acquire(blocking=cached_model != model_id):
+            return adapter  # another thread is reading the state: the one cached is at most a second old
+        try:
             if self._cached[0] != model_id or time.monotonic() - self._checked_at >= CHECK_EVERY:
                 self._refresh(model_id)
             return self._cached[2]
+        finally:
+            self._lock.release()
 
     def _refresh(self, model_id: str) -> None:
+        """Read the state; a version whose weights cannot be read is searched untuned and read again next time."""
         store = self.pairing.store
-        current = tuned.read_state(store, model_id).current
-        version = current.version if current else ""
-        if (model_id, version) != self._cached[:2]:
-            weights = tuned.read_weights(store, model_id, version) if current else None
-            adapter = TextAdapter.from_json(weights) if weights else None
-            if current and adapter is None:
-                log.error("the tuned state of %s names weights that are missing: searching untuned", model_id)
-            self._cached = (model_id, version, adapter)
-            log.info("search tuning for %s: %s", model_id, version or "none")
+        try:
+            current = tuned.read_state(store, model_id).current
+            version = current.version if current else ""
+            if (model_id, version) != self._cached[:2]:
+                weights = tuned.read_weights(store, model_id, version) if current else None
+                if current and weights is None:
+                    raise ValueError(f"version {version} names weights that are not there")
+                adapter = TextAdapter.from_json(weights) if weights else None
+                self._cached = (model_id, version, adapter)
+                log.info("search tuning for %s: %s", model_id, version or "none")
+        except (ValueError, KeyError, TypeError) as error:
+            log.error("the search tuning of %s cannot be read (%s): searching untuned", model_id, error)
+            self._cached = (model_id, "", None)
         self._checked_at = time.monotonic()
 
     def adapt(self, text: str, vector: Vector) -> Vector:
         """A text query's vector as the tuned model sees it (unchanged without tuning or the library's words)."""
-        adapter = self.adapter()
-        return adapter.apply(text, vector) if adapter is not None else vector
+        return _adapted(self.adapter(), text, vector)
 
     def state(self) -> TunedState:
+        """The stored state for the model in use, read now (what health, info and the Model page show)."""
         return tuned.read_state(self.pairing.store, self.pairing.embedder.model_id)
 
-    def learned_words(self, count: int = 8) -> list[str]:
-        adapter = self.adapter()
-        return adapter.strongest(count) if adapter is not None else []
+    def learned_words(self, state: TunedState, count: int = 8) -> list[str]:
+        """What the current version of `state` learned most (read from its weights)."""
+        if state.current is None:
+            return []
+        model_id = self.pairing.embedder.model_id
+        weights = tuned.read_weights(self.pairing.store, model_id, state.current.version)
+        return TextAdapter.from_json(weights).strongest(count) if weights else []
 
     @one_generation
     def tune(self, on_progress: Callable[[str, int, int], None] | None = None, *, dry_run: bool = False) -> TuneReport:
@@ -149,38 +178,46 @@ class Tuning:
             )
         embedder = self.pairing.embedder
         text_vectors = self._encode(pairs.texts, "encoding descriptions", progress)
-        general_vectors = embedder.encode_texts(list(GENERAL_QUERIES))
         adapter = adapters.train(
             [pairs.texts[n] for n in trained],
             text_vectors[trained],
             pairs.images[trained],
-            GENERAL_QUERIES,
-            general_vectors,
+            [pairs.ids[n] for n in trained],
+            HELD_STILL,
+            embedder.encode_texts(list(HELD_STILL)),
             on_epoch=lambda done, total: progress("training", done, total),
         )
+        general_vectors = embedder.encode_texts(list(GENERAL_QUERIES))
+        in_use = self.adapter()  # what search does now: the new tuning has to beat it, not only no tuning
         progress("evaluating", 0, 2)
-        before = self._evaluate(pairs, held, text_vectors, general_vectors, None)
+        before = self._evaluate(pairs, held, text_vectors, general_vectors, in_use)
         progress("evaluating", 1, 2)
         after = self._evaluate(pairs, held, text_vectors, general_vectors, adapter)
         progress("evaluating", 2, 2)
         gain = after["recall@5"] - before["recall@5"]
+        than = "the tuning in use" if in_use is not None else "no tuning"
         if gain < MARGIN:
-            applied, reason = False, f"held-out recall@5 gains {gain:+.3f}, less than the {MARGIN} needed"
+            applied, reason = False, f"held-out recall@5 gains {gain:+.3f} over {than}, less than the {MARGIN} needed"
         elif after["general@10"] < LEAST_KEPT:
             applied = False
             reason = f"it would change {1 - after['general@10']:.0%} of the general queries' top 10 results"
         elif dry_run:
-            applied, reason = False, f"a dry run: it would be applied, as held-out recall@5 gains {gain:+.3f}"
+            applied, reason = (
+                False,
+                f"a dry run: it would be applied, as held-out recall@5 gains {gain:+.3f} over {than}",
+            )
         else:
-            applied, reason = True, f"held-out recall@5 gains {gain:+.3f}"
-        version = uuid.uuid4().hex[:8] if applied else ""
-        if applied:
+            applied, reason = True, f"held-out recall@5 gains {gain:+.3f} over {than}"
+        version = uuid.uuid4().hex[:8] if applied else None
+        if version is not None:
             record = Applied(
                 version, datetime.now(UTC).isoformat(timespec="seconds"), len(trained), len(held), before, after
             )
             with self.pairing.store.exclusive():
-                tuned.apply(self.pairing.store, embedder.model_id, adapter.to_json(), record)
+                if self.pairing.store.generations().staging:  # started while this one trained
+                    raise Conflict("a reindex started meanwhile: tune after it has finished, for the new model")
                 tuned.sweep(self.pairing.store, embedder.model_id)
+                tuned.apply(self.pairing.store, embedder.model_id, adapter.to_json(), record)
             self._checked_at = float("-inf")
             log.info("tuned the search for %s (version %s): %s", embedder.model_id, version, reason)
         else:
@@ -222,7 +259,8 @@ class Tuning:
         kept = [n for n, image_id in enumerate(ids) if image_id in vectors]
         dim = self.pairing.embedder.dim
         images = np.stack([vectors[ids[n]] for n in kept]) if kept else np.zeros((0, dim), dtype=np.float32)
-        return _Pairs([texts[n] for n in kept], images.astype(np.float32), [_held_out(ids[n]) for n in kept])
+        kept_ids = [ids[n] for n in kept]
+        return _Pairs([texts[n] for n in kept], kept_ids, images.astype(np.float32), [_held_out(i) for i in kept_ids])
 
     def _encode(self, texts: Sequence[str], step: str, progress: Callable[[str, int, int], None]) -> Matrix:
         parts = []
@@ -239,14 +277,20 @@ class Tuning:
         general_vectors: Matrix,
         adapter: TextAdapter | None,
     ) -> dict[str, float]:
-        """Text→image recall@k of the held-out pairs among the held-out images (an image with the same text
-        counts as found), and the share of the general queries' top 10 in the library left as untuned."""
+        """Text→image recall@k of the held-out pairs among the held-out images (each image once; an image with
+        the same text counts as found), and the share of the general queries' top 10 in the library left as
+        untuned (queries tuning never trained on)."""
+        images = list(dict.fromkeys(pairs.ids[n] for n in held))
+        column = {image_id: c for c, image_id in enumerate(images)}
+        vectors = np.stack([pairs.images[n] for n in {pairs.ids[n]: n for n in held}.values()])
         texts = [pairs.texts[n] for n in held]
-        queries = np.stack([_adapted(adapter, texts[m], text_vectors[n]) for m, n in enumerate(held)])
-        scores = queries @ pairs.images[list(held)].T
-        same_text = np.array([[a == b for b in texts] for a in texts])
-        order = np.argsort(-scores, axis=1)
-        found = np.take_along_axis(same_text, order, axis=1)
+        codes = {text: code for code, text in enumerate(dict.fromkeys(texts))}
+        relevant = np.zeros((len(codes), len(images)), dtype=bool)
+        for n in held:
+            relevant[codes[pairs.texts[n]], column[pairs.ids[n]]] = True
+        queries = np.stack([_adapted(adapter, pairs.texts[n], text_vectors[n]) for n in held])
+        order = np.argsort(-(queries @ vectors.T), axis=1)
+        found = np.take_along_axis(relevant[[codes[t] for t in texts]], order, axis=1)
         result = {f"recall@{k}": round(float(found[:, :k].any(axis=1).mean()), 4) for k in RECALL_AT}
         kept = []
         for text, vector in zip(GENERAL_QUERIES, general_vectors, strict=True):

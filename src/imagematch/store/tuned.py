@@ -11,10 +11,13 @@ whose text vectors it was trained on.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from imagematch.store.documents import Documents
+
+log = logging.getLogger(__name__)
 
 STATES = "_tuning"  # document kind: model id -> TunedState as JSON
 ADAPTERS = "_tuning_adapter"  # document kind: "<model id>@<version>" -> the adapter's weights
@@ -65,8 +68,15 @@ def _adapter_key(model_id: str, version: str) -> str:
 
 
 def read_state(store: Documents, model_id: str) -> TunedState:
+    """The model's state; a damaged document reads as no tuning (searches go on; the next tune replaces it)."""
     text = store.get_document(STATES, model_id)
-    return TunedState.from_json(text) if text else TunedState()
+    if not text:
+        return TunedState()
+    try:
+        return TunedState.from_json(text)
+    except (ValueError, KeyError, TypeError) as error:
+        log.error("the search tuning of %s is damaged (%s): reading it as none", model_id, error)
+        return TunedState()
 
 
 def read_weights(store: Documents, model_id: str, version: str) -> str | None:
@@ -110,17 +120,21 @@ def sweep(store: Documents, model_id: str) -> None:
 
 
 def keep_only(store: Documents, model_id: str) -> None:
-    """Forget the tuning of every other model: what is tuned for a model the library left no longer applies."""
-    for other in store.list_documents(STATES):
-        if other != model_id:
-            store.delete_document(STATES, other)
+    """Forget the tuning of every other model: what is tuned for a model the library left no longer applies.
+    Weights go first, then the state that names them, so a crash between leaves a state the next pass finds."""
+    others = [other for other in store.list_documents(STATES) if other != model_id]
+    if not others:
+        return
     for key in store.list_documents(ADAPTERS):
         if not key.startswith(f"{model_id}@"):
             store.delete_document(ADAPTERS, key)
+    for other in others:
+        store.delete_document(STATES, other)
 
 
 def forget(store: Documents) -> None:
-    """Forget every model's tuning (a reset of the library)."""
+    """Forget every model's tuning (a reset of the library): each state first, so none is left naming weights
+    that are gone."""
     for model_id in store.list_documents(STATES):
         store.delete_document(STATES, model_id)
     for key in store.list_documents(ADAPTERS):

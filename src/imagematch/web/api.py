@@ -435,7 +435,7 @@ def tuning_out(library: Library) -> TuningOut | None:
         held_out=current.held_out,
         before=current.before,
         after=current.after,
-        learned=library.tuning.learned_words(),
+        learned=library.tuning.learned_words(state),
         earlier=len(state.earlier),
     )
 

@@ -870,7 +870,7 @@ def start_samples(request: Request, library: LibraryDep, jobs: JobsDep) -> Respo
 
 def _model_context(library: Library, jobs: JobRunner, job: JobStatus | None) -> dict[str, object]:
     recent = jobs.recent()
-    tuning = library.tuning.state().current
+    tuning = library.tuning.state()
 
     def shown(kind: str) -> JobStatus | None:
         """The job of this kind the page was asked for, else the running one, else the latest."""
@@ -888,8 +888,8 @@ def _model_context(library: Library, jobs: JobRunner, job: JobStatus | None) -> 
         "text_job": shown("ocr"),
         "ocr_engine": library.embedding.text_engine,
         "tune_job": shown("tune"),
-        "tuning": tuning,
-        "tuning_line": describe_tuning(tuning, library.tuning.learned_words()),
+        "tuning": tuning.current,
+        "tuning_line": describe_tuning(tuning.current, library.tuning.learned_words(tuning)),
         "running": next((j for j in recent if j.state == "running"), None),  # one job at a time, of any kind
         "error": "",
         "value": "",
