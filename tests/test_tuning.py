@@ -9,10 +9,12 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -29,6 +31,7 @@ from imagematch.store.tuned import Applied
 from imagematch.web.app import create_app
 from testkit.cli_env import env_for
 from testkit.quality import quality_settings
+from testkit.server_process import ServerProcess
 from testkit.tuning import MADE_UP, build, measure
 
 IMAGES = 360
@@ -167,7 +170,7 @@ def test_a_query_without_the_learned_words_is_left_exactly_as_the_model_made_it(
 
 
 @pytest.mark.slow
-def test_tune_from_the_api_the_cli_and_the_model_page(demo_settings: Settings, tmp_path: Path) -> None:
+def test_tune_from_the_api_the_model_page_and_the_cli_while_a_server_follows(tmp_path: Path) -> None:
     settings = quality_settings(tmp_path)
     library = build_library(settings)
     build(library, 240, seed=3)
@@ -193,17 +196,36 @@ def test_tune_from_the_api_the_cli_and_the_model_page(demo_settings: Settings, t
     library.close()
     source = str(Path(__file__).resolve().parents[1] / "src")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "300", "PYTHONPATH": source, **env_for(settings)}
-    tune = _cli(env, "tune")
-    assert tune.returncode == 0, tune.stderr
-    assert "recall@5" in tune.stdout and "applied (version" in tune.stdout
-    info = _cli(env, "info")
-    assert "search tuning" in info.stdout and "held-out recall@5" in info.stdout
-    undo = _cli(env, "tune", "--undo")
-    assert undo.returncode == 0 and "search tuning is now: off" in undo.stdout
+    server = ServerProcess({**env_for(settings), "IMAGEMATCH_RATE_LIMIT": "0"}, tmp_path / "server.log")
+    server.start()
+    try:  # the CLI tunes and undoes; the server running beside it follows by itself
+        tune = _cli(env, "tune")
+        assert tune.returncode == 0, tune.stderr
+        assert "recall@5" in tune.stdout and "applied (version" in tune.stdout
+        tuning = _health_once(server.url, lambda health: health["tuning"] is not None)["tuning"]
+        assert f"applied (version {tuning['version']})" in tune.stdout
+        info = _cli(env, "info")
+        assert "search tuning" in info.stdout and f"version {tuning['version']}" in info.stdout
+        undo = _cli(env, "tune", "--undo")
+        assert undo.returncode == 0 and "search tuning is now: off" in undo.stdout
+        _health_once(server.url, lambda health: health["tuning"] is None)
+    finally:
+        server.stop()
     again = _cli(env, "tune", "--undo")
     assert again.returncode != 0 and "nothing to undo" in again.stderr
     both = _cli(env, "tune", "--undo", "--dry-run")
     assert both.returncode != 0 and "no --dry-run" in both.stderr
+
+
+def _health_once(url: str, condition: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The server's health as soon as it meets `condition`: within the tuning's CHECK_EVERY and a little."""
+    deadline = time.monotonic() + tuning_service.CHECK_EVERY + 2
+    while True:
+        health: dict[str, Any] = httpx.get(f"{url}/api/v1/health", timeout=10).json()
+        if condition(health) or time.monotonic() > deadline:
+            assert condition(health), health
+            return health
+        time.sleep(0.1)
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
