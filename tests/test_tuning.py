@@ -122,12 +122,7 @@ def test_too_few_pairs_is_a_clear_error(library: Library) -> None:
 
 
 def test_a_tune_job_on_a_library_without_descriptions_fails_saying_why(client: TestClient) -> None:
-    job = client.post("/api/v1/jobs/tune").json()
-    for _ in range(100):
-        job = client.get(f"/api/v1/jobs/{job['id']}").json()
-        if job["state"] != "running":
-            break
-        time.sleep(0.1)
+    job = _tune_job(client, timeout_s=10)
     assert job["state"] == "failed"
     assert job["message"].startswith("Tuning needs at least 40 images with a description")
     assert job["message"].endswith("Nothing was changed.")
@@ -176,12 +171,7 @@ def test_tune_from_the_api_the_model_page_and_the_cli_while_a_server_follows(tmp
     build(library, 240, seed=3)
     with TestClient(create_app(settings, library), base_url="http://127.0.0.1") as client:
         assert client.get("/api/v1/health").json()["tuning"] is None
-        job = client.post("/api/v1/jobs/tune").json()
-        for _ in range(600):
-            job = client.get(f"/api/v1/jobs/{job['id']}").json()
-            if job["state"] != "running":
-                break
-            time.sleep(0.2)
+        job = _tune_job(client, timeout_s=120)
         assert job["state"] == "done", job["message"]
         assert job["message"].startswith("Applied")
         tuning = client.get("/api/v1/health").json()["tuning"]
@@ -226,6 +216,16 @@ def _health_once(url: str, condition: Callable[[dict[str, Any]], bool]) -> dict[
             assert condition(health), health
             return health
         time.sleep(0.1)
+
+
+def _tune_job(client: TestClient, timeout_s: float) -> dict[str, Any]:
+    """Start a tune job through the API and return it once it has ended (or when `timeout_s` is up)."""
+    job: dict[str, Any] = client.post("/api/v1/jobs/tune").json()
+    deadline = time.monotonic() + timeout_s
+    while job["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = client.get(f"/api/v1/jobs/{job['id']}").json()
+    return job
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
