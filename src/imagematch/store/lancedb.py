@@ -287,6 +287,7 @@ class LanceStore(KeyedPages):
         self._table: Any = None
         self._dim = 0
         self._keyword_index = False  # the live table has its full-text index
+        self._words_seen: tuple[str, int, bool] | None = None  # (table, version, whether any has a words vector)
         self._window = KeyWindow()
         if self.table_name in existing:
             self._table = self._db.open_table(self.table_name)
@@ -358,7 +359,11 @@ class LanceStore(KeyedPages):
                     self._table = self._db.open_table(self.table_name)
                 else:
                     self._table = self._db.create_table(self.table_name, schema=images_schema(dim))
+                    self._set_state({self._words_key(): "no"})
                 self._dim = self._table.schema.field("vector").type.list_size
+            if self._get_state(self._words_key()) is None:  # made before the flag was kept: looked at once
+                present = self._table.count_rows("words_vector IS NOT NULL") > 0
+                self._set_state({self._words_key(): "yes" if present else "no"})
             self._add_missing_fields()  # first: filling search_text reads every record field
             if SEARCH_TEXT not in self._table.schema.names:
                 self._add_search_text()
@@ -435,6 +440,7 @@ class LanceStore(KeyedPages):
         if name in set(self._db.list_tables().tables):
             self._db.drop_table(name)
         self._forget_vector_indexes(name)
+        self._state.delete(f"key = {sql_string(self._words_key(name))}")
 
     def start_rebuild(self, model_id: str, dim: int) -> LanceStore:
         """A staging store for re-embedding the library; resumes an interrupted rebuild for the same model."""
@@ -445,7 +451,9 @@ class LanceStore(KeyedPages):
         if not resumable:
             staging = f"{IMAGES}_{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
             self._db.create_table(staging, schema=images_schema(dim))
-            self._set_state({"staging_table": staging, "staging_model": f"{model_id}@{dim}"})
+            self._set_state(
+                {"staging_table": staging, "staging_model": f"{model_id}@{dim}", self._words_key(staging): "no"}
+            )
         return self.at(staging)
 
     def finish_rebuild(self) -> None:
@@ -490,6 +498,8 @@ class LanceStore(KeyedPages):
             return
         table = self._require_table()
         data = self._arrow(items)
+        if any(item.words_vector is not None for item in items):
+            self._note_words()
         with self._write_lock:
             before = int(table.version)
             table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
@@ -517,6 +527,8 @@ class LanceStore(KeyedPages):
         values = _record_to_row(record)
         values.pop("id")
         values["words_vector"] = None if words_vector is None else [float(x) for x in words_vector]
+        if words_vector is not None:
+            self._note_words()
         with self._write_lock:
             table.update(where=f"id = {sql_string(record.id)}", values=values)
 
@@ -584,6 +596,29 @@ class LanceStore(KeyedPages):
     def _forget_vector_indexes(self, table: str) -> None:
         keys = ", ".join(sql_string(self._partitions_key(column, table)) for column in _VECTOR_COLUMNS.values())
         self._state.delete(f"key IN ({keys})")
+
+    def _words_key(self, table: str | None = None) -> str:
+        return f"words_vectors:{table or self.table_name}"
+
+    def _note_words(self) -> None:
+        """Written before the first records with words vectors, so a reader that sees them sees this too."""
+        seen = self._words_seen
+        if seen is None or seen[0] != self.table_name or not seen[2]:
+            self._set_state({self._words_key(): "yes"})
+            self._words_seen = (self.table_name, -1, True)
+
+    def _words_present(self) -> bool:
+        """Whether any record of the table has a words vector. A table without any has nothing its words index
+        could hold, and LanceDB then searches every row of the column as unindexed, a scan that grows with the
+        library (26 ms at 200 000 images) and finds nothing: skipped. Read again only when the table has
+        changed, and never again once true (the flag is written before the first words vector)."""
+        version = int(self._require_table().version)
+        seen = self._words_seen
+        if seen is not None and seen[0] == self.table_name and (seen[2] or seen[1] == version):
+            return seen[2]
+        present = self._get_state(self._words_key()) != "no"
+        self._words_seen = (self.table_name, version, present)
+        return present
 
     def _create_vector_index(self, column: str, rows: int) -> None:
         started = time.perf_counter()
@@ -680,7 +715,7 @@ class LanceStore(KeyedPages):
         return iter(table.column("id").to_pylist())
 
     def search(self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image") -> list[Hit]:
-        if self._table is None or k <= 0:
+        if self._table is None or k <= 0 or (field == "words" and not self._words_present()):
             return []
         query = self._vector_query(vector, k, flt, field, [*self._record_columns(), "_distance"])
         return [Hit(CODEC.record(row), 1.0 - float(row["_distance"])) for row in query.to_list()]
@@ -688,7 +723,7 @@ class LanceStore(KeyedPages):
     def nearest(
         self, vector: Vector, *, k: int, flt: Filter | None = None, field: VectorField = "image"
     ) -> list[Neighbour]:
-        if self._table is None or k <= 0:
+        if self._table is None or k <= 0 or (field == "words" and not self._words_present()):
             return []
         found = self._vector_query(vector, k, flt, field, ["id", "_distance", "vector", "words_vector"]).to_arrow()
         images = _matrix(found.column("vector"), self._dim)
@@ -755,6 +790,15 @@ class LanceStore(KeyedPages):
         hashes = arrow.column("phash").to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
         self._phash_cache = (version, ids, hashes)
         return ids, hashes
+
+    def phashes(self) -> tuple[list[str], npt.NDArray[np.uint64]]:
+        """Read afresh, not from the cache near_phash keeps: after this process's own upserts that may hold an id
+        twice."""
+        if self._table is None:
+            return [], np.zeros(0, dtype=np.uint64)
+        arrow = self._table.search().select(["id", "phash"]).limit(None).to_arrow()
+        hashes = arrow.column("phash").to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
+        return arrow.column("id").to_pylist(), hashes
 
     def near_phash(self, phash: int, max_distance: int) -> list[tuple[ImageRecord, int]]:
         if self._table is None:
