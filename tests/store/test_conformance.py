@@ -221,6 +221,21 @@ def test_near_duplicate_lookup_by_phash(store: VectorStore) -> None:
     assert store.find_file_hash("0" * 63 + "f") is None
 
 
+def test_every_phash_is_read_once_with_its_id(store: VectorStore) -> None:
+    assert store.phashes()[0] == []
+    top = 0xFFFF_0000_0000_0001  # the highest bit set: kept signed by some engines, read back unsigned
+    store.upsert([item(1, phash=top), item(2, phash=5), item(3, phash=0)])
+    store.upsert([item(2, phash=6)])  # written again: still one entry, with the new hash
+    ids, hashes = store.phashes()
+    assert hashes.dtype == np.uint64
+    assert dict(zip(ids, hashes.tolist(), strict=True)) == {
+        item(1).record.id: top,
+        item(2).record.id: 6,
+        item(3).record.id: 0,
+    }
+    assert len(ids) == 3
+
+
 def test_model_and_dimension_guard(open_store: StoreFactory) -> None:
     store = open_store()
     store.open(MODEL, DIM)
@@ -736,12 +751,14 @@ def _shows_exactly(reader: VectorStore, stored: list[StoredImage], absent: list[
         s.record.id for s in sorted(stored, key=lambda s: s.record.created_at)
     ]
     assert set(reader.ids()) == expected
+    assert set(reader.phashes()[0]) == expected
     for one in absent:
         assert {h.record.id for h in reader.search(one.vector, k=20)} == expected
         assert {n.id for n in reader.nearest(one.vector, k=20)} == expected
         assert one.words_vector is not None
         assert {h.record.id for h in reader.search(one.words_vector, k=20, field="words")} == expected
         assert reader.near_phash(phash_from_hex(one.record.phash), 0) == []
+        assert phash_from_hex(one.record.phash) not in reader.phashes()[1].tolist()
         assert reader.find_file_hash(one.record.file_hash) is None
         assert reader.keyword_search(one.record.filename.removeprefix("image-").removesuffix(".jpg"), k=20) == []
 

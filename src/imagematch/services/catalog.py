@@ -160,23 +160,23 @@ class Catalog:
                 return
             after = PageCursor.of(records[-1])
 
-    def stored_layout(self, record: ImageRecord) -> ColourLayout | None:
+    def stored_layout(self, image_id: str) -> ColourLayout | None:
         """A stored image's colour layout, from its thumbnail (read only when a pHash match needs it, so nothing
         new is stored); from the original when the thumbnail is missing or damaged, thumbnailed as at upload.
         None when neither can be read: the pHash then decides alone."""
-        thumbnail = self.blobs.read_thumbnail(record.id)
+        thumbnail = self.blobs.read_thumbnail(image_id)
         if thumbnail is not None:
             try:
                 return colour_layout(thumbnail)
             except (OSError, ValueError) as error:  # a damaged file: Pillow's UnidentifiedImageError is an OSError
-                log.warning("the thumbnail of %s does not decode (%s): its original is read instead", record.id, error)
-        original = self.blobs.read_original(record.id)
+                log.warning("the thumbnail of %s does not decode (%s): its original is read instead", image_id, error)
+        original = self.blobs.read_original(image_id)
         if original is None:
-            log.warning("no readable thumbnail nor original for %s: no colour check", record.id)
+            log.warning("no readable thumbnail nor original for %s: no colour check", image_id)
             return None
         try:
             decoded = media.decode(original, max_pixels=self.settings.max_pixels, **self.embedding.decode_sides())
         except ImageMatchError as error:
-            log.warning("the original of %s does not decode (%s): no colour check", record.id, error)
+            log.warning("the original of %s does not decode (%s): no colour check", image_id, error)
             return None
         return colour_layout(media.make_thumbnail(decoded.image))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imagematch.duplicates import DuplicateRule, Pairs, close_pairs, groups_of
-from imagematch.fingerprint import ColourLayout, colour_distance, phash_from_hex
+from imagematch.fingerprint import ColourLayout, colour_distance
 from imagematch.records import ImageRecord, InvalidInput
 from imagematch.services.catalog import Catalog
 from imagematch.services.pairing import Pairing, one_generation
@@ -69,15 +69,15 @@ class DuplicateReview:
         chunk of pairs at a time, however many there are.
         """
         rule = rule or self.rule
-        records = list(self.catalog.iter_records())
-        hashes = np.array([phash_from_hex(r.phash) for r in records], dtype=np.uint64)
+        store = self.pairing.store
+        ids, hashes = store.phashes()  # two columns, not every record: records are read for what is found
         pairs = close_pairs(hashes, rule.reach)
         settled = pairs.select(pairs.distance <= rule.max_distance)
         layouts: dict[int, ColourLayout | None] = {}  # read once each, only for images in a close pair
 
         def layout(index: int) -> ColourLayout | None:
             if index not in layouts:
-                layouts[index] = self.catalog.stored_layout(records[index])
+                layouts[index] = self.catalog.stored_layout(ids[index])
             return layouts[index]
 
         links = []
@@ -92,25 +92,29 @@ class DuplicateReview:
             involved = sorted({int(i) for i in np.concatenate([chunk.first, chunk.second])})
             vectors = {}
             for batch in range(0, len(involved), _VECTOR_BATCH):
-                wanted = [records[i].id for i in involved[batch : batch + _VECTOR_BATCH]]
-                vectors.update({key: value[0] for key, value in self.pairing.store.get_vectors(wanted).items()})
+                wanted = [ids[i] for i in involved[batch : batch + _VECTOR_BATCH]]
+                vectors.update({key: value[0] for key, value in store.get_vectors(wanted).items()})
             for a, b, d in zip(*_columns(chunk), strict=True):
-                first, second = records[int(a)].id, records[int(b)].id
+                first, second = ids[int(a)], ids[int(b)]
                 if first in vectors and second in vectors:
                     similarity = float(vectors[first] @ vectors[second])
                     if rule.is_duplicate(int(d), similarity):
                         links.append(DuplicateLink(int(a), int(b), int(d), similarity))
         groups = groups_of([(link.first, link.second) for link in links])[:limit]
+        records = store.get_many([ids[i] for members in groups for i in members])
         found = []
         for members in groups:
-            inside = set(members)
+            kept = [i for i in members if ids[i] in records]  # deleted since the hashes were read: left out
+            if len(kept) < 2:
+                continue
+            inside = set(kept)
             found.append(
                 DuplicateGroup(
-                    records=[records[i] for i in members],
+                    records=[records[ids[i]] for i in kept],
                     links=[
-                        (records[link.first].id, records[link.second].id, link.distance, link.similarity)
+                        (ids[link.first], ids[link.second], link.distance, link.similarity)
                         for link in links
-                        if link.first in inside
+                        if link.first in inside and link.second in inside
                     ],
                 )
             )

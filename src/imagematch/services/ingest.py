@@ -359,7 +359,7 @@ class Ingest:
 
     def _layout_of(self, record: ImageRecord, pending: Sequence[_Candidate]) -> ColourLayout | None:
         waiting = next((c for c in pending if c.record.id == record.id), None)
-        return self._candidate_layout(waiting) if waiting is not None else self.catalog.stored_layout(record)
+        return self._candidate_layout(waiting) if waiting is not None else self.catalog.stored_layout(record.id)
 
     def _duplicate_of(
         self,

@@ -13,6 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Literal, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from imagematch.records import Filter, Hit, ImageRecord, Neighbour, PageCursor, StoredImage, Vector
 from imagematch.store.batches import Batch
 from imagematch.store.documents import Documents
@@ -148,6 +151,10 @@ class DuplicateLookup(Protocol):
 
     def near_phash(self, phash: int, max_distance: int) -> list[tuple[ImageRecord, int]]:
         """Records whose pHash is within max_distance bits of phash, closest first."""
+
+    def phashes(self) -> tuple[list[str], npt.NDArray[np.uint64]]:
+        """Every record's id and pHash, each id once: what duplicate review compares across the library, read
+        as two columns (LanceDB, Milvus) or from the pHash namespace (Pinecone) instead of as whole records."""
 
 
 class Rebuilds(GenerationPointers, Protocol):

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 from pymilvus import DataType, Function, FunctionType, MilvusClient, MilvusException
 
@@ -726,6 +727,11 @@ class MilvusStore(KeyedPages):
     def find_file_hash(self, file_hash: str) -> ImageRecord | None:
         rows = self._query(self._filter(None, f"file_hash == {expr_string(file_hash)}"), self._record_fields, limit=1)
         return CODEC.record(rows[0]) if rows else None
+
+    def phashes(self) -> tuple[list[str], npt.NDArray[np.uint64]]:
+        rows = list(self._scan(self._filter(None), ["id", "phash"]))
+        hashes = np.array([int(row["phash"]) for row in rows], dtype=np.int64).view(np.uint64)  # stored signed
+        return [str(row["id"]) for row in rows], hashes
 
     def near_phash(self, phash: int, max_distance: int) -> list[tuple[ImageRecord, int]]:
         """The nearest ±1 pHash vectors, checked against the exact Hamming distance.

@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 from pinecone import (
     ConflictError,
@@ -939,6 +940,12 @@ class PineconeStore(KeyedPages):
             limit=1,
         )
         return next((metadata_record(v.metadata or {}) for v in response.vectors.values()), None)
+
+    def phashes(self) -> tuple[list[str], npt.NDArray[np.uint64]]:
+        fetched = self._fetch(self._space("phash"), [vector_id(image_id) for image_id in self.ids()])
+        ids = [image_id_of(vid) for vid in fetched]
+        hashes = [phash_from_hex(str(meta["phash"])) for _, meta in fetched.values()]
+        return ids, np.array(hashes, dtype=np.uint64)
 
     def near_phash(self, phash: int, max_distance: int) -> list[tuple[ImageRecord, int]]:
         """The closest pHash vectors by cosine, checked against the exact Hamming distance."""
