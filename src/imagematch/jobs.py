@@ -25,6 +25,7 @@ from imagematch.ai.embedder import Embedder
 from imagematch.files import image_files
 from imagematch.library import Library, Upload
 from imagematch.records import Conflict, ImageMatchError, IngestResult, InvalidInput, NotFound
+from imagematch.services.tuning import Cancelled
 from imagematch.store.base import Documents
 
 log = logging.getLogger(__name__)
@@ -299,7 +300,7 @@ class JobRunner:
             saving(done, total)
 
         try:
-            report = self.library.tuning.tune(on_progress=progress)
+            report = self.library.tuning.tune(on_progress=progress, cancel=self._cancel)
             status.state = "done"
             before, after = report.before["recall@5"], report.after["recall@5"]
             verdict = f"Applied (version {report.version})" if report.applied else "Not applied"
@@ -308,6 +309,9 @@ class JobRunner:
                 f"{report.held_out} of {report.pairs} pairs; general queries keep "
                 f"{report.after['general@10']:.0%} of their top 10."
             )
+        except Cancelled:
+            status.state = "cancelled"
+            status.message = "Cancelled. Nothing was changed."
         except ImageMatchError as error:  # too few pairs, a reindex under way: the library's state, not a fault
             log.warning("job %s: %s", status.id, error)
             status.state = "failed"
