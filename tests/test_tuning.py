@@ -35,6 +35,7 @@ from imagematch.web.app import create_app
 from testkit.cli_env import env_for
 from testkit.quality import quality_settings
 from testkit.server_process import ServerProcess
+from testkit.tinymodel import tiny_settings
 from testkit.tuning import MADE_UP, build, measure
 
 IMAGES = 360
@@ -162,6 +163,34 @@ def test_a_cancelled_tune_stops_and_leaves_the_tuning_in_use(tmp_path: Path, mon
     assert library.tuning.state().current.version == "in-use"  # type: ignore[union-attr]
     assert library.tuning.tune().applied  # not cancelled, the same tune replaces it
     library.close()
+
+
+def test_tuning_trains_with_the_models_threads_and_puts_the_process_count_back(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IMAGEMATCH_TORCH_THREADS holds for training too, not torch's own default; searches beside it in the same
+    process get their count back afterwards."""
+    import torch
+
+    library = build_library(tiny_settings(tmp_path, tiny_model_dir, runtime="torch", torch_threads=1))
+    build(library, 80, seed=3)
+    during: list[int] = []
+    train = adapters.train
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        during.append(torch.get_num_threads())
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(adapters, "train", counting)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # what the process runs with otherwise (torch's default where no model set it)
+    try:
+        library.tuning.tune(dry_run=True)
+        assert during == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+        library.close()
 
 
 def test_too_few_pairs_is_a_clear_error(library: Library) -> None:

@@ -20,7 +20,8 @@ import base64
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,6 +92,20 @@ def vocabulary(texts: Sequence[str]) -> list[str]:
     """The words worth a shift: seen in at least MIN_PAIRS_PER_WORD texts, the MAX_WORDS most frequent."""
     seen = Counter(word for text in texts for word in set(tokens(text)))
     return [word for word, n in seen.most_common(MAX_WORDS) if n >= MIN_PAIRS_PER_WORD]
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """PyTorch's threads set to `count` for the block, as they were after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    # The setting is process-wide: searches in a server share it, and their count must come back after training.
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def train(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ from imagematch.fusion import REFERENCE_TEXTS
 from imagematch.records import Conflict, InvalidInput, Vector
 from imagematch.services.catalog import Catalog
 from imagematch.services.pairing import Pairing, one_generation
+from imagematch.settings import Settings
 from imagematch.store import tuned
 from imagematch.store.tuned import Applied, TunedState
 
@@ -101,7 +103,8 @@ class _Pairs:
 class Tuning:
     """The tuning of the model in use: read for every text query, learned and undone on request."""
 
-    def __init__(self, pairing: Pairing, catalog: Catalog) -> None:
+    def __init__(self, settings: Settings, pairing: Pairing, catalog: Catalog) -> None:
+        self.settings = settings
         self.pairing = pairing
         self.catalog = catalog
         self._lock = threading.Lock()
@@ -195,16 +198,20 @@ class Tuning:
             )
         embedder = self.pairing.embedder
         text_vectors = self._encode(pairs.texts, "encoding descriptions", progress, stop_if_cancelled)
-        adapter = adapters.train(
-            [pairs.texts[n] for n in trained],
-            text_vectors[trained],
-            pairs.images[trained],
-            [pairs.ids[n] for n in trained],
-            HELD_STILL,
-            embedder.encode_texts(list(HELD_STILL)),
-            on_epoch=lambda done, total: progress("training", done, total),
-            cancel=cancel,
-        )
+        held_still_vectors = embedder.encode_texts(list(HELD_STILL))
+        # As many threads as the PyTorch model is given (IMAGEMATCH_TORCH_THREADS, 0 = one per core): not torch's
+        # own default, so a server keeps to what its owner set while it trains beside searches.
+        with adapters.torch_threads(self.settings.torch_threads or os.cpu_count() or 1):
+            adapter = adapters.train(
+                [pairs.texts[n] for n in trained],
+                text_vectors[trained],
+                pairs.images[trained],
+                [pairs.ids[n] for n in trained],
+                HELD_STILL,
+                held_still_vectors,
+                on_epoch=lambda done, total: progress("training", done, total),
+                cancel=cancel,
+            )
         stop_if_cancelled()
         general_vectors = embedder.encode_texts(list(GENERAL_QUERIES))
         in_use = self.adapter()  # what search does now: the new tuning has to beat it, not only no tuning
