@@ -8,6 +8,7 @@ import io
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -19,9 +20,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from imagematch.ai import adapter as adapters
 from imagematch.ai.adapter import TextAdapter
 from imagematch.demo_data import random_scene, render
 from imagematch.factory import build_library
+from imagematch.jobs import JobRunner
 from imagematch.library import Library, SimpleSearch
 from imagematch.records import Condition, Filter, InvalidInput, Metadata
 from imagematch.services import tuning as tuning_service
@@ -32,6 +35,7 @@ from imagematch.web.app import create_app
 from testkit.cli_env import env_for
 from testkit.quality import quality_settings
 from testkit.server_process import ServerProcess
+from testkit.tinymodel import tiny_settings
 from testkit.tuning import MADE_UP, build, measure
 
 IMAGES = 360
@@ -113,6 +117,79 @@ def test_a_tuning_that_does_not_help_is_not_applied(tmp_path: Path) -> None:
         assert "less than" in report.reason
         assert library.tuning.state().current is None
     finally:
+        library.close()
+
+
+@pytest.mark.slow
+def test_a_cancelled_tune_stops_and_leaves_the_tuning_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled while it trains, a tune job ends there as cancelled; cancelled after it has measured, a tune
+    still applies nothing. Either way the tuning in use stays."""
+    settings = quality_settings(tmp_path)
+    library = build_library(settings)
+    build(library, 160, seed=3)
+    library.open()
+    in_use = TextAdapter(("biscuit",), np.full((1, library.embedder.dim), 0.1, dtype=np.float32))
+    tuned.apply(library.store, library.embedder.model_id, in_use.to_json(), _applied("in-use"))
+    epochs: list[int] = []
+    train = adapters.train
+    with TestClient(create_app(settings, library), base_url="http://127.0.0.1") as client:
+        runner: JobRunner = client.app.state.jobs  # type: ignore[attr-defined]
+
+        def cancelled_in_the_first_epoch(*args: Any, on_epoch: Callable[[int, int], None], **kwargs: Any) -> Any:
+            def epoch(done: int, total: int) -> None:
+                epochs.append(done)
+                runner.cancel()  # what stopping the server does to a running job
+                on_epoch(done, total)
+
+            return train(*args, on_epoch=epoch, **kwargs)
+
+        monkeypatch.setattr(adapters, "train", cancelled_in_the_first_epoch)
+        before = client.get("/api/v1/tuning").json()
+        assert before["version"] == "in-use"
+        job = _tune_job(client, timeout_s=120)
+        assert job["state"] == "cancelled", job["message"]
+        assert job["message"] == "Cancelled. Nothing was changed."
+        assert epochs == [1]
+        assert client.get("/api/v1/tuning").json() == before
+    monkeypatch.setattr(adapters, "train", train)
+    cancel = threading.Event()
+
+    def cancel_once_measured(step: str, done: int, total: int) -> None:
+        if step == "evaluating" and done == total:
+            cancel.set()
+
+    with pytest.raises(tuning_service.Cancelled):
+        library.tuning.tune(on_progress=cancel_once_measured, cancel=cancel)
+    assert library.tuning.state().current.version == "in-use"  # type: ignore[union-attr]
+    assert library.tuning.tune().applied  # not cancelled, the same tune replaces it
+    library.close()
+
+
+def test_tuning_trains_with_the_models_threads_and_puts_the_process_count_back(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IMAGEMATCH_TORCH_THREADS holds for training too, not torch's own default; searches beside it in the same
+    process get their count back afterwards."""
+    import torch
+
+    library = build_library(tiny_settings(tmp_path, tiny_model_dir, runtime="torch", torch_threads=1))
+    build(library, 80, seed=3)
+    during: list[int] = []
+    train = adapters.train
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        during.append(torch.get_num_threads())
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(adapters, "train", counting)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # what the process runs with otherwise (torch's default where no model set it)
+    try:
+        library.tuning.tune(dry_run=True)
+        assert during == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
         library.close()
 
 

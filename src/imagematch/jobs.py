@@ -15,7 +15,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from imagematch.ai.embedder import Embedder
 from imagematch.files import image_files
 from imagematch.library import Library, Upload
 from imagematch.records import Conflict, ImageMatchError, IngestResult, InvalidInput, NotFound
+from imagematch.services.tuning import Cancelled
 from imagematch.store.base import Documents
 
 log = logging.getLogger(__name__)
@@ -212,8 +214,36 @@ class JobRunner:
 
         return progress
 
-    def _run_text_reading(self, status: JobStatus) -> None:
+    @contextmanager
+    def _finishing(
+        self,
+        status: JobStatus,
+        failure: Callable[[Exception], str],
+        summary: Callable[[], str],
+        expected: tuple[type[Exception], ...] = (),
+    ) -> Iterator[None]:
+        """Run a job's work in the block, then save the job as finished, prune old ones and log `summary()`. An
+        error ends it failed with `failure(error)` as its message, logged with its traceback unless it is
+        `expected` (the library's state, not a fault)."""
         try:
+            yield
+        except Exception as error:
+            if isinstance(error, expected):
+                log.warning("job %s: %s", status.id, error)
+            else:
+                log.exception("job %s failed", status.id)
+            status.state = "failed"
+            status.message = failure(error)
+        status.finished_at = datetime.now(UTC).isoformat()
+        self._save(status)
+        self._prune()
+        log.info("job %s %s: %s", status.id, status.state, summary())
+
+    def _run_text_reading(self, status: JobStatus) -> None:
+        def failure(error: Exception) -> str:
+            return f"{_reason(error)}. What was read so far is kept; start it again."
+
+        with self._finishing(status, failure, lambda: "reading text"):
             report = self.library.maintenance.read_texts(on_progress=self._saving_progress(status), cancel=self._cancel)
             status.done, status.total, status.failed = report.done, report.total, report.failed
             status.added = report.with_text
@@ -221,17 +251,14 @@ class JobRunner:
             status.message = f"Read {report.done - report.failed} pictures: {report.with_text} hold text" + (
                 f"; {report.failed} could not be read." if report.failed else "."
             )
-        except Exception as error:
-            log.exception("job %s failed", status.id)
-            status.state = "failed"
-            status.message = f"{str(error) or type(error).__name__}. What was read so far is kept; start it again."
-        status.finished_at = datetime.now(UTC).isoformat()
-        self._save(status)
-        self._prune()
-        log.info("job %s %s: reading text", status.id, status.state)
 
     def _run_reindex(self, status: JobStatus, embedder: Embedder) -> None:
-        try:
+        def failure(error: Exception) -> str:
+            switched = self.library.store.stored_model() == (embedder.model_id, embedder.dim)
+            now = f"The library uses {status.model} already" if switched else "The library still uses its model"
+            return f"{_reason(error)}. {now}."
+
+        with self._finishing(status, failure, lambda: f"reindex with {status.model}"):
             self.library.maintenance.reindex(
                 on_progress=self._saving_progress(status), embedder=embedder, model_spec=status.model
             )
@@ -240,16 +267,6 @@ class JobRunner:
                 f"The library now uses {status.model}. Set IMAGEMATCH_MODEL={status.model} so that the "
                 "setting says so too."
             )
-        except Exception as error:
-            log.exception("job %s failed", status.id)
-            status.state = "failed"
-            switched = self.library.store.stored_model() == (embedder.model_id, embedder.dim)
-            now = f"The library uses {status.model} already" if switched else "The library still uses its model"
-            status.message = f"{str(error) or type(error).__name__}. {now}."
-        status.finished_at = datetime.now(UTC).isoformat()
-        self._save(status)
-        self._prune()
-        log.info("job %s %s: reindex with %s", status.id, status.state, status.model)
 
     def _run(self, status: JobStatus, files: list[Path]) -> None:
         last_save = 0.0
@@ -272,24 +289,12 @@ class JobRunner:
                 last_save = now
                 self._save(status)
 
-        try:
+        def summary() -> str:
+            return f"{status.added} added, {status.duplicates} duplicates, {status.failed} failed"
+
+        with self._finishing(status, _reason, summary):
             self.library.ingest.add_many((Upload.from_path(f) for f in files), on_result=record, cancel=self._cancel)
             status.state = "cancelled" if self._cancel.is_set() else "done"
-        except Exception as error:
-            log.exception("job %s failed", status.id)
-            status.state = "failed"
-            status.message = str(error) or type(error).__name__
-        status.finished_at = datetime.now(UTC).isoformat()
-        self._save(status)
-        self._prune()
-        log.info(
-            "job %s %s: %d added, %d duplicates, %d failed",
-            status.id,
-            status.state,
-            status.added,
-            status.duplicates,
-            status.failed,
-        )
 
     def _run_tuning(self, status: JobStatus) -> None:
         saving = self._saving_progress(status)
@@ -298,8 +303,20 @@ class JobRunner:
             status.message = f"{step[:1].upper()}{step[1:]}…"
             saving(done, total)
 
-        try:
-            report = self.library.tuning.tune(on_progress=progress)
+        def failure(error: Exception) -> str:
+            reason = _reason(error)
+            if isinstance(error, ImageMatchError):  # the library's own sentence, in lower case
+                reason = f"{reason[:1].upper()}{reason[1:]}"
+            return f"{reason}. Nothing was changed."
+
+        # too few pairs, a reindex under way: the library's state, not a fault
+        with self._finishing(status, failure, lambda: "tuning", expected=(ImageMatchError,)):
+            try:
+                report = self.library.tuning.tune(on_progress=progress, cancel=self._cancel)
+            except Cancelled:
+                status.state = "cancelled"
+                status.message = "Cancelled. Nothing was changed."
+                return
             status.state = "done"
             before, after = report.before["recall@5"], report.after["recall@5"]
             verdict = f"Applied (version {report.version})" if report.applied else "Not applied"
@@ -308,15 +325,8 @@ class JobRunner:
                 f"{report.held_out} of {report.pairs} pairs; general queries keep "
                 f"{report.after['general@10']:.0%} of their top 10."
             )
-        except ImageMatchError as error:  # too few pairs, a reindex under way: the library's state, not a fault
-            log.warning("job %s: %s", status.id, error)
-            status.state = "failed"
-            status.message = f"{str(error)[:1].upper()}{str(error)[1:]}. Nothing was changed."
-        except Exception as error:
-            log.exception("job %s failed", status.id)
-            status.state = "failed"
-            status.message = f"{str(error) or type(error).__name__}. Nothing was changed."
-        status.finished_at = datetime.now(UTC).isoformat()
-        self._save(status)
-        self._prune()
-        log.info("job %s %s: tuning", status.id, status.state)
+
+
+def _reason(error: Exception) -> str:
+    """What went wrong, for a job's message: the error's own words, or its type when it has none."""
+    return str(error) or type(error).__name__

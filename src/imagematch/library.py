@@ -80,7 +80,7 @@ class Library:
         self.carrier = ChangeCarrier(self.pairing, self.embedding)
         self.pairing.housework = self.carrier.keep_house
         self.catalog = Catalog(settings, self.pairing, self.embedding, blobs)
-        self.tuning = Tuning(self.pairing, self.catalog)
+        self.tuning = Tuning(settings, self.pairing, self.catalog)
         self.captions = CaptionQueue(settings, self.pairing, self.embedding, self.catalog, wanted=captions_wanted)
         self.ingest = Ingest(settings, self.pairing, self.embedding, blobs, self.catalog, self.captions)
         self.search = Search(settings, self.pairing, self.embedding, self.catalog, blobs, self.tuning)
@@ -104,6 +104,7 @@ class Library:
             self.search,
             self.duplicates,
             self.maintenance,
+            self.tuning,
         ):
             service.settings = settings
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,10 @@ from pymilvus import MilvusClient
 from imagematch.factory import build_store
 from imagematch.filters import parse_filter
 from imagematch.fingerprint import phash_from_hex
-from imagematch.records import ImageMatchError, NotSupported
+from imagematch.records import ImageMatchError, ImageText, NotSupported, TextLine
 from imagematch.settings import Settings, SettingsError, load_settings
 from imagematch.store import milvus
+from imagematch.store.fields import FIELDS
 from imagematch.store.milvus import MilvusStore
 from tests.store.test_conformance import DIM, MODEL, item, unit
 
@@ -111,6 +114,39 @@ def test_a_collection_without_lower_cased_names_asks_for_a_reindex(
     rebuilt.upsert([item(1, camera="Canon EOS R5"), item(2, camera="Nikon Z 6")])
     store.finish_rebuild()
     assert store.count(parse_filter({"image.camera": "canon"})) == 1
+
+
+def test_a_collection_without_text_in_pictures_refuses_a_correction_instead_of_losing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Collections made before the text in pictures was stored (schema 3 and older) have no field for it. A
+    correction or `imagematch ocr` writing it is refused with a note to run `imagematch reindex`, never answered
+    as stored and lost; an upload is kept, and the log says once that its text is not."""
+    uri = str(tmp_path / "milvus.db")
+    with monkeypatch.context() as old_version:
+        old_version.setattr(milvus, "FIELDS", tuple(field for field in FIELDS if field.name != "ocr"))
+        old = MilvusStore(uri)
+        old.open(MODEL, DIM)
+        old.upsert([item(1)])
+        old.close()
+    store = MilvusStore(uri)
+    store.open(MODEL, DIM)
+    stored = item(1).record
+    for text in (ImageText(correction="Biscuit's bowl"), ImageText("ppocr", (TextLine("OPEN", (0, 0, 1, 1), 0.9),))):
+        with pytest.raises(NotSupported, match="run `imagematch reindex`"):
+            store.update(replace(stored, ocr=text), None)
+    assert store.get(stored.id) == stored
+    read = ImageText("ppocr", (TextLine("SALE", (0, 0, 1, 1), 0.9),))
+    with caplog.at_level(logging.WARNING, logger=milvus.__name__):
+        store.upsert([item(2, ocr=read)])
+        store.upsert([item(3, ocr=read)])
+    assert store.count() == 3
+    notes = [r.getMessage() for r in caplog.records if "imagematch reindex" in r.getMessage()]
+    assert len(notes) == 1 and "text in pictures" in notes[0], notes
+    rebuilt = store.start_rebuild(MODEL, DIM)
+    rebuilt.upsert([item(1, ocr=ImageText(correction="Biscuit's bowl"))])
+    store.finish_rebuild()
+    assert store.get(stored.id).ocr.correction == "Biscuit's bowl"  # type: ignore[union-attr]
 
 
 def test_a_second_process_on_a_milvus_lite_file_is_refused_with_what_to_do(tmp_path: Path) -> None:

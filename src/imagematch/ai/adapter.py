@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,6 +94,20 @@ def vocabulary(texts: Sequence[str]) -> list[str]:
     return [word for word, n in seen.most_common(MAX_WORDS) if n >= MIN_PAIRS_PER_WORD]
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """PyTorch's threads set to `count` for the block, as they were after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    # The setting is process-wide: searches in a server share it, and their count must come back after training.
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(
     texts: Sequence[str],
     text_vectors: Matrix,
@@ -103,10 +119,12 @@ def train(
     epochs: int = EPOCHS,
     seed: int = 0,
     on_epoch: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> TextAdapter:
     """Fit shifts on pairs (texts[i], the image image_ids[i] with the vector images[i]): each image of the batch
     with the same text, or the same image under another of its texts, is a right answer. `held_still`
-    sentences (with their vectors) should stay where the model put them."""
+    sentences (with their vectors) should stay where the model put them. A set `cancel` stops training at the
+    next step; what it returns then is unfinished, and the caller checks `cancel` before using it."""
     import torch
 
     words = vocabulary(texts)
@@ -142,6 +160,8 @@ def train(
     for epoch in range(epochs):
         order = torch.randperm(len(texts), generator=generator)
         for start in range(0, len(texts), BATCH):
+            if cancel is not None and cancel.is_set():
+                break
             batch = order[start : start + BATCH]
             t = adapted(t_all[batch], [text_bags[n] for n in batch.tolist()])
             same_text = text_codes[batch][:, None] == text_codes[batch][None, :]
@@ -156,6 +176,8 @@ def train(
             optimiser.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
+        if cancel is not None and cancel.is_set():
+            break
         if on_epoch:
             on_epoch(epoch + 1, epochs)
     learned = shifts.detach().numpy().astype(np.float32)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ from imagematch.fusion import REFERENCE_TEXTS
 from imagematch.records import Conflict, InvalidInput, Vector
 from imagematch.services.catalog import Catalog
 from imagematch.services.pairing import Pairing, one_generation
+from imagematch.settings import Settings
 from imagematch.store import tuned
 from imagematch.store.tuned import Applied, TunedState
 
@@ -68,6 +70,10 @@ CHECK_EVERY = 1.0  # seconds between two reads of the tuned state by a running p
 ENCODE_BATCH = 64
 
 
+class Cancelled(Exception):
+    """`tune` stopped because its `cancel` was set; the tuning in use is left as it was."""
+
+
 @dataclass(frozen=True, slots=True)
 class TuneReport:
     """What `tune` measured and did."""
@@ -97,7 +103,8 @@ class _Pairs:
 class Tuning:
     """The tuning of the model in use: read for every text query, learned and undone on request."""
 
-    def __init__(self, pairing: Pairing, catalog: Catalog) -> None:
+    def __init__(self, settings: Settings, pairing: Pairing, catalog: Catalog) -> None:
+        self.settings = settings
         self.pairing = pairing
         self.catalog = catalog
         self._lock = threading.Lock()
@@ -155,15 +162,28 @@ class Tuning:
         return TextAdapter.from_json(weights).strongest(count) if weights else []
 
     @one_generation
-    def tune(self, on_progress: Callable[[str, int, int], None] | None = None, *, dry_run: bool = False) -> TuneReport:
+    def tune(
+        self,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        *,
+        dry_run: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> TuneReport:
         """Learn an adapter from the library's pairs, evaluate it on held-out ones, and apply it when it is better
-        by MARGIN and leaves the general queries' results mostly in place. `on_progress(step, done, total)`."""
+        by MARGIN and leaves the general queries' results mostly in place. `on_progress(step, done, total)`.
+        A set `cancel` stops it between steps with Cancelled, and always before anything is applied."""
+
+        def stop_if_cancelled() -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("the tuning was cancelled")
+
         started = time.monotonic()
         self.pairing.open()
         if self.pairing.store.generations().staging:
             raise Conflict("a reindex is under way: tune after it has finished, for the new model")
         progress = on_progress or _quiet
         pairs = self._pairs(progress)
+        stop_if_cancelled()
         trained = [n for n, held in enumerate(pairs.held_out) if not held]
         held = [n for n, out in enumerate(pairs.held_out) if out][:MAX_EVALUATED]
         if len(pairs.texts) < MIN_PAIRS:
@@ -177,16 +197,22 @@ class Tuning:
                 f"tuning is measured on, and it needs {MIN_HELD_OUT}: describe a few more images"
             )
         embedder = self.pairing.embedder
-        text_vectors = self._encode(pairs.texts, "encoding descriptions", progress)
-        adapter = adapters.train(
-            [pairs.texts[n] for n in trained],
-            text_vectors[trained],
-            pairs.images[trained],
-            [pairs.ids[n] for n in trained],
-            HELD_STILL,
-            embedder.encode_texts(list(HELD_STILL)),
-            on_epoch=lambda done, total: progress("training", done, total),
-        )
+        text_vectors = self._encode(pairs.texts, "encoding descriptions", progress, stop_if_cancelled)
+        held_still_vectors = embedder.encode_texts(list(HELD_STILL))
+        # As many threads as the PyTorch model is given (IMAGEMATCH_TORCH_THREADS, 0 = one per core): not torch's
+        # own default, so a server keeps to what its owner set while it trains beside searches.
+        with adapters.torch_threads(self.settings.torch_threads or os.cpu_count() or 1):
+            adapter = adapters.train(
+                [pairs.texts[n] for n in trained],
+                text_vectors[trained],
+                pairs.images[trained],
+                [pairs.ids[n] for n in trained],
+                HELD_STILL,
+                held_still_vectors,
+                on_epoch=lambda done, total: progress("training", done, total),
+                cancel=cancel,
+            )
+        stop_if_cancelled()
         general_vectors = embedder.encode_texts(list(GENERAL_QUERIES))
         in_use = self.adapter()  # what search does now: the new tuning has to beat it, not only no tuning
         progress("evaluating", 0, 2)
@@ -194,6 +220,7 @@ class Tuning:
         progress("evaluating", 1, 2)
         after = self._evaluate(pairs, held, text_vectors, general_vectors, adapter)
         progress("evaluating", 2, 2)
+        stop_if_cancelled()
         gain = after["recall@5"] - before["recall@5"]
         than = "the tuning in use" if in_use is not None else "no tuning"
         if gain < MARGIN:
@@ -216,6 +243,7 @@ class Tuning:
             with self.pairing.store.exclusive():
                 if self.pairing.store.generations().staging:  # started while this one trained
                     raise Conflict("a reindex started meanwhile: tune after it has finished, for the new model")
+                stop_if_cancelled()
                 tuned.sweep(self.pairing.store, embedder.model_id)
                 tuned.apply(self.pairing.store, embedder.model_id, adapter.to_json(), record)
             self._checked_at = float("-inf")
@@ -262,9 +290,16 @@ class Tuning:
         kept_ids = [ids[n] for n in kept]
         return _Pairs([texts[n] for n in kept], kept_ids, images.astype(np.float32), [_held_out(i) for i in kept_ids])
 
-    def _encode(self, texts: Sequence[str], step: str, progress: Callable[[str, int, int], None]) -> Matrix:
+    def _encode(
+        self,
+        texts: Sequence[str],
+        step: str,
+        progress: Callable[[str, int, int], None],
+        stop_if_cancelled: Callable[[], None],
+    ) -> Matrix:
         parts = []
         for start in range(0, len(texts), ENCODE_BATCH):
+            stop_if_cancelled()
             parts.append(self.pairing.embedder.encode_texts(list(texts[start : start + ENCODE_BATCH])))
             progress(step, min(start + ENCODE_BATCH, len(texts)), len(texts))
         return np.concatenate(parts).astype(np.float32)

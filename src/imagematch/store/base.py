@@ -79,7 +79,8 @@ class Records(Protocol):
         is removed, and 0 returned."""
 
     def update(self, record: ImageRecord, words_vector: Vector | None) -> None:
-        """Replace a record's fields and its words vector; its image vector is kept."""
+        """Replace a record's fields and its words vector; its image vector is kept. A collection made before the
+        text in pictures was stored (Milvus, schema 3 and older) refuses a record that holds it: NotSupported."""
 
     def get(self, image_id: str) -> ImageRecord | None: ...
 

@@ -11,6 +11,9 @@ Layout, in collections named after IMAGEMATCH_MILVUS_COLLECTION (default `imagem
 - Camera and lens filters match a part of the name, ignoring case: `camera_lower` and `lens_lower` hold the
   lower-cased names (Milvus has no lower()) and each word of a filter is a `like "%word%"` on them.
   Collections made before them (schema 2) answer such filters with a note to run `imagematch reindex`.
+- The text in pictures (`ocr`, schema 4): a collection made before it has no field to keep it, so writing
+  a correction or a text read (`imagematch ocr`) there is refused with a note to run `imagematch reindex`;
+  an upload is stored without it (its text still counts in its words and keywords), noted once in the log.
 - Keyword search: `search_text` (imagematch.keywords.search_text of the record) feeds Milvus's built-in BM25
   function into the sparse vector `keywords` (Milvus 2.5+ and Milvus Lite 3 have it; the analyzer folds case
   and accents but does not stem). Collections made before it (schema 1) have no such field: keyword search
@@ -280,6 +283,7 @@ class MilvusStore(KeyedPages):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self._window = KeyWindow()
         self._write_lock = threading.Lock()  # Milvus Lite takes one writer per collection at a time
+        self._noted_text_not_kept = False
         self._state = f"{collection}_state"
         try:
             self._client = MilvusClient(uri=uri, token=token)
@@ -312,6 +316,7 @@ class MilvusStore(KeyedPages):
         names = self._field_names(self.images)
         self._keywords = names is None or "keywords" in names
         self._lower_names = names is None or all(field in names for field in _LOWER_FIELDS.values())
+        self._keeps_text_read = names is None or "ocr" in names
         self._fields = [field for field in FIELDS if names is None or field.name in names]
         self._record_fields = [field.name for field in self._fields]
 
@@ -526,6 +531,12 @@ class MilvusStore(KeyedPages):
             )
         return filter_expr(flt, *extra, *self._finished())
 
+    def _text_read_refusal(self) -> str:
+        return (
+            f"the Milvus collection {self.images} was made before the text in pictures was stored; run "
+            "`imagematch reindex` once to rebuild it with it"
+        )
+
     def _finished(self) -> list[str]:
         """The expression that leaves out the records of unfinished batches; none when there are none."""
         hidden = self._batches.hidden()
@@ -539,8 +550,21 @@ class MilvusStore(KeyedPages):
         rows = [self._image_row(i.record, i.vector, i.words_vector) for i in items]
         marked = self._batches.writing([i.record.id for i in items], one_request=len(rows) <= _BATCH_ROWS)
         with marked, self._write_lock:  # the marker's documents are written outside the lock, which they take
+            self._note_text_not_kept(items)
             for start in range(0, len(rows), _BATCH_ROWS):
                 self._client.upsert(self.images, rows[start : start + _BATCH_ROWS])
+
+    def _note_text_not_kept(self, items: Sequence[StoredImage]) -> None:
+        """Say once, under the write lock, that this collection drops the text read in uploaded pictures: an
+        upload must not fail for it, nor the text go without a word."""
+        if self._keeps_text_read or self._noted_text_not_kept or all(i.record.ocr.pending for i in items):
+            return
+        self._noted_text_not_kept = True
+        log.warning(
+            "the Milvus collection %s was made before the text in pictures was stored: uploads are kept without it "
+            "(their words and keywords still hold it); run `imagematch reindex` once to keep it",
+            self.images,
+        )
 
     def _present(self, ids: Sequence[str]) -> set[str]:
         """The ids that have a row, markers ignored."""
@@ -565,7 +589,11 @@ class MilvusStore(KeyedPages):
         return self._batches.abandon(batch)
 
     def update(self, record: ImageRecord, words_vector: Vector | None) -> None:
+        """A text in the picture this collection cannot keep is refused (NotSupported), not dropped: it is what
+        the user or `imagematch ocr` asked to store."""
         self._require_open()
+        if not self._keeps_text_read and not record.ocr.pending:
+            raise NotSupported(self._text_read_refusal())
         stored = self._client.query(self.images, filter=_ids_expr([record.id]), output_fields=["vector"])
         if not stored:
             return
