@@ -383,6 +383,34 @@ def test_duplicate_review_decides_every_pair_by_vectors_however_many(
     assert all(similarity is not None for group in groups for *_, similarity in group.links)
 
 
+def test_an_image_deleted_during_the_review_joins_no_group(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review reads every pHash first and the records of what it found last: an image deleted in between
+    (another user, another process) is left out, and never joins two images through itself."""
+    loose = {"duplicate_distance": 0, "duplicate_variants": False, "duplicate_crop_distance": 0}
+    library = build_library(settings.model_copy(update=loose))
+    ids = _fill(library, ("astronaut", "coffee"))
+    coffee = photo("coffee")
+    width, height = coffee.size
+    copy = library.ingest.add(
+        encode(coffee.crop((int(width * 0.02), int(height * 0.02), width, height))), filename="c.jpg"
+    )
+    assert copy.record is not None
+    pair = {ids["coffee"], copy.record.id}
+    assert [{r.id for r in g.records} for g in library.duplicates.groups(DuplicateRule(10, 0, 1.0))] == [pair]
+    store = library.pairing.store
+    read_phashes = store.phashes
+
+    def read_then_delete() -> tuple[list[str], np.ndarray]:
+        found = read_phashes()
+        library.catalog.delete(ids["coffee"])
+        return found
+
+    monkeypatch.setattr(store, "phashes", read_then_delete)
+    assert library.duplicates.groups(DuplicateRule(10, 0, 1.0)) == []
+    monkeypatch.undo()
+    assert library.duplicates.groups(DuplicateRule(10, 0, 1.0)) == []  # one of the pair is gone for good
+
+
 def test_duplicate_review_groups_and_keep_one(settings: Settings) -> None:
     loose = {"duplicate_distance": 0, "duplicate_variants": False, "duplicate_crop_distance": 0}
     library = build_library(settings.model_copy(update=loose))

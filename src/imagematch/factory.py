@@ -116,7 +116,7 @@ def build_embedder(settings: Settings, source: ModelSource | None = None, *, sho
         source or parse_model_spec(settings.model, settings.model_cache_dir),
         settings.model_cache_dir,
         batch_size=settings.embed_batch_size,
-        threads=settings.torch_threads,
+        threads=settings.torch_thread_count,
     )
     embedder: Embedder
     if settings.runtime == "torch":

@@ -216,6 +216,11 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def torch_thread_count(self) -> int:
+        """IMAGEMATCH_TORCH_THREADS as a count: 0 means one thread per CPU core."""
+        return self.torch_threads or os.cpu_count() or 1
+
+    @property
     def auth_enabled(self) -> bool:
         """Whether requests must carry the API key or a login session."""
         return bool(self.api_key or self.ui_password_hash)

@@ -75,3 +75,16 @@ def test_words_of_a_rebuilt_generation_are_found_after_the_switch(tmp_path: Path
     staging.upsert(items(vectors))  # the new model's words for every image
     store.finish_rebuild()
     assert words_found(store, vectors[4])[0] == items(vectors)[4].record.id
+
+
+def test_maintain_finds_words_written_without_the_flag(tmp_path: Path) -> None:
+    """A process of an earlier version beside this one writes words without saying so: maintain notices."""
+    vectors = clustered(20, seed=9)
+    store = LanceStore(tmp_path / "db")
+    store.open("m", DIM)
+    store.upsert(without_words(vectors))
+    assert words_found(store, vectors[5]) == []
+    store._table.update(where=f"id = '{items(vectors)[5].record.id}'", values={"words_vector": vectors[5].tolist()})
+    store.maintain()
+    reader = LanceStore(tmp_path / "db")
+    assert words_found(reader, vectors[5]) == [items(vectors)[5].record.id] * 2

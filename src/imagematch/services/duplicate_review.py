@@ -100,21 +100,19 @@ class DuplicateReview:
                     similarity = float(vectors[first] @ vectors[second])
                     if rule.is_duplicate(int(d), similarity):
                         links.append(DuplicateLink(int(a), int(b), int(d), similarity))
-        groups = groups_of([(link.first, link.second) for link in links])[:limit]
-        records = store.get_many([ids[i] for members in groups for i in members])
+        # Records deleted since the hashes were read leave their links: a group is never joined through them.
+        records = store.get_many(sorted({ids[i] for link in links for i in (link.first, link.second)}))
+        links = [link for link in links if ids[link.first] in records and ids[link.second] in records]
         found = []
-        for members in groups:
-            kept = [i for i in members if ids[i] in records]  # deleted since the hashes were read: left out
-            if len(kept) < 2:
-                continue
-            inside = set(kept)
+        for members in groups_of([(link.first, link.second) for link in links])[:limit]:
+            inside = set(members)
             found.append(
                 DuplicateGroup(
-                    records=[records[ids[i]] for i in kept],
+                    records=[records[ids[i]] for i in members],
                     links=[
                         (ids[link.first], ids[link.second], link.distance, link.similarity)
                         for link in links
-                        if link.first in inside and link.second in inside
+                        if link.first in inside
                     ],
                 )
             )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 import uuid
@@ -182,8 +181,7 @@ class Tuning:
         if self.pairing.store.generations().staging:
             raise Conflict("a reindex is under way: tune after it has finished, for the new model")
         progress = on_progress or _quiet
-        pairs = self._pairs(progress)
-        stop_if_cancelled()
+        pairs = self._pairs(progress, stop_if_cancelled)
         trained = [n for n, held in enumerate(pairs.held_out) if not held]
         held = [n for n, out in enumerate(pairs.held_out) if out][:MAX_EVALUATED]
         if len(pairs.texts) < MIN_PAIRS:
@@ -201,7 +199,7 @@ class Tuning:
         held_still_vectors = embedder.encode_texts(list(HELD_STILL))
         # As many threads as the PyTorch model is given (IMAGEMATCH_TORCH_THREADS, 0 = one per core): not torch's
         # own default, so a server keeps to what its owner set while it trains beside searches.
-        with adapters.torch_threads(self.settings.torch_threads or os.cpu_count() or 1):
+        with adapters.torch_threads(self.settings.torch_thread_count):
             adapter = adapters.train(
                 [pairs.texts[n] for n in trained],
                 text_vectors[trained],
@@ -267,7 +265,7 @@ class Tuning:
         log.info("tuning undone for %s: now %s", model_id, state.current.version if state.current else "untuned")
         return state
 
-    def _pairs(self, progress: Callable[[str, int, int], None]) -> _Pairs:
+    def _pairs(self, progress: Callable[[str, int, int], None], stop_if_cancelled: Callable[[], None]) -> _Pairs:
         """The library's own image–text pairs: each description, and each caption a user corrected."""
         texts: list[str] = []
         ids: list[str] = []
@@ -278,10 +276,12 @@ class Tuning:
                     texts.append(self.pairing.embedder.fit_text([text.strip()]).text)
                     ids.append(record.id)
             if seen % 500 == 0:
+                stop_if_cancelled()
                 progress("reading the library", seen, total)
         vectors: dict[str, Vector] = {}
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), 500):
+            stop_if_cancelled()
             chunk = self.pairing.store.get_vectors(unique[start : start + 500])
             vectors.update({image_id: stored[0] for image_id, stored in chunk.items()})
         kept = [n for n, image_id in enumerate(ids) if image_id in vectors]

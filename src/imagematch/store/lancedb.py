@@ -363,7 +363,11 @@ class LanceStore(KeyedPages):
                 self._dim = self._table.schema.field("vector").type.list_size
             if self._get_state(self._words_key()) is None:  # made before the flag was kept: looked at once
                 present = self._table.count_rows("words_vector IS NOT NULL") > 0
-                self._set_state({self._words_key(): "yes" if present else "no"})
+                row = {"key": self._words_key(), "value": "yes" if present else "no"}
+                # Inserted only if still absent: a "yes" another process wrote meanwhile is never undone.
+                self._state.merge_insert("key").when_not_matched_insert_all().execute(
+                    pa.Table.from_pylist([row], schema=_STATE_SCHEMA)
+                )
             self._add_missing_fields()  # first: filling search_text reads every record field
             if SEARCH_TEXT not in self._table.schema.names:
                 self._add_search_text()
@@ -583,6 +587,10 @@ class LanceStore(KeyedPages):
             for column in ("id", "file_hash", "created_at"):
                 if (column,) not in indexed and rows:
                     self._table.create_index(column, config=BTree(), replace=True)
+            # A process of an earlier version, beside this one, writes words without the flag: found here.
+            no_words = self._get_state(self._words_key()) == "no"
+            if rows and no_words and self._table.count_rows("words_vector IS NOT NULL"):
+                self._set_state({self._words_key(): "yes"})
         if rows < self.ann_threshold:
             return
         for column in _VECTOR_COLUMNS.values():
@@ -785,20 +793,23 @@ class LanceStore(KeyedPages):
         cached = self._phash_cache
         if cached is not None and cached[0] == version:
             return cached[1], cached[2]
-        arrow = table.search().select(["id", "phash"]).limit(None).to_arrow()
-        ids = np.asarray(arrow.column("id").to_pylist(), dtype=np.str_)
-        hashes = arrow.column("phash").to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
+        listed, hashes = self._read_phashes()
+        ids = np.asarray(listed, dtype=np.str_)
         self._phash_cache = (version, ids, hashes)
         return ids, hashes
+
+    def _read_phashes(self) -> tuple[list[str], npt.NDArray[np.uint64]]:
+        arrow = self._require_table().search().select(["id", "phash"]).limit(None).to_arrow()
+        return arrow.column("id").to_pylist(), arrow.column("phash").to_numpy(zero_copy_only=False).astype(
+            np.int64
+        ).view(np.uint64)
 
     def phashes(self) -> tuple[list[str], npt.NDArray[np.uint64]]:
         """Read afresh, not from the cache near_phash keeps: after this process's own upserts that may hold an id
         twice."""
         if self._table is None:
             return [], np.zeros(0, dtype=np.uint64)
-        arrow = self._table.search().select(["id", "phash"]).limit(None).to_arrow()
-        hashes = arrow.column("phash").to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
-        return arrow.column("id").to_pylist(), hashes
+        return self._read_phashes()
 
     def near_phash(self, phash: int, max_distance: int) -> list[tuple[ImageRecord, int]]:
         if self._table is None:

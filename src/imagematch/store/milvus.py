@@ -531,12 +531,6 @@ class MilvusStore(KeyedPages):
             )
         return filter_expr(flt, *extra, *self._finished())
 
-    def _text_read_refusal(self) -> str:
-        return (
-            f"the Milvus collection {self.images} was made before the text in pictures was stored; run "
-            "`imagematch reindex` once to rebuild it with it"
-        )
-
     def _finished(self) -> list[str]:
         """The expression that leaves out the records of unfinished batches; none when there are none."""
         hidden = self._batches.hidden()
@@ -593,7 +587,10 @@ class MilvusStore(KeyedPages):
         the user or `imagematch ocr` asked to store."""
         self._require_open()
         if not self._keeps_text_read and not record.ocr.pending:
-            raise NotSupported(self._text_read_refusal())
+            raise NotSupported(
+                f"the Milvus collection {self.images} was made before the text in pictures was stored; run "
+                "`imagematch reindex` once to rebuild it with it"
+            )
         stored = self._client.query(self.images, filter=_ids_expr([record.id]), output_fields=["vector"])
         if not stored:
             return
