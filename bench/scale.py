@@ -12,7 +12,7 @@ look at), the store maintains itself (scalar and ANN indexes), and then, on a Li
 It prints each figure and, per operation, the growth factor from the smallest size to each larger one.
 Targets: a per-request operation grows at most 1.5×, a full pass at most 12× (20k -> 200k, 10× the images).
 
-    .venv/bin/python -m bench.scale [--sizes 20000,200000] [--huge] [--no-check] [--store lancedb]
+    .venv/bin/python -m bench.scale [--sizes 20000,200000] [--huge] [--no-check] [--store lancedb] [--words 0.5]
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def record_id(n: int) -> str:
     return f"{n:016x}-{n:08x}"
 
 
-def build(settings: Settings, model_id: str, dim: int, size: int, with_files: bool) -> float:
+def build(settings: Settings, model_id: str, dim: int, size: int, with_files: bool, words: float = 0.0) -> float:
+    """The library, with a words vector (as a caption or a description gives) on a share `words` of the images."""
     rng = np.random.default_rng(size)
     store = build_store(settings)
     store.open(model_id, dim)
@@ -67,7 +68,8 @@ def build(settings: Settings, model_id: str, dim: int, size: int, with_files: bo
             n = start + offset
             when = newest - SPAN * (1 - n / size)
             record = synthetic_record(n, record_id(n), int(hashes[offset]), when, model_id)
-            items.append(StoredImage(record, vectors[offset], None))
+            worded = n % 100 < words * 100
+            items.append(StoredImage(record, vectors[offset], vectors[(offset + 1) % count] if worded else None))
             if with_files:
                 for kind, data in (("originals", b"\xff\xd8\xff"), ("thumbnails", thumbnail)):
                     folder = settings.data_dir / kind / record.id[:2]
@@ -142,10 +144,13 @@ def main() -> None:
     parser.add_argument("--no-check", action="store_true", help="no files, no `check`")
     parser.add_argument("--store", default="lancedb")
     parser.add_argument("--keep", action="store_true", help="keep the libraries (paths printed)")
+    parser.add_argument(
+        "--words", type=float, default=0.0, help="share of images with a words vector (0: no captioner, the default)"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] + ([1_000_000] if args.huge else [])
     with_files = not args.no_check
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start")
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start, words on {args.words:.0%}")
     results: dict[int, dict[str, float]] = {}
     for size in sizes:
         workdir = Path(tempfile.mkdtemp(prefix=f"imagematch-scale-{size}-"))
@@ -162,7 +167,7 @@ def main() -> None:
         library.open()
         model_id, dim = library.embedder.model_id, library.embedder.dim
         library.close()
-        built = build(settings, model_id, dim, size, with_files)
+        built = build(settings, model_id, dim, size, with_files, args.words)
         print(f"{size} images: built in {built:.0f} s (load average {os.getloadavg()[0]:.2f})")
         library = build_library(settings)
         library.open()
