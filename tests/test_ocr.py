@@ -22,6 +22,8 @@ from imagematch.factory import build_library
 from imagematch.keywords import read_words
 from imagematch.library import Library
 from imagematch.records import ImageText, ModelUnavailable, Query, RecordPatch, TextLine, TextTerm
+from imagematch.store import milvus
+from imagematch.store.fields import FIELDS
 from imagematch.web.app import create_app
 from testkit.cli_env import env_for
 from testkit.images import jpeg, photo
@@ -282,3 +284,23 @@ def test_saving_the_image_page_untouched_keeps_the_text_as_read(client: TestClie
     assert after["description"] == "our dog" and after["ocr"]["status"] == "read" and len(after["ocr"]["lines"]) == 2
     job = client.post("/api/v1/jobs/ocr").json()
     assert job["links"]["page"] == f"/model?job={job['id']}"
+
+
+def test_the_ocr_job_on_a_collection_made_before_text_was_kept_says_to_reindex(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Milvus collection made before the text in pictures was stored cannot keep it: the job ends saying to
+    reindex, not to start it again (which would fail the same way)."""
+    settings = tiny_settings(
+        tmp_path, tiny_model_dir, runtime="torch", ocr="off", store="milvus", milvus_uri=str(tmp_path / "milvus.db")
+    )
+    with monkeypatch.context() as old_version:
+        old_version.setattr(milvus, "FIELDS", tuple(field for field in FIELDS if field.name != "ocr"))
+        before = build_library(settings)
+        before.ingest.add(sign("Biscuit the dog"), filename="biscuit.png")
+        before.close()
+    reading_settings = settings.model_copy(update={"ocr": "on"})
+    with TestClient(create_app(reading_settings, build_library(reading_settings))) as client:
+        job = _wait(client, client.post("/api/v1/jobs/ocr").json()["id"])
+    message = str(job["message"])
+    assert job["state"] == "failed" and "imagematch reindex" in message and "start it again" not in message

@@ -25,7 +25,7 @@ from typing import Literal
 from imagematch.ai.embedder import Embedder
 from imagematch.files import image_files
 from imagematch.library import Library, Upload
-from imagematch.records import Conflict, ImageMatchError, IngestResult, InvalidInput, NotFound
+from imagematch.records import Conflict, ImageMatchError, IngestResult, InvalidInput, NotFound, NotSupported
 from imagematch.services.tuning import Cancelled
 from imagematch.store.base import Documents
 
@@ -241,6 +241,8 @@ class JobRunner:
 
     def _run_text_reading(self, status: JobStatus) -> None:
         def failure(error: Exception) -> str:
+            if isinstance(error, NotSupported):  # the library must change first: starting again would not help
+                return f"{_reason(error)}."
             return f"{_reason(error)}. What was read so far is kept; start it again."
 
         with self._finishing(status, failure, lambda: "reading text"):
