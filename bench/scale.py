@@ -7,7 +7,8 @@ look at), the store maintains itself (scalar and ANN indexes), and then, on a Li
 - per request: browse the first page, a deep page (by cursor, and by offset for comparison), count, get,
   search (text, through the model), upload with its duplicate check (Ingest.add of a real small JPEG);
 - full passes: reading every record (Catalog.iter_records, the pages every pass is made of), duplicate
-  review (DuplicateReview.groups) and `check` (integrity.check).
+  review (DuplicateReview.groups), the same review again after one upload (its page visited again: the pairs
+  known are brought up to date) and `check` (integrity.check).
 
 It prints each figure and, per operation, the growth factor from the smallest size to each larger one.
 Targets: a per-request operation grows at most 1.5×, a full pass at most 12× (20k -> 200k, 10× the images).
@@ -40,7 +41,7 @@ from imagematch.records import PageCursor, Query, StoredImage, TextTerm
 from imagematch.settings import Settings
 
 PER_REQUEST = ("browse first page", "browse deep page (cursor)", "count", "get", "search (text)", "upload + dup check")
-FULL_PASS = ("read every record", "duplicate review", "check")
+FULL_PASS = ("read every record", "duplicate review", "duplicate review again", "check")
 CONTRAST = ("browse deep page (offset)",)  # the old way, for comparison: no target
 SPAN = timedelta(days=730)
 CHUNK = 10_000
@@ -129,6 +130,10 @@ def measure(library: Library, size: int, with_files: bool) -> dict[str, float]:
     groups = library.duplicates.groups()
     figures["duplicate review"] = time.perf_counter() - started
     print(f"  {len(groups)} duplicate groups")
+    library.ingest.add(small_jpeg(next(uploads)), filename="between.jpg")  # what changes between two visits
+    started = time.perf_counter()
+    library.duplicates.groups()
+    figures["duplicate review again"] = time.perf_counter() - started
     if with_files:
         started = time.perf_counter()
         report = integrity.check(library)

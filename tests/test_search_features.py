@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from imagematch import media
+from imagematch import duplicates, media
 from imagematch.ai.embedder import Matrix
-from imagematch.duplicates import DuplicateRule, close_pairs, groups_of
+from imagematch.duplicates import DuplicateRule, KnownPairs, close_pairs, groups_of
 from imagematch.exif import GPS_IFD, without_gps
 from imagematch.factory import build_library
 from imagematch.filters import parse_filter
@@ -356,6 +356,42 @@ def test_bucketed_close_pairs_are_those_of_comparing_every_pair(reach: int) -> N
     assert len(found) == len(set(found)) and set(found) == expected and len(expected) > 50
 
 
+def test_known_pairs_brought_up_to_date_are_those_found_anew(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review after review while images come, go, change and the store lists them in another order: the pairs
+    kept and updated are exactly those of finding every pair again."""
+    rng = np.random.default_rng(7)
+    hashes = rng.integers(0, 2**64, size=6000, dtype=np.uint64)
+    for n in range(200):  # near copies so that there are pairs to keep and to lose
+        hashes[5999 - n] = hashes[n] ^ np.uint64(1 << int(rng.integers(0, 64)))
+    ids = [f"image-{n}" for n in range(len(hashes))]
+    found_anew: list[int] = []
+
+    def counted(found: np.ndarray, reach: int) -> duplicates.Pairs:
+        found_anew.append(reach)
+        return close_pairs(found, reach)
+
+    monkeypatch.setattr(duplicates, "close_pairs", counted)
+    known = KnownPairs()
+    for step in range(4):
+        pairs = known.pairs(ids, hashes, 14)
+        expected = close_pairs(hashes, 14)
+        assert [a.tolist() for a in (pairs.first, pairs.second, pairs.distance)] == [
+            a.tolist() for a in (expected.first, expected.second, expected.distance)
+        ]
+        assert len(expected) > 200
+        keep = rng.random(len(ids)) > 0.01  # 1% deleted
+        ids, hashes = [i for i, k in zip(ids, keep, strict=True) if k], hashes[keep]
+        hashes[:20] ^= np.uint64(0b10)  # 20 hashes changed (an image replaced under its id)
+        added = rng.integers(0, 2**64, size=30, dtype=np.uint64)
+        added[:10] = hashes[100:110] ^ np.uint64(0b100)  # new near copies of images already there
+        ids, hashes = ids + [f"new-{step}-{n}" for n in range(30)], np.concatenate([hashes, added])
+        order = rng.permutation(len(ids))  # listed in another order
+        ids, hashes = [ids[n] for n in order], hashes[order]
+    assert found_anew == [14]  # once: every later review was brought up to date
+    assert len(known.pairs(ids, hashes, 10)) == len(close_pairs(hashes, 10))
+    assert found_anew == [14, 10]  # another reach: found anew
+
+
 def test_duplicate_review_decides_every_pair_by_vectors_however_many(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -381,6 +417,26 @@ def test_duplicate_review_decides_every_pair_by_vectors_however_many(
         {ids["coffee"], copy.record.id},
     ]
     assert all(similarity is not None for group in groups for *_, similarity in group.links)
+    # Visited again, with a new crop of the rocket: only its pair's vectors are read, and every group is there.
+    rocket = photo("rocket")
+    width, height = rocket.size
+    cropped = library.ingest.add(encode(rocket.crop((int(width * 0.02), int(height * 0.02), width, height))))
+    assert cropped.record is not None
+    store = library.pairing.store
+    read_vectors, asked = store.get_vectors, []
+
+    def counted(ids: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        asked.extend(ids)
+        return read_vectors(ids)
+
+    monkeypatch.setattr(store, "get_vectors", counted)
+    again = library.duplicates.groups(DuplicateRule(2, 10, 0.5))
+    assert sorted(asked) == sorted([ids["rocket"], cropped.record.id])
+    assert [{r.id for r in group.records} for group in again] == [
+        {ids["astronaut"], contrast.record.id},
+        {ids["coffee"], copy.record.id},
+        {ids["rocket"], cropped.record.id},
+    ]
 
 
 def test_an_image_deleted_during_the_review_joins_no_group(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -197,6 +198,68 @@ def _pairs(firsts: list[npt.NDArray[np.int64]], seconds: list[Any], distances: l
     second = np.concatenate(seconds).astype(np.int64)
     order = np.lexsort((second, first))  # the same order whichever way they were found
     return Pairs(first[order], second[order], np.concatenate(distances).astype(np.int64)[order])
+
+
+class KnownPairs:
+    """The close pairs of the hashes seen last, brought up to date from what changed since instead of found anew.
+
+    Duplicate review runs on every visit of its page (and again after each group is resolved), while between two
+    visits only a few images come and go: the pairs of the images still there with the same hash are kept, and
+    each new or changed hash is compared with every hash (one vectorised pass each). Finding every pair anew costs
+    what the library's square of chance pairs costs (docs/benchmarks.md); the result is the same (tested).
+    """
+
+    _REDO_SHARE = 20  # more than 1 in this many hashes new or changed: close_pairs anew is the cheaper way
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: tuple[int, dict[str, int], npt.NDArray[np.uint64], Pairs] | None = None
+
+    def pairs(self, ids: Sequence[str], hashes: npt.NDArray[np.uint64], max_distance: int) -> Pairs:
+        """close_pairs(hashes, max_distance), for the images `ids` (each once) whose hashes these are."""
+        with self._lock:
+            known = self._known
+        found = None if known is None or known[0] != max_distance else _updated(known, ids, hashes, max_distance)
+        if found is None:
+            found = close_pairs(hashes, max_distance)
+        with self._lock:
+            self._known = (max_distance, {image_id: n for n, image_id in enumerate(ids)}, hashes, found)
+        return found
+
+
+def _updated(
+    known: tuple[int, dict[str, int], npt.NDArray[np.uint64], Pairs],
+    ids: Sequence[str],
+    hashes: npt.NDArray[np.uint64],
+    max_distance: int,
+) -> Pairs | None:
+    """The known pairs moved to the new indexes, and the pairs of the new or changed hashes; None when so much
+    changed that finding every pair anew is cheaper."""
+    _, positions, old_hashes, old_pairs = known
+    moved = np.full(len(old_hashes), -1, dtype=np.int64)  # old index -> new index, -1 where gone or changed
+    fresh = []
+    for n, image_id in enumerate(ids):
+        before = positions.get(image_id)
+        if before is not None and old_hashes[before] == hashes[n]:
+            moved[before] = n
+        else:
+            fresh.append(n)
+    if len(fresh) * KnownPairs._REDO_SHARE > len(ids):
+        return None
+    first, second = moved[old_pairs.first], moved[old_pairs.second]
+    still = (first >= 0) & (second >= 0)
+    firsts, seconds = [np.minimum(first, second)[still]], [np.maximum(first, second)[still]]
+    distances = [old_pairs.distance[still]]
+    is_fresh = np.zeros(len(ids), dtype=bool)
+    is_fresh[fresh] = True
+    for n in fresh:
+        distance = np.bitwise_count(hashes ^ hashes[n]).astype(np.int64)
+        close = np.flatnonzero(distance <= max_distance)
+        close = close[(close != n) & (~is_fresh[close] | (close > n))]  # a pair of two fresh ones once
+        firsts.append(np.minimum(close, n))
+        seconds.append(np.maximum(close, n))
+        distances.append(distance[close])
+    return _pairs(firsts, seconds, distances)
 
 
 def groups_of(pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
