@@ -200,6 +200,9 @@ def _pairs(firsts: list[npt.NDArray[np.int64]], seconds: list[Any], distances: l
     return Pairs(first[order], second[order], np.concatenate(distances).astype(np.int64)[order])
 
 
+_REDO_SHARE = 20  # more than 1 in this many hashes new or changed: close_pairs anew is the cheaper way
+
+
 class KnownPairs:
     """The close pairs of the hashes seen last, brought up to date from what changed since instead of found anew.
 
@@ -208,8 +211,6 @@ class KnownPairs:
     each new or changed hash is compared with every hash (one vectorised pass each). Finding every pair anew costs
     what the library's square of chance pairs costs (docs/benchmarks.md); the result is the same (tested).
     """
-
-    _REDO_SHARE = 20  # more than 1 in this many hashes new or changed: close_pairs anew is the cheaper way
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -244,7 +245,7 @@ def _updated(
             moved[before] = n
         else:
             fresh.append(n)
-    if len(fresh) * KnownPairs._REDO_SHARE > len(ids):
+    if len(fresh) * _REDO_SHARE > len(ids):
         return None
     first, second = moved[old_pairs.first], moved[old_pairs.second]
     still = (first >= 0) & (second >= 0)
