@@ -60,13 +60,13 @@ CAMERA = (4000, 3000)
 def camera_jpegs(folder: Path, count: int) -> list[Path]:
     """Distinct camera-sized photos: smooth random scenes plus per-pixel noise, like a real sensor's output."""
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(2026)
     paths = []
     for n in range(count):
         path = folder / f"camera-{n:04d}.jpg"
         paths.append(path)
         if path.exists():
             continue
+        rng = np.random.default_rng([2026, n])  # its own seed: a cache made by a smaller --count is not repeated
         scene = Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).resize(
             CAMERA, Image.Resampling.BICUBIC
         )
