@@ -3,7 +3,10 @@
 Generates N 4000×3000 JPEGs (photographic content with sensor-like noise, 3–5 MB each, cached under
 bench/results/camera/), indexes them with the product's batch pipeline (decode in worker threads, embed in
 batches, write in batches) with background removal off and on, captions off, and prints images/s and the
-ratio to the model's work alone ("raw").
+ratio to the model's work alone ("raw"). Then the same files as uploads: 8 clients at once (--clients), each in
+its own thread calling `Ingest.add` as POST /api/v1/images does, and the same through real HTTP against the
+web app under uvicorn on 127.0.0.1 (started and stopped here), each into a fresh library, with the ratio to
+`index` of the same run and how many model calls the uploads took.
 
 "Raw" is the model's work alone, measured in the same run before and after the index runs: embedding already
 prepared inputs, or with background removal on, cutting out and embedding already decoded images. `index` has
@@ -15,7 +18,8 @@ The default count is large enough that the pipeline's start (the first batch wai
 decoded) and end (the last batch is embedded with nothing left to decode beside it) weigh little, as in a real
 import of a photo folder; a small --count measures mostly those two.
 
-    .venv/bin/python -m bench.ingest [--count 144] [--model demo] [--json bench/results/ingest.json]
+    .venv/bin/python -m bench.ingest [--count 144] [--model demo] [--clients 8] [--skip-http]
+        [--json bench/results/ingest.json]
 """
 
 from __future__ import annotations
@@ -25,20 +29,30 @@ import json
 import os
 import resource
 import shutil
+import socket
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
+import uvicorn
+from fastapi import FastAPI
 from PIL import Image
 
 from bench.common import runnable_model
 from imagematch import media
+from imagematch.ai.batching import SharedCallsEmbedder
+from imagematch.cli import UVICORN_OPTIONS
 from imagematch.factory import build_library
-from imagematch.library import Upload
+from imagematch.library import Library, Upload
 from imagematch.settings import Settings
+from imagematch.web.app import create_app
 
 CAMERA = (4000, 3000)
 
@@ -46,13 +60,13 @@ CAMERA = (4000, 3000)
 def camera_jpegs(folder: Path, count: int) -> list[Path]:
     """Distinct camera-sized photos: smooth random scenes plus per-pixel noise, like a real sensor's output."""
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(2026)
     paths = []
     for n in range(count):
         path = folder / f"camera-{n:04d}.jpg"
         paths.append(path)
         if path.exists():
             continue
+        rng = np.random.default_rng([2026, n])  # its own seed: a cache made by a smaller --count is not repeated
         scene = Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).resize(
             CAMERA, Image.Resampling.BICUBIC
         )
@@ -113,12 +127,97 @@ def index_throughput(settings: Settings, paths: list[Path]) -> dict[str, Any]:
     return {"images": len(paths), "added": added, "seconds": elapsed, "images_per_s": len(paths) / elapsed}
 
 
+def model_calls(library: Library) -> tuple[int, int]:
+    """Image-encoder calls made so far for one-image requests, and the images they took."""
+    embedder = library.embedder
+    if not isinstance(embedder, SharedCallsEmbedder):
+        return 0, 0
+    return embedder.images.calls, embedder.images.inputs
+
+
+def concurrent_uploads(
+    library: Library, paths: list[Path], clients: int, upload: Callable[[Path], str]
+) -> dict[str, Any]:
+    """`clients` threads uploading the files at once, each taking the next file when its upload is answered."""
+    calls_before, inputs_before = model_calls(library)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients, thread_name_prefix="client") as pool:
+        statuses = list(pool.map(upload, paths))
+    elapsed = time.perf_counter() - started
+    calls, inputs = model_calls(library)
+    return {
+        "images": len(paths),
+        "added": statuses.count("added"),
+        "clients": clients,
+        "seconds": elapsed,
+        "images_per_s": len(paths) / elapsed,
+        "model_calls": calls - calls_before,
+        "model_inputs": inputs - inputs_before,
+    }
+
+
+def upload_throughput(settings: Settings, paths: list[Path], clients: int) -> dict[str, Any]:
+    """Uploads as the API runs them (`Ingest.add` in a worker thread per request), without HTTP."""
+    library = build_library(settings)
+    library.open(ingest=True)
+    try:
+        return concurrent_uploads(
+            library, paths, clients, lambda path: library.ingest.add(path.read_bytes(), filename=path.name).status
+        )
+    finally:
+        library.close()
+
+
+@contextmanager
+def serving(app: FastAPI, timeout_s: float = 120.0) -> Iterator[str]:
+    """The app under uvicorn on a free port of 127.0.0.1, as `imagematch serve` runs it; yields its URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", **UVICORN_OPTIONS))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the app did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout_s)
+        sock.close()
+
+
+def http_upload_throughput(settings: Settings, paths: list[Path], clients: int) -> dict[str, Any]:
+    """The same uploads as multipart POST /api/v1/images over real sockets, one connection per client."""
+    settings = settings.model_copy(update={"rate_limit": 0})
+    library = build_library(settings)
+    statuses = {201: "added", 409: "duplicate"}
+    try:
+        with (
+            serving(create_app(settings, library)) as url,
+            httpx.Client(timeout=600, limits=httpx.Limits(max_connections=clients)) as client,
+        ):
+
+            def upload(path: Path) -> str:
+                files = {"file": (path.name, path.read_bytes(), "image/jpeg")}
+                answer = client.post(f"{url}/api/v1/images", files=files)
+                return statuses.get(answer.status_code, f"HTTP {answer.status_code}")
+
+            return concurrent_uploads(library, paths, clients, upload)
+    finally:
+        library.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=144)
     parser.add_argument("--model", default="", help="default: IMAGEMATCH_MODEL")
     parser.add_argument("--runtime", default="auto", choices=("torch", "onnx", "onnx-int8", "auto"))
     parser.add_argument("--skip-background", action="store_true", help="do not measure with rembg on")
+    parser.add_argument("--clients", type=int, default=8, help="uploads at once")
+    parser.add_argument("--skip-http", action="store_true", help="do not measure uploads through HTTP")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -141,6 +240,20 @@ def main() -> None:
         mode: index_throughput(base.model_copy(update={"data_dir": workdir / mode, "background_removal": mode}), images)
         for mode in modes
     }
+    for mode in modes:
+        settings = base.model_copy(update={"background_removal": mode})
+        uploads = {
+            "uploads": upload_throughput(
+                settings.model_copy(update={"data_dir": workdir / f"{mode}-add"}), images, args.clients
+            )
+        }
+        if not args.skip_http:
+            uploads["http uploads"] = http_upload_throughput(
+                settings.model_copy(update={"data_dir": workdir / f"{mode}-http"}), images, args.clients
+            )
+        for upload in uploads.values():
+            upload["ratio_to_index"] = upload["images_per_s"] / runs[mode]["images_per_s"]
+        runs[mode].update(uploads)
     raw_after = {mode: raw(mode) for mode in modes}
     runtime = raw_after["off"][1]
     report: dict[str, Any] = {
@@ -161,6 +274,8 @@ def main() -> None:
     shutil.rmtree(workdir, ignore_errors=True)
 
     described = f"{len(images)} JPEGs of 4000×3000 ({size_mb:.1f} MB each)"
+    load = " ".join(f"{n:.2f}" for n in os.getloadavg())
+    report["load_average"] = load
     print(f"model {report['model']} ({weights}), runtime {report['runtime']}, {os.cpu_count()} CPUs, {described}")
     print(f"decoding one (draft mode) costs {decode_cpu * 1000:.0f} ms of CPU; batch {base.embed_batch_size}")
     for name, run in report["runs"].items():
@@ -169,6 +284,15 @@ def main() -> None:
             f"{name:<15}: raw {before:5.1f} images/s before, {after:5.1f} after; index {run['images_per_s']:5.1f} "
             f"images/s = {run['ratio_to_raw'] * 100:3.0f}% of raw"
         )
+        for kind in ("uploads", "http uploads"):
+            if kind in run:
+                upload = run[kind]
+                print(
+                    f"{'':<15}  {upload['clients']} clients, {kind:<12}: {upload['images_per_s']:5.1f} images/s = "
+                    f"{upload['ratio_to_index'] * 100:3.0f}% of index; {upload['added']} added, "
+                    f"{upload['model_inputs']} images in {upload['model_calls']} model calls"
+                )
+    print(f"load average at the end {load}")
     print(f"peak RSS {report['peak_rss_mb']:.0f} MB")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ class Embedding:
         self.text_reader = text_reader
         self._reader_lock = threading.Lock()
         self._reader_checked = False
-        # Bounds memory under a flood: at most this many requests run the model at once; others queue.
+        # Bounds memory under a flood: at most this many requests decode an image at once; others queue.
         self.slots = threading.BoundedSemaphore(max(1, settings.decode_workers))
 
     def open_for_ingest(self) -> None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from imagematch import media
+from imagematch.ai.batching import SharedCalls
 from imagematch.ai.embedder import Prepared
 from imagematch.blobs import BlobStore
 from imagematch.duplicates import VARIANT_DISTANCE, DuplicateRule, lookup_hashes
@@ -46,7 +47,7 @@ from imagematch.services.caption_queue import CaptionQueue
 from imagematch.services.catalog import Catalog
 from imagematch.services.duplicate_review import rule_of
 from imagematch.services.embedding import Embedding, lowest_cpu_priority
-from imagematch.services.pairing import Pairing, one_generation
+from imagematch.services.pairing import Active, Pairing, one_generation
 from imagematch.settings import Settings
 from imagematch.validation import clean_description, clean_filename, clean_metadata
 
@@ -83,6 +84,10 @@ class _Candidate:
     layout: ColourLayout | None = None  # its thumbnail's colour layout, made when a pHash match needs it
 
 
+_Embedded = tuple[_Candidate, Vector, Vector | None]  # an image with its image vector and its words' vector
+_EmbeddedUpload = tuple[Active, _Candidate, Vector, Vector | None]  # with the generation it was embedded for
+
+
 class Ingest:
     """Adding images, one or many; the duplicate check at upload decides what is added."""
 
@@ -103,6 +108,11 @@ class Ingest:
         self.captions = captions
         self._writes_since_maintenance = 0
         self._maintenance = threading.Lock()
+        # Uploads that finish embedding while a write runs are written together next (no timer: a lone upload
+        # is written at once), each still checked against the others and getting its own result.
+        self._group_writes: SharedCalls[_EmbeddedUpload, IngestResult | Exception] = SharedCalls(
+            self._store_uploads, largest=settings.embed_batch_size
+        )
 
     @property
     def duplicate_rule(self) -> DuplicateRule:
@@ -127,30 +137,30 @@ class Ingest:
         known = self._known_file(sha, name)
         if known is not None:
             return known
-        with self.embedding.slots:  # decoding a large image needs memory too, so it queues like the model
+        with self.embedding.slots:  # decoding a large image needs memory, so decodes queue for a slot
             candidate = self._candidate(data, sha, name, text, meta)
         duplicate = self._duplicate_of(candidate, [])
         if duplicate is not None:
             return duplicate
-        with self.embedding.slots:
-            vector = self.pairing.embedder.encode_prepared([candidate.pixels])[0]
+        # Outside the slot: the prepared input is small, and uploads waiting for the model share its next call
+        # (SharedCallsEmbedder), then the next write (_store_uploads).
+        vector = self.pairing.embedder.encode_prepared([candidate.pixels])[0]
         words = self.embedding.words_vectors([candidate.record])[0]
-        with self.pairing.write_lock, self.pairing.store.exclusive():  # the check and the write, one process at a time
-            duplicate = self._duplicate_of(candidate, [], vector)
-            if duplicate is not None:
-                return duplicate
-            self._write([(candidate, vector, words)])
-        log.info(
-            "added %s %r (%d×%d %s, %s) in %.0f ms",
-            candidate.record.id,
-            name,
-            candidate.record.width,
-            candidate.record.height,
-            candidate.record.format,
-            human_bytes(candidate.record.size),
-            (time.perf_counter() - started) * 1000,
-        )
-        return IngestResult("added", name, record=candidate.record)
+        outcome = self._group_writes.run((self.pairing.current(), candidate, vector, words))
+        if isinstance(outcome, Exception):
+            raise outcome
+        if outcome.status == "added":
+            log.info(
+                "added %s %r (%d×%d %s, %s) in %.0f ms",
+                candidate.record.id,
+                name,
+                candidate.record.width,
+                candidate.record.height,
+                candidate.record.format,
+                human_bytes(candidate.record.size),
+                (time.perf_counter() - started) * 1000,
+            )
+        return outcome
 
     @one_generation
     def add_many(
@@ -242,9 +252,7 @@ class Ingest:
         except OSError as error:
             return IngestResult("failed", label, reason=f"cannot read the file ({error.strerror or error})")
 
-    def _embed_batch(
-        self, batch: list[_Candidate], emit: Callable[[IngestResult], None]
-    ) -> list[tuple[_Candidate, Vector, Vector | None]]:
+    def _embed_batch(self, batch: list[_Candidate], emit: Callable[[IngestResult], None]) -> list[_Embedded]:
         """Drop what is already a duplicate, then embed the rest (both vectors)."""
         fresh: list[_Candidate] = []
         for candidate in batch:
@@ -259,25 +267,54 @@ class Ingest:
         words = self.embedding.words_vectors([c.record for c in fresh])
         return list(zip(fresh, vectors, words, strict=True))
 
-    def _store_batch(self, embedded: list[tuple[_Candidate, Vector, Vector | None]]) -> list[IngestResult]:
-        """Write one embedded batch atomically, checking duplicates again against what is stored by now
-        (the batch before it may have been written while this one was embedded, by this process or another: the
-        store's exclusive lock keeps another process's check-then-write from interleaving with this one)."""
+    def _store_batch(self, embedded: list[_Embedded]) -> list[IngestResult]:
+        """Write one embedded batch of `index` atomically; its duplicates are reported first."""
         started = time.perf_counter()
+        results = self._write_checked(embedded)
+        added = sum(result.status == "added" for result in results)
+        if added:
+            log.info("added %d images in %.0f ms", added, (time.perf_counter() - started) * 1000)
+        return sorted(results, key=lambda result: result.status != "duplicate")
+
+    def _write_checked(self, embedded: Sequence[_Embedded]) -> list[IngestResult]:
+        """Write embedded images in one atomic upsert, checking duplicates again against what is stored by now
+        and against the images before them in `embedded` (another batch or upload may have been written while
+        these were embedded, by this process or another: the store's exclusive lock keeps another process's
+        check-then-write from interleaving with this one). One result per image, in order."""
         results: list[IngestResult] = []
         with self.pairing.write_lock, self.pairing.store.exclusive():
-            keep: list[tuple[_Candidate, Vector, Vector | None]] = []
+            keep: list[_Embedded] = []
             for candidate, vector, words_vector in embedded:
                 duplicate = self._duplicate_of(candidate, [k[0] for k in keep], vector, [k[1] for k in keep])
                 if duplicate is not None:
                     results.append(duplicate)
                 else:
                     keep.append((candidate, vector, words_vector))
+                    results.append(IngestResult("added", candidate.label, record=candidate.record))
             self._write(keep)
-        if keep:
-            log.info("added %d images in %.0f ms", len(keep), (time.perf_counter() - started) * 1000)
-        results += [IngestResult("added", candidate.label, record=candidate.record) for candidate, _, _ in keep]
         return results
+
+    def _store_uploads(self, group: Sequence[_EmbeddedUpload]) -> list[IngestResult | Exception]:
+        """The write of uploads that finished embedding while the previous write ran: one upsert for each model
+        generation among them (an upload is written where it was embedded). Should the shared write fail, each
+        upload is written alone, so an error reaches only the upload it belongs to."""
+        generations: dict[int, list[int]] = {}
+        for n, (active, *_) in enumerate(group):
+            generations.setdefault(id(active), []).append(n)
+        outcomes: dict[int, IngestResult | Exception] = {}
+        for indices in generations.values():
+            embedded = [(group[n][1], group[n][2], group[n][3]) for n in indices]
+            outcomes.update(zip(indices, self._write_or_fail(group[indices[0]][0], embedded), strict=True))
+        return [outcomes[n] for n in range(len(group))]
+
+    def _write_or_fail(self, active: Active, embedded: list[_Embedded]) -> list[IngestResult | Exception]:
+        try:
+            return list(self.pairing.run_in(active, self._write_checked, embedded))
+        except Exception as error:
+            if len(embedded) == 1:
+                return [error]
+            log.warning("a shared write of %d uploads failed (%s); writing each alone", len(embedded), error)
+            return [outcome for item in embedded for outcome in self._write_or_fail(active, [item])]
 
     def _upload_hash(self, data: bytes) -> str:
         """The file hash of an upload within the size limit; computed once per upload (a camera file costs
@@ -376,7 +413,9 @@ class Ingest:
         near = self.pairing.store.near_phash(
             candidate.phash, rule.max_distance
         )  # identical files have identical pHashes
-        same_file = next((r for r, _ in near if r.file_hash == candidate.record.file_hash), None)
+        same_file = next((r for r, _ in near if r.file_hash == candidate.record.file_hash), None) or next(
+            (c.record for c in pending if c.record.file_hash == candidate.record.file_hash), None
+        )
         if same_file is not None:
             return IngestResult(
                 "duplicate", name, existing=same_file, distance=0, reason="the same file is already stored"
@@ -477,7 +516,7 @@ class Ingest:
                 )
         return None
 
-    def _write(self, items: Sequence[tuple[_Candidate, Vector, Vector | None]]) -> None:
+    def _write(self, items: Sequence[_Embedded]) -> None:
         """Files first (atomic, idempotent), then the records in one atomic batch."""
         if not items:
             return
