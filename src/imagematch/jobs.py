@@ -245,7 +245,7 @@ class JobRunner:
                 return f"{_reason(error)}."
             return f"{_reason(error)}. What was read so far is kept; start it again."
 
-        with self._finishing(status, failure, lambda: "reading text"):
+        with self._finishing(status, failure, lambda: "reading text", expected=(NotSupported,)):
             report = self.library.maintenance.read_texts(on_progress=self._saving_progress(status), cancel=self._cancel)
             status.done, status.total, status.failed = report.done, report.total, report.failed
             status.added = report.with_text
