@@ -29,30 +29,25 @@ import json
 import os
 import resource
 import shutil
-import socket
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
-from fastapi import FastAPI
 from PIL import Image
 
 from bench.common import runnable_model
 from imagematch import media
 from imagematch.ai.batching import SharedCallsEmbedder
-from imagematch.cli import UVICORN_OPTIONS
 from imagematch.factory import build_library
 from imagematch.library import Library, Upload
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
+from testkit.serving import serve
 
 CAMERA = (4000, 3000)
 
@@ -168,27 +163,6 @@ def upload_throughput(settings: Settings, paths: list[Path], clients: int) -> di
         library.close()
 
 
-@contextmanager
-def serving(app: FastAPI, timeout_s: float = 120.0) -> Iterator[str]:
-    """The app under uvicorn on a free port of 127.0.0.1, as `imagematch serve` runs it; yields its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", **UVICORN_OPTIONS))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the app did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout_s)
-        sock.close()
-
-
 def http_upload_throughput(settings: Settings, paths: list[Path], clients: int) -> dict[str, Any]:
     """The same uploads as multipart POST /api/v1/images over real sockets, one connection per client."""
     settings = settings.model_copy(update={"rate_limit": 0})
@@ -196,7 +170,7 @@ def http_upload_throughput(settings: Settings, paths: list[Path], clients: int) 
     statuses = {201: "added", 409: "duplicate"}
     try:
         with (
-            serving(create_app(settings, library)) as url,
+            serve(create_app(settings, library), timeout_s=120) as url,
             httpx.Client(timeout=600, limits=httpx.Limits(max_connections=clients)) as client,
         ):
 

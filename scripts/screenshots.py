@@ -20,8 +20,9 @@ from imagematch.library import Library
 from imagematch.records import Metadata, RecordPatch
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
-from testkit.browser import launch_chromium, serve
+from testkit.browser import launch_chromium
 from testkit.images import encode, jpeg, photo
+from testkit.serving import serve
 from testkit.tinymodel import build_tiny_model
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"

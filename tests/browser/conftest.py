@@ -15,7 +15,8 @@ from imagematch.factory import build_library
 from imagematch.library import RESET_PHRASE, Library
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
-from testkit.browser import launch_chromium, serve
+from testkit.browser import launch_chromium
+from testkit.serving import serve
 from testkit.tinymodel import tiny_settings
 
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}

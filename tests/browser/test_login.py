@@ -12,8 +12,8 @@ from playwright.sync_api import Browser, FilePayload, expect
 from imagematch.factory import build_library
 from imagematch.passwords import hash_password
 from imagematch.web.app import create_app
-from testkit.browser import serve
 from testkit.images import jpeg
+from testkit.serving import serve
 from testkit.tinymodel import tiny_settings
 from tests.browser.conftest import LiveApp, _tab
 

@@ -19,8 +19,8 @@ from imagematch.passwords import hash_password
 from imagematch.records import RecordPatch
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
-from testkit.browser import serve
 from testkit.images import encode, jpeg, photo
+from testkit.serving import serve
 from tests.browser.conftest import DESKTOP, PHONE, LiveApp, _tab
 
 pytestmark = pytest.mark.browser

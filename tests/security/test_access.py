@@ -34,9 +34,9 @@ from imagematch.web.auth import (
     safe_next,
     session_secret,
 )
-from testkit.browser import serve
 from testkit.cli_env import env_for
 from testkit.images import jpeg
+from testkit.serving import serve
 from tests.security.conftest import Harness, app_routes, csrf_token, make_settings, snapshot
 
 KEY = "k3y-for-the-tests-0123456789abcdef"

@@ -25,8 +25,8 @@ from imagematch.records import InvalidImage, TooLarge
 from imagematch.settings import Settings
 from imagematch.web.app import create_app
 from testkit.bombs import sixteen_bit_bomb
-from testkit.browser import serve
 from testkit.images import encode, jpeg, photo
+from testkit.serving import serve
 from tests.security.conftest import make_settings
 from tests.security.payloads import lying_jpeg
 

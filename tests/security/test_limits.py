@@ -22,8 +22,8 @@ from imagematch.settings import SettingsError, load_settings
 from imagematch.web.app import create_app
 from imagematch.web.proxies import TrustedProxies
 from imagematch.web.ratelimit import TokenBuckets
-from testkit.browser import serve
 from testkit.images import PHOTOS, jpeg
+from testkit.serving import serve
 from tests.security.conftest import make_settings
 
 T = TypeVar("T")

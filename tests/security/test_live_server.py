@@ -18,8 +18,8 @@ import pytest
 from imagematch.factory import build_library
 from imagematch.library import Library
 from imagematch.web.app import create_app
-from testkit.browser import serve
 from testkit.images import distinct_jpegs, jpeg
+from testkit.serving import serve
 from tests.security.conftest import make_settings
 from tests.security.payloads import REFUSED_FILES
 

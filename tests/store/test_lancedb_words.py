@@ -23,6 +23,16 @@ def words_found(store: LanceStore, vector: np.ndarray) -> list[str]:
     ]
 
 
+def store_without_words(tmp_path: Path, seed: int, count: int = 20) -> tuple[LanceStore, np.ndarray]:
+    """A library of `count` images none of which has words: its words list finds nothing."""
+    vectors = clustered(count, seed=seed)
+    store = LanceStore(tmp_path / "db")
+    store.open("m", DIM)
+    store.upsert(without_words(vectors))
+    assert words_found(store, vectors[0]) == []
+    return store, vectors
+
+
 def test_words_written_by_another_process_are_found_at_once(tmp_path: Path) -> None:
     vectors = clustered(40, seed=5)
     server = LanceStore(tmp_path / "db")
@@ -38,12 +48,8 @@ def test_words_written_by_another_process_are_found_at_once(tmp_path: Path) -> N
 
 
 def test_a_caption_added_later_is_found(tmp_path: Path) -> None:
-    vectors = clustered(20, seed=6)
-    store = LanceStore(tmp_path / "db")
-    store.open("m", DIM)
+    store, vectors = store_without_words(tmp_path, seed=6)
     stored = without_words(vectors)
-    store.upsert(stored)
-    assert words_found(store, vectors[3]) == []
     other = LanceStore(tmp_path / "db")
     other.open("m", DIM)
     other.update(stored[3].record, vectors[3])  # a caption arrives: its words vector
@@ -65,11 +71,7 @@ def test_a_library_made_before_the_flag_keeps_its_words(tmp_path: Path) -> None:
 
 
 def test_words_of_a_rebuilt_generation_are_found_after_the_switch(tmp_path: Path) -> None:
-    vectors = clustered(20, seed=8)
-    store = LanceStore(tmp_path / "db")
-    store.open("m", DIM)
-    store.upsert(without_words(vectors))
-    assert words_found(store, vectors[4]) == []
+    store, vectors = store_without_words(tmp_path, seed=8)
     staging = store.start_rebuild("m2", DIM)
     assert words_found(staging, vectors[4]) == []
     staging.upsert(items(vectors))  # the new model's words for every image
@@ -79,11 +81,7 @@ def test_words_of_a_rebuilt_generation_are_found_after_the_switch(tmp_path: Path
 
 def test_maintain_finds_words_written_without_the_flag(tmp_path: Path) -> None:
     """A process of an earlier version beside this one writes words without saying so: maintain notices."""
-    vectors = clustered(20, seed=9)
-    store = LanceStore(tmp_path / "db")
-    store.open("m", DIM)
-    store.upsert(without_words(vectors))
-    assert words_found(store, vectors[5]) == []
+    store, vectors = store_without_words(tmp_path, seed=9)
     store._table.update(where=f"id = '{items(vectors)[5].record.id}'", values={"words_vector": vectors[5].tolist()})
     store.maintain()
     reader = LanceStore(tmp_path / "db")
